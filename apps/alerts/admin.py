@@ -1,0 +1,42 @@
+from django.contrib import admin
+
+from .models import Alert, AlertEvent, Threshold
+
+
+class ThresholdInline(admin.TabularInline):
+    model = Threshold
+    extra = 0
+    fields = ["metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+
+
+@admin.register(Threshold)
+class ThresholdAdmin(admin.ModelAdmin):
+    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+    list_filter = ["enabled", "metric", "device_type", "location__factory"]
+    search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
+    autocomplete_fields = ["device", "location"]
+    list_select_related = ["metric", "device", "location", "device_type"]
+
+
+class AlertEventInline(admin.TabularInline):
+    model = AlertEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["kind", "at", "level", "value", "user", "note"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "acknowledged_by", "resolved_at"]
+    list_filter = ["state", "level", "metric", "device__location__factory", "device__location__building"]
+    search_fields = ["device__device_id", "device__location__loc_id"]
+    list_select_related = ["device", "metric", "acknowledged_by"]
+    date_hierarchy = "opened_at"
+    readonly_fields = [f.name for f in Alert._meta.fields]
+    inlines = [AlertEventInline]
+
+    def has_add_permission(self, request):
+        return False

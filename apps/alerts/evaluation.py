@@ -1,0 +1,161 @@
+"""The alert state machine: one batch of readings → opened, escalated, resolved alerts.
+
+Per (device, metric) with a threshold: a value beyond a band must stay there for the
+threshold's hold time before an alert opens; leaving a level takes clearing the hysteresis
+deadband, so a value wobbling around a limit opens one alert, not many. One active alert per
+pair is guaranteed by a partial unique index; rows are locked while a batch is evaluated.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+
+from .models import Alert, AlertEvent, Threshold
+from .thresholds import LEVEL_RANK, RANK_LEVEL, Bands
+
+ACTIVE_STATES = [Alert.State.OPEN, Alert.State.ACKNOWLEDGED]
+
+
+def hold_key(device_pk, metric_pk):
+    return f"hold:{device_pk}:{metric_pk}"
+
+
+def excess(bands, value):
+    """How far `value` lies beyond the normal band (0 inside it), to find an alert's peak."""
+    upper = bands.warning_max if bands.warning_max is not None else bands.critical_max
+    lower = bands.warning_min if bands.warning_min is not None else bands.critical_min
+    if upper is not None and value > upper:
+        return value - upper
+    if lower is not None and value < lower:
+        return lower - value
+    return 0.0
+
+
+def as_datetime(ts):
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+@dataclass
+class PairState:
+    """Where one (device, metric) stands while its readings of a batch are replayed."""
+
+    device_pk: int
+    metric_pk: int
+    bands: Bands
+    alert: Alert | None
+    breach_since: float | None
+    events: list = field(default_factory=list)
+
+    @property
+    def rank(self):
+        return LEVEL_RANK[self.alert.level] if self.alert else 0
+
+    def apply(self, ts, value):
+        rank = self.bands.rank_from(value, self.rank)
+        if self.alert is None:
+            if rank == 0:
+                self.breach_since = None
+                return
+            if self.breach_since is None:
+                self.breach_since = ts
+            if ts - self.breach_since >= self.bands.hold_seconds:
+                self.open(ts, value, rank)
+            return
+        alert = self.alert
+        alert.last_value = value
+        if excess(self.bands, value) > excess(self.bands, alert.peak_value):
+            alert.peak_value = value
+        if rank == 0:
+            alert.state = Alert.State.RESOLVED
+            alert.resolved_at = as_datetime(ts)
+            self.event(AlertEvent.Kind.RESOLVED, ts, value)
+            self.alert = None
+            self.breach_since = None
+        elif rank != self.rank:
+            kind = AlertEvent.Kind.ESCALATED if rank > self.rank else AlertEvent.Kind.DEESCALATED
+            if kind == AlertEvent.Kind.ESCALATED:
+                alert.state = Alert.State.OPEN  # an acknowledged warning that turns critical needs eyes again
+            alert.level = RANK_LEVEL[rank]
+            self.event(kind, ts, value)
+
+    def open(self, ts, value, rank):
+        self.alert = Alert(
+            device_id=self.device_pk,
+            metric_id=self.metric_pk,
+            level=RANK_LEVEL[rank],
+            opened_at=as_datetime(self.breach_since),
+            first_value=value,
+            peak_value=value,
+            last_value=value,
+        )
+        self.breach_since = None
+        self.event(AlertEvent.Kind.OPENED, ts, value)
+
+    def event(self, kind, ts, value):
+        self.events.append((self.alert, AlertEvent(kind=kind, at=as_datetime(ts), level=self.alert.level, value=value)))
+
+
+def save_pair(pair):
+    """Write a pair's alert changes; returns the alerts that changed."""
+    changed = {}
+    for alert, event in pair.events:
+        if alert.pk is None:
+            try:
+                with transaction.atomic():
+                    alert.save()
+            except IntegrityError:
+                # Another worker opened this pair's alert first: carry on with theirs.
+                existing = Alert.objects.select_for_update().get(
+                    device_id=alert.device_id, metric_id=alert.metric_id, state__in=ACTIVE_STATES
+                )
+                alert.pk = existing.pk
+                alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
+                alert.save()
+        else:
+            alert.save()
+        event.alert = alert
+        event.save()
+        changed[alert.pk] = alert
+    if pair.alert is not None and pair.alert.pk is not None and pair.alert.pk not in changed:
+        pair.alert.save(update_fields=["last_value", "peak_value"])
+    return list(changed.values())
+
+
+def evaluate_readings(rows):
+    """rows: (device_pk, metric_pk, ts, value, threshold_pk) → list of changed Alert rows.
+
+    Call inside a transaction.
+    """
+    by_pair = {}
+    for device_pk, metric_pk, ts, value, threshold_pk in sorted(rows, key=lambda r: r[2]):
+        by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
+    thresholds = Threshold.objects.in_bulk({key[2] for key in by_pair})
+    device_pks = {key[0] for key in by_pair}
+    active = {
+        (a.device_id, a.metric_id): a
+        for a in Alert.objects.select_for_update().filter(device_id__in=device_pks, state__in=ACTIVE_STATES).exclude(metric=None)
+    }
+    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair])
+    new_holds = {}
+    changed = []
+    for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
+        threshold = thresholds.get(threshold_pk)
+        if threshold is None or not threshold.enabled:
+            continue
+        pair = PairState(
+            device_pk=device_pk,
+            metric_pk=metric_pk,
+            bands=Bands.of(threshold),
+            alert=active.get((device_pk, metric_pk)),
+            breach_since=holds.get(hold_key(device_pk, metric_pk)),
+        )
+        for ts, value in readings:
+            pair.apply(ts, value)
+        changed.extend(save_pair(pair))
+        new_holds[hold_key(device_pk, metric_pk)] = pair.breach_since
+    if new_holds:
+        cache.set_many(new_holds, timeout=86400)
+    return changed
+

@@ -1,0 +1,151 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+
+class Level(models.TextChoices):
+    NORMAL = "normal", "normal"
+    WARNING = "warning", "warning"
+    CRITICAL = "critical", "critical"
+    OFFLINE = "offline", "offline"
+
+
+SEVERITY = {Level.NORMAL: 0, Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
+
+
+class Threshold(models.Model):
+    """Warning and critical bands of a metric for a device, location, device type or everyone.
+
+    The most specific threshold wins: device > location > device type > global.
+    """
+
+    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, related_name="thresholds")
+    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
+    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
+    device_type = models.ForeignKey(
+        "devices.DeviceType", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds"
+    )
+    warning_min = models.FloatField(null=True, blank=True)
+    warning_max = models.FloatField(null=True, blank=True)
+    critical_min = models.FloatField(null=True, blank=True)
+    critical_max = models.FloatField(null=True, blank=True)
+    hysteresis = models.FloatField(default=0, help_text="Deadband a value must clear to leave a level.")
+    hold_seconds = models.PositiveIntegerField(default=0, help_text="How long a value must stay beyond a band before an alert opens.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(device__isnull=True) | (Q(location__isnull=True) & Q(device_type__isnull=True)),
+                name="threshold_one_scope_device",
+            ),
+            models.CheckConstraint(
+                condition=Q(location__isnull=True) | Q(device_type__isnull=True),
+                name="threshold_one_scope_location",
+            ),
+            models.CheckConstraint(condition=Q(hysteresis__gte=0), name="threshold_hysteresis_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.metric} @ {self.scope_label}"
+
+    @property
+    def scope_label(self):
+        if self.device_id:
+            return f"device {self.device}"
+        if self.location_id:
+            return f"location {self.location}"
+        if self.device_type_id:
+            return f"type {self.device_type}"
+        return "global"
+
+    def clean(self):
+        scopes = [f for f in ("device", "location", "device_type") if getattr(self, f"{f}_id")]
+        if len(scopes) > 1:
+            raise ValidationError("Choose at most one scope: device, location or device type.")
+        bands = [self.warning_min, self.warning_max, self.critical_min, self.critical_max]
+        if all(b is None for b in bands):
+            raise ValidationError("Set at least one band limit.")
+        errors = {}
+        if self.warning_min is not None and self.warning_max is not None and self.warning_min >= self.warning_max:
+            errors["warning_max"] = "Must be above warning min."
+        if self.critical_min is not None and self.critical_max is not None and self.critical_min >= self.critical_max:
+            errors["critical_max"] = "Must be above critical min."
+        # The critical band lies outside the warning band.
+        if self.critical_max is not None and self.warning_max is not None and self.critical_max < self.warning_max:
+            errors["critical_max"] = "Must not be below warning max."
+        if self.critical_min is not None and self.warning_min is not None and self.critical_min > self.warning_min:
+            errors["critical_min"] = "Must not be above warning min."
+        if errors:
+            raise ValidationError(errors)
+
+
+class Alert(models.Model):
+    """A period during which a device's metric was beyond a band (or the device was silent)."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "open"
+        ACKNOWLEDGED = "acknowledged", "acknowledged"
+        RESOLVED = "resolved", "resolved"
+
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="alerts")
+    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    level = models.CharField(max_length=16, choices=Level.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    opened_at = models.DateTimeField()
+    first_value = models.FloatField(null=True, blank=True)
+    peak_value = models.FloatField(null=True, blank=True)
+    last_value = models.FloatField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            # One alert per (device, metric) that is not resolved: concurrent workers cannot open two.
+            models.UniqueConstraint(
+                fields=["device", "metric"],
+                condition=~Q(state="resolved"),
+                name="alert_one_active_per_device_metric",
+                nulls_distinct=False,
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "level"])]
+
+    def __str__(self):
+        return f"{self.level} {self.device}/{self.metric or 'offline'} ({self.state})"
+
+    @property
+    def is_active(self):
+        return self.state != self.State.RESOLVED
+
+
+class AlertEvent(models.Model):
+    """One change of an alert: opened, escalated, acknowledged, resolved — the alert's history."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "opened"
+        ESCALATED = "escalated", "escalated"
+        DEESCALATED = "deescalated", "de-escalated"
+        ACKNOWLEDGED = "acknowledged", "acknowledged"
+        RESOLVED = "resolved", "resolved"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField()
+    level = models.CharField(max_length=16, choices=Level.choices)
+    value = models.FloatField(null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.kind} {self.alert_id} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,86 @@
+"""Threshold resolution (most specific wins) and band classification.
+
+Used on the ingest hot path (status of every live value) and by alert evaluation, so the
+index is a plain dict built once per device-master snapshot.
+"""
+
+from dataclasses import dataclass
+
+from .models import Level, Threshold
+
+LEVEL_RANK = {Level.NORMAL: 0, Level.WARNING: 1, Level.CRITICAL: 2}
+RANK_LEVEL = {rank: level for level, rank in LEVEL_RANK.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Bands:
+    pk: int
+    warning_min: float | None
+    warning_max: float | None
+    critical_min: float | None
+    critical_max: float | None
+    hysteresis: float
+    hold_seconds: int
+
+    @classmethod
+    def of(cls, t):
+        return cls(t.pk, t.warning_min, t.warning_max, t.critical_min, t.critical_max, t.hysteresis, t.hold_seconds)
+
+    def rank(self, value, margin=0.0):
+        """0 normal, 1 warning, 2 critical; `margin` pulls every limit inward (for hysteresis)."""
+        if (self.critical_max is not None and value > self.critical_max - margin) or (
+            self.critical_min is not None and value < self.critical_min + margin
+        ):
+            return 2
+        if (self.warning_max is not None and value > self.warning_max - margin) or (
+            self.warning_min is not None and value < self.warning_min + margin
+        ):
+            return 1
+        return 0
+
+    def rank_from(self, value, current_rank):
+        """The level of `value` for a pair now at `current_rank`: leaving a level takes clearing the deadband."""
+        rank = self.rank(value)
+        if rank >= current_rank:
+            return rank
+        return max(rank, min(current_rank, self.rank(value, self.hysteresis)))
+
+    def status(self, value):
+        return RANK_LEVEL[self.rank(value)]
+
+    @property
+    def high_side(self):
+        return self.warning_max is not None or self.critical_max is not None
+
+
+class ThresholdIndex:
+    """Enabled thresholds keyed by scope, resolved device > location > device type > global."""
+
+    def __init__(self, thresholds):
+        self._by_scope = {}
+        for t in thresholds:
+            if t.device_id:
+                scope = ("d", t.device_id)
+            elif t.location_id:
+                scope = ("l", t.location_id)
+            elif t.device_type_id:
+                scope = ("t", t.device_type_id)
+            else:
+                scope = ("g", None)
+            self._by_scope[(scope, t.metric_id)] = Bands.of(t)
+
+    def __bool__(self):
+        return bool(self._by_scope)
+
+    def resolve(self, *, device_pk, location_pk, type_pk, metric_pk):
+        get = self._by_scope.get
+        return (
+            get((("d", device_pk), metric_pk))
+            or get((("l", location_pk), metric_pk))
+            or get((("t", type_pk), metric_pk))
+            or get((("g", None), metric_pk))
+        )
+
+
+def load_threshold_index():
+    return ThresholdIndex(Threshold.objects.filter(enabled=True))

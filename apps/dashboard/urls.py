@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("devices/<str:device_id>/", views.device_detail, name="device"),
+    path("alerts/", views.alert_console, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", views.alert_action, {"action": "acknowledge"}, name="alert-acknowledge"),
+    path("alerts/<int:pk>/resolve/", views.alert_action, {"action": "resolve"}, name="alert-resolve"),
+]

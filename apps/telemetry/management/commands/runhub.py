@@ -1,0 +1,79 @@
+import secrets
+import threading
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from apps.devices.services import seed_demo
+from apps.telemetry.embedded_broker import port_answers, start_embedded_broker
+from apps.telemetry.ingest import run_ingest
+from apps.telemetry.simulator import simulate
+
+
+class Command(BaseCommand):
+    help = "The whole hub in one process on embedded defaults: web, ingest, simulated sensors (and an MQTT broker if none answers)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--devices", type=int, default=50)
+        parser.add_argument("--rate", type=float, default=25, help="simulated messages per second")
+        parser.add_argument("--no-simulate", action="store_true")
+
+    def handle(self, *args, port, devices, rate, no_simulate, **options):
+        call_command("migrate", verbosity=0)
+        seed_demo(devices=devices)
+        password = self.demo_login()
+        mqtt = urlsplit(settings.MQTT_URL)
+        host, mqtt_port = mqtt.hostname or "127.0.0.1", mqtt.port or 1883
+        protocol = 5
+        if not port_answers(host, mqtt_port):
+            start_embedded_broker(host, mqtt_port)
+            protocol = 4  # amqtt speaks MQTT 3.1.1 only
+            self.stdout.write(f"runhub: embedded MQTT broker on {host}:{mqtt_port}")
+        stop = threading.Event()
+
+        def background(target, **kwargs):
+            # In a sync_to_async thread, async_to_sync calls reach daphne's event loop, where the
+            # in-memory channel layer lives: live pushes work without Redis.
+            return sync_to_async(target, thread_sensitive=False)(stop=stop, write=self.stdout.write, **kwargs)
+
+        def started():
+            import asyncio
+
+            loop = asyncio.get_event_loop()
+            loop.create_task(background(
+                run_ingest, source="mqtt", client_id="iothub-runhub-ingest", batch_size=settings.IOTHUB["BATCH_SIZE"],
+                flush_interval=settings.IOTHUB["FLUSH_INTERVAL"], mqtt_protocol=protocol,
+            ))
+            if not no_simulate:
+                loop.create_task(background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol))
+            self.stdout.write(
+                f"\nrunhub: dashboard on http://127.0.0.1:{port}/  — log in as admin / {password}\n"
+                f"runhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n"
+            )
+
+        from iothub.asgi import application
+
+        try:
+            Server(
+                application=application,
+                endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+                ready_callable=started,
+                verbosity=0,
+            ).run()
+        finally:
+            stop.set()
+
+    def demo_login(self):
+        """A fresh random password for the demo admin at every start, printed on the console."""
+        password = secrets.token_urlsafe(9)
+        user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        user.set_password(password)
+        user.save()
+        return password

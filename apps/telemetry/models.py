@@ -1,0 +1,53 @@
+from django.db import models
+
+
+class Reading(models.Model):
+    """One value of one metric of one device at one time.
+
+    On PostgreSQL the table is range-partitioned by time (a hypertable where TimescaleDB is
+    installed), so its primary key is (id, time); (device, metric, time) is unique, which makes
+    storing a redelivered reading a no-op.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    time = models.DateTimeField()
+    device = models.ForeignKey("devices.Device", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    value = models.FloatField()
+
+    class Meta:
+        db_table = "telemetry_reading"
+        constraints = [
+            models.UniqueConstraint(fields=["device", "metric", "time"], name="reading_device_metric_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.device_id}/{self.metric_id}@{self.time:%Y-%m-%d %H:%M:%S}={self.value}"
+
+
+class DeadLetter(models.Model):
+    """Input the pipeline rejected, kept with the reason so nothing is silently lost."""
+
+    class Reason(models.TextChoices):
+        MALFORMED_JSON = "malformed_json", "malformed JSON"
+        WRONG_SHAPE = "wrong_shape", "wrong shape"
+        UNKNOWN_DEVICE = "unknown_device", "unknown device"
+        INACTIVE_DEVICE = "inactive_device", "inactive device"
+        UNKNOWN_METRIC = "unknown_metric", "unknown metric"
+        BAD_VALUE = "bad_value", "non-finite or non-numeric value"
+        TS_FUTURE = "ts_future", "timestamp too far in the future"
+        TS_PAST = "ts_past", "timestamp too far in the past"
+        TOO_LARGE = "too_large", "payload too large"
+
+    source = models.CharField(max_length=16)
+    topic = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(db_index=True)
+    payload = models.TextField(help_text="The payload as received, truncated to 4 KiB.")
+    reason = models.CharField(max_length=32, choices=Reason.choices, db_index=True)
+    detail = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self):
+        return f"{self.get_reason_display()} on {self.topic}"

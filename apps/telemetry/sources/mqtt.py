@@ -1,0 +1,99 @@
+"""MQTT source: receive QoS 1 messages, acknowledge each only after its batch is stored."""
+
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..payloads import Message
+from .common import hand_over
+
+log = logging.getLogger(__name__)
+
+
+def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=False):
+    """A paho client for mqtt://[user:pass@]host:port, not yet connected; returns (client, connect kwargs).
+
+    session_expiry > 0 asks for a persistent session: the broker keeps our QoS 1 backlog that long
+    while we are down."""
+    persistent = session_expiry > 0
+    parts = urlsplit(url)
+    version = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
+    kwargs = {} if protocol == 5 else {"clean_session": not persistent}
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, manual_ack=manual_ack, **kwargs
+    )
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    connect_kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 1883, "keepalive": 30}
+    if protocol == 5:
+        properties = Properties(PacketTypes.CONNECT)
+        if persistent:
+            properties.SessionExpiryInterval = session_expiry
+        connect_kwargs.update(clean_start=not persistent, properties=properties)
+    return client, connect_kwargs
+
+
+class MqttSource:
+    """Subscribes to the readings topic and yields batches to `on_batch`."""
+
+    def __init__(self, *, url, client_id, topic, protocol=5, session_expiry=86400):
+        self.client, self.connect_kwargs = mqtt_client(
+            url, client_id=client_id, protocol=protocol, session_expiry=session_expiry, manual_ack=True
+        )
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.buffer = []
+        self.generation = 0  # message ids are per connection: never acknowledge across a reconnect
+        self.batch_size = 1
+        self.client.on_connect = self.on_connect
+        self.client.on_message = self.on_message
+
+    def on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("MQTT connect refused: %s", reason_code)
+            return
+        with self.lock:
+            self.generation += 1
+        client.subscribe(self.topic, qos=1)
+        log.info("MQTT connected, subscribed to %s", self.topic)
+
+    def on_message(self, client, userdata, msg):
+        message = Message("mqtt", msg.topic, msg.payload, time.time())
+        with self.lock:
+            self.buffer.append((message, msg.mid, msg.qos, self.generation))
+            if len(self.buffer) >= self.batch_size:
+                self.wake.set()
+
+    def run(self, on_batch, *, batch_size, flush_interval, stop, on_idle=None):
+        """Until `stop` is set: batch by size or age, store, then acknowledge."""
+        self.batch_size = batch_size
+        self.client.connect_async(**self.connect_kwargs)
+        self.client.loop_start()
+        try:
+            while True:
+                stopping = stop.is_set()
+                self.wake.wait(flush_interval)
+                self.wake.clear()
+                with self.lock:
+                    batch, self.buffer = self.buffer, []
+                if batch:
+                    if not hand_over(on_batch, [m for m, *_ in batch], stop):
+                        break
+                    for _message, mid, qos, generation in batch:
+                        # After a reconnect the broker redelivers these itself (stored once anyway).
+                        if generation == self.generation:
+                            self.client.ack(mid, qos)
+                elif on_idle:
+                    on_idle()
+                if stopping:
+                    break
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()

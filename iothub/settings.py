@@ -1,0 +1,181 @@
+"""Settings for iothub, read from the environment.
+
+Every variable has a safe default for the zero-infrastructure demo (`manage.py runhub`):
+SQLite under var/, an in-memory channel layer, a local-memory cache and eager Celery.
+Point DATABASE_URL, REDIS_URL, MQTT_URL and KAFKA_BOOTSTRAP_SERVERS at real services
+for production (`scripts/services.sh env` prints them for the local services).
+"""
+
+from pathlib import Path
+
+import environ
+import plotly
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+# The default key only protects the demo; production sets SECRET_KEY (see docs/deploy.md).
+SECRET_KEY = env("SECRET_KEY", default="iothub-demo-only-not-secret")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apps.devices",
+    "apps.telemetry",
+    "apps.alerts",
+    "apps.dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iothub.urls"
+ASGI_APPLICATION = "iothub.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'iothub.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The demo writes from several threads: wait for the lock instead of failing.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # redis-py 8 times reads out after 5 s, exactly channels-redis' 5 s BZPOPMIN: an idle
+            # WebSocket would die. A longer socket timeout keeps blocking reads alive.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1000, "expiry": 30},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+# Without a broker the demo runs tasks inline, in the process that fires them.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
+KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
+
+# Ingest tunables (documented in README.md).
+IOTHUB = {
+    "BATCH_SIZE": env.int("IOTHUB_BATCH_SIZE", default=5000),
+    "FLUSH_INTERVAL": env.float("IOTHUB_FLUSH_INTERVAL", default=0.05),
+    "MAX_PAYLOAD_BYTES": env.int("IOTHUB_MAX_PAYLOAD_BYTES", default=64 * 1024),
+    "MAX_FUTURE_SKEW": env.int("IOTHUB_MAX_FUTURE_SKEW", default=300),
+    "MAX_PAST_AGE": env.int("IOTHUB_MAX_PAST_AGE", default=7 * 86400),
+    "DEVICE_CACHE_REFRESH": env.float("IOTHUB_DEVICE_CACHE_REFRESH", default=2.0),
+    "LIVE_PUSH_INTERVAL": env.float("IOTHUB_LIVE_PUSH_INTERVAL", default=0.25),
+    "MQTT_SHARED_GROUP": env("IOTHUB_MQTT_SHARED_GROUP", default="iothub"),
+    "MQTT_SESSION_EXPIRY": env.int("IOTHUB_MQTT_SESSION_EXPIRY", default=86400),
+    "KAFKA_PARTITIONS": env.int("IOTHUB_KAFKA_PARTITIONS", default=4),
+    "KAFKA_RETENTION_MS": env.int("IOTHUB_KAFKA_RETENTION_MS", default=86400 * 1000),
+    "KAFKA_TOPIC": env("IOTHUB_KAFKA_TOPIC", default="iothub.readings"),
+    "KAFKA_DEADLETTER_TOPIC": env("IOTHUB_KAFKA_DEADLETTER_TOPIC", default="iothub.deadletter"),
+    "KAFKA_GROUP": env("IOTHUB_KAFKA_GROUP", default="iothub-ingest"),
+    "RETENTION_DAYS": env.int("IOTHUB_RETENTION_DAYS", default=30),
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "iothub API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "amqtt": {"level": "WARNING"}, "transitions": {"level": "WARNING"}},
+}
+
+# Plotly.js ships inside the plotly package: served locally, no CDN (plants often have no internet).
+STATICFILES_DIRS += [("plotly", Path(plotly.__file__).parent / "package_data")]
+# Serve static files straight from the app folders too, so the demo needs no collectstatic.
+WHITENOISE_USE_FINDERS = True

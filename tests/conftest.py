@@ -1,0 +1,190 @@
+"""Fixtures for tests on the real services started by scripts/services.sh (see scripts/test.sh)."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+REQUIRED = ["DATABASE_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def pytest_configure(config):
+    missing = [name for name in REQUIRED if not os.environ.get(name)]
+    if missing or not os.environ["DATABASE_URL"].startswith("postgres"):
+        pytest.exit(
+            f"The suite runs on real services; {', '.join(missing) or 'DATABASE_URL (PostgreSQL)'} not set. "
+            "Run scripts/test.sh, or: eval \"$(scripts/services.sh env)\"",
+            returncode=2,
+        )
+
+
+def eventually(check, timeout=20.0, interval=0.1, message="condition"):
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup, django_db_blocker):
+    """Threads of in-process WebSocket tests keep database connections; end them before the test database is dropped."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def redis_client():
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture
+def unique():
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def hub_env(transactional_db, unique):
+    """Environment for hub subprocesses: the test database, private topics/groups for this test."""
+    db = settings.DATABASES["default"]
+    url = urlsplit(os.environ["DATABASE_URL"])
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=urlunsplit(url._replace(path="/" + db["NAME"])),
+        IOTHUB_MQTT_SHARED_GROUP=f"test-{unique}",
+        IOTHUB_MQTT_SESSION_EXPIRY="120",
+        IOTHUB_KAFKA_TOPIC=f"test-readings-{unique}",
+        IOTHUB_KAFKA_DEADLETTER_TOPIC=f"test-deadletter-{unique}",
+        IOTHUB_KAFKA_GROUP=f"test-ingest-{unique}",
+        IOTHUB_DEVICE_CACHE_REFRESH="0.5",
+        IOTHUB_LIVE_PUSH_INTERVAL="0.1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class HubProcesses:
+    """Starts `manage.py` commands (or celery) as real processes; stops them and keeps their logs."""
+
+    def __init__(self, env, name):
+        self.env = env
+        self.name = name
+        self.procs = []
+
+    def start(self, *args, program=None):
+        ARTIFACTS.mkdir(exist_ok=True)
+        label = "-".join(a.strip("-") for a in args[:2])
+        log = open(ARTIFACTS / f"{self.name}-{label}-{len(self.procs)}.log", "wb")
+        command = program or [sys.executable, "manage.py"]
+        proc = subprocess.Popen([*command, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = log.name
+        self.procs.append((proc, log))
+        return proc
+
+    def wait_for_output(self, proc, text, timeout=30):
+        """Wait until the process has printed `text` (e.g. that it subscribed), or fail with its output."""
+
+        def printed():
+            assert proc.poll() is None, Path(proc.log_path).read_text()
+            return text in Path(proc.log_path).read_text()
+
+        return eventually(printed, timeout=timeout, message=f"{text!r} from {proc.args[2:4]}")
+
+    def ingest(self, *args):
+        proc = self.start("ingest", *args)
+        self.wait_for_output(proc, "subscribed" if "kafka" not in args else "assigned")
+        return proc
+
+    def celery_worker(self):
+        proc = self.start(
+            "-A", "iothub", "worker", "--pool", "threads", "--concurrency", "2", "--without-mingle",
+            "--without-gossip", "--loglevel", "INFO", program=[sys.executable, "-m", "celery"],
+        )
+        self.wait_for_output(proc, "ready.")
+        return proc
+
+    def stop_all(self):
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, log in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+@pytest.fixture
+def hub(hub_env, request):
+    procs = HubProcesses(hub_env, request.node.name[:60])
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def publisher():
+    """A paho client publishing QoS 1 to the services' Mosquitto; publish() waits for the PUBACK."""
+    url = urlsplit(settings.MQTT_URL)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    client.connect(url.hostname, url.port)
+    client.loop_start()
+
+    def publish(topic, payload):
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        info = client.publish(topic, body, qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    yield publish
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def plant(transactional_db):
+    """A small device master: one location, the env-sensor type, devices dev-1/dev-2 and a temperature threshold."""
+    from apps.alerts.models import Threshold
+    from apps.devices.models import Device, DeviceType, Location, Metric
+
+    temperature = Metric.objects.create(key="temperature", unit="°C")
+    humidity = Metric.objects.create(key="humidity", unit="%")
+    device_type = DeviceType.objects.create(name="env", primary_metric=temperature, expected_interval=10)
+    device_type.metrics.add(temperature, humidity)
+    location = Location.objects.create(loc_id="N-ASM-1-LA", factory="North", building="Assembly", floor="1", area="Line A")
+    devices = [Device.objects.create(device_id=f"dev-{n}", device_type=device_type, location=location) for n in (1, 2)]
+    threshold = Threshold.objects.create(metric=temperature, warning_max=30, critical_max=35, hysteresis=1)
+    return {"temperature": temperature, "humidity": humidity, "type": device_type, "location": location,
+            "devices": devices, "threshold": threshold}
+
+
+def now_ms():
+    return int(time.time() * 1000)
