@@ -42,6 +42,12 @@ def eventually(check, timeout=20.0, interval=0.1, message="condition"):
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """A test database per run, so two runs on one machine (a developer's and CI's) never collide."""
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_iothub_{os.getpid()}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def close_stray_connections(django_db_setup, django_db_blocker):
     """Threads of in-process WebSocket tests keep database connections; end them before the test database is dropped."""

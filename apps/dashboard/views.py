@@ -57,7 +57,7 @@ def overview(request):
         "factories": Location.objects.order_by("factory").values_list("factory", flat=True).distinct(),
         "factory": factory,
         "query": query,
-        "open_alerts": Alert.objects.exclude(state=Alert.State.RESOLVED).select_related("device", "metric")[:20],
+        "open_alerts": Alert.objects.exclude(state=Alert.State.RESOLVED).select_related("device", "metric")[:50],
         "totals": {
             "warning": sum(c["warning"] for c in counts.values()),
             "critical": sum(c["critical"] for c in counts.values()),

@@ -65,9 +65,30 @@
     } catch (e) { /* no audio device: the banner is the cue */ }
   }
 
+  // Active alert levels by id, seeded from the page, so the header totals follow live changes.
+  let activeLevels = null;
+  function updateTotals(a) {
+    if (!activeLevels) {
+      activeLevels = new Map();
+      document.querySelectorAll("#alert-feed [data-alert]").forEach((li) => {
+        activeLevels.set(li.dataset.alert, li.classList.contains("warning") ? "warning" : "critical");
+      });
+    }
+    const id = String(a.id);
+    const before = activeLevels.get(id);
+    const after = a.state === "resolved" ? undefined : (a.level === "warning" ? "warning" : "critical");
+    if (before === after) return;
+    if (after) activeLevels.set(id, after); else activeLevels.delete(id);
+    for (const [level, delta] of [[before, -1], [after, 1]]) {
+      const el = level && document.getElementById("total-" + level);
+      if (el) el.textContent = Math.max(0, parseInt(el.textContent, 10) + delta) + " " + level;
+    }
+  }
+
   IotHub.onAlert = function (message) {
     const a = message.alert;
     cue(a);
+    updateTotals(a);
     const feed = document.getElementById("alert-feed");
     if (!feed) return;
     feed.querySelectorAll(".quiet").forEach((el) => el.remove());

@@ -50,7 +50,7 @@ class KafkaSource:
         self.deadletter_topic = deadletter_topic
 
     def run(self, on_batch, *, batch_size, flush_interval, stop, on_idle=None):
-        self.consumer.subscribe([self.topic])
+        self.consumer.subscribe([self.topic], on_assign=self.on_assign)
         try:
             while not stop.is_set():
                 records = self.consumer.consume(num_messages=batch_size, timeout=flush_interval)
@@ -77,6 +77,10 @@ class KafkaSource:
         finally:
             self.producer.flush(10)
             self.consumer.close()
+
+    @staticmethod
+    def on_assign(consumer, partitions):
+        log.info("Kafka partitions assigned: %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     def publish_dead_letters(self, rejections):
         for r in rejections:

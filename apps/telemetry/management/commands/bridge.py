@@ -32,7 +32,7 @@ class Command(BaseCommand):
         source = MqttSource(
             url=settings.MQTT_URL,
             client_id=client_id,
-            topic="$share/iothub-bridge/sensors/#",
+            topic=f"$share/{settings.IOTHUB['MQTT_SHARED_GROUP']}-bridge/sensors/#",
             session_expiry=settings.IOTHUB["MQTT_SESSION_EXPIRY"],
         )
         forwarded = 0
