@@ -83,16 +83,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
+# Several hubs (or test runs) can share one Redis: the namespace prefixes cache keys, channel
+# layer keys and the Celery queue.
+NAMESPACE = env("IOTHUB_NAMESPACE", default="iothub")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 times reads out after 5 s, exactly channels-redis' 5 s BZPOPMIN: an idle
             # WebSocket would die. A longer socket timeout keeps blocking reads alive.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": f"{NAMESPACE}:asgi",
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}
@@ -100,11 +110,20 @@ else:
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 # Without a broker the demo runs tasks inline, in the process that fires them.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_DEFAULT_QUEUE = NAMESPACE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+# Periodic work, run by `celery -A iothub beat` (and by runhub's in-process scheduler in the demo).
+CELERY_BEAT_SCHEDULE = {
+    "detect-offline": {"task": "apps.alerts.tasks.detect_offline", "schedule": 30.0},
+    "remind-unacknowledged": {"task": "apps.alerts.tasks.remind_unacknowledged", "schedule": 60.0},
+    "send-due-summaries": {"task": "apps.alerts.tasks.send_due_summaries", "schedule": 30.0},
+    "maintain-partitions": {"task": "apps.telemetry.tasks.maintain_partitions", "schedule": 3600.0},
+}
 
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
@@ -166,7 +185,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Alert e-mails: the console in the demo; EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend in production.
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="iothub <iothub@localhost>")
 
 LOGGING = {
     "version": 1,

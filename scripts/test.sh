@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh requirements-dev.txt
 scripts/services.sh up
 eval "$(scripts/services.sh env)"
+# A Redis namespace of its own, so a run never meets another run's keys, pushes or tasks.
+export IOTHUB_NAMESPACE="${IOTHUB_NAMESPACE:-test-$$}"
 exec .venv/bin/python -m pytest "$@"

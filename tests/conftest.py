@@ -13,7 +13,6 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 from django.conf import settings
-from django.core.cache import cache
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -62,7 +61,11 @@ def close_stray_connections(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def clean_cache():
-    cache.clear()
+    """Empty this run's cache namespace (latest values, hold timers) before each test."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter(f"{settings.NAMESPACE}:*", count=1000))
+    if keys:
+        client.delete(*keys)
     yield
 
 
@@ -194,3 +197,67 @@ def plant(transactional_db):
 
 def now_ms():
     return int(time.time() * 1000)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_sink():
+    """A real SMTP server (aiosmtpd) on loopback; yields (port, list of received messages)."""
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+@pytest.fixture
+def http_sink():
+    """A real HTTP server on loopback recording JSON POSTs; `statuses` lists the codes to answer, then 200."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+    statuses = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, orjson.loads(body)))
+            self.send_response(statuses.pop(0) if statuses else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received, statuses
+    server.shutdown()
+
+
+@pytest.fixture
+def eager_celery():
+    """Run tasks inline in this process (for tests of task logic, not of the worker)."""
+    from iothub.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False

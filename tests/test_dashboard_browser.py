@@ -15,19 +15,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 from apps.alerts.models import Alert
 from apps.telemetry.models import Reading
 
-from .conftest import ARTIFACTS, eventually, now_ms
+from .conftest import ARTIFACTS, eventually, free_port, now_ms
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1400,1000",
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Alert, AlertEvent, Threshold
+from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
 
 
 class ThresholdInline(admin.TabularInline):
@@ -37,6 +37,25 @@ class AlertAdmin(admin.ModelAdmin):
     date_hierarchy = "opened_at"
     readonly_fields = [f.name for f in Alert._meta.fields]
     inlines = [AlertEventInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(NotificationRoute)
+class NotificationRouteAdmin(admin.ModelAdmin):
+    list_display = ["name", "transport", "target", "min_level", "factory", "location", "max_per_window", "window_seconds", "renotify_after", "enabled"]
+    list_filter = ["transport", "min_level", "enabled"]
+    search_fields = ["name", "target", "factory"]
+    autocomplete_fields = ["location"]
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "route", "kind", "event", "alert", "status", "attempts", "sent_at", "last_error"]
+    list_filter = ["status", "kind", "route"]
+    readonly_fields = [f.name for f in Notification._meta.fields]
+    date_hierarchy = "created_at"
 
     def has_add_permission(self, request):
         return False

@@ -98,33 +98,36 @@ class PairState:
 
 
 def save_pair(pair):
-    """Write a pair's alert changes; returns the alerts that changed."""
-    changed = {}
+    """Write a pair's alert changes; returns [(alert, event kind)] in order."""
+    changed = []
     for alert, event in pair.events:
         if alert.pk is None:
             try:
                 with transaction.atomic():
                     alert.save()
             except IntegrityError:
-                # Another worker opened this pair's alert first: carry on with theirs.
+                # Another worker opened this pair's alert first: carry on with theirs, no second "opened".
                 existing = Alert.objects.select_for_update().get(
                     device_id=alert.device_id, metric_id=alert.metric_id, state__in=ACTIVE_STATES
                 )
                 alert.pk = existing.pk
                 alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
+                if excess(pair.bands, existing.peak_value) > excess(pair.bands, alert.peak_value):
+                    alert.peak_value = existing.peak_value
                 alert.save()
+                continue
         else:
             alert.save()
         event.alert = alert
         event.save()
-        changed[alert.pk] = alert
-    if pair.alert is not None and pair.alert.pk is not None and pair.alert.pk not in changed:
+        changed.append((alert, event.kind))
+    if pair.alert is not None and pair.alert.pk is not None and not changed:
         pair.alert.save(update_fields=["last_value", "peak_value"])
-    return list(changed.values())
+    return changed
 
 
 def evaluate_readings(rows):
-    """rows: (device_pk, metric_pk, ts, value, threshold_pk) → list of changed Alert rows.
+    """rows: (device_pk, metric_pk, ts, value, threshold_pk) → [(alert, event kind)] of the changes.
 
     Call inside a transaction.
     """

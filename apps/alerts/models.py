@@ -149,3 +149,67 @@ class AlertEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.alert_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class NotificationRoute(models.Model):
+    """Where alert changes are sent: e-mail, a generic JSON webhook or a Slack-compatible webhook.
+
+    A route matches alerts at or above its level, optionally only in one factory or location.
+    """
+
+    class Transport(models.TextChoices):
+        EMAIL = "email", "e-mail"
+        WEBHOOK = "webhook", "JSON webhook"
+        SLACK = "slack", "Slack-compatible webhook"
+
+    name = models.CharField(max_length=100)
+    transport = models.CharField(max_length=16, choices=Transport.choices)
+    target = models.CharField(max_length=500, help_text="E-mail addresses (comma-separated) or the webhook URL.")
+    min_level = models.CharField(
+        max_length=16, choices=[(Level.WARNING, "warning"), (Level.CRITICAL, "critical")], default=Level.WARNING
+    )
+    factory = models.CharField(max_length=100, blank=True, help_text="Only alerts of this factory (blank: all).")
+    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    max_per_window = models.PositiveIntegerField(
+        default=10, help_text="Messages per window; past that, alerts are folded into one summary at the window's end."
+    )
+    window_seconds = models.PositiveIntegerField(default=300)
+    renotify_after = models.PositiveIntegerField(
+        default=900, help_text="Seconds after which an unacknowledged critical alert is sent again (0: never)."
+    )
+    enabled = models.BooleanField(default=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.get_transport_display()})"
+
+
+class Notification(models.Model):
+    """One message to one route: about an alert change, a reminder, or a storm summary."""
+
+    class Kind(models.TextChoices):
+        CHANGE = "change", "alert change"
+        REMINDER = "reminder", "reminder"
+        SUMMARY = "summary", "summary"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENT = "sent", "sent"
+        FOLDED = "folded", "folded into a summary"
+        FAILED = "failed", "failed"
+
+    route = models.ForeignKey(NotificationRoute, on_delete=models.CASCADE, related_name="notifications")
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    event = models.CharField(max_length=16, blank=True, help_text="The alert event that caused it.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    summary_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.kind} to {self.route} ({self.status})"

@@ -1,40 +1,49 @@
-"""Writes of the alerts app: evaluation of stored batches and the human side of the lifecycle."""
+"""Writes of the alerts app: evaluation of stored batches, offline detection, the human side of the lifecycle."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Case, DateTimeField, Value, When
+from django.db.models import Case, DateTimeField, Exists, OuterRef, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from apps.devices.models import Device
+from apps.devices.models import Device, DeviceType
 from apps.live.broadcast import push_alert
 
-from .evaluation import evaluate_readings
-from .models import Alert, AlertEvent
+from .evaluation import ACTIVE_STATES, evaluate_readings
+from .models import Alert, AlertEvent, Level
 from .serializers import alert_json
 
+OFFLINE_AFTER_INTERVALS = 3
+NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED}
 
-def push_on_commit(alerts):
-    """Dashboards hear of an alert change only once it is stored."""
-    if not alerts:
+
+def announce_on_commit(changes):
+    """changes: [(alert, event kind)]. Once stored: push each alert to dashboards, notify routes."""
+    if not changes:
         return
-    ids = [a.pk for a in alerts]
+    from .tasks import notify_alert_change
 
-    def push():
+    ids = list(dict.fromkeys(alert.pk for alert, _ in changes))
+    to_notify = [(alert.pk, kind) for alert, kind in changes if kind in NOTIFIED_EVENTS]
+
+    def announce():
         for alert in Alert.objects.filter(pk__in=ids).select_related("device__location", "metric", "acknowledged_by"):
             push_alert(alert_json(alert))
+        for alert_id, kind in to_notify:
+            notify_alert_change.delay(alert_id=alert_id, event=kind)
 
-    transaction.on_commit(push)
+    transaction.on_commit(announce)
 
 
 def process_stored_batch(*, rows, last_seen):
     """rows: (device_pk, metric_pk, ts, value, threshold_pk); last_seen: (device_pk, ts)."""
     with transaction.atomic():
-        changed = evaluate_readings(rows)
-        push_on_commit(changed)
-    record_last_seen(last_seen)
-    return changed
+        changes = evaluate_readings(rows)
+        record_last_seen(last_seen)
+        changes += resolve_offline(device_pks=[pk for pk, _ in last_seen])
+        announce_on_commit(changes)
+    return changes
 
 
 def record_last_seen(last_seen, chunk=500):
@@ -48,6 +57,43 @@ def record_last_seen(last_seen, chunk=500):
         Device.objects.filter(pk__in=[pk for pk, _ in part]).update(
             last_seen_at=Greatest(Coalesce("last_seen_at", newest), newest)
         )
+
+
+def resolve_offline(*, device_pks):
+    """Data came back: resolve the offline alerts of these devices."""
+    now = timezone.now()
+    changes = []
+    offline = Alert.objects.select_for_update().filter(device_id__in=device_pks, metric=None, state__in=ACTIVE_STATES)
+    for alert in offline:
+        alert.state, alert.resolved_at = Alert.State.RESOLVED, now
+        alert.save(update_fields=["state", "resolved_at"])
+        AlertEvent.objects.create(alert=alert, kind=AlertEvent.Kind.RESOLVED, at=now, level=alert.level)
+        changes.append((alert, AlertEvent.Kind.RESOLVED))
+    return changes
+
+
+def detect_offline(*, now=None):
+    """Open an offline alert for every active device silent for OFFLINE_AFTER_INTERVALS × its expected interval."""
+    now = now or timezone.now()
+    already_offline = Alert.objects.filter(device=OuterRef("pk"), metric=None, state__in=ACTIVE_STATES)
+    changes = []
+    with transaction.atomic():
+        # One query per device type (a handful), each with its own silence limit.
+        silent = [
+            device
+            for device_type in DeviceType.objects.all()
+            for device in Device.objects.filter(
+                device_type=device_type,
+                is_active=True,
+                last_seen_at__lt=now - timedelta(seconds=OFFLINE_AFTER_INTERVALS * device_type.expected_interval),
+            ).exclude(Exists(already_offline))
+        ]
+        for device in silent:
+            alert = Alert.objects.create(device=device, metric=None, level=Level.OFFLINE, opened_at=device.last_seen_at)
+            AlertEvent.objects.create(alert=alert, kind=AlertEvent.Kind.OPENED, at=now, level=Level.OFFLINE)
+            changes.append((alert, AlertEvent.Kind.OPENED))
+        announce_on_commit(changes)
+    return [alert for alert, _ in changes]
 
 
 def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
@@ -64,7 +110,7 @@ def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
             alert.note = note
         alert.save()
         AlertEvent.objects.create(alert=alert, kind=kind, at=now, level=alert.level, value=alert.last_value, user=user, note=note)
-        push_on_commit([alert])
+        announce_on_commit([(alert, kind)])
     return alert
 
 

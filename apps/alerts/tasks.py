@@ -1,10 +1,37 @@
+"""Celery tasks of the alerts app: thin wrappers, fired on commit with ids."""
+
 from celery import shared_task
 
-from . import services
+from . import notify, services
+from .transports import TemporaryError
 
 
 @shared_task(acks_late=True)
 def evaluate_batch(*, rows, last_seen):
     """A stored batch of readings → alert changes. Rows of pairs without a threshold never come here."""
-    changed = services.process_stored_batch(rows=rows, last_seen=last_seen)
-    return len(changed)
+    return len(services.process_stored_batch(rows=rows, last_seen=last_seen))
+
+
+@shared_task(acks_late=True)
+def notify_alert_change(*, alert_id, event):
+    notify.notify_alert_change(alert_id=alert_id, event=event)
+
+
+@shared_task(acks_late=True, autoretry_for=(TemporaryError,), retry_backoff=2, retry_backoff_max=300, max_retries=8)
+def deliver_notification(*, notification_id):
+    notify.deliver(notification_id=notification_id)
+
+
+@shared_task
+def send_due_summaries():
+    return len(notify.send_due_summaries())
+
+
+@shared_task
+def detect_offline():
+    return len(services.detect_offline())
+
+
+@shared_task
+def remind_unacknowledged():
+    return len(notify.remind_unacknowledged())

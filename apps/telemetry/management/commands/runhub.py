@@ -14,6 +14,7 @@ from apps.devices.services import seed_demo
 from apps.telemetry.embedded_broker import port_answers, start_embedded_broker
 from apps.telemetry.ingest import run_ingest
 from apps.telemetry.simulator import simulate
+from iothub.celery import run_beat_inline
 
 
 class Command(BaseCommand):
@@ -51,6 +52,7 @@ class Command(BaseCommand):
                 run_ingest, source="mqtt", client_id="iothub-runhub-ingest", batch_size=settings.IOTHUB["BATCH_SIZE"],
                 flush_interval=settings.IOTHUB["FLUSH_INTERVAL"], mqtt_protocol=protocol,
             ))
+            loop.create_task(background(run_beat_inline))
             if not no_simulate:
                 loop.create_task(background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol))
             self.stdout.write(

@@ -1,0 +1,133 @@
+"""Notifications of alert changes: routing, per-route storm folding, delivery, reminders.
+
+Every message is a Notification row first (the history), then delivered by a Celery task that
+retries temporary failures with backoff. Past `max_per_window` messages in a route's window,
+further changes are folded, and beat sends one summary of them once the window has passed.
+"""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Max, Min, Q
+from django.utils import timezone
+
+from .models import Alert, Level, Notification, NotificationRoute
+from .serializers import alert_json
+from .transports import PermanentError, transport_for
+
+LEVEL_ORDER = {Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
+
+
+def routes_for(alert):
+    """Enabled routes that want this alert: level at or above theirs, and their factory/location."""
+    location = alert.device.location
+    routes = NotificationRoute.objects.filter(enabled=True).filter(
+        Q(factory="") | Q(factory=location.factory), Q(location=None) | Q(location=location)
+    )
+    return [r for r in routes if LEVEL_ORDER[alert.level] >= LEVEL_ORDER[r.min_level]]
+
+
+def describe(alert, event):
+    what = alert.metric.key if alert.metric else "data"
+    value = "" if alert.last_value is None else f" = {alert.last_value:g}"
+    location = alert.device.location
+    return (
+        f"[{alert.level.upper()}] {alert.device.device_id} {what}{value} {event}",
+        f"{alert.device.device_id} at {location.factory} / {location.building} / {location.name or location.loc_id}: "
+        f"{alert.level} alert on {what} {event} (first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
+    )
+
+
+def message_for(notification):
+    if notification.kind == Notification.Kind.SUMMARY:
+        folded = list(notification.folded.select_related("alert__device__location", "alert__metric"))
+        lines = [describe(n.alert, n.event)[0] for n in folded]
+        return {
+            "subject": f"{len(folded)} more alert changes on {notification.route.name}",
+            "text": "\n".join(lines),
+            "alerts": [alert_json(n.alert) for n in folded],
+        }
+    alert = notification.alert
+    event = "still unacknowledged" if notification.kind == Notification.Kind.REMINDER else notification.event
+    subject, text = describe(alert, event)
+    return {"subject": subject, "text": text, "event": event, "alert": alert_json(alert)}
+
+
+def notify_alert_change(*, alert_id, event):
+    """Create the notifications of one alert change; returns the ids to deliver now."""
+    from .tasks import deliver_notification
+
+    alert = Alert.objects.select_related("device__location", "metric").get(pk=alert_id)
+    for route in routes_for(alert):
+        with transaction.atomic():
+            route = NotificationRoute.objects.select_for_update().get(pk=route.pk)  # serialises the window count
+            since = timezone.now() - timedelta(seconds=route.window_seconds)
+            recent = route.notifications.filter(created_at__gte=since).exclude(status=Notification.Status.FOLDED).count()
+            folded = recent >= route.max_per_window
+            notification = Notification.objects.create(
+                route=route, alert=alert, kind=Notification.Kind.CHANGE, event=event,
+                status=Notification.Status.FOLDED if folded else Notification.Status.PENDING,
+            )
+        if not folded:
+            deliver_notification.delay(notification_id=notification.pk)
+
+
+def send_due_summaries(*, now=None):
+    """Beat: for every route whose oldest folded change is a window old, one summary of all its folded changes."""
+    from .tasks import deliver_notification
+
+    now = now or timezone.now()
+    summaries = []
+    for route in NotificationRoute.objects.filter(notifications__status=Notification.Status.FOLDED, notifications__summary_of=None).distinct():
+        with transaction.atomic():
+            route = NotificationRoute.objects.select_for_update().get(pk=route.pk)
+            folded = route.notifications.filter(status=Notification.Status.FOLDED, summary_of=None)
+            oldest = folded.aggregate(oldest=Min("created_at"))["oldest"]
+            if oldest is None or now - oldest < timedelta(seconds=route.window_seconds):
+                continue
+            summary = Notification.objects.create(route=route, kind=Notification.Kind.SUMMARY)
+            folded.update(summary_of=summary)
+        deliver_notification.delay(notification_id=summary.pk)
+        summaries.append(summary)
+    return summaries
+
+
+def deliver(*, notification_id):
+    """Send one notification; TemporaryError propagates so the task retries it."""
+    notification = Notification.objects.select_related("route", "alert__device__location", "alert__metric").get(pk=notification_id)
+    if notification.status == Notification.Status.SENT:
+        return
+    notification.attempts += 1
+    try:
+        transport_for(notification.route).send(notification.route, message_for(notification))
+    except PermanentError as e:
+        notification.status, notification.last_error = Notification.Status.FAILED, str(e)
+    except Exception as e:
+        notification.last_error = str(e)
+        notification.save(update_fields=["attempts", "last_error"])
+        raise
+    else:
+        notification.status, notification.sent_at = Notification.Status.SENT, timezone.now()
+    notification.save(update_fields=["attempts", "last_error", "status", "sent_at"])
+
+
+def remind_unacknowledged(*, now=None):
+    """Re-notify (escalate) open critical alerts nobody acknowledged within a route's renotify_after."""
+    from .tasks import deliver_notification
+
+    now = now or timezone.now()
+    open_critical = Alert.objects.filter(state=Alert.State.OPEN, level__in=[Level.CRITICAL, Level.OFFLINE]).select_related(
+        "device__location", "metric"
+    )
+    reminded = []
+    for alert in open_critical:
+        for route in routes_for(alert):
+            if not route.renotify_after:
+                continue
+            last = route.notifications.filter(alert=alert).aggregate(last=Max("created_at"))["last"]
+            if last is None or now - last < timedelta(seconds=route.renotify_after):
+                continue
+            notification = Notification.objects.create(route=route, alert=alert, kind=Notification.Kind.REMINDER, event="reminder")
+            deliver_notification.delay(notification_id=notification.pk)
+            reminded.append(notification)
+    return reminded

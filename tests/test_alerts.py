@@ -1,0 +1,228 @@
+"""Alert evaluation, lifecycle, offline detection and notifications, on the real PostgreSQL."""
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import close_old_connections
+from django.utils import timezone
+
+from apps.alerts import notify, services
+from apps.alerts.models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from apps.alerts.selectors import effective_thresholds
+from apps.devices.models import Device
+
+from .conftest import eventually, now_ms
+from .test_end_to_end import alerts_of, collect_ws, session_cookie
+
+
+def readings(plant, values, device=0, start=None, step=10.0):
+    """[(value), ...] → evaluation rows for dev-1's temperature, `step` seconds apart."""
+    start = start or time.time() - 3600
+    dev = plant["devices"][device]
+    threshold = plant["threshold"]
+    return [(dev.pk, plant["temperature"].pk, start + i * step, v, threshold.pk) for i, v in enumerate(values)]
+
+
+def evaluate(plant, values, **kwargs):
+    return services.process_stored_batch(rows=readings(plant, values, **kwargs), last_seen=[])
+
+
+def alert_history(device):
+    return [(e.kind, e.level, e.value) for e in AlertEvent.objects.filter(alert__device=device).order_by("at", "id")]
+
+
+def test_it_opens_one_alert_for_a_value_flapping_inside_the_deadband(plant):
+    # warning_max 30, hysteresis 1: values between 29 and 30 do not leave the warning level.
+    evaluate(plant, [29.0, 30.2, 29.8, 30.4, 29.2, 30.1, 29.5, 30.3])
+    assert Alert.objects.count() == 1
+    alert = Alert.objects.get()
+    assert (alert.level, alert.state, alert.first_value, alert.peak_value) == ("warning", "open", 30.2, 30.4)
+    evaluate(plant, [28.9], start=time.time() - 60)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "resolved"]
+
+
+def test_it_escalates_deescalates_and_records_the_peak(plant):
+    evaluate(plant, [31.0, 36.0, 37.5, 34.5, 33.9, 31.0, 28.0])
+    assert alert_history(plant["devices"][0]) == [
+        ("opened", "warning", 31.0),
+        ("escalated", "critical", 36.0),
+        ("deescalated", "warning", 33.9),  # 34.5 is still inside the 1° deadband below 35
+        ("resolved", "warning", 28.0),
+    ]
+    alert = Alert.objects.get()
+    assert (alert.first_value, alert.peak_value, alert.last_value, alert.state) == (31.0, 37.5, 28.0, "resolved")
+
+
+def test_it_waits_for_the_hold_duration_before_opening(plant):
+    Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
+    start = time.time() - 600
+    evaluate(plant, [31.0, 31.5, 32.0], start=start, step=25)  # 50 s beyond the band
+    assert not Alert.objects.exists()
+    evaluate(plant, [31.0, 29.0], start=start + 75, step=25)  # 75 s since the breach began: opens, then clears
+    alert = Alert.objects.get()
+    assert alert.opened_at.timestamp() == pytest.approx(start)
+    assert alert.state == "resolved"
+    evaluate(plant, [31.0, 29.5, 31.0], start=start + 200, step=25)  # a short blip: no new alert
+    assert Alert.objects.count() == 1
+
+
+def test_it_resolves_the_most_specific_threshold(plant):
+    dev1, dev2 = plant["devices"]
+    temperature = plant["temperature"]
+    Threshold.objects.create(metric=temperature, device_type=plant["type"], warning_max=25)
+    Threshold.objects.create(metric=temperature, location=plant["location"], warning_max=20)
+    Threshold.objects.create(metric=temperature, device=dev2, warning_max=40)
+    assert effective_thresholds(device=dev1, metrics=[temperature])[temperature.pk].warning_max == 20
+    assert effective_thresholds(device=dev2, metrics=[temperature])[temperature.pk].warning_max == 40
+
+
+@pytest.mark.parametrize(
+    "bands, field",
+    [
+        ({"warning_max": 30, "critical_max": 25}, "critical_max"),
+        ({"warning_min": 10, "critical_min": 15}, "critical_min"),
+        ({"warning_min": 30, "warning_max": 20}, "warning_max"),
+        ({}, "__all__"),
+    ],
+)
+def test_it_refuses_inconsistent_bands(plant, bands, field):
+    with pytest.raises(ValidationError) as e:
+        Threshold(metric=plant["temperature"], **bands).full_clean()
+    assert field in e.value.message_dict
+
+
+def test_it_never_opens_two_alerts_for_one_pair_under_concurrent_workers(plant):
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def worker(offset):
+        try:
+            barrier.wait()
+            evaluate(plant, [36.0 + offset], start=time.time() - 100 + offset)
+        except Exception as e:  # reported below
+            errors.append(e)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert Alert.objects.filter(device=plant["devices"][0]).count() == 1
+    assert AlertEvent.objects.filter(kind="opened").count() == 1
+
+
+def test_it_opens_an_offline_alert_for_a_silent_device_and_resolves_it_on_data(plant):
+    dev1, dev2 = plant["devices"]
+    Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))  # 3 × 10 s
+    Device.objects.filter(pk=dev2.pk).update(last_seen_at=timezone.now() - timedelta(seconds=5))
+    [alert] = services.detect_offline()
+    assert (alert.device_id, alert.level, alert.metric_id) == (dev1.pk, "offline", None)
+    assert services.detect_offline() == []  # one offline alert per device
+    services.process_stored_batch(rows=[], last_seen=[(dev1.pk, time.time())])
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+
+
+def test_it_acknowledges_and_resolves_with_who_when_and_note(plant, django_user_model):
+    evaluate(plant, [36.0])
+    alert = Alert.objects.get()
+    user = django_user_model.objects.create_user("shift-lead", password="x-unused-1", is_staff=True)
+    services.acknowledge_alert(alert_id=alert.pk, user=user, note="on it")
+    services.resolve_alert(alert_id=alert.pk, user=user, note="valve fixed")
+    services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")  # resolved stays resolved
+    alert.refresh_from_db()
+    assert (alert.state, alert.acknowledged_by, alert.note) == ("resolved", user, "valve fixed")
+    events = list(alert.events.values_list("kind", "user__username", "note"))
+    assert events == [("opened", None, ""), ("acknowledged", "shift-lead", "on it"), ("resolved", "shift-lead", "valve fixed")]
+
+
+@pytest.fixture
+def routes(plant, smtp_sink, http_sink, settings):
+    port, _ = smtp_sink
+    url, _, _ = http_sink
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    return {
+        "email": NotificationRoute.objects.create(name="shift", transport="email", target="shift@plant.example"),
+        "webhook": NotificationRoute.objects.create(name="scada", transport="webhook", target=f"{url}/hook"),
+        "slack": NotificationRoute.objects.create(name="chat", transport="slack", target=f"{url}/slack", min_level="critical"),
+    }
+
+
+def test_it_folds_an_alert_storm_into_one_summary(routes, http_sink, eager_celery):
+    _, received, _ = http_sink
+    NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
+    NotificationRoute.objects.filter(pk=routes["webhook"].pk).update(max_per_window=2)
+    alerts = [
+        Alert.objects.create(device=device, level="offline", opened_at=timezone.now()) for device in Device.objects.all()
+    ]
+    for event in ["opened", "escalated", "resolved"]:
+        for alert in alerts:
+            notify.notify_alert_change(alert_id=alert.pk, event=event)
+    statuses = sorted(Notification.objects.values_list("kind", "status"))
+    assert statuses == [("change", "folded")] * 4 + [("change", "sent")] * 2
+    assert notify.send_due_summaries() == []  # not before the window has passed
+    [summary] = notify.send_due_summaries(now=timezone.now() + timedelta(seconds=301))
+    assert Notification.objects.get(pk=summary.pk).status == "sent"
+    assert notify.send_due_summaries(now=timezone.now() + timedelta(seconds=301)) == []
+    # Two messages, then one summary of the other four.
+    assert len(received) == 3
+    summary = received[2][1]
+    assert summary["subject"] == "4 more alert changes on scada" and len(summary["alerts"]) == 4
+
+
+def test_it_retries_a_failing_webhook_and_gives_up_on_a_permanent_error(routes, http_sink, eager_celery):
+    _, received, statuses = http_sink
+    NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
+    alert = Alert.objects.create(device=Device.objects.first(), level="offline", opened_at=timezone.now())
+    statuses.extend([503, 502])
+    notify.notify_alert_change(alert_id=alert.pk, event="opened")
+    n = Notification.objects.get()
+    assert (n.status, n.attempts, len(received)) == ("sent", 3, 3)
+    statuses.append(404)
+    notify.notify_alert_change(alert_id=alert.pk, event="resolved")
+    n = Notification.objects.get(event="resolved")
+    assert (n.status, n.attempts, n.last_error) == ("failed", 1, "HTTP 404")
+
+
+def test_it_reminds_about_an_unacknowledged_critical_alert(routes, smtp_sink, eager_celery):
+    _, mails = smtp_sink
+    NotificationRoute.objects.exclude(pk=routes["email"].pk).update(enabled=False)
+    alert = Alert.objects.create(device=Device.objects.first(), metric=None, level="offline", opened_at=timezone.now())
+    notify.notify_alert_change(alert_id=alert.pk, event="opened")
+    assert notify.remind_unacknowledged() == []  # too early
+    Notification.objects.update(created_at=timezone.now() - timedelta(seconds=901))
+    [reminder] = notify.remind_unacknowledged()
+    assert reminder.status == "pending" or Notification.objects.get(pk=reminder.pk).status == "sent"
+    assert [m["Subject"] for _, m in mails] == [
+        "[OFFLINE] dev-1 data opened",
+        "[OFFLINE] dev-1 data still unacknowledged",
+    ]
+
+
+def test_it_notifies_by_email_and_webhooks_from_a_real_worker(routes, hub, publisher, smtp_sink, http_sink, unique):
+    _, mails = smtp_sink
+    _, hooks, _ = http_sink
+    hub.env.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_sink[0]))
+    hub.ingest("--source", "mqtt", "--client-id", f"notify-ingest-{unique}")
+    hub.celery_worker()
+    cookie = session_cookie()
+    messages = asyncio.run(collect_ws(
+        cookie, "/ws/live/", lambda: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0}), alerts_of,
+    ))
+    assert alerts_of(messages)[0]["level"] == "critical"
+    eventually(lambda: len(mails) == 1 and len(hooks) == 2, message="e-mail and two webhook calls")
+    recipients, mail = mails[0]
+    assert recipients == ["shift@plant.example"] and mail["Subject"] == "[CRITICAL] dev-1 temperature = 36 opened"
+    by_path = dict(hooks)
+    assert by_path["/hook"]["alert"]["device"] == "dev-1" and by_path["/hook"]["event"] == "opened"
+    assert by_path["/slack"]["text"].startswith("*[CRITICAL] dev-1 temperature = 36 opened*")
