@@ -122,7 +122,8 @@ CELERY_BEAT_SCHEDULE = {
     "detect-offline": {"task": "apps.alerts.tasks.detect_offline", "schedule": 30.0},
     "remind-unacknowledged": {"task": "apps.alerts.tasks.remind_unacknowledged", "schedule": 60.0},
     "send-due-summaries": {"task": "apps.alerts.tasks.send_due_summaries", "schedule": 30.0},
-    "maintain-partitions": {"task": "apps.telemetry.tasks.maintain_partitions", "schedule": 3600.0},
+    "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
+    "refresh-rollups": {"task": "apps.telemetry.tasks.refresh_dirty_rollups", "schedule": 30.0},
 }
 
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
@@ -145,6 +146,7 @@ IOTHUB = {
     "KAFKA_DEADLETTER_TOPIC": env("IOTHUB_KAFKA_DEADLETTER_TOPIC", default="iothub.deadletter"),
     "KAFKA_GROUP": env("IOTHUB_KAFKA_GROUP", default="iothub-ingest"),
     "RETENTION_DAYS": env.int("IOTHUB_RETENTION_DAYS", default=30),
+    "HOURLY_RETENTION_DAYS": env.int("IOTHUB_HOURLY_RETENTION_DAYS", default=365),
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -51,3 +51,50 @@ class DeadLetter(models.Model):
 
     def __str__(self):
         return f"{self.get_reason_display()} on {self.topic}"
+
+
+class Rollup(models.Model):
+    """min / max / sum / count of one device's metric over one bucket; avg is sum / count."""
+
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    bucket = models.DateTimeField(help_text="Start of the bucket (a local hour or a local day of the plant).")
+    min = models.FloatField()
+    max = models.FloatField()
+    sum = models.FloatField()
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def avg(self):
+        return self.sum / self.count if self.count else None
+
+
+class HourlyRollup(Rollup):
+    """One local hour of one device's metric."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "metric", "bucket"], name="hourly_rollup_key")]
+        indexes = [models.Index(fields=["metric", "bucket"])]
+
+
+class DailyRollup(Rollup):
+    """One local day (plant time zone, 23–25 hours across DST) of one device's metric."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "metric", "bucket"], name="daily_rollup_key")]
+        indexes = [models.Index(fields=["metric", "bucket"])]
+
+
+class DirtyHour(models.Model):
+    """An hour (UTC) that received readings since its rollups were last computed.
+
+    Written in the same transaction as the readings, so a late or redelivered reading always
+    gets its buckets recomputed."""
+
+    hour = models.DateTimeField(primary_key=True)
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H:00}"

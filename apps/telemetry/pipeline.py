@@ -16,6 +16,7 @@ from apps.alerts.tasks import evaluate_batch
 
 from .latest import store_latest
 from .payloads import validate_messages
+from .rollups import mark_dirty_hours
 from .store import store_dead_letters, store_readings
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,15 @@ def after_commit(items, evaluate_rows, last_seen, publisher):
     evaluate_batch.delay(rows=evaluate_rows, last_seen=list(last_seen.items()))
 
 
-def ingest_batch(messages, *, master_cache, publisher=None):
-    """Process one batch of Message; returns a BatchResult once the batch is committed."""
+HISTORICAL_MAX_AGE = 100 * 365 * 86400
+
+
+def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
+    """Process one batch of Message; returns a BatchResult once the batch is committed.
+
+    historical=True (CSV import): any past timestamp is fine, and the batch is only stored —
+    no latest values, live push or alert evaluation for readings of the past.
+    """
     config = settings.IOTHUB
     master = master_cache.get()
     batch = validate_messages(
@@ -69,14 +77,16 @@ def ingest_batch(messages, *, master_cache, publisher=None):
         now=time.time(),
         max_bytes=config["MAX_PAYLOAD_BYTES"],
         max_future_skew=config["MAX_FUTURE_SKEW"],
-        max_past_age=config["MAX_PAST_AGE"],
+        max_past_age=HISTORICAL_MAX_AGE if historical else config["MAX_PAST_AGE"],
     )
     rows = batch.rows
-    items, evaluate_rows, last_seen = describe_rows(rows, devices=batch.devices, master=master)
     with transaction.atomic():
         stored = store_readings(rows)
+        mark_dirty_hours(rows)
         store_dead_letters(batch.rejections)
-        transaction.on_commit(partial(after_commit, items, evaluate_rows, last_seen, publisher))
+        if not historical:
+            items, evaluate_rows, last_seen = describe_rows(rows, devices=batch.devices, master=master)
+            transaction.on_commit(partial(after_commit, items, evaluate_rows, last_seen, publisher))
     if batch.rejections:
         log.info("batch: %d messages, %d readings, %d rejected", len(messages), len(rows), len(batch.rejections))
     return BatchResult(messages=len(messages), readings=len(rows), stored=stored, rejections=batch.rejections)

@@ -5,13 +5,24 @@ from datetime import UTC, datetime, timedelta
 from celery import shared_task
 from django.conf import settings
 
+from .models import HourlyRollup
 from .partitions import drop_partitions_before, ensure_partitions
+from .rollups import refresh_rollups
 
 
 @shared_task
-def maintain_partitions():
-    """Create the coming days' partitions and drop those past the retention period."""
+def maintain_storage():
+    """Create the coming days' partitions; tiered retention: raw readings by dropping whole
+    partitions, hourly rollups after their own period, daily rollups forever."""
+    now = datetime.now(UTC)
     created = ensure_partitions()
-    cutoff = datetime.now(UTC).date() - timedelta(days=settings.IOTHUB["RETENTION_DAYS"])
-    dropped = drop_partitions_before(cutoff)
-    return {"created": created, "dropped": dropped}
+    dropped = drop_partitions_before(now.date() - timedelta(days=settings.IOTHUB["RETENTION_DAYS"]))
+    hourly_cutoff = now - timedelta(days=settings.IOTHUB["HOURLY_RETENTION_DAYS"])
+    hourly_deleted, _ = HourlyRollup.objects.filter(bucket__lt=hourly_cutoff).delete()
+    return {"created": created, "dropped": dropped, "hourly_deleted": hourly_deleted}
+
+
+@shared_task
+def refresh_dirty_rollups():
+    """Recompute the hourly/daily rollups of hours that received readings since the last run."""
+    return refresh_rollups()

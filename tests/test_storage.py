@@ -1,0 +1,136 @@
+"""Time-series storage on the real PostgreSQL: idempotent COPY, partitions, retention, rollups, import."""
+
+import io
+import random
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from apps.telemetry.models import DailyRollup, DeadLetter, DirtyHour, HourlyRollup, Reading
+from apps.telemetry.partitions import drop_partitions_before, ensure_partitions, partition_name
+from apps.telemetry.rollups import mark_dirty_hours, refresh_rollups
+from apps.telemetry.store import store_readings
+
+
+def store(rows):
+    with transaction.atomic():
+        return store_readings(rows)
+
+
+def partition_of(device_pk, when):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tableoid::regclass::text FROM telemetry_reading WHERE device_id = %s AND time = %s", [device_pk, when]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_it_stores_a_redelivered_batch_once(plant):
+    dev = plant["devices"][0]
+    now = datetime.now(UTC).timestamp()
+    rows = [(dev.pk, plant["temperature"].pk, now - i, 20.0 + i) for i in range(100)]
+    assert store(rows) == 100
+    assert store(rows + rows[:10]) == 0
+    assert store(rows[:50] + [(dev.pk, plant["temperature"].pk, now + 1, 1.0)]) == 1
+    assert Reading.objects.count() == 101
+
+
+def test_it_keeps_readings_of_days_without_a_partition_and_moves_them_into_a_new_one(plant):
+    dev = plant["devices"][0]
+    today = datetime.now(UTC).date()
+    assert partition_name(today) in ensure_partitions() + [partition_name(today)]
+    far_day = today + timedelta(days=20)
+    far = datetime(far_day.year, far_day.month, far_day.day, 12, tzinfo=UTC)
+    store([(dev.pk, plant["temperature"].pk, far.timestamp(), 5.0)])
+    assert partition_of(dev.pk, far) == "telemetry_reading_default"
+    assert partition_name(far_day) in ensure_partitions(today=far_day, days_back=0, days_ahead=0)
+    assert partition_of(dev.pk, far) == partition_name(far_day)
+    assert Reading.objects.get(device=dev, time=far).value == 5.0
+
+
+def test_it_drops_whole_partitions_past_retention(plant):
+    dev = plant["devices"][0]
+    today = datetime.now(UTC).date()
+    ensure_partitions(days_back=40, days_ahead=1)
+    old = datetime.combine(today - timedelta(days=35), datetime.min.time(), tzinfo=UTC) + timedelta(hours=3)
+    recent = datetime.combine(today - timedelta(days=2), datetime.min.time(), tzinfo=UTC) + timedelta(hours=3)
+    store([(dev.pk, plant["temperature"].pk, t.timestamp(), 1.0) for t in (old, recent)])
+    dropped = drop_partitions_before(today - timedelta(days=30))
+    assert partition_name(old.date()) in dropped and partition_name(recent.date()) not in dropped
+    assert list(Reading.objects.values_list("time", flat=True)) == [recent]
+
+
+def brute_force(readings, bucket_of):
+    buckets = {}
+    for device_pk, metric_pk, ts, value in readings:
+        buckets.setdefault((device_pk, metric_pk, bucket_of(ts)), []).append(value)
+    return {key: (min(v), max(v), pytest.approx(sum(v)), len(v)) for key, v in buckets.items()}
+
+
+def rollup_table(model):
+    return {(r.device_id, r.metric_id, r.bucket): (r.min, r.max, r.sum, r.count) for r in model.objects.all()}
+
+
+def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_readings(plant, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    berlin = ZoneInfo("Europe/Berlin")
+    ensure_partitions(today=date(2026, 10, 25), days_back=2, days_ahead=2)
+    rng = random.Random(7)
+    start = datetime(2026, 10, 24, 20, tzinfo=UTC).timestamp()  # Oct 25 in Berlin has 25 hours
+    metrics = [plant["temperature"].pk, plant["humidity"].pk]
+    readings = [
+        (d.pk, m, start + rng.randrange(0, 40 * 3600), round(rng.uniform(0, 40), 2))
+        for d in plant["devices"] for m in metrics for _ in range(300)
+    ]
+    readings = list({(r[0], r[1], r[2]): r for r in readings}.values())  # one value per (device, metric, time)
+    with transaction.atomic():
+        store_readings(readings[:-50])
+        mark_dirty_hours(readings[:-50])
+    refresh_rollups()
+    # Late readings and a redelivery of earlier ones arrive after the first rollup.
+    with transaction.atomic():
+        store_readings(readings[-50:] + readings[:20])
+        mark_dirty_hours(readings[-50:] + readings[:20])
+    assert refresh_rollups() > 0
+    assert not DirtyHour.objects.exists()
+
+    def hour_of(ts):
+        return datetime.fromtimestamp(ts // 3600 * 3600, tz=UTC)
+
+    def local_day_of(ts):
+        day = datetime.fromtimestamp(ts, tz=berlin).date()
+        return datetime.combine(day, datetime.min.time(), tzinfo=berlin).astimezone(UTC)
+
+    assert rollup_table(HourlyRollup) == brute_force(readings, hour_of)
+    assert rollup_table(DailyRollup) == brute_force(readings, local_day_of)
+    oct25 = datetime(2026, 10, 25, tzinfo=berlin).astimezone(UTC)
+    assert oct25 == datetime(2026, 10, 24, 22, tzinfo=UTC)
+    assert DailyRollup.objects.filter(bucket=oct25).exists()
+
+
+def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path):
+    csv_text = "\n".join([
+        "device,time,metric,value",
+        "dev-1,2026-01-10T10:00:00Z,temperature,21.5",
+        "dev-1,1768039260000,temperature,22.0",
+        "dev-2,2026-01-10T10:30:00+00:00,humidity,40",
+        "ghost,2026-01-10T10:00:00Z,temperature,1",
+        "dev-1,2026-01-10T11:00:00Z,temperature,warm",
+    ])
+    ensure_partitions(today=date(2026, 1, 10), days_back=1, days_ahead=1)
+    path = tmp_path / "history.csv"
+    path.write_text(csv_text)
+    call_command("import_readings", str(path), stdout=io.StringIO())
+    assert sorted(Reading.objects.values_list("device__device_id", "metric__key", "value")) == [
+        ("dev-1", "temperature", 21.5), ("dev-1", "temperature", 22.0), ("dev-2", "humidity", 40.0),
+    ]
+    assert sorted(DeadLetter.objects.values_list("source", "reason")) == [("csv", "bad_value"), ("csv", "unknown_device")]
+    out = io.StringIO()
+    call_command("backfill", "--start", "2026-01-10", "--end", "2026-01-11", stdout=out)
+    assert "100.0%" in out.getvalue()
+    hour = HourlyRollup.objects.get(device__device_id="dev-1", bucket=datetime(2026, 1, 10, 10, tzinfo=UTC))
+    assert (hour.min, hour.max, hour.count, hour.avg) == (21.5, 22.0, 2, 21.75)
+    assert DailyRollup.objects.get(device__device_id="dev-2").count == 1
