@@ -145,6 +145,7 @@ IOTHUB = {
     "KAFKA_TOPIC": env("IOTHUB_KAFKA_TOPIC", default="iothub.readings"),
     "KAFKA_DEADLETTER_TOPIC": env("IOTHUB_KAFKA_DEADLETTER_TOPIC", default="iothub.deadletter"),
     "KAFKA_GROUP": env("IOTHUB_KAFKA_GROUP", default="iothub-ingest"),
+    "INGEST_METRICS_PORT": env.int("IOTHUB_INGEST_METRICS_PORT", default=0),
     "RETENTION_DAYS": env.int("IOTHUB_RETENTION_DAYS", default=30),
     "HOURLY_RETENTION_DAYS": env.int("IOTHUB_HOURLY_RETENTION_DAYS", default=365),
 }
@@ -177,6 +178,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"api": env("IOTHUB_API_RATE", default="6000/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",
@@ -185,6 +187,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Alert e-mails: the console in the demo; EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend in production.

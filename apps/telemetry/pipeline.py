@@ -22,12 +22,20 @@ from .store import store_dead_letters, store_readings
 log = logging.getLogger(__name__)
 
 
+LATENCY_SAMPLES = 1000
+
+
 @dataclass(slots=True)
 class BatchResult:
     messages: int
     readings: int
     stored: int
     rejections: list
+    sample_ts: list  # reading timestamps (epoch s), at most LATENCY_SAMPLES of them
+
+    def latencies(self, committed_at):
+        """Reading timestamp → commit, in seconds, for the sampled readings."""
+        return [committed_at - ts for ts in self.sample_ts]
 
 
 def describe_rows(rows, *, devices, master):
@@ -89,4 +97,8 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
             transaction.on_commit(partial(after_commit, items, evaluate_rows, last_seen, publisher))
     if batch.rejections:
         log.info("batch: %d messages, %d readings, %d rejected", len(messages), len(rows), len(batch.rejections))
-    return BatchResult(messages=len(messages), readings=len(rows), stored=stored, rejections=batch.rejections)
+    sample = rows[:: max(1, len(rows) // LATENCY_SAMPLES)]
+    return BatchResult(
+        messages=len(messages), readings=len(rows), stored=stored, rejections=batch.rejections,
+        sample_ts=[ts for _, _, ts, _ in sample],
+    )

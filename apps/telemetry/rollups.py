@@ -3,12 +3,14 @@
 Every stored batch marks the UTC hours it touched (DirtyHour, same transaction as the readings);
 beat recomputes those hours from the raw readings and then the plant-local days that contain
 them from the hourly rows. Recomputing a whole bucket makes late and redelivered readings
-harmless. Hourly buckets are UTC hours, which are local hours in every zone with whole-hour
-offsets; daily buckets are local days of settings.TIME_ZONE (23, 24 or 25 hours). The ORM does
-the grouping, so the SQLite demo and PostgreSQL share one code path.
+harmless. Hourly buckets start on the plant's local full hours but are absolute hours: they are
+truncated in a fixed offset with the zone's odd minutes (+00:00 mostly, +00:30 in India), so the
+two local 02:00 hours of the night the clocks go back stay apart. Daily buckets are local days of
+settings.TIME_ZONE (23, 24 or 25 hours). The ORM does the grouping, so the SQLite demo and
+PostgreSQL share one code path.
 """
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -24,6 +26,16 @@ ROLLUP_FIELDS = ["min", "max", "sum", "count"]
 
 def plant_tz():
     return ZoneInfo(settings.TIME_ZONE)
+
+
+def hour_offset(tz):
+    """The fixed offset whose full hours are the plant's local full hours."""
+    odd_minutes = int(datetime.now(tz).utcoffset() / timedelta(minutes=1)) % 60
+    return timezone(timedelta(minutes=odd_minutes))
+
+
+def hour_start(at, offset):
+    return at.astimezone(offset).replace(minute=0, second=0, microsecond=0)
 
 
 def mark_dirty_hours(rows):
@@ -43,10 +55,12 @@ def upsert(model, rows):
 
 
 def recompute_hours(start, end):
-    """Recompute every hourly bucket in [start, end) from the raw readings."""
+    """Recompute every hourly bucket that overlaps [start, end) from the raw readings."""
+    offset = hour_offset(plant_tz())
+    start, end = hour_start(start, offset), hour_start(end - timedelta(microseconds=1), offset) + HOUR
     rows = (
         Reading.objects.filter(time__gte=start, time__lt=end)
-        .annotate(bucket=TruncHour("time", tzinfo=UTC))
+        .annotate(bucket=TruncHour("time", tzinfo=offset))
         .values("device_id", "metric_id", "bucket")
         .annotate(min=Min("value"), max=Max("value"), sum=Sum("value"), count=Count("id"))
         .order_by()
@@ -74,12 +88,16 @@ def recompute_days(days):
         upsert(DailyRollup, [{**row, "bucket": start} for row in rows])
 
 
+def local_dates(start, end, tz):
+    """The plant-local dates that [start, end) touches."""
+    first, last = start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
+    return {first + timedelta(days=i) for i in range((last - first).days + 1)}
+
+
 def recompute_range(start, end):
-    """Backfill: recompute hourly and daily rollups for every hour in [start, end)."""
-    start = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    """Backfill: recompute the hourly and daily rollups of [start, end)."""
     recompute_hours(start, end)
-    tz = plant_tz()
-    recompute_days({(start + HOUR * i).astimezone(tz).date() for i in range(int((end - start) / HOUR) + 1)})
+    recompute_days(local_dates(start, end, plant_tz()))
 
 
 def refresh_rollups(*, limit=200):
@@ -89,8 +107,10 @@ def refresh_rollups(*, limit=200):
         dirty = list(DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour")[:limit])
         if not dirty:
             return 0
+        days = set()
         for hour in dirty:
             recompute_hours(hour.hour, hour.hour + HOUR)
-        recompute_days({hour.hour.astimezone(tz).date() for hour in dirty})
+            days |= local_dates(hour.hour, hour.hour + HOUR, tz)
+        recompute_days(days)
         DirtyHour.objects.filter(pk__in=[hour.pk for hour in dirty]).delete()
     return len(dirty)

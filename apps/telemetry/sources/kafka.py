@@ -43,6 +43,9 @@ class KafkaSource:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                # A crashed consumer's partitions move to the others after 10 s, not the default 45 s.
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 2000,
             }
         )
         self.producer = kafka_producer(servers)
@@ -77,6 +80,15 @@ class KafkaSource:
         finally:
             self.producer.flush(10)
             self.consumer.close()
+
+    def lag(self):
+        """Messages behind the end of the partitions assigned to this consumer."""
+        total = 0
+        for partition in self.consumer.position(self.consumer.assignment()):
+            low, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=False)
+            position = partition.offset if partition.offset >= 0 else low
+            total += max(high - position, 0)
+        return total
 
     @staticmethod
     def on_assign(consumer, partitions):

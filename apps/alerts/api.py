@@ -1,0 +1,114 @@
+"""REST API of thresholds (CRUD) and alerts (history, acknowledge, resolve)."""
+
+from copy import copy
+
+import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.devices.api import DeviceMasterViewSet
+from iothub.api import HubAPIMixin, IsPlantStaff
+from apps.devices.filters import location_filterset
+from apps.devices.models import Device, DeviceType, Location, Metric
+
+from .models import Alert, Threshold
+from .serializers import AlertSerializer
+from .services import acknowledge_alert, resolve_alert
+
+
+class ThresholdSerializer(serializers.ModelSerializer):
+    """A threshold (design §6 threshold shape), validated by the model's own rules."""
+
+    metric = serializers.SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
+    device = serializers.SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
+    location = serializers.SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
+    device_type = serializers.SlugRelatedField(
+        slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False
+    )
+
+    class Meta:
+        model = Threshold
+        fields = [
+            "id", "metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min",
+            "critical_max", "hysteresis", "hold_seconds", "enabled",
+        ]
+        extra_kwargs = {"hysteresis": {"min_value": 0}}
+
+    def validate(self, attrs):
+        threshold = copy(self.instance) if self.instance else Threshold()
+        for field, value in attrs.items():
+            setattr(threshold, field, value)
+        try:
+            threshold.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from error
+        return attrs
+
+
+class ThresholdFilterSet(django_filters.FilterSet):
+    """Thresholds by metric and by scope (device, location, device type)."""
+
+    metric = django_filters.CharFilter(field_name="metric__key")
+    device = django_filters.CharFilter(field_name="device__device_id")
+    location = django_filters.CharFilter(field_name="location__loc_id")
+    device_type = django_filters.CharFilter(field_name="device_type__name")
+
+    class Meta:
+        model = Threshold
+        fields = ["enabled"]
+
+
+class ThresholdViewSet(DeviceMasterViewSet):
+    """Thresholds: global, or for one device, location or device type."""
+
+    queryset = Threshold.objects.select_related("metric", "device", "location", "device_type").order_by("pk")
+    serializer_class = ThresholdSerializer
+    filterset_class = ThresholdFilterSet
+
+
+class AlertFilterSet(location_filterset("device__location")):
+    """Alerts by state, level, device, metric and where the device hangs."""
+
+    device = django_filters.CharFilter(field_name="device__device_id")
+    metric = django_filters.CharFilter(field_name="metric__key")
+
+    class Meta:
+        model = Alert
+        fields = ["state", "level"]
+
+
+class AlertNoteSerializer(serializers.Serializer):
+    """The optional note of an acknowledgement or resolution."""
+
+    note = serializers.CharField(max_length=1000, allow_blank=True, default="")
+
+
+class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
+    """Alert history, newest first; plant staff acknowledge and resolve."""
+
+    queryset = Alert.objects.select_related("device__location", "metric", "acknowledged_by").order_by("-opened_at", "-pk")
+    serializer_class = AlertSerializer
+    filterset_class = AlertFilterSet
+    permission_classes = [IsPlantStaff]
+
+    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        """Acknowledge the alert; a resolved alert stays resolved."""
+        return self.change_state(acknowledge_alert)
+
+    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        """Resolve the alert."""
+        return self.change_state(resolve_alert)
+
+    def change_state(self, change):
+        alert = self.get_object()
+        body = AlertNoteSerializer(data=self.request.data)
+        body.is_valid(raise_exception=True)
+        change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
+        return Response(AlertSerializer(self.get_object()).data)

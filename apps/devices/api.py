@@ -1,0 +1,105 @@
+"""REST API of the device master: locations, metrics, device types, devices."""
+
+from django.db.models import ProtectedError
+from rest_framework import serializers, viewsets
+
+from iothub.api import Conflict, HubAPIMixin
+
+from .filters import DeviceFilterSet, DeviceTypeFilterSet, LocationFilterSet, MetricFilterSet
+from .models import Device, DeviceType, Location, Metric
+
+class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
+    """CRUD of device master objects; deleting one that others still refer to answers 409."""
+
+    def perform_destroy(self, instance):
+        try:
+            instance.delete()
+        except ProtectedError as error:
+            example = next(iter(error.protected_objects))
+            count = len(error.protected_objects)
+            raise Conflict(f"{instance} is still in use by {count} object(s), e.g. {example}.") from error
+
+
+class LocationSerializer(serializers.ModelSerializer):
+    """A location (design §6 location shape)."""
+
+    class Meta:
+        model = Location
+        fields = ["loc_id", "factory", "building", "floor", "area", "name"]
+
+
+class MetricSerializer(serializers.ModelSerializer):
+    """A metric."""
+
+    class Meta:
+        model = Metric
+        fields = ["key", "unit", "label"]
+
+
+class DeviceTypeSerializer(serializers.ModelSerializer):
+    """A device type with its metrics and primary metric by key."""
+
+    metrics = serializers.SlugRelatedField(slug_field="key", many=True, queryset=Metric.objects.all())
+    primary_metric = serializers.SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
+
+    class Meta:
+        model = DeviceType
+        fields = ["name", "metrics", "primary_metric", "expected_interval"]
+
+    def validate(self, attrs):
+        metrics = attrs.get("metrics", self.instance.metrics.all() if self.instance else [])
+        primary_metric = attrs.get("primary_metric", self.instance and self.instance.primary_metric)
+        if primary_metric not in metrics:
+            raise serializers.ValidationError({"primary_metric": "Must be one of the type's metrics."})
+        return attrs
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    """A device (design §6 device shape): type by name, location by loc_id."""
+
+    device_type = serializers.SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all())
+    location = serializers.SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all())
+
+    class Meta:
+        model = Device
+        fields = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at"]
+        read_only_fields = ["last_seen_at"]
+
+
+class LocationViewSet(DeviceMasterViewSet):
+    """Locations, looked up by loc_id."""
+
+    queryset = Location.objects.all()
+    serializer_class = LocationSerializer
+    filterset_class = LocationFilterSet
+    lookup_field = "loc_id"
+    lookup_value_regex = "[^/]+"
+
+
+class MetricViewSet(DeviceMasterViewSet):
+    """Metrics, looked up by key."""
+
+    queryset = Metric.objects.all()
+    serializer_class = MetricSerializer
+    filterset_class = MetricFilterSet
+    lookup_field = "key"
+
+
+class DeviceTypeViewSet(DeviceMasterViewSet):
+    """Device types, looked up by name."""
+
+    queryset = DeviceType.objects.select_related("primary_metric").prefetch_related("metrics")
+    serializer_class = DeviceTypeSerializer
+    filterset_class = DeviceTypeFilterSet
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+
+class DeviceViewSet(DeviceMasterViewSet):
+    """Devices, looked up by device_id."""
+
+    queryset = Device.objects.select_related("device_type", "location")
+    serializer_class = DeviceSerializer
+    filterset_class = DeviceFilterSet
+    lookup_field = "device_id"
+    lookup_value_regex = "[^/]+"

@@ -1,0 +1,66 @@
+"""What every API view of the hub shares: permissions, per-token throttling, errors.
+
+Plant staff read, only admins (superusers) write, unless a view says otherwise; other
+logged-in users are refused (403), anonymous callers are asked to authenticate (401).
+"""
+
+from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.settings import api_settings
+from rest_framework.throttling import UserRateThrottle
+
+
+def is_admin(user):
+    return bool(user and user.is_superuser)
+
+
+def is_plant_staff(user):
+    return bool(user and (user.is_staff or user.is_superuser))
+
+
+class StaffReadAdminWrite(BasePermission):
+    """Plant staff read; only admins write."""
+
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS:
+            return is_plant_staff(request.user)
+        return is_admin(request.user)
+
+
+class IsPlantStaff(BasePermission):
+    """Plant staff, any method: their own actions, such as acknowledging an alert."""
+
+    def has_permission(self, request, view):
+        return is_plant_staff(request.user)
+
+
+class IsAdmin(BasePermission):
+    """Admins only, even for reading."""
+
+    def has_permission(self, request, view):
+        return is_admin(request.user)
+
+
+class PerTokenRateThrottle(UserRateThrottle):
+    """A request budget per user, so per token: REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api"]."""
+
+    scope = "api"
+
+    def get_rate(self):
+        # DRF copies the rates at import; reading them per request lets settings changes apply.
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+
+
+class HubAPIMixin:
+    """What every API view shares: staff read, admins write, throttled per token."""
+
+    permission_classes = [StaffReadAdminWrite]
+    throttle_classes = [PerTokenRateThrottle]
+
+
+class Conflict(exceptions.APIException):
+    """409: the object is still referred to."""
+
+    status_code = 409
+    default_detail = "The object is still in use."
+    default_code = "conflict"

@@ -1,0 +1,493 @@
+"""The integrator REST API (/api/v1/) on real PostgreSQL and Redis: shapes, filters, validation,
+realtime, aggregation across DST, readings (cursor pages and streamed CSV), alerts, dead letters, schema."""
+
+import csv
+import io
+import re
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from apps.alerts.models import Alert, AlertEvent, Threshold
+from apps.devices.models import Device, Location
+from apps.telemetry.latest import store_latest
+from apps.telemetry.models import DeadLetter, Reading
+from apps.telemetry.rollups import recompute_range
+
+ROLES = {
+    "plain": {},
+    "staff": {"is_staff": True},
+    "admin": {"is_staff": True, "is_superuser": True},
+}
+
+
+def token_for(role):
+    user = get_user_model().objects.create_user(f"{role}-user", **ROLES[role])
+    return Token.objects.create(user=user).key
+
+
+def api_client(role):
+    """An APIClient with a real token of a user of `role`, or without credentials for "anonymous"."""
+    client = APIClient()
+    if role != "anonymous":
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(role)}")
+    return client
+
+
+@pytest.fixture
+def admin_api():
+    return api_client("admin")
+
+
+@pytest.fixture
+def staff_api():
+    return api_client("staff")
+
+
+def store_readings(device, metric, times, value_of):
+    Reading.objects.bulk_create(Reading(device=device, metric=metric, time=t, value=value_of(t)) for t in times)
+
+
+def every(start, end, step):
+    times = []
+    while start < end:
+        times.append(start)
+        start += step
+    return times
+
+
+# --- device master and thresholds -------------------------------------------------------------
+
+
+def test_it_round_trips_a_device(plant, admin_api):
+    created = admin_api.post(
+        "/api/v1/devices/", {"device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA"}, format="json"
+    )
+    assert created.status_code == 201, created.data
+    assert created.data == {
+        "device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA", "is_active": True, "last_seen_at": None,
+    }
+    Location.objects.create(loc_id="S-FOU-1-FU", factory="South", building="Foundry", floor="1")
+    moved = admin_api.patch("/api/v1/devices/dev-9/", {"location": "S-FOU-1-FU", "is_active": False}, format="json")
+    assert moved.status_code == 200, moved.data
+    device = Device.objects.get(device_id="dev-9")
+    assert (device.location.loc_id, device.is_active) == ("S-FOU-1-FU", False)
+    replaced = admin_api.put(
+        "/api/v1/devices/dev-9/", {"device_id": "dev-9", "device_type": "env", "location": "N-ASM-1-LA"}, format="json"
+    )
+    assert replaced.status_code == 200, replaced.data
+    assert admin_api.get("/api/v1/devices/dev-9/").data["location"] == "N-ASM-1-LA"
+    assert admin_api.delete("/api/v1/devices/dev-9/").status_code == 204
+    assert admin_api.get("/api/v1/devices/dev-9/").status_code == 404
+
+
+def test_it_filters_devices_by_location_type_and_state(plant, staff_api):
+    south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South", building="Foundry", floor="1")
+    Device.objects.create(device_id="dev-3", device_type=plant["type"], location=south, is_active=False)
+
+    def ids(query):
+        response = staff_api.get(f"/api/v1/devices/?{query}")
+        assert response.status_code == 200, response.data
+        return [d["device_id"] for d in response.data["results"]]
+
+    assert ids("factory=North") == ["dev-1", "dev-2"]
+    assert ids("loc_id=S-FOU-1-FU") == ["dev-3"]
+    assert ids("building=Foundry&floor=1") == ["dev-3"]
+    assert ids("is_active=false") == ["dev-3"]
+    assert ids("device_type=env&factory=") == ["dev-1", "dev-2", "dev-3"]
+
+
+def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
+    response = admin_api.post("/api/v1/devices/", {"device_id": "dev-9", "device_type": "env", "location": "NOWHERE"}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["location"]
+    assert not Device.objects.filter(device_id="dev-9").exists()
+
+
+def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
+    response = admin_api.delete("/api/v1/locations/N-ASM-1-LA/")
+    assert response.status_code == 409
+    assert "dev-" in response.data["detail"]
+    assert Location.objects.filter(loc_id="N-ASM-1-LA").exists()
+
+
+def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
+    location = {"loc_id": "S-FOU-1-FU", "factory": "South", "building": "Foundry", "floor": "1", "area": "Furnaces", "name": "Furnaces"}
+    assert admin_api.post("/api/v1/locations/", location, format="json").data == location
+    assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
+    metric = {"key": "pressure", "unit": "bar", "label": "Pressure"}
+    assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
+    device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
+    created = admin_api.post("/api/v1/device-types/", device_type, format="json")
+    assert created.status_code == 201, created.data
+    assert admin_api.get("/api/v1/device-types/press-sensor/").data == device_type
+    assert admin_api.get("/api/v1/device-types/?metric=pressure").data["results"] == [device_type]
+
+
+def test_it_refuses_a_primary_metric_the_type_does_not_report(plant, admin_api):
+    response = admin_api.patch("/api/v1/device-types/env/", {"metrics": ["humidity"]}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["primary_metric"]
+
+
+def test_it_round_trips_a_threshold(plant, admin_api):
+    body = {
+        "metric": "humidity", "device": "dev-1", "location": None, "device_type": None, "warning_min": 20.0,
+        "warning_max": 60.0, "critical_min": 10.0, "critical_max": 80.0, "hysteresis": 1.0, "hold_seconds": 30, "enabled": True,
+    }
+    created = admin_api.post("/api/v1/thresholds/", body, format="json")
+    assert created.status_code == 201, created.data
+    url = f"/api/v1/thresholds/{created.data['id']}/"
+    assert admin_api.get(url).data == {"id": created.data["id"], **body}
+    assert [t["id"] for t in admin_api.get("/api/v1/thresholds/?device=dev-1&metric=humidity").data["results"]] == [created.data["id"]]
+    assert admin_api.get("/api/v1/thresholds/?location=N-ASM-1-LA").data["results"] == []
+    changed = admin_api.patch(url, {"device": None, "location": "N-ASM-1-LA", "warning_max": 65}, format="json")
+    assert changed.status_code == 200, changed.data
+    threshold = Threshold.objects.get(pk=created.data["id"])
+    assert (threshold.device, threshold.location.loc_id, threshold.warning_max) == (None, "N-ASM-1-LA", 65)
+    assert admin_api.delete(url).status_code == 204
+    assert not Threshold.objects.filter(pk=created.data["id"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"warning_min": 30, "warning_max": 20}, "warning_max"),
+        ({"critical_min": 5, "critical_max": 1}, "critical_max"),
+        ({"warning_max": 30, "critical_max": 25}, "critical_max"),
+        ({"warning_min": 10, "critical_min": 15}, "critical_min"),
+        ({}, "non_field_errors"),
+        ({"warning_max": 30, "device": "dev-1", "location": "N-ASM-1-LA"}, "non_field_errors"),
+        ({"warning_max": 30, "hysteresis": -1}, "hysteresis"),
+    ],
+)
+def test_it_refuses_invalid_threshold_bands_with_field_errors(plant, admin_api, body, field):
+    response = admin_api.post("/api/v1/thresholds/", {"metric": "temperature", **body}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == [field]
+    assert Threshold.objects.count() == 1
+
+
+def test_it_validates_a_partial_threshold_update_as_a_whole(plant, admin_api):
+    response = admin_api.patch(f"/api/v1/thresholds/{plant['threshold'].pk}/", {"critical_max": 25}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["critical_max"]
+    plant["threshold"].refresh_from_db()
+    assert plant["threshold"].critical_max == 35
+
+
+# --- realtime ---------------------------------------------------------------------------------
+
+
+def test_it_answers_realtime_status_of_a_location(plant, staff_api):
+    elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
+    Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
+    ts = int(timezone.now().timestamp() * 1000)
+    store_latest([
+        {"device": "dev-1", "metric": "temperature", "value": 31.5, "ts": ts, "status": "warning"},
+        {"device": "dev-1", "metric": "humidity", "value": 40.0, "ts": ts, "status": None},
+        {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
+    ])
+    response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
+    assert response.status_code == 200, response.data
+    assert set(response.data) == {"capture_dt", "measurements"}
+    datetime.fromisoformat(response.data["capture_dt"])
+    location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
+    dev1, dev2 = response.data["measurements"]
+    assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
+    assert dev1["metrics"] == {
+        "temperature": {"value": 31.5, "status": "warning", "ts": ts},
+        "humidity": {"value": 40.0, "status": None, "ts": ts},
+    }
+    assert (dev2["device"], dev2["offline"]) == ("dev-2", True)
+    assert dev2["metrics"] == {key: {"value": None, "status": None, "ts": None} for key in ("temperature", "humidity")}
+    assert [m["device"] for m in staff_api.get("/api/v1/realtime/?factory=South").data["measurements"]] == ["dev-3"]
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+def local_hour(at, tz):
+    """Brute force: the local hour an instant falls in, as an aware datetime keeping its fold (two 02:00 on fall-back)."""
+    return at.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+
+
+def local_day(at, tz):
+    return datetime.combine(at.astimezone(tz).date(), time.min, tzinfo=tz)
+
+
+def brute_force_buckets(readings, bucket_of, tz):
+    """{loc_id: {start iso: (min, max, avg, count)}} over raw (loc_id, time, value) rows."""
+    values = {}
+    for loc_id, at, value in readings:
+        values.setdefault(loc_id, {}).setdefault(bucket_of(at, tz).isoformat(), []).append(value)
+    return {
+        loc_id: {start: (min(v), max(v), sum(v) / len(v), len(v)) for start, v in buckets.items()}
+        for loc_id, buckets in values.items()
+    }
+
+
+def roll_up():
+    """What beat does every 30 s: rollups of the stored readings (in the current TIME_ZONE)."""
+    recompute_range(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def answered_buckets(response):
+    return {
+        r["location"]["loc_id"]: {b["start"]: (b["min"], b["max"], pytest.approx(b["avg"]), b["count"]) for b in r["buckets"]}
+        for r in response.json()["results"]
+    }
+
+
+@pytest.fixture
+def dst_readings(plant, settings):
+    """Readings every 20 min around 2026-10-25, when Berlin's clocks go back: dev-1 and dev-2 in one location, dev-3 in another."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
+    dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=south)
+    times = every(datetime(2026, 10, 23, 20, 0, tzinfo=UTC), datetime(2026, 10, 27, 2, 0, tzinfo=UTC), timedelta(minutes=20))
+    rows = []
+    for n, device in enumerate([*plant["devices"], dev3]):
+        def value_of(at, n=n):
+            return round(20 + n + (at.timestamp() % 7919) / 1000, 3)
+
+        store_readings(device, plant["temperature"], times, value_of)
+        rows += [(device.location.loc_id, at, value_of(at)) for at in times]
+    store_readings(plant["devices"][0], plant["humidity"], times, lambda at: 99.0)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("zone", "interval", "bucket_of"),
+    [
+        ("Europe/Berlin", "hour", local_hour), ("Europe/Berlin", "day", local_day),
+        ("Asia/Kolkata", "hour", local_hour), ("Asia/Kolkata", "day", local_day),
+    ],
+)
+def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settings, staff_api, zone, interval, bucket_of):
+    settings.TIME_ZONE = zone
+    roll_up()
+    tz = ZoneInfo(zone)
+    start, end = datetime(2026, 10, 24, tzinfo=tz), datetime(2026, 10, 27, tzinfo=tz)
+    response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date=20261024&end_date=20261026&interval={interval}")
+    assert response.status_code == 200, response.data
+    assert (response.data["metric"], response.data["interval"]) == ("temperature", interval)
+    assert [r["location"]["loc_id"] for r in response.data["results"]] == ["N-ASM-1-LA", "S-FOU-1-FU"]
+    expected = brute_force_buckets([r for r in dst_readings if start <= r[1] < end], bucket_of, tz)
+    assert answered_buckets(response) == expected
+    for result in response.json()["results"]:
+        starts = [b["start"] for b in result["buckets"]]
+        assert starts == sorted(starts, key=datetime.fromisoformat)
+
+
+def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
+    roll_up()
+    query = "start_date=20261025&end_date=20261025&loc_id=N-ASM-1-LA"
+    days = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=day").json()["results"][0]["buckets"]
+    assert [(d["start"], d["count"]) for d in days] == [("2026-10-25T00:00:00+02:00", 25 * 3 * 2)]
+    hours = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=hour").json()["results"][0]["buckets"]
+    assert len(hours) == 25
+    assert [h["start"] for h in hours[1:5]] == [
+        "2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00",
+    ]
+    assert {h["count"] for h in hours} == {3 * 2}
+
+
+def test_it_aggregates_a_whole_month_of_one_device(dst_readings, staff_api):
+    roll_up()
+    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=202610&end_date=2026&interval=day&device=dev-3")
+    assert response.status_code == 200, response.data
+    (result,) = response.json()["results"]
+    assert result["location"]["loc_id"] == "S-FOU-1-FU"
+    assert [b["start"][:10] for b in result["buckets"]] == ["2026-10-23", "2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27"]
+    assert sum(b["count"] for b in result["buckets"]) == sum(1 for loc_id, _, _ in dst_readings if loc_id == "S-FOU-1-FU")
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("temperature/?start_date=2026-10&end_date=202610", "start_date"),
+        ("temperature/?start_date=20261301&end_date=2026", "start_date"),
+        ("temperature/?start_date=2026&end_date=20260230", "end_date"),
+        ("temperature/?start_date=2026", "end_date"),
+        ("temperature/?start_date=20261026&end_date=20261024", "end_date"),
+        ("temperature/?start_date=2026&end_date=2026&interval=week", "interval"),
+        ("pressure/?start_date=2026&end_date=2026", "metric"),
+    ],
+)
+def test_it_refuses_bad_aggregation_queries_naming_the_field(plant, staff_api, path, field):
+    response = staff_api.get(f"/api/v1/aggregation/{path}")
+    assert response.status_code == 400
+    assert list(response.data) == [field]
+
+
+# --- readings ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def readings(plant):
+    """25 temperature readings of dev-1 a minute apart, plus readings of other series that must not show."""
+    times = every(datetime(2026, 11, 2, 8, 0, tzinfo=UTC), datetime(2026, 11, 2, 8, 25, tzinfo=UTC), timedelta(minutes=1))
+    dev1, dev2 = plant["devices"]
+    store_readings(dev1, plant["temperature"], times, lambda at: 20 + at.minute / 10)
+    store_readings(dev1, plant["humidity"], times, lambda at: 50.0)
+    store_readings(dev2, plant["temperature"], times, lambda at: -1.0)
+    return [(at, 20 + at.minute / 10) for at in times]
+
+
+def test_it_walks_all_readings_with_the_cursor(readings, staff_api):
+    url = "/api/v1/readings/?device=dev-1&metric=temperature&page_size=10"
+    seen = []
+    while url:
+        response = staff_api.get(url)
+        assert response.status_code == 200, response.data
+        seen += response.data["results"]
+        url = response.data["next"]
+    assert len(seen) == 25
+    assert {(r["device"], r["metric"]) for r in seen} == {("dev-1", "temperature")}
+    assert [(datetime.fromisoformat(r["time"]), r["value"]) for r in seen] == readings
+
+
+def test_it_limits_readings_to_start_and_end(readings, staff_api):
+    response = staff_api.get("/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z")
+    assert [r["value"] for r in response.data["results"]] == [value for at, value in readings[10:15]]
+
+
+@pytest.mark.parametrize("missing", ["device", "metric"])
+def test_it_requires_device_and_metric_for_readings(readings, staff_api, missing):
+    query = {"device": "dev-1", "metric": "temperature"}
+    del query[missing]
+    for extra in ({}, {"format": "csv"}):
+        response = staff_api.get("/api/v1/readings/", {**query, **extra})
+        assert response.status_code == 400
+        assert missing in response.content.decode()
+
+
+def test_it_streams_readings_as_csv(readings):
+    token = token_for("staff")
+
+    async def download():
+        response = await AsyncClient().get(
+            "/api/v1/readings/", {"device": "dev-1", "metric": "temperature", "format": "csv"}, headers={"authorization": f"Token {token}"}
+        )
+        return response, b"".join([chunk async for chunk in response.streaming_content])
+
+    response, body = async_to_sync(download)()
+    assert response.status_code == 200
+    assert response.streaming and response.is_async
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(body.decode())))
+    assert rows[0] == ["time", "device", "metric", "value"]
+    assert [(datetime.fromisoformat(t), d, m, float(v)) for t, d, m, v in rows[1:]] == [
+        (at, "dev-1", "temperature", value) for at, value in readings
+    ]
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alerts(plant):
+    """An open warning of dev-1, an older acknowledged critical of dev-2 and a resolved one elsewhere."""
+    south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
+    dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=south)
+    dev1, dev2 = plant["devices"]
+    now = timezone.now()
+    return {
+        "open": Alert.objects.create(device=dev1, metric=plant["temperature"], level="warning", opened_at=now, first_value=31, peak_value=32),
+        "acknowledged": Alert.objects.create(
+            device=dev2, metric=plant["temperature"], level="critical", state="acknowledged", opened_at=now - timedelta(hours=1)
+        ),
+        "resolved": Alert.objects.create(
+            device=dev3, metric=plant["humidity"], level="warning", state="resolved", opened_at=now - timedelta(hours=2)
+        ),
+    }
+
+
+def test_it_lists_alerts_newest_first_with_filters(alerts, staff_api):
+    def ids(query=""):
+        response = staff_api.get(f"/api/v1/alerts/?{query}")
+        assert response.status_code == 200, response.data
+        return [a["id"] for a in response.data["results"]]
+
+    assert ids() == [alerts[name].pk for name in ("open", "acknowledged", "resolved")]
+    assert ids("state=open") == [alerts["open"].pk]
+    assert ids("level=critical") == [alerts["acknowledged"].pk]
+    assert ids("device=dev-3") == [alerts["resolved"].pk]
+    assert ids("loc_id=N-ASM-1-LA&level=warning") == [alerts["open"].pk]
+    assert staff_api.get("/api/v1/alerts/?state=closed").status_code == 400
+    detail = staff_api.get(f"/api/v1/alerts/{alerts['open'].pk}/").data
+    assert {k: detail[k] for k in ("device", "metric", "level", "state", "first_value", "peak_value", "location")} == {
+        "device": "dev-1", "metric": "temperature", "level": "warning", "state": "open",
+        "first_value": 31.0, "peak_value": 32.0, "location": "N-ASM-1-LA",
+    }
+
+
+def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
+    url = f"/api/v1/alerts/{alerts['open'].pk}"
+    acknowledged = staff_api.post(f"{url}/acknowledge/", {"note": "Door left open"}, format="json")
+    assert acknowledged.status_code == 200, acknowledged.data
+    assert (acknowledged.data["state"], acknowledged.data["acknowledged_by"], acknowledged.data["note"]) == (
+        "acknowledged", "staff-user", "Door left open",
+    )
+    resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
+    assert resolved.status_code == 200, resolved.data
+    again = staff_api.post(f"{url}/acknowledge/", {"note": "too late"}, format="json")
+    assert (again.status_code, again.data["state"]) == (200, "resolved")
+    alert = Alert.objects.get(pk=alerts["open"].pk)
+    assert (alert.state, alert.acknowledged_by.username, alert.note) == ("resolved", "staff-user", "Door left open")
+    assert alert.acknowledged_at <= alert.resolved_at
+    events = [(e.kind, e.user.username, e.note) for e in AlertEvent.objects.filter(alert=alert)]
+    assert events == [("acknowledged", "staff-user", "Door left open"), ("resolved", "staff-user", "")]
+
+
+def test_it_refuses_an_overlong_note(alerts, staff_api):
+    response = staff_api.post(f"/api/v1/alerts/{alerts['open'].pk}/acknowledge/", {"note": "x" * 1001}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["note"]
+    assert Alert.objects.get(pk=alerts["open"].pk).state == "open"
+
+
+# --- dead letters, schema, throttling -----------------------------------------------------------
+
+
+def test_it_shows_dead_letters_to_admins_only(plant, admin_api, staff_api):
+    now = timezone.now()
+    DeadLetter.objects.create(source="mqtt", topic="sensors/x", received_at=now, payload="{", reason="malformed_json", detail="line 1")
+    DeadLetter.objects.create(source="kafka", topic="sensors/y", received_at=now, payload="{}", reason="unknown_device")
+    response = admin_api.get("/api/v1/deadletters/?reason=malformed_json")
+    assert response.status_code == 200
+    (row,) = response.data["results"]
+    assert {k: v for k, v in row.items() if k not in ("id", "received_at")} == {
+        "source": "mqtt", "topic": "sensors/x", "payload": "{", "reason": "malformed_json", "detail": "line 1",
+    }
+    assert len(admin_api.get("/api/v1/deadletters/?source=kafka").data["results"]) == 1
+    assert staff_api.get("/api/v1/deadletters/").status_code == 403
+
+
+def test_it_serves_the_schema_and_self_contained_docs(plant, staff_api):
+    schema = staff_api.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/aggregation/{metric}/" in schema.content
+    docs = staff_api.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "cdn" not in html.lower()
+    assert not [url for url in re.findall(r"""https?://[^\s"'<>]+""", html) if not url.startswith("http://testserver/")]
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert assets and all(asset.startswith("/static/drf_spectacular_sidecar/") for asset in assets)
+    assert all(staff_api.get(asset).status_code == 200 for asset in assets)
+
+
+def test_it_throttles_per_token(plant, settings, staff_api):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "3/min"}}
+    other = api_client("admin")
+    assert [staff_api.get("/api/v1/metrics/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert other.get("/api/v1/metrics/").status_code == 200
