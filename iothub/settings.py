@@ -122,6 +122,7 @@ CELERY_BEAT_SCHEDULE = {
     "detect-offline": {"task": "apps.alerts.tasks.detect_offline", "schedule": 30.0},
     "remind-unacknowledged": {"task": "apps.alerts.tasks.remind_unacknowledged", "schedule": 60.0},
     "send-due-summaries": {"task": "apps.alerts.tasks.send_due_summaries", "schedule": 30.0},
+    "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
     "refresh-rollups": {"task": "apps.telemetry.tasks.refresh_dirty_rollups", "schedule": 30.0},
 }
@@ -146,6 +147,13 @@ IOTHUB = {
     "KAFKA_DEADLETTER_TOPIC": env("IOTHUB_KAFKA_DEADLETTER_TOPIC", default="iothub.deadletter"),
     "KAFKA_GROUP": env("IOTHUB_KAFKA_GROUP", default="iothub-ingest"),
     "INGEST_METRICS_PORT": env.int("IOTHUB_INGEST_METRICS_PORT", default=0),
+    # System alerts on the pipeline (the seed report's defaults): evaluated by beat.
+    "PIPELINE_WINDOW": env.int("IOTHUB_PIPELINE_WINDOW", default=300),
+    "KAFKA_LAG_WARNING": env.int("IOTHUB_KAFKA_LAG_WARNING", default=10_000),
+    "KAFKA_LAG_CRITICAL": env.int("IOTHUB_KAFKA_LAG_CRITICAL", default=100_000),
+    "DEAD_LETTER_RATE_WARNING": env.float("IOTHUB_DEAD_LETTER_RATE_WARNING", default=0.01),
+    "LATENCY_P99_WARNING": env.float("IOTHUB_LATENCY_P99_WARNING", default=1.0),
+    "INGEST_SILENT_CRITICAL": env.int("IOTHUB_INGEST_SILENT_CRITICAL", default=60),
     "RETENTION_DAYS": env.int("IOTHUB_RETENTION_DAYS", default=30),
     "HOURLY_RETENTION_DAYS": env.int("IOTHUB_HOURLY_RETENTION_DAYS", default=365),
 }

@@ -83,14 +83,23 @@ class Threshold(models.Model):
 
 
 class Alert(models.Model):
-    """A period during which a device's metric was beyond a band (or the device was silent)."""
+    """A period during which a device's metric was beyond a band, a device was silent, or (a
+    system alert, without a device) the pipeline itself was unhealthy."""
 
     class State(models.TextChoices):
         OPEN = "open", "open"
         ACKNOWLEDGED = "acknowledged", "acknowledged"
         RESOLVED = "resolved", "resolved"
 
-    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="alerts")
+    class Source(models.TextChoices):
+        DEVICE = "device", "device"
+        SYSTEM = "system", "system"
+
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
+    subject = models.CharField(
+        max_length=32, blank=True, help_text="What a system alert is about, e.g. kafka_lag or dead_letter_rate."
+    )
+    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
     metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
     level = models.CharField(max_length=16, choices=Level.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
@@ -111,15 +120,31 @@ class Alert(models.Model):
             # One alert per (device, metric) that is not resolved: concurrent workers cannot open two.
             models.UniqueConstraint(
                 fields=["device", "metric"],
-                condition=~Q(state="resolved"),
+                condition=~Q(state="resolved") & Q(source="device"),
                 name="alert_one_active_per_device_metric",
                 nulls_distinct=False,
+            ),
+            models.UniqueConstraint(
+                fields=["subject"],
+                condition=~Q(state="resolved") & Q(source="system"),
+                name="alert_one_active_per_system_subject",
+            ),
+            models.CheckConstraint(
+                condition=(Q(source="device") & Q(device__isnull=False)) | (Q(source="system") & Q(device__isnull=True)),
+                name="alert_device_iff_device_source",
             ),
         ]
         indexes = [models.Index(fields=["state", "level"])]
 
     def __str__(self):
-        return f"{self.level} {self.device}/{self.metric or 'offline'} ({self.state})"
+        return f"{self.level} {self.what} ({self.state})"
+
+    @property
+    def what(self):
+        """A short name of what the alert is about: "dev-1 temperature", "dev-1 data", "system kafka_lag"."""
+        if self.source == self.Source.SYSTEM:
+            return f"system {self.subject}"
+        return f"{self.device.device_id} {self.metric.key if self.metric_id else 'data'}"
 
     @property
     def is_active(self):

@@ -19,22 +19,28 @@ LEVEL_ORDER = {Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
 
 
 def routes_for(alert):
-    """Enabled routes that want this alert: level at or above theirs, and their factory/location."""
-    location = alert.device.location
-    routes = NotificationRoute.objects.filter(enabled=True).filter(
-        Q(factory="") | Q(factory=location.factory), Q(location=None) | Q(location=location)
-    )
+    """Enabled routes that want this alert: level at or above theirs, and their factory/location
+    (system alerts go to the routes without a factory or location filter)."""
+    routes = NotificationRoute.objects.filter(enabled=True)
+    if alert.device_id:
+        location = alert.device.location
+        routes = routes.filter(Q(factory="") | Q(factory=location.factory), Q(location=None) | Q(location=location))
+    else:
+        routes = routes.filter(factory="", location=None)
     return [r for r in routes if LEVEL_ORDER[alert.level] >= LEVEL_ORDER[r.min_level]]
 
 
 def describe(alert, event):
-    what = alert.metric.key if alert.metric else "data"
     value = "" if alert.last_value is None else f" = {alert.last_value:g}"
-    location = alert.device.location
+    if alert.device_id:
+        location = alert.device.location
+        where = f"{location.factory} / {location.building} / {location.name or location.loc_id}"
+    else:
+        where = "the hub's pipeline"
     return (
-        f"[{alert.level.upper()}] {alert.device.device_id} {what}{value} {event}",
-        f"{alert.device.device_id} at {location.factory} / {location.building} / {location.name or location.loc_id}: "
-        f"{alert.level} alert on {what} {event} (first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
+        f"[{alert.level.upper()}] {alert.what}{value} {event}",
+        f"{alert.what} at {where}: {alert.level} alert {event} "
+        f"(first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
     )
 
 

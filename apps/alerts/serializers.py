@@ -6,16 +6,16 @@ from .models import Alert
 class AlertSerializer(serializers.ModelSerializer):
     """The alert shape of the API and of live pushes (design §6, §7)."""
 
-    device = serializers.SlugRelatedField(slug_field="device_id", read_only=True)
+    device = serializers.SlugRelatedField(slug_field="device_id", read_only=True, allow_null=True)
     metric = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
     acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    location = serializers.CharField(source="device.location.loc_id", read_only=True)
+    location = serializers.CharField(source="device.location.loc_id", read_only=True, allow_null=True)
 
     class Meta:
         model = Alert
         fields = [
             "id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "last_value",
-            "acknowledged_at", "acknowledged_by", "resolved_at", "note", "location",
+            "acknowledged_at", "acknowledged_by", "resolved_at", "note", "location", "source", "subject",
         ]
         read_only_fields = fields
 

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import notify, services
+from . import notify, services, system
 from .transports import TemporaryError
 
 
@@ -35,3 +35,8 @@ def detect_offline():
 @shared_task
 def remind_unacknowledged():
     return len(notify.remind_unacknowledged())
+
+
+@shared_task
+def watch_pipeline():
+    return len(system.watch_pipeline())

@@ -47,9 +47,10 @@ async def _group_send_all(layer, sends):
 
 
 def push_alert(alert_json):
-    """Called on commit of an alert change."""
+    """Called on commit of an alert change; system alerts have no device group."""
     message = {"type": "live.alert", "alert": alert_json}
-    group_send_all([(LIVE_GROUP, message), (device_group(alert_json["device"]), message)])
+    groups = [LIVE_GROUP] + ([device_group(alert_json["device"])] if alert_json["device"] else [])
+    group_send_all([(group, message) for group in groups])
 
 
 class LivePublisher:

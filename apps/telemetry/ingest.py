@@ -78,7 +78,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     config = settings.IOTHUB
     master_cache = DeviceMasterCache(refresh_seconds=config["DEVICE_CACHE_REFRESH"])
     publisher = LivePublisher(interval=config["LIVE_PUSH_INTERVAL"])
-    stats = PipelineStats(name=client_id, source=source)
+    stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")

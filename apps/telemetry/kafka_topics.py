@@ -1,8 +1,9 @@
-"""Kafka topic provisioning: create iothub.readings / iothub.deadletter idempotently, report mismatches."""
+"""Kafka administration: create iothub.readings / iothub.deadletter idempotently (reporting
+mismatches), and measure a consumer group's lag from outside the group."""
 
 import logging
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger(__name__)
@@ -32,3 +33,22 @@ def ensure_topics(*, servers, topics, partitions, retention_ms, timeout=30):
     for message in mismatches:
         log.warning("Kafka: %s", message)
     return mismatches
+
+
+def consumer_group_lag(*, servers, group, topic, timeout=10):
+    """Messages in `topic` not yet committed by `group`: measurable even while every consumer is down."""
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None:
+            if metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return 0  # nothing was ever published, so nothing is waiting
+            raise KafkaException(metadata.error)
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        lag = 0
+        for committed in consumer.committed(partitions, timeout=timeout):
+            low, high = consumer.get_watermark_offsets(committed, timeout=timeout)
+            lag += high - (committed.offset if committed.offset >= 0 else low)
+        return lag
+    finally:
+        consumer.close()

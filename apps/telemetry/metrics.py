@@ -29,14 +29,16 @@ def summary_key(name):
 class PipelineStats:
     """Counts what one ingest process does and publishes a summary every few seconds."""
 
-    def __init__(self, *, name, source):
+    def __init__(self, *, name, source, window_seconds=300):
         self.name = name
         self.source = source
+        self.window_seconds = window_seconds
+        self.window = deque()  # (monotonic time, messages, dead letters) per batch, for rates over the window
         self.latencies = deque(maxlen=20_000)  # publish→stored of recent messages, for p50/p99
         self.messages = self.readings = self.stored = self.rejected = 0
         self.rejected_by_reason = {}
         self.kafka_lag = None
-        self.published_at = time.monotonic()
+        self.published_at = time.monotonic() - SUMMARY_EVERY  # report at once: "connected" from the start
         self.window_start = (time.monotonic(), 0, 0, 0)
 
     def record(self, result, *, committed_at):
@@ -49,6 +51,10 @@ class PipelineStats:
         for rejection in result.rejections:
             DEAD_LETTERS.labels(rejection.reason).inc()
             self.rejected_by_reason[rejection.reason] = self.rejected_by_reason.get(rejection.reason, 0) + 1
+        now = time.monotonic()
+        self.window.append((now, result.messages, len(result.rejections)))
+        while self.window and self.window[0][0] < now - self.window_seconds:
+            self.window.popleft()
         self.messages += result.messages
         self.readings += result.readings
         self.stored += result.stored
@@ -81,6 +87,9 @@ class PipelineStats:
             "latency_p50": ordered[len(ordered) // 2] if ordered else None,
             "latency_p99": ordered[int(len(ordered) * 0.99)] if ordered else None,
             "kafka_lag": self.kafka_lag,
+            "window_seconds": self.window_seconds,
+            "window_messages": sum(m for _, m, _ in self.window),
+            "window_dead_letters": sum(d for _, _, d in self.window),
         }
         self.latencies.clear()
         self.window_start = (now, self.messages, self.readings, self.rejected)

@@ -44,7 +44,8 @@
 
   function alertText(a) {
     const value = a.last_value === null || a.last_value === undefined ? "" : " = " + Number(a.last_value).toFixed(1);
-    return a.level + " " + a.device + " " + (a.metric || "offline") + value + " (" + a.state + ")";
+    const what = a.source === "system" ? "system " + a.subject : a.device + " " + (a.metric || "data");
+    return a.level + " " + what + value + " (" + a.state + ")";
   }
 
   function cue(alert) {
@@ -120,8 +121,8 @@
       tr.dataset.alert = a.id;
       tr.innerHTML = "<td></td><td class='state'></td><td></td><td></td><td></td><td colspan='6'><a href=''>reload to act</a></td>";
       const tds = tr.querySelectorAll("td");
-      tds[0].textContent = a.level; tds[1].textContent = a.state; tds[2].textContent = a.device;
-      tds[3].textContent = a.metric || "—"; tds[4].textContent = a.opened_at;
+      tds[0].textContent = a.level; tds[1].textContent = a.state; tds[2].textContent = a.device || "system";
+      tds[3].textContent = a.metric || a.subject || "—"; tds[4].textContent = a.opened_at;
       rows.prepend(tr);
     }
   };
