@@ -60,3 +60,20 @@ def test_it_bridges_mqtt_into_kafka_and_ingests_from_kafka(plant, hub, publisher
     # Rejected input also lands on the dead-letter topic, with its reason.
     [dead_record] = consume_all(hub.env["IOTHUB_KAFKA_DEADLETTER_TOPIC"], 1)
     assert dict(dead_record.headers())["reason"] == b"unknown_metric"
+
+
+def test_it_provisions_topics_idempotently_and_reports_mismatches(unique):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from apps.telemetry.kafka_topics import ensure_topics
+
+    servers = settings.KAFKA_BOOTSTRAP_SERVERS
+    topics = [f"test-prov-{unique}", f"test-prov-dl-{unique}"]
+    assert ensure_topics(servers=servers, topics=topics, partitions=3, retention_ms=3_600_000) == []
+    assert ensure_topics(servers=servers, topics=topics, partitions=3, retention_ms=3_600_000) == []  # again: no-op
+    other = f"test-prov-other-{unique}"
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic(other, num_partitions=1, replication_factor=1)])[other].result(30)
+    mismatches = ensure_topics(servers=servers, topics=[other], partitions=3, retention_ms=3_600_000)
+    assert f"topic {other} has 1 partitions, configured 3" in mismatches
+    assert any("compression.type" in m for m in mismatches) and any("retention.ms" in m for m in mismatches)

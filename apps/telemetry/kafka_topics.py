@@ -4,7 +4,7 @@ mismatches), and measure a consumer group's lag from outside the group."""
 import logging
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def ensure_topics(*, servers, topics, partitions, retention_ms, timeout=30):
         found = len(metadata.topics[topic].partitions)
         if found != partitions:
             mismatches.append(f"topic {topic} has {found} partitions, configured {partitions}")
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics])
+    for resource, future in described.items():
+        entries = future.result(timeout)
+        for name, wanted in config.items():
+            if entries[name].value != wanted:
+                mismatches.append(f"topic {resource.name} has {name}={entries[name].value}, configured {wanted}")
     for message in mismatches:
         log.warning("Kafka: %s", message)
     return mismatches
