@@ -491,3 +491,14 @@ def test_it_throttles_per_token(plant, settings, staff_api):
     other = api_client("admin")
     assert [staff_api.get("/api/v1/metrics/").status_code for _ in range(4)] == [200, 200, 200, 429]
     assert other.get("/api/v1/metrics/").status_code == 200
+
+
+def test_it_shows_the_threshold_in_force_for_each_metric_of_a_device(plant, staff_api):
+    Threshold.objects.create(metric=plant["temperature"], location=plant["location"], warning_max=25)
+    response = staff_api.get("/api/v1/thresholds/effective/?device=dev-1")
+    assert response.status_code == 200
+    by_metric = {row["metric"]: row for row in response.json()}
+    assert by_metric["temperature"]["scope"] == "location N-ASM-1-LA"
+    assert by_metric["temperature"]["threshold"]["warning_max"] == 25
+    assert by_metric["humidity"] == {"metric": "humidity", "scope": None, "threshold": None}
+    assert staff_api.get("/api/v1/thresholds/effective/?device=nope").status_code == 400

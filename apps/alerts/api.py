@@ -10,11 +10,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.devices.api import DeviceMasterViewSet
-from iothub.api import HubAPIMixin, IsPlantStaff
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
+from iothub.api import HubAPIMixin, IsPlantStaff
 
 from .models import Alert, Threshold
+from .selectors import effective_thresholds
 from .serializers import AlertSerializer
 from .services import acknowledge_alert, resolve_alert
 
@@ -61,12 +62,40 @@ class ThresholdFilterSet(django_filters.FilterSet):
         fields = ["enabled"]
 
 
+class EffectiveThresholdSerializer(serializers.Serializer):
+    """The threshold in force for one metric of a device, and its scope."""
+
+    metric = serializers.CharField()
+    scope = serializers.CharField(allow_null=True)
+    threshold = ThresholdSerializer(allow_null=True)
+
+
+class EffectiveQuerySerializer(serializers.Serializer):
+    device = serializers.SlugRelatedField(slug_field="device_id", queryset=Device.objects.select_related("device_type"))
+
+
 class ThresholdViewSet(DeviceMasterViewSet):
     """Thresholds: global, or for one device, location or device type."""
 
     queryset = Threshold.objects.select_related("metric", "device", "location", "device_type").order_by("pk")
     serializer_class = ThresholdSerializer
     filterset_class = ThresholdFilterSet
+
+    @extend_schema(parameters=[EffectiveQuerySerializer], responses=EffectiveThresholdSerializer(many=True))
+    @action(detail=False, filterset_class=None, pagination_class=None)
+    def effective(self, request):
+        """The threshold in force for every metric of `?device=` (device > location > device type > global)."""
+        query = EffectiveQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        device = query.validated_data["device"]
+        metrics = list(device.device_type.metrics.all())
+        effective = effective_thresholds(device=device, metrics=metrics)
+        thresholds = self.get_queryset().in_bulk([bands.pk for bands in effective.values() if bands])
+        rows = []
+        for metric in metrics:
+            threshold = thresholds.get(effective[metric.pk].pk) if effective[metric.pk] else None
+            rows.append({"metric": metric.key, "scope": threshold.scope_label if threshold else None, "threshold": threshold})
+        return Response(EffectiveThresholdSerializer(rows, many=True).data)
 
 
 class AlertFilterSet(location_filterset("device__location")):
