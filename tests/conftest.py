@@ -139,6 +139,21 @@ class HubProcesses:
         self.wait_for_output(proc, "ready.")
         return proc
 
+    def web(self):
+        """daphne serving the hub on a free loopback port; returns its base URL once it answers."""
+        import socket
+
+        port = free_port()
+        proc = self.start("-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application", program=[sys.executable, "-m", "daphne"])
+
+        def answers():
+            assert proc.poll() is None, Path(proc.log_path).read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        eventually(answers, message="daphne")
+        return f"http://127.0.0.1:{port}"
+
     def stop_all(self):
         for proc, log in self.procs:
             if proc.poll() is None:

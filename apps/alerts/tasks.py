@@ -1,15 +1,21 @@
 """Celery tasks of the alerts app: thin wrappers, fired on commit with ids."""
 
+import logging
+
 from celery import shared_task
 
 from . import notify, services, system
 from .transports import TemporaryError
 
+log = logging.getLogger(__name__)
+
 
 @shared_task(acks_late=True)
-def evaluate_batch(*, rows, last_seen):
+def evaluate_batch(*, rows, last_seen, batch_id=""):
     """A stored batch of readings → alert changes. Rows of pairs without a threshold never come here."""
-    return len(services.process_stored_batch(rows=rows, last_seen=last_seen))
+    changes = services.process_stored_batch(rows=rows, last_seen=last_seen)
+    log.info("batch evaluated: %d readings, %d alert changes", len(rows), len(changes), extra={"batch_id": batch_id})
+    return len(changes)
 
 
 @shared_task(acks_late=True)

@@ -3,7 +3,7 @@
 import csv
 import io
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 
 import django_filters
@@ -21,13 +21,13 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.devices.api import LocationSerializer
-from iothub.api import HubAPIMixin, IsAdmin
 from apps.devices.models import Metric
 from apps.devices.selectors import LOCATION_FILTERS, devices_at
+from iothub.api import HubAPIMixin, IsAdmin
 
 from .aggregation import INTERVALS, aggregate_readings
-from .rollups import plant_tz
 from .models import DeadLetter, Reading
+from .rollups import plant_tz
 from .selectors import realtime_status
 
 CSV_HEADER = ("time", "device", "metric", "value")
@@ -184,13 +184,20 @@ class ReadingSerializer(serializers.ModelSerializer):
         fields = ["device", "metric", "time", "value"]
 
 
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """ISO 8601 in any offset Python accepts; PostgreSQL refuses offsets beyond ±15:59, so it gets UTC."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, value.astimezone(UTC) if value else value)
+
+
 class ReadingFilterSet(django_filters.FilterSet):
     """Readings of one device's metric, optionally in [start, end)."""
 
     device = django_filters.CharFilter(field_name="device__device_id", required=True)
     metric = django_filters.CharFilter(field_name="metric__key", required=True)
-    start = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="gte")
-    end = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="lt")
+    start = UTCDateTimeFilter(field_name="time", lookup_expr="gte")
+    end = UTCDateTimeFilter(field_name="time", lookup_expr="lt")
 
     class Meta:
         model = Reading
@@ -236,6 +243,18 @@ def csv_chunks(rows):
     yield buffer.getvalue()
 
 
+def started(chunks):
+    """Run a generator to its first chunk now (the query, for csv_chunks), so a database error is an
+    error response rather than a stream cut short; closing the result closes `chunks`."""
+    first = next(chunks)
+
+    def resumed():
+        yield first
+        yield from chunks
+
+    return resumed()
+
+
 async def async_chunks(chunks):
     """An asynchronous iterator over a generator that reads the database, each step in the request's sync thread.
 
@@ -271,7 +290,7 @@ class ReadingViewSet(HubAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
         if request.accepted_renderer.format != CSVRenderer.format:
             return super().list(request, *args, **kwargs)
         rows = self.filter_queryset(self.get_queryset()).order_by("time").values_list("time", "device__device_id", "metric__key", "value")
-        response = StreamingHttpResponse(async_chunks(csv_chunks(rows)), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(async_chunks(started(csv_chunks(rows))), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="readings.csv"'
         return response
 

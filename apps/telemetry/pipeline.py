@@ -6,6 +6,7 @@ returns, i.e. after the database commit: delivery is at least once, storage is i
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from functools import partial
 
@@ -60,12 +61,12 @@ def describe_rows(rows, *, devices, master):
     return items, evaluate_rows, last_seen
 
 
-def after_commit(items, evaluate_rows, last_seen, publisher):
+def after_commit(batch_id, items, evaluate_rows, last_seen, publisher):
     store_latest(items)
     if publisher is not None:
         publisher.add(items)
         publisher.flush_due()
-    evaluate_batch.delay(rows=evaluate_rows, last_seen=list(last_seen.items()))
+    evaluate_batch.delay(rows=evaluate_rows, last_seen=list(last_seen.items()), batch_id=batch_id)
 
 
 HISTORICAL_MAX_AGE = 100 * 365 * 86400
@@ -78,6 +79,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     no latest values, live push or alert evaluation for readings of the past.
     """
     config = settings.IOTHUB
+    batch_id = uuid.uuid4().hex[:12]  # correlates this batch's log lines in ingest and worker
     master = master_cache.get()
     batch = validate_messages(
         messages,
@@ -94,9 +96,10 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         store_dead_letters(batch.rejections)
         if not historical:
             items, evaluate_rows, last_seen = describe_rows(rows, devices=batch.devices, master=master)
-            transaction.on_commit(partial(after_commit, items, evaluate_rows, last_seen, publisher))
-    if batch.rejections:
-        log.info("batch: %d messages, %d readings, %d rejected", len(messages), len(rows), len(batch.rejections))
+            transaction.on_commit(partial(after_commit, batch_id, items, evaluate_rows, last_seen, publisher))
+    log_level = logging.INFO if batch.rejections else logging.DEBUG
+    log.log(log_level, "batch stored: %d messages, %d readings (%d new), %d rejected",
+            len(messages), len(rows), stored, len(batch.rejections), extra={"batch_id": batch_id})
     sample = rows[:: max(1, len(rows) // LATENCY_SAMPLES)]
     return BatchResult(
         messages=len(messages), readings=len(rows), stored=stored, rejections=batch.rejections,

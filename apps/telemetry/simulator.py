@@ -1,9 +1,11 @@
 """Simulated sensors publishing realistic readings over MQTT (QoS 1) at a fixed total rate."""
 
+import heapq
 import math
 import random
 import threading
 import time
+from dataclasses import dataclass
 
 import orjson
 
@@ -11,11 +13,31 @@ from apps.devices.services import demo_device_id
 
 from .sources.mqtt import mqtt_client
 
-# name → (devices, messages/s) of the seed report's scenarios; --devices/--rate override them.
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A plant profile: how many sensors and which share reports at which interval (seconds)."""
+
+    devices: int
+    interval_mix: tuple  # ((interval seconds, share), ...)
+
+    def natural_rate(self, devices):
+        return sum(devices * share / interval for interval, share in self.interval_mix)
+
+    def intervals(self, devices):
+        """One reporting interval per device, in the scenario's proportions."""
+        result = []
+        for interval, share in self.interval_mix:
+            result += [interval] * round(devices * share)
+        return (result + [self.interval_mix[-1][0]] * devices)[:devices]
+
+
+# The seed report's three scenarios; --devices and --rate scale them.
 SCENARIOS = {
-    "factory": (1000, 1000),
-    "city": (10000, 2000),
-    "farm": (5000, 100),
+    "factory": Scenario(1000, ((1, 0.2), (10, 0.5), (60, 0.3))),
+    "city": Scenario(10000, ((10, 0.3), (60, 0.5), (300, 0.2))),
+    "farm": Scenario(5000, ((60, 0.4), (300, 0.4), (900, 0.2))),
 }
 
 
@@ -46,9 +68,16 @@ class SensorModel:
         }
 
 
-def simulate(*, url, devices, rate, duration, seed=1, stop=None, write=print, protocol=5):
-    """Publish `rate` messages/s in total, round-robin over sim devices, for `duration` s (0 = until stopped)."""
+def describe(scenario, devices, rate):
+    mix = ", ".join(f"{share:.0%} every {interval} s" for interval, share in scenario.interval_mix)
+    return f"{devices} sensors ({mix}), {scenario.natural_rate(devices):,.0f} msg/s natural, publishing {rate:,.0f} msg/s"
+
+
+def simulate(*, url, devices, rate, duration, scenario="factory", seed=1, stop=None, write=print, protocol=5):
+    """Publish for `duration` s (0 = until stopped): each sensor at its scenario interval, all
+    intervals scaled so the total is `rate` messages/s."""
     stop = stop or threading.Event()
+    profile = SCENARIOS[scenario]
     client, connect_kwargs = mqtt_client(url, client_id=f"iothub-sim-{seed}-{time.time_ns()}", protocol=protocol)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -62,24 +91,29 @@ def simulate(*, url, devices, rate, duration, seed=1, stop=None, write=print, pr
     client.connect(**connect_kwargs)
     client.loop_start()
     models = [SensorModel(n, seed) for n in range(1, devices + 1)]
+    scale = profile.natural_rate(devices) / rate
+    rng = random.Random(seed)
+    # (next due, device index, interval): a heap, so each sensor reports on its own clock.
+    due = [(rng.uniform(0, i * scale), n, i * scale) for n, i in enumerate(profile.intervals(devices))]
+    heapq.heapify(due)
+    write(f"simulate: {describe(profile, devices, rate)}")
     started = shown = time.monotonic()
     published = 0
     try:
         while not stop.is_set():
-            now = time.monotonic()
-            elapsed = now - started
+            elapsed = time.monotonic() - started
             if duration and elapsed >= duration:
                 break
-            due = int(elapsed * rate) + 1 - published
             wall = time.time()
-            for _ in range(max(due, 0)):
-                n = published % devices
+            while due[0][0] <= elapsed:
+                at, n, interval = heapq.heappop(due)
                 payload = {"ts": int(wall * 1000), **models[n].values(wall)}
                 client.publish(f"sensors/{demo_device_id(n + 1)}", orjson.dumps(payload), qos=1)
                 published += 1
-            if now - shown >= 5:
+                heapq.heappush(due, (at + interval, n, interval))
+            if elapsed - (shown - started) >= 5:
                 write(f"simulate: {published:,} published ({published / elapsed:,.0f}/s), {acked:,} acknowledged by the broker")
-                shown = now
+                shown = time.monotonic()
             stop.wait(0.01)
         deadline = time.monotonic() + 30
         while acked < published and time.monotonic() < deadline:
