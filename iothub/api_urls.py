@@ -8,6 +8,7 @@ from apps.alerts.api import AlertViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
 from iothub.api import HubAPIMixin, IsPlantStaff
 from apps.telemetry.api import AggregationView, DeadLetterViewSet, ReadingViewSet, RealtimeView
+from apps.telemetry.http_ingest import IngestView
 
 app_name = "api"
 
@@ -30,6 +31,7 @@ router.register("deadletters", DeadLetterViewSet)
 urlpatterns = [
     path("v1/realtime/", RealtimeView.as_view(), name="realtime"),
     path("v1/aggregation/<str:metric>/", AggregationView.as_view(), name="aggregation"),
+    path("v1/ingest/", IngestView.as_view(), name="ingest"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsPlantStaff]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[IsPlantStaff]), name="docs"),

@@ -140,6 +140,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
+# The dynamic-security admin of Mosquitto: the web process provisions device credentials with it.
+MQTT_ADMIN_URL = env("MQTT_ADMIN_URL", default="")
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
 
 # Ingest tunables (documented in README.md).
@@ -198,7 +200,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {"api": env("IOTHUB_API_RATE", default="6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "api": env("IOTHUB_API_RATE", default="6000/min"),
+        "ingest": env("IOTHUB_INGEST_RATE", default="600/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",

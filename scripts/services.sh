@@ -12,7 +12,7 @@
 # daemons ourselves. `up` also installs chromium + chromium-driver for the browser tests.
 #
 # Ports (override with environment variables):
-#   IOTHUB_PG_PORT=55432  IOTHUB_REDIS_PORT=56379  IOTHUB_MQTT_PORT=51883
+#   IOTHUB_PG_PORT=55432  IOTHUB_REDIS_PORT=56379  IOTHUB_MQTT_PORT=51883  IOTHUB_MQTT_SECURE_PORT=51884
 #   IOTHUB_KAFKA_PORT=59092  IOTHUB_KAFKA_CONTROLLER_PORT=59093
 # Start timeouts (seconds): IOTHUB_SERVICES_START_TIMEOUT=30  IOTHUB_KAFKA_START_TIMEOUT=90
 #
@@ -28,6 +28,7 @@ HOST=127.0.0.1
 PG_PORT="${IOTHUB_PG_PORT:-55432}"
 REDIS_PORT="${IOTHUB_REDIS_PORT:-56379}"
 MQTT_PORT="${IOTHUB_MQTT_PORT:-51883}"
+MQTT_SECURE_PORT="${IOTHUB_MQTT_SECURE_PORT:-51884}"
 KAFKA_PORT="${IOTHUB_KAFKA_PORT:-59092}"
 KAFKA_CONTROLLER_PORT="${IOTHUB_KAFKA_CONTROLLER_PORT:-59093}"
 
@@ -413,14 +414,78 @@ status_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Mosquitto 2.0 — 127.0.0.1:$MQTT_PORT
+# Mosquitto 2.0 — 127.0.0.1:$MQTT_PORT (anonymous) and 127.0.0.1:$MQTT_SECURE_PORT (dynamic security)
+#
+# Two listeners with per_listener_settings: $MQTT_PORT stays anonymous for the test suite and
+# local tools; $MQTT_SECURE_PORT requires a login checked by the dynamic-security plugin
+# (device accounts provisioned by the hub, see docs/security.md). The plugin's clients, roles
+# and ACLs live in $MQTT_DIR/dynamic-security.json, created once with an admin account whose
+# generated password is kept in $MQTT_DIR/admin.env (mode 600) and exported by `env` as
+# MQTT_ADMIN_URL. An existing file is kept on every later run.
 
 MQTT_DIR="$SERVICES/mosquitto"
 MQTT_PID="$MQTT_DIR/mosquitto.pid"
 MOSQUITTO_BIN=/usr/sbin/mosquitto
+DYNSEC_FILE="$MQTT_DIR/dynamic-security.json"
+MQTT_ADMIN_ENV="$MQTT_DIR/admin.env"
+MQTT_ADMIN_USER_DEFAULT=iothub-admin
+DYNSEC_CREATED=   # set by ensure_dynsec when it initialised a new file
 
 install_mosquitto() {
   need_pkg mosquitto mosquitto-clients
+}
+
+# Where the Debian package put the plugin (/usr/lib/<multiarch>/ on Debian 12).
+dynsec_plugin() {
+  local path
+  path=$(dpkg -L mosquitto 2>/dev/null | grep -m 1 '/mosquitto_dynamic_security\.so$' || true)
+  if [[ -z $path ]]; then
+    for path in /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so; do
+      [[ -f $path ]] && break
+    done
+  fi
+  [[ -f $path ]] || die "mosquitto: dynamic-security plugin (mosquitto_dynamic_security.so) not found"
+  echo "$path"
+}
+
+# admin.env holds KEY=value lines; read them without sourcing the file.
+admin_env_get() {
+  sed -n "s/^$1=//p" "$MQTT_ADMIN_ENV" 2>/dev/null | tail -n 1
+}
+
+# The admin account and the dynamic-security file, each created once. admin.env comes first:
+# if `init` fails, the next run retries with the same password. A file whose admin password
+# was lost (admin.env deleted) is set aside, not used: nobody could administer it.
+ensure_dynsec() {
+  mkdir -p "$MQTT_DIR"
+  if [[ ! -s $MQTT_ADMIN_ENV ]]; then
+    if [[ -f $DYNSEC_FILE ]]; then
+      local aside
+      aside="$DYNSEC_FILE.orphaned-$(date +%Y%m%d%H%M%S)"
+      warn "mosquitto: $MQTT_ADMIN_ENV is missing, so the admin password of $DYNSEC_FILE is unknown;"
+      warn "mosquitto: moving it to $aside and starting a new one (re-provision device credentials from the admin)"
+      mv "$DYNSEC_FILE" "$aside"
+    fi
+    local password
+    password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+    [[ ${#password} -eq 48 ]] || die "mosquitto: could not generate an admin password"
+    (
+      umask 077
+      printf '# written once by scripts/services.sh: the dynamic-security admin of the local Mosquitto\nMQTT_ADMIN_USER=%s\nMQTT_ADMIN_PASSWORD=%s\n' \
+        "$MQTT_ADMIN_USER_DEFAULT" "$password" >"$MQTT_ADMIN_ENV.tmp"
+    )
+    mv "$MQTT_ADMIN_ENV.tmp" "$MQTT_ADMIN_ENV"
+  fi
+  if [[ ! -f $DYNSEC_FILE ]]; then
+    DYNSEC_CREATED=1
+    say "mosquitto: creating $DYNSEC_FILE (admin $(admin_env_get MQTT_ADMIN_USER))"
+    (
+      umask 077
+      mosquitto_ctrl dynsec init "$DYNSEC_FILE" "$(admin_env_get MQTT_ADMIN_USER)" \
+        "$(admin_env_get MQTT_ADMIN_PASSWORD)" >"$MQTT_DIR/dynsec-init.log" 2>&1
+    ) || { show_log "$MQTT_DIR/dynsec-init.log"; die "mosquitto: mosquitto_ctrl dynsec init failed"; }
+  fi
+  chmod 600 "$DYNSEC_FILE" "$MQTT_ADMIN_ENV"
 }
 
 ready_mosquitto() {
@@ -428,29 +493,30 @@ ready_mosquitto() {
     -i "iothub-ready-$$" >/dev/null 2>&1
 }
 
-start_mosquitto() {
-  if pid_alive "$MQTT_PID" mosquitto; then
-    wait_for "$START_TIMEOUT" ready_mosquitto || { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: running but not answering"; }
-    say "mosquitto: already running on $HOST:$MQTT_PORT"
-    return 0
-  fi
-  if ready_mosquitto; then
-    using_external mosquitto "$MQTT_PORT"
-    return 0
-  fi
-  check_port_free mosquitto "$MQTT_PORT"
-  mkdir -p "$MQTT_DIR/data"
-  rm -f "$MQTT_PID"
+# The secure listener answers the admin through the plugin's control API. mosquitto_ctrl exits
+# 0 even when the login is refused, so look for the answer itself.
+ready_mosquitto_secure() {
+  timeout 10 mosquitto_ctrl -h "$HOST" -p "$MQTT_SECURE_PORT" -i "iothub-ready-$$" \
+    -u "$(admin_env_get MQTT_ADMIN_USER)" -P "$(admin_env_get MQTT_ADMIN_PASSWORD)" \
+    dynsec getDefaultACLAccess publishClientSend 2>/dev/null | grep -q '^publishClientSend'
+}
+
+write_mosquitto_conf() {
   # Started as root, mosquitto switches to the `mosquitto` user, which may not be able to reach
   # a repo checkout; `user root` keeps it as the user that started it (loopback-only dev broker).
-  local user_line=""
+  local user_line="" plugin
   if is_root; then user_line="user root"; fi
+  plugin=$(dynsec_plugin) || exit 1
   # mosquitto.conf(5), 2.0: max_inflight_messages is per client (0 = no limit);
   # max_queued_* bound what a persistent session holds while its client is offline;
   # max_packet_size replaces the deprecated message_size_limit.
-  cat >"$MQTT_DIR/mosquitto.conf" <<EOF
+  # per_listener_settings true: allow_anonymous, plugin and plugin_opt_* below a `listener`
+  # line apply to that listener only (verified on 2.0.11: anonymous clients are refused on the
+  # secure port, and $CONTROL/dynamic-security is answered there only).
+  cat >"$1" <<EOF
 # written by scripts/services.sh — changes are overwritten on the next start
 $user_line
+per_listener_settings true
 pid_file $MQTT_PID
 persistence true
 persistence_location $MQTT_DIR/data/
@@ -466,26 +532,68 @@ log_type error
 log_type warning
 log_type notice
 log_timestamp_format %Y-%m-%dT%H:%M:%S
-# Per-device authentication comes later; for now anyone on loopback may connect.
-allow_anonymous true
+
+# Anonymous, loopback only: the test suite and local tools (MQTT_URL).
 listener $MQTT_PORT $HOST
+allow_anonymous true
+
+# Authenticated (MQTT_SECURE_URL): devices and the hub's service accounts, ACLs per client.
+listener $MQTT_SECURE_PORT $HOST
+allow_anonymous false
+plugin $plugin
+plugin_opt_config_file $DYNSEC_FILE
 EOF
+}
+
+start_mosquitto() {
+  mkdir -p "$MQTT_DIR/data"
+  local conf="$MQTT_DIR/mosquitto.conf"
+  if pid_alive "$MQTT_PID" mosquitto; then
+    # Started by an older version of this script (e.g. without the secure listener): restart
+    # with the new configuration. SIGTERM saves persistent sessions; clients reconnect.
+    ensure_dynsec
+    write_mosquitto_conf "$conf.new"
+    # A dynamic-security file created just now is only read at start.
+    if [[ -z $DYNSEC_CREATED ]] && cmp -s "$conf" "$conf.new"; then
+      rm -f "$conf.new"
+      wait_for "$START_TIMEOUT" ready_mosquitto || { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: running but not answering"; }
+      wait_for "$START_TIMEOUT" ready_mosquitto_secure ||
+        { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: running but the admin is refused on $HOST:$MQTT_SECURE_PORT"; }
+      say "mosquitto: already running on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (authenticated)"
+      return 0
+    fi
+    rm -f "$conf.new"
+    say "mosquitto: configuration changed, restarting"
+    stop_mosquitto
+  elif ready_mosquitto; then
+    using_external mosquitto "$MQTT_PORT"
+    return 0
+  fi
+  check_port_free mosquitto "$MQTT_PORT"
+  check_port_free mosquitto-secure "$MQTT_SECURE_PORT"
+  rm -f "$MQTT_PID"
+  ensure_dynsec
+  write_mosquitto_conf "$conf"
   say "mosquitto: starting…"
   # Config errors are printed before the log file is opened: keep them in start.log.
-  "$MOSQUITTO_BIN" -d -c "$MQTT_DIR/mosquitto.conf" </dev/null >"$MQTT_DIR/start.log" 2>&1 9>&- ||
+  "$MOSQUITTO_BIN" -d -c "$conf" </dev/null >"$MQTT_DIR/start.log" 2>&1 9>&- ||
     { show_log "$MQTT_DIR/start.log"; show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: failed to start"; }
   wait_for "$START_TIMEOUT" ready_mosquitto || { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: not answering on $HOST:$MQTT_PORT"; }
-  say "mosquitto: ready on $HOST:$MQTT_PORT"
+  wait_for "$START_TIMEOUT" ready_mosquitto_secure ||
+    { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: the admin is refused on $HOST:$MQTT_SECURE_PORT"; }
+  say "mosquitto: ready on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (authenticated)"
 }
 
 stop_mosquitto() {
-  # SIGTERM makes mosquitto save its persistence file before exiting.
+  # SIGTERM makes mosquitto save its persistence file (and the plugin its JSON) before exiting.
   stop_pid mosquitto "$MQTT_PID" mosquitto 30
 }
 
 status_mosquitto() {
   if pid_alive "$MQTT_PID" mosquitto && port_open "$MQTT_PORT"; then
-    say "mosquitto  running  $HOST:$MQTT_PORT  (pid $(pid_of "$MQTT_PID"))"
+    local secure="secure $HOST:$MQTT_SECURE_PORT"
+    port_open "$MQTT_SECURE_PORT" || secure="secure port $MQTT_SECURE_PORT closed: run up"
+    say "mosquitto  running  $HOST:$MQTT_PORT  ($secure, pid $(pid_of "$MQTT_PID"))"
   elif ready_mosquitto; then
     say "mosquitto  running  $HOST:$MQTT_PORT  (not started from this checkout)"
   else
@@ -719,8 +827,32 @@ export DATABASE_URL=postgres://iothub:iothub@$HOST:$PG_PORT/iothub
 export REDIS_URL=redis://$HOST:$REDIS_PORT/0
 export CELERY_BROKER_URL=redis://$HOST:$REDIS_PORT/1
 export MQTT_URL=mqtt://$HOST:$MQTT_PORT
+export MQTT_SECURE_URL=mqtt://$HOST:$MQTT_SECURE_PORT
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 EOF
+  # The dynamic-security admin (the hub provisions device credentials with it); absent until
+  # `up` has created it, or when admin.env is not readable by this user.
+  local admin_user admin_password
+  admin_user=$(admin_env_get MQTT_ADMIN_USER)
+  admin_password=$(admin_env_get MQTT_ADMIN_PASSWORD)
+  if [[ -n $admin_user && -n $admin_password ]]; then
+    printf 'export MQTT_ADMIN_URL=mqtt://%s:%s@%s:%s\n' "$admin_user" "$admin_password" "$HOST" "$MQTT_SECURE_PORT"
+  fi
+}
+
+# One service stopped and started again (the fault tests use it): postgres|redis|mosquitto|kafka.
+cmd_restart() {
+  local name=${1:-}
+  case "$name" in
+    postgres | redis | mosquitto | kafka) ;;
+    *) die "usage: $0 restart postgres|redis|mosquitto|kafka" ;;
+  esac
+  take_lock
+  PG_HOME=$(pg_home)
+  "stop_$name"
+  # A service another checkout started is left running by stop_*: say so instead of pretending.
+  if "ready_$name"; then die "$name still answers: it was not started from this checkout"; fi
+  "start_$name"
 }
 
 case "${1:-}" in
@@ -728,8 +860,9 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  restart) cmd_restart "${2:-}" ;;
   *)
-    warn "usage: $0 up|down|status|env"
+    warn "usage: $0 up|down|status|env|restart NAME"
     exit 2
     ;;
 esac

@@ -1,11 +1,15 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.alerts.admin import ThresholdInline
 
+from . import services
+from .dynsec import DynsecError
 from .models import Device, DeviceType, Location, Metric
+
+# Credential actions talk to the broker once per device: keep a selection to what one request can do.
+MAX_CREDENTIAL_DEVICES = 200
 
 
 @admin.register(Location)
@@ -32,24 +36,142 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at", "dashboard_link"]
+    list_display = [
+        "device_id", "name", "device_type", "location", "is_active", "last_seen_at", "mqtt_credentials",
+        "http_token", "dashboard_link",
+    ]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
     search_fields = ["device_id", "name", "location__loc_id", "location__name"]
     list_select_related = ["device_type", "location"]
     autocomplete_fields = ["location"]
-    readonly_fields = ["last_seen_at"]
-    actions = ["activate", "deactivate"]
+    readonly_fields = ["last_seen_at", "mqtt_password_rotated_at", "ingest_token_prefix", "ingest_token_issued_at"]
+    actions = ["activate", "deactivate", "rotate_mqtt_password", "issue_ingest_token", "revoke_ingest_token"]
     inlines = [ThresholdInline]
 
     @admin.display(description="dashboard")
     def dashboard_link(self, obj):
         return format_html('<a href="{}">live view</a>', reverse("dashboard:device", args=[obj.device_id]))
 
-    @admin.action(description="Activate selected devices")
-    def activate(self, request, queryset):
-        # update() skips auto_now; the ingest device cache watches updated_at.
-        queryset.update(is_active=True, updated_at=timezone.now())
+    @admin.display(description="MQTT credentials", ordering="mqtt_password_rotated_at")
+    def mqtt_credentials(self, obj):
+        if not obj.has_mqtt_credentials:
+            return "—"
+        return f"set {obj.mqtt_password_rotated_at:%Y-%m-%d %H:%M}" if obj.mqtt_password_rotated_at else "set"
 
-    @admin.action(description="Deactivate selected devices")
+    @admin.display(description="HTTP token", ordering="ingest_token_issued_at")
+    def http_token(self, obj):
+        if not obj.has_ingest_token:
+            return "—"
+        return f"{obj.ingest_token_prefix}… {obj.ingest_token_issued_at:%Y-%m-%d %H:%M}"
+
+    # -- activation: the broker account follows the device's active flag ----------------------
+
+    def _set_active(self, request, devices, active):
+        failures = services.set_devices_active(devices=devices, active=active)
+        for device, error in failures:
+            self.message_user(
+                request,
+                f"{device}: {'activated' if active else 'deactivated'}, but its MQTT account could not be "
+                f"{'enabled' if active else 'disabled'}: {error}. Run the action again once the broker is reachable.",
+                messages.ERROR,
+            )
+        return failures
+
+    @admin.action(description="Activate selected devices", permissions=["change"])
+    def activate(self, request, queryset):
+        devices = list(queryset)
+        failures = self._set_active(request, devices, True)
+        self.message_user(request, f"{len(devices)} device(s) activated." + (" See the errors above." if failures else ""))
+
+    @admin.action(description="Deactivate selected devices", permissions=["change"])
     def deactivate(self, request, queryset):
-        queryset.update(is_active=False, updated_at=timezone.now())
+        devices = list(queryset)
+        failures = self._set_active(request, devices, False)
+        self.message_user(
+            request,
+            f"{len(devices)} device(s) deactivated: their readings are dead-lettered and their MQTT logins refused."
+            + (" See the errors above." if failures else ""),
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and obj.has_mqtt_credentials:
+            try:
+                if obj.is_active:
+                    services.enable_mqtt_credentials(device=obj)
+                else:
+                    services.disable_mqtt_credentials(device=obj)
+            except DynsecError as error:
+                self.message_user(
+                    request,
+                    f"{obj}: saved, but its MQTT account could not be {'enabled' if obj.is_active else 'disabled'}: "
+                    f"{error}. Use the activate/deactivate action to retry.",
+                    messages.ERROR,
+                )
+
+    # -- deletion: remove the broker account too (after the row, which may be protected) -----
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        self._delete_mqtt_accounts(request, [obj])
+
+    def delete_queryset(self, request, queryset):
+        devices = [d for d in queryset if d.has_mqtt_credentials]
+        super().delete_queryset(request, queryset)
+        self._delete_mqtt_accounts(request, devices)
+
+    def _delete_mqtt_accounts(self, request, devices):
+        for device in devices:
+            try:
+                services.delete_mqtt_credentials(device=device)
+            except DynsecError as error:
+                self.message_user(
+                    request, f"{device}: deleted, but its MQTT account is still on the broker: {error}", messages.WARNING
+                )
+
+    # -- credentials: new secrets are shown once, here, and never stored ------------------------
+
+    def _too_many(self, request, queryset):
+        if queryset.count() > MAX_CREDENTIAL_DEVICES:
+            self.message_user(request, f"Select at most {MAX_CREDENTIAL_DEVICES} devices for credential actions.", messages.ERROR)
+            return True
+        return False
+
+    @admin.action(description="Rotate MQTT password (shown once)", permissions=["change"])
+    def rotate_mqtt_password(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        for device in queryset:
+            try:
+                password = services.provision_mqtt_credentials(device=device)
+            except (DynsecError, ValueError) as error:
+                self.message_user(request, f"{device}: MQTT password not changed: {error}", messages.ERROR)
+                continue
+            note = "" if device.is_active else " The device is inactive: its login stays disabled until it is activated."
+            self.message_user(
+                request,
+                f"{device}: MQTT username and client id {device.device_id}, new password {password} — copy it now, it is not "
+                f"stored and will not be shown again. Sessions with the old password were disconnected.{note}",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Issue new HTTP ingest token (shown once)", permissions=["change"])
+    def issue_ingest_token(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        for device in queryset:
+            token = services.issue_ingest_token(device=device)
+            self.message_user(
+                request,
+                f"{device}: HTTP ingest token {token} — send it as 'Authorization: Device <token>' to "
+                "/api/v1/ingest/. Copy it now, it is not stored and will not be shown again; the previous token "
+                "no longer works.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke HTTP ingest token", permissions=["change"])
+    def revoke_ingest_token(self, request, queryset):
+        devices = [d for d in queryset if d.has_ingest_token]
+        for device in devices:
+            services.revoke_ingest_token(device=device)
+        self.message_user(request, f"HTTP ingest token revoked for {len(devices)} device(s).")

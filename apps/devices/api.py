@@ -1,5 +1,7 @@
 """REST API of the device master: locations, metrics, device types, devices."""
 
+import logging
+
 from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
 
@@ -7,6 +9,9 @@ from iothub.api import Conflict, HubAPIMixin
 
 from .filters import DeviceFilterSet, DeviceTypeFilterSet, LocationFilterSet, MetricFilterSet
 from .models import Device, DeviceType, Location, Metric
+from .services import set_devices_active
+
+log = logging.getLogger(__name__)
 
 class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
     """CRUD of device master objects; deleting one that others still refer to answers 409."""
@@ -103,3 +108,11 @@ class DeviceViewSet(DeviceMasterViewSet):
     filterset_class = DeviceFilterSet
     lookup_field = "device_id"
     lookup_value_regex = "[^/]+"
+
+    def perform_update(self, serializer):
+        was_active = serializer.instance.is_active
+        device = serializer.save()
+        if device.is_active != was_active:
+            # The MQTT account follows the flag, as in the admin.
+            for failed, error in set_devices_active(devices=[device], active=device.is_active):
+                log.warning("MQTT account of %s not changed: %s", failed.device_id, error)

@@ -67,9 +67,31 @@ class Device(models.Model):
     is_active = models.BooleanField(default=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Credentials (docs/security.md). Secrets are shown once when issued; only their SHA-256
+    # digests are kept. Set by apps.devices.services, which saves with update_fields, so
+    # updated_at (the ingest device cache's change marker) does not move.
+    mqtt_password_hash = models.CharField(
+        "MQTT password digest", max_length=64, blank=True, editable=False,
+        help_text="SHA-256 of the device's MQTT password; empty: no MQTT credentials issued.",
+    )
+    mqtt_password_rotated_at = models.DateTimeField("MQTT password set at", null=True, blank=True, editable=False)
+    ingest_token_prefix = models.CharField(
+        "HTTP ingest token prefix", max_length=16, unique=True, null=True, blank=True, editable=False,
+        help_text="The clear prefix of the device's HTTP ingest token, to look it up.",
+    )
+    ingest_token_hash = models.CharField("HTTP ingest token digest", max_length=64, blank=True, editable=False)
+    ingest_token_issued_at = models.DateTimeField("HTTP ingest token issued at", null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["device_id"]
 
     def __str__(self):
         return self.device_id
+
+    @property
+    def has_mqtt_credentials(self):
+        return bool(self.mqtt_password_hash)
+
+    @property
+    def has_ingest_token(self):
+        return bool(self.ingest_token_hash)
