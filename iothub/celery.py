@@ -1,12 +1,24 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iothub.settings")
 
 app = Celery("iothub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def serve_worker_metrics(**kwargs):
+    """Prometheus metrics of the worker on IOTHUB_METRICS_ADDR:IOTHUB_WORKER_METRICS_PORT (0: off).
+    The counters live in the process that runs the tasks: use the threads pool (docker/ does)."""
+    from django.conf import settings
+    from prometheus_client import start_http_server
+
+    if settings.IOTHUB["WORKER_METRICS_PORT"]:
+        start_http_server(settings.IOTHUB["WORKER_METRICS_PORT"], addr=settings.IOTHUB["METRICS_ADDR"])
 
 
 def run_beat_inline(*, stop, write=print):

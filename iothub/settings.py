@@ -160,7 +160,10 @@ IOTHUB = {
     "KAFKA_TOPIC": env("IOTHUB_KAFKA_TOPIC", default="iothub.readings"),
     "KAFKA_DEADLETTER_TOPIC": env("IOTHUB_KAFKA_DEADLETTER_TOPIC", default="iothub.deadletter"),
     "KAFKA_GROUP": env("IOTHUB_KAFKA_GROUP", default="iothub-ingest"),
+    # Prometheus endpoints of the ingest and worker processes (the web serves /metrics itself).
+    "METRICS_ADDR": env("IOTHUB_METRICS_ADDR", default="127.0.0.1"),
     "INGEST_METRICS_PORT": env.int("IOTHUB_INGEST_METRICS_PORT", default=0),
+    "WORKER_METRICS_PORT": env.int("IOTHUB_WORKER_METRICS_PORT", default=0),
     # System alerts on the pipeline (the seed report's defaults): evaluated by beat.
     "PIPELINE_WINDOW": env.int("IOTHUB_PIPELINE_WINDOW", default=300),
     "KAFKA_LAG_WARNING": env.int("IOTHUB_KAFKA_LAG_WARNING", default=10_000),

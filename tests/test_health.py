@@ -24,3 +24,25 @@ def test_it_exports_prometheus_metrics(db):
     response = Client().get("/metrics")
     assert response.status_code == 200
     assert b"python_info" in response.content
+
+
+def test_it_exports_ingest_and_worker_metrics_for_prometheus(plant, hub, publisher, unique):
+    import urllib.request
+
+    from .conftest import eventually, free_port, now_ms
+
+    ingest_port, worker_port = free_port(), free_port()
+    hub.env["IOTHUB_WORKER_METRICS_PORT"] = str(worker_port)
+    hub.ingest("--source", "mqtt", "--client-id", f"metrics-ingest-{unique}", "--metrics-port", str(ingest_port))
+    hub.celery_worker()
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0})
+    publisher("sensors/ghost", {"temperature": 1})
+
+    def scrape(port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    eventually(lambda: 'iothub_ingest_dead_letters_total{reason="unknown_device"} 1.0' in scrape(ingest_port), message="ingest metrics")
+    ingest = scrape(ingest_port)
+    assert "iothub_ingest_messages_total 2.0" in ingest and "iothub_ingest_latency_seconds_bucket" in ingest
+    eventually(lambda: 'iothub_alert_changes_total{event="opened",level="critical"} 1.0' in scrape(worker_port), message="worker metrics")

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Max, Min, Q
 from django.utils import timezone
 
+from .metrics import NOTIFICATIONS
 from .models import Alert, Level, Notification, NotificationRoute
 from .serializers import alert_json
 from .transports import PermanentError, transport_for
@@ -111,10 +112,12 @@ def deliver(*, notification_id):
     except Exception as e:
         notification.last_error = str(e)
         notification.save(update_fields=["attempts", "last_error"])
+        NOTIFICATIONS.labels(notification.route.transport, "retry").inc()
         raise
     else:
         notification.status, notification.sent_at = Notification.Status.SENT, timezone.now()
     notification.save(update_fields=["attempts", "last_error", "status", "sent_at"])
+    NOTIFICATIONS.labels(notification.route.transport, notification.status).inc()
 
 
 def remind_unacknowledged(*, now=None):

@@ -11,6 +11,7 @@ from apps.devices.models import Device, DeviceType
 from apps.live.broadcast import push_alert
 
 from .evaluation import ACTIVE_STATES, evaluate_readings
+from .metrics import ALERT_CHANGES
 from .models import Alert, AlertEvent, Level
 from .serializers import alert_json
 
@@ -24,6 +25,8 @@ def announce_on_commit(changes):
         return
     from .tasks import notify_alert_change
 
+    for alert, kind in changes:
+        ALERT_CHANGES.labels(kind, alert.level).inc()
     ids = list(dict.fromkeys(alert.pk for alert, _ in changes))
     to_notify = [(alert.pk, kind) for alert, kind in changes if kind in NOTIFIED_EVENTS]
 

@@ -81,8 +81,8 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
-        write(f"ingest: Prometheus metrics on http://127.0.0.1:{metrics_port}/")
+        start_http_server(metrics_port, addr=config["METRICS_ADDR"])
+        write(f"ingest: Prometheus metrics on http://{config['METRICS_ADDR']}:{metrics_port}/")
     receiver = build_source(source=source, client_id=client_id, mqtt_protocol=mqtt_protocol, write=write)
 
     def on_batch(messages):
