@@ -509,3 +509,15 @@ def test_it_accepts_any_valid_iso_offset_for_readings(readings, staff_api):
     for fmt in ("json", "csv"):
         response = staff_api.get(f"/api/v1/readings/?device=dev-1&metric=temperature&end=2025-07-22T00:37:00%2B22:00&format={fmt}")
         assert response.status_code == 200
+
+
+def test_it_audits_api_changes_of_the_device_master(plant, admin_api):
+    from django.contrib.admin.models import LogEntry
+
+    admin_api.patch("/api/v1/devices/dev-2/", {"name": "Boiler sensor"}, format="json")
+    threshold_id = plant["threshold"].pk
+    admin_api.delete(f"/api/v1/thresholds/{threshold_id}/")
+    admin_api.delete("/api/v1/locations/N-ASM-1-LA/")  # refused (409): no entry
+    entries = [(e.object_repr, e.get_action_flag_display(), e.user.username) for e in LogEntry.objects.order_by("pk")]
+    assert entries == [("dev-2", "Change", "admin-user"), (str(plant["threshold"]), "Deletion", "admin-user")]
+    assert LogEntry.objects.order_by("pk").first().change_message == "via API (PATCH /api/v1/devices/dev-2/)"

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -175,3 +176,22 @@ class DeviceAdmin(admin.ModelAdmin):
         for device in devices:
             services.revoke_ingest_token(device=device)
         self.message_user(request, f"HTTP ingest token revoked for {len(devices)} device(s).")
+
+
+@admin.register(LogEntry)
+class AuditLogAdmin(admin.ModelAdmin):
+    """Who changed which device, threshold or location, when — in the admin or through the API."""
+
+    list_display = ["action_time", "user", "content_type", "object_repr", "action_flag", "change_message"]
+    list_filter = ["action_flag", "content_type", "user"]
+    search_fields = ["object_repr", "change_message"]
+    date_hierarchy = "action_time"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -2,6 +2,8 @@
 
 import logging
 
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.db import transaction
 from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
 
@@ -13,12 +15,31 @@ from .services import set_devices_active
 
 log = logging.getLogger(__name__)
 
+
+def audit(request, instance, action_flag):
+    """Record who changed what through the API in the admin's log (Admin › Log entries)."""
+    LogEntry.objects.log_actions(
+        request.user.pk, [instance], action_flag, change_message=f"via API ({request.method} {request.path})",
+        single_object=True,
+    )
+
+
 class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
-    """CRUD of device master objects; deleting one that others still refer to answers 409."""
+    """CRUD of device master objects, audited; deleting one that others still refer to answers 409."""
+
+    def perform_create(self, serializer):
+        super().perform_create(serializer)
+        audit(self.request, serializer.instance, ADDITION)
+
+    def perform_update(self, serializer):
+        super().perform_update(serializer)
+        audit(self.request, serializer.instance, CHANGE)
 
     def perform_destroy(self, instance):
         try:
-            instance.delete()
+            with transaction.atomic():  # a refused delete leaves no audit entry behind
+                audit(self.request, instance, DELETION)  # first: the entry needs the object's id
+                instance.delete()
         except ProtectedError as error:
             example = next(iter(error.protected_objects))
             count = len(error.protected_objects)
@@ -111,7 +132,8 @@ class DeviceViewSet(DeviceMasterViewSet):
 
     def perform_update(self, serializer):
         was_active = serializer.instance.is_active
-        device = serializer.save()
+        super().perform_update(serializer)
+        device = serializer.instance
         if device.is_active != was_active:
             # The MQTT account follows the flag, as in the admin.
             for failed, error in set_devices_active(devices=[device], active=device.is_active):
