@@ -9,4 +9,6 @@ urlpatterns = [
     path("alerts/", views.alert_console, name="alerts"),
     path("alerts/<int:pk>/acknowledge/", views.alert_action, {"action": "acknowledge"}, name="alert-acknowledge"),
     path("alerts/<int:pk>/resolve/", views.alert_action, {"action": "resolve"}, name="alert-resolve"),
+    path("health/", views.pipeline_health_page, name="health"),
+    path("health/pipeline.json", views.pipeline_json, name="pipeline-json"),
 ]

@@ -1,9 +1,13 @@
-"""Dashboard pages: plant overview, device page, alert console. Login required for all."""
+"""Dashboard pages: plant overview, device page, alert console, pipeline health.
 
-from datetime import timedelta
+Every page and JSON endpoint requires a login (anonymous users are sent to the login page);
+acting on alerts requires plant staff, as in the API.
+"""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -13,89 +17,76 @@ from apps.alerts.models import Alert
 from apps.alerts.selectors import effective_thresholds
 from apps.alerts.services import acknowledge_alert, resolve_alert
 from apps.devices.models import Device, Location
-from apps.devices.selectors import devices_at
-from apps.telemetry.selectors import readings_between, realtime_status
+from apps.telemetry.selectors import realtime_status
+from iothub.api import is_plant_staff
+
+from .history import CUSTOM, RANGES, chart_series, history_window
+from .selectors import active_alerts, device_history, pipeline_health, plant_tree, recent_dead_letters
+
+FEED_LENGTH = 50
+PIPELINE_STATS = [
+    ("messages_per_s", "Messages/s"),
+    ("readings_per_s", "Readings/s"),
+    ("kafka_lag", "Kafka consumer lag"),
+    ("latency_p99", "p99 publish → stored"),
+    ("dead_letters_per_s", "Dead letters/s"),
+]
 
 
-def plant_tree(measurements, alert_counts):
-    """Measurements → [(factory, [(building, [(floor, [location entry])])])] in display order."""
-    tree = {}
-    for m in measurements:
-        loc = m["location"]
-        floors = tree.setdefault(loc["factory"], {}).setdefault(loc["building"], {})
-        entry = floors.setdefault(loc["floor"], {}).setdefault(
-            loc["loc_id"], {"location": loc, "devices": [], "alerts": alert_counts.get(loc["loc_id"], {})}
-        )
-        entry["devices"].append(m)
-    return [
-        (factory, [(building, [(floor, list(locs.values())) for floor, locs in floors.items()]) for building, floors in buildings.items()])
-        for factory, buildings in tree.items()
-    ]
-
-
-def open_alert_counts():
-    rows = (
-        Alert.objects.exclude(state=Alert.State.RESOLVED)
-        .values("device__location__loc_id")
-        .annotate(warning=Count("pk", filter=Q(level="warning")), critical=Count("pk", filter=~Q(level="warning")))
-    )
-    return {r["device__location__loc_id"]: {"warning": r["warning"], "critical": r["critical"]} for r in rows}
+def alert_list():
+    """Alerts with everything their rows show, in one query."""
+    return Alert.objects.select_related("device__location", "metric", "acknowledged_by")
 
 
 @login_required
 def overview(request):
+    """The plant as factory → building → floor → location tiles with every device's latest values
+    and the open warnings and criticals of each level; values and counts then follow live."""
     factory = request.GET.get("factory") or None
     query = request.GET.get("q", "").strip()
-    devices = devices_at(factory=factory, active_only=True)
-    if query:
-        devices = devices.filter(Q(device_id__icontains=query) | Q(name__icontains=query) | Q(location__loc_id__icontains=query) | Q(location__name__icontains=query))
-    status = realtime_status(devices)
-    counts = open_alert_counts()
+    alerts = active_alerts()
+    tree, device_count = plant_tree(factory=factory, query=query, alerts=alerts)
     context = {
-        "tree": plant_tree(status["measurements"], counts),
-        "device_count": len(status["measurements"]),
+        "tree": tree,
+        "device_count": device_count,
         "factories": Location.objects.order_by("factory").values_list("factory", flat=True).distinct(),
         "factory": factory,
         "query": query,
-        "open_alerts": Alert.objects.exclude(state=Alert.State.RESOLVED).select_related("device", "metric")[:50],
-        "totals": {
-            "warning": sum(c["warning"] for c in counts.values()),
-            "critical": sum(c["critical"] for c in counts.values()),
-        },
+        "open_alerts": alert_list().exclude(state=Alert.State.RESOLVED)[:FEED_LENGTH],
+        "feed_length": FEED_LENGTH,
+        "totals": {kind: sum(a.kind == kind for a in alerts) for kind in ("warning", "critical")},
+        "active_alerts": {a.id: [a.kind, a.loc_id] for a in alerts},
     }
     return render(request, "dashboard/overview.html", context)
 
 
 @login_required
 def device_detail(request, device_id):
+    """One device: its latest values, a history chart per metric over the chosen range (raw
+    readings up to a day, hourly or daily rollups beyond) with threshold bands, and its alerts."""
     device = get_object_or_404(Device.objects.select_related("device_type", "location"), device_id=device_id)
-    hours = max(1, min(int(request.GET.get("hours", 1) or 1), 24 * 7))
-    end = timezone.now()
-    start = end - timedelta(hours=hours)
+    window = history_window(request.GET, now=timezone.now())
     metrics = list(device.device_type.metrics.all())
-    thresholds = effective_thresholds(device=device, metrics=metrics)
-    series = []
-    for metric in metrics:
-        points = readings_between(device=device, metric=metric, start=start, end=end)
-        bands = thresholds.get(metric.pk)
-        series.append(
-            {
-                "key": metric.key,
-                "label": metric.label or metric.key,
-                "unit": metric.unit,
-                "x": [t.isoformat() for t, _ in points],
-                "y": [v for _, v in points],
-                "bands": None if bands is None else {
-                    "warning_min": bands.warning_min, "warning_max": bands.warning_max,
-                    "critical_min": bands.critical_min, "critical_max": bands.critical_max,
-                },
-            }
-        )
+    history = device_history(device=device, metrics=metrics, start=window.start, end=window.end, resolution=window.resolution)
+    chart = {
+        "resolution": window.resolution,
+        "live": window.live,
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "time_zone": settings.TIME_ZONE,
+        "series": chart_series(
+            metrics=metrics, history=history, thresholds=effective_thresholds(device=device, metrics=metrics),
+            resolution=window.resolution,
+        ),
+    }
     context = {
         "device": device,
-        "series": series,
-        "hours": hours,
-        "alerts": device.alerts.select_related("metric", "acknowledged_by")[:50],
+        "window": window,
+        "ranges": [(key, label) for key, (label, _) in RANGES.items()],
+        "custom": CUSTOM,
+        "chart": chart,
+        "alerts": alert_list().filter(device=device)[:50],
+        "can_act": is_plant_staff(request.user),
         "status": realtime_status([device])["measurements"][0],
     }
     return render(request, "dashboard/device.html", context)
@@ -103,7 +94,8 @@ def device_detail(request, device_id):
 
 @login_required
 def alert_console(request):
-    alerts = Alert.objects.select_related("device__location", "metric", "acknowledged_by")
+    """Alerts filtered by state, level and location; new ones appear live."""
+    alerts = alert_list()
     state = request.GET.get("state", "active")
     if state == "active":
         alerts = alerts.exclude(state=Alert.State.RESOLVED)
@@ -116,13 +108,17 @@ def alert_console(request):
     if loc_id:
         alerts = alerts.filter(device__location__loc_id=loc_id)
     context = {"alerts": alerts[:200], "state": state, "level": level or "", "loc_id": loc_id or "",
-               "states": ["active", *Alert.State.values, "all"], "levels": ["warning", "critical", "offline"]}
+               "states": ["active", *Alert.State.values, "all"], "levels": ["warning", "critical", "offline"],
+               "can_act": is_plant_staff(request.user)}
     return render(request, "dashboard/alerts.html", context)
 
 
 @login_required
 @require_POST
 def alert_action(request, pk, action):
+    """Acknowledge or resolve an alert (plant staff), then back to the page it was done from."""
+    if not is_plant_staff(request.user):
+        raise PermissionDenied("Only plant staff act on alerts.")
     change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
     get_object_or_404(Alert, pk=pk)
     change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
@@ -130,3 +126,22 @@ def alert_action(request, pk, action):
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)
     return redirect("dashboard:alerts")
+
+
+@login_required
+def pipeline_health_page(request):
+    """Ingest throughput, Kafka lag, latency and dead letters, polled live from pipeline_json;
+    the latest dead letters for plant staff."""
+    staff = is_plant_staff(request.user)
+    context = {
+        "health": pipeline_health(),
+        "stats": PIPELINE_STATS,
+        "dead_letters": recent_dead_letters() if staff else None,
+    }
+    return render(request, "dashboard/health.html", context)
+
+
+@login_required
+def pipeline_json(request):
+    """The pipeline-health figures the health page polls every 2 s."""
+    return JsonResponse(pipeline_health())

@@ -1,7 +1,11 @@
-// Device page: one Plotly chart per metric with its threshold bands; new readings stream in.
+// Device page: one Plotly chart per metric over the chosen range, with its threshold bands.
+// Raw ranges draw the readings and, ending now, stream new ones in and slide along; longer ranges
+// draw the rollups' average as the line and their min–max as a shaded band.
 (function () {
   "use strict";
   const BAND_COLORS = { warning: "rgba(245, 166, 35, 0.15)", critical: "rgba(220, 53, 69, 0.15)" };
+  const LINE_COLOR = "#1f6feb";
+  const SPREAD_COLOR = "rgba(31, 111, 235, 0.18)";
 
   function bandShapes(bands) {
     if (!bands) return [];
@@ -18,50 +22,117 @@
     return shapes;
   }
 
+  // The values and threshold limits in view, padded; a loop, since spreading 100,000 values overflows the stack.
   function yRange(series) {
-    const values = series.y.slice();
+    let lo = Infinity, hi = -Infinity;
+    for (const values of [series.y, series.min || [], series.max || []]) {
+      for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    }
     const b = series.bands || {};
-    ["warning_min", "warning_max", "critical_min", "critical_max"].forEach((k) => { if (b[k] !== null && b[k] !== undefined) values.push(b[k]); });
-    if (!values.length) return undefined;
-    const lo = Math.min(...values), hi = Math.max(...values), pad = (hi - lo) * 0.1 || 1;
+    for (const k of ["warning_min", "warning_max", "critical_min", "critical_max"]) {
+      if (b[k] !== null && b[k] !== undefined) { lo = Math.min(lo, b[k]); hi = Math.max(hi, b[k]); }
+    }
+    if (lo === Infinity) return undefined;
+    const pad = (hi - lo) * 0.1 || 1;
     return [lo - pad, hi + pad];
   }
 
-  window.IotHub.deviceCharts = function (deviceId, allSeries) {
-    const container = document.getElementById("charts");
-    const charts = {};
-    for (const series of allSeries) {
-      const div = document.createElement("div");
-      div.className = "chart card";
-      div.id = "chart-" + series.key;
-      container.appendChild(div);
-      Plotly.newPlot(div, [{ x: series.x, y: series.y, mode: "lines", name: series.key, line: { width: 2 } }], {
-        title: { text: series.label + (series.unit ? " (" + series.unit + ")" : "") },
-        height: 260, margin: { t: 40, r: 20, b: 40, l: 50 },
-        shapes: bandShapes(series.bands), yaxis: { range: yRange(series) },
-      }, { responsive: true, displaylogo: false });
-      charts[series.key] = div;
+  // Epoch ms → "YYYY-MM-DD HH:MM:SS" in the plant's time zone, the form of the server's x values.
+  function plantTimeFormat(timeZone) {
+    const format = new Intl.DateTimeFormat("en-CA", {
+      timeZone: timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+    return (ms) => {
+      const p = {};
+      for (const part of format.formatToParts(new Date(ms))) p[part.type] = part.value;
+      return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second;
+    };
+  }
+
+  // Raw: one line. Rollups: min (invisible), max filled down to min, then the average on top.
+  function traces(series) {
+    const line = { x: series.x, y: series.y, mode: "lines", name: series.min ? "avg" : series.key, line: { width: 2, color: LINE_COLOR } };
+    if (!series.min) return [line];
+    return [
+      { x: series.x, y: series.min, mode: "lines", name: "min", line: { width: 0 } },
+      { x: series.x, y: series.max, mode: "lines", name: "max", line: { width: 0 }, fill: "tonexty", fillcolor: SPREAD_COLOR },
+      line,
+    ];
+  }
+
+  // Index of the first x at or after `cutoff` (x values are sorted "YYYY-MM-DD HH:MM:SS" strings).
+  function firstAtOrAfter(xs, cutoff) {
+    let lo = 0, hi = xs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (xs[mid] < cutoff) lo = mid + 1; else hi = mid;
     }
-    let pending = {};
+    return lo;
+  }
+
+  // Room after "now" on a live chart, so the newest reading is not drawn on the edge.
+  function livePadding(chart) {
+    return chart.live ? (Date.parse(chart.end) - Date.parse(chart.start)) / 50 : 0;
+  }
+
+  function drawChart(container, series, chart, plantTime) {
+    const div = document.createElement("div");
+    div.className = "chart card";
+    div.id = "chart-" + series.key;
+    container.appendChild(div);
+    Plotly.newPlot(div, traces(series), {
+      title: { text: series.label + (series.unit ? " (" + series.unit + ")" : ""), x: 0.01, xanchor: "left", font: { size: 15 } },
+      height: 280, margin: { t: 40, r: 20, b: 40, l: 55 }, showlegend: false, hovermode: "x unified",
+      xaxis: { type: "date", range: [plantTime(Date.parse(chart.start)), plantTime(Date.parse(chart.end) + livePadding(chart))] },
+      yaxis: { range: yRange(series) }, shapes: bandShapes(series.bands),
+      annotations: series.x.length ? [] : [{ text: "No data in this range", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#6b7785" } }],
+    }, { responsive: true, displaylogo: false });
+    // A zoom or pan stops the live chart from sliding; a double-click (autorange) resumes it.
+    div.zoomed = false;
+    div.on("plotly_relayout", (event) => {
+      if ("xaxis.range[0]" in event) div.zoomed = true;
+      if ("xaxis.autorange" in event) div.zoomed = false;
+    });
+    return div;
+  }
+
+  window.IotHub.deviceCharts = function (deviceId, chart) {
+    const container = document.getElementById("charts");
+    const plantTime = plantTimeFormat(chart.time_zone);
+    const charts = {};
+    for (const series of chart.series) charts[series.key] = drawChart(container, series, chart, plantTime);
+
+    const span = Date.parse(chart.end) - Date.parse(chart.start);
+    let pending = new Map();
     let scheduled = false;
     function flush() {
       scheduled = false;
-      for (const [key, points] of Object.entries(pending)) {
-        if (charts[key]) Plotly.extendTraces(charts[key], { x: [points.x], y: [points.y] }, [0], 20000);
+      const now = Date.now();
+      const cutoff = plantTime(now - span);
+      for (const [key, points] of pending) {
+        const div = charts[key];
+        if (!div) continue;
+        const line = div.data.length - 1;
+        const xs = div.data[line].x;
+        Plotly.extendTraces(div, { x: [points.x], y: [points.y] }, [line], xs.length - firstAtOrAfter(xs, cutoff) + points.x.length);
       }
-      pending = {};
+      pending = new Map();
+      for (const div of Object.values(charts)) {
+        if (!div.zoomed) Plotly.relayout(div, { "xaxis.range": [cutoff, plantTime(now + livePadding(chart))] });
+      }
     }
-    window.IotHub.connect("/ws/devices/" + encodeURIComponent(deviceId) + "/", {
-      readings: (message) => {
-        window.IotHub.updateCells(message);
-        for (const item of message.items) {
-          const p = (pending[item.metric] = pending[item.metric] || { x: [], y: [] });
-          p.x.push(new Date(item.ts).toISOString());
-          p.y.push(item.value);
-        }
-        if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
-      },
-      alert: window.IotHub.onAlertRow,
-    });
+    function onReadings(message) {
+      window.IotHub.updateCells(message);
+      if (!chart.live) return;
+      for (const item of message.items) {
+        if (!pending.has(item.metric)) pending.set(item.metric, { x: [], y: [] });
+        const points = pending.get(item.metric);
+        points.x.push(plantTime(item.ts));
+        points.y.push(item.value);
+      }
+      if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+    }
+    window.IotHub.connect("/ws/devices/" + encodeURIComponent(deviceId) + "/", { readings: onReadings, alert: window.IotHub.onAlertRow });
   };
 })();

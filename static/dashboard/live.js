@@ -3,8 +3,9 @@
 (function () {
   "use strict";
   const IotHub = (window.IotHub = {});
+  const STATUS_CLASSES = ["normal", "warning", "critical", "none"];
   let cells = null;
-  let pending = new Map();
+  const pending = new Map(); // "device|metric" → newest item not yet shown
   let frameRequested = false;
 
   function cellIndex() {
@@ -19,39 +20,66 @@
     return cells;
   }
 
-  function applyPending() {
-    frameRequested = false;
-    const index = cellIndex();
-    for (const [key, item] of pending) {
-      for (const el of index.get(key) || []) {
-        el.textContent = item.value.toFixed(1);
-        el.className = el.className.replace(/\b(normal|warning|critical|none)\b/g, "").trim() + " " + (item.status || "none");
-        el.title = item.metric + " at " + new Date(item.ts).toLocaleTimeString();
-        const row = el.closest("tr[data-device]");
-        if (row) row.classList.remove("offline");
-      }
-    }
-    pending = new Map();
-  }
+  // Cells written in one frame stop after FRAME_BUDGET_MS (the browser's layout and paint of them
+  // cost about as much again); the rest wait for the next frame, still newest value per cell. A
+  // steady stream fits in the budget; a burst (a tab back from the background, a reconnect)
+  // is spread over a few frames instead of freezing the page.
+  const FRAME_BUDGET_MS = 6;
 
-  IotHub.updateCells = function (message) {
-    for (const item of message.items) pending.set(item.device + "|" + item.metric, item);
+  function requestFrame() {
     if (!frameRequested) {
       frameRequested = true;
       requestAnimationFrame(applyPending);
     }
+  }
+
+  function applyPending() {
+    frameRequested = false;
+    const index = cellIndex();
+    const deadline = performance.now() + FRAME_BUDGET_MS;
+    for (const [key, item] of pending) {
+      pending.delete(key);
+      const status = item.status || "none";
+      for (const el of index.get(key) || []) {
+        el.textContent = item.value.toFixed(1);
+        if (!el.classList.contains(status)) {
+          el.classList.remove(...STATUS_CLASSES);
+          el.classList.add(status);
+        }
+        el.dataset.ts = item.ts;
+        const row = el.closest(".device.offline");
+        if (row) row.classList.remove("offline");
+      }
+      if (performance.now() > deadline) break;
+    }
+    if (pending.size) requestFrame();
+  }
+
+  IotHub.updateCells = function (message) {
+    for (const item of message.items) pending.set(item.device + "|" + item.metric, item);
+    requestFrame();
   };
 
-  function alertText(a) {
+  // A cell's tooltip (metric and time of its value) is made when hovered, not on every update.
+  document.addEventListener("mouseover", (event) => {
+    const cell = event.target.closest && event.target.closest("[data-cell]");
+    if (!cell) return;
+    const metric = cell.dataset.cell.split("|").pop();
+    cell.title = cell.dataset.ts ? metric + " at " + new Date(Number(cell.dataset.ts)).toLocaleString() : metric;
+  });
+
+  // "critical dev-1 temperature = 36.5 (open)" as the feed and the banner show it.
+  function alertParts(a) {
+    const what = a.device ? a.device + (a.metric ? " " + a.metric : "") : "system " + a.subject;
     const value = a.last_value === null || a.last_value === undefined ? "" : " = " + Number(a.last_value).toFixed(1);
-    const what = a.source === "system" ? "system " + a.subject : a.device + " " + (a.metric || "data");
-    return a.level + " " + what + value + " (" + a.state + ")";
+    return { level: a.level, text: " " + what + value + " ", state: a.state };
   }
 
   function cue(alert) {
     if (alert.level !== "critical" || alert.state !== "open") return;
+    const parts = alertParts(alert);
     const banner = document.getElementById("banner");
-    banner.textContent = "CRITICAL: " + alertText(alert);
+    banner.textContent = "CRITICAL:" + parts.text + "(" + parts.state + ")";
     banner.hidden = false;
     banner.classList.remove("flash");
     void banner.offsetWidth;
@@ -66,30 +94,66 @@
     } catch (e) { /* no audio device: the banner is the cue */ }
   }
 
-  // Active alert levels by id, seeded from the page, so the header totals follow live changes.
-  let activeLevels = null;
-  function updateTotals(a) {
-    if (!activeLevels) {
-      activeLevels = new Map();
-      document.querySelectorAll("#alert-feed [data-alert]").forEach((li) => {
-        activeLevels.set(li.dataset.alert, li.classList.contains("warning") ? "warning" : "critical");
-      });
+  // Open alert counts of the overview: the header totals and the pills of every level of the
+  // tree (tile → floor → building → factory). Changes are summed per location and applied once
+  // per animation frame, so an alert storm costs one pass per location, not per alert.
+  let activeAlerts = null; // alert id → [kind ("warning" | "critical"), loc_id or null]
+  let countChanges = new Map(); // loc_id → {warning: delta, critical: delta}
+  let countsFrameRequested = false;
+
+  IotHub.trackAlertCounts = function (active) {
+    activeAlerts = new Map(Object.entries(active));
+  };
+
+  function countPills(loc, kind) {
+    const pills = [document.getElementById("total-" + kind)];
+    let node = loc === null ? null : document.querySelector('.tile[data-loc="' + CSS.escape(loc) + '"]');
+    for (; node; node = node.parentElement.closest("[data-counts]")) {
+      pills.push(node.querySelector(':scope > header [data-level="' + kind + '"]'));
     }
+    return pills.filter(Boolean);
+  }
+
+  function applyCountChanges() {
+    countsFrameRequested = false;
+    for (const [loc, deltas] of countChanges) {
+      for (const [kind, delta] of Object.entries(deltas)) {
+        if (!delta) continue;
+        for (const pill of countPills(loc, kind)) {
+          const count = Math.max(0, Number(pill.dataset.count) + delta);
+          pill.dataset.count = count;
+          const total = pill.classList.contains("total");
+          pill.textContent = total ? count + " " + kind : count;
+          pill.hidden = !total && count === 0;
+        }
+      }
+    }
+    countChanges = new Map();
+  }
+
+  function updateCounts(a) {
+    if (!activeAlerts) return;
     const id = String(a.id);
-    const before = activeLevels.get(id);
-    const after = a.state === "resolved" ? undefined : (a.level === "warning" ? "warning" : "critical");
-    if (before === after) return;
-    if (after) activeLevels.set(id, after); else activeLevels.delete(id);
-    for (const [level, delta] of [[before, -1], [after, 1]]) {
-      const el = level && document.getElementById("total-" + level);
-      if (el) el.textContent = Math.max(0, parseInt(el.textContent, 10) + delta) + " " + level;
+    const before = activeAlerts.get(id);
+    const after = a.state === "resolved" ? undefined : [a.level === "warning" ? "warning" : "critical", a.location || null];
+    if (before && after ? before[0] === after[0] && before[1] === after[1] : before === after) return;
+    if (after) activeAlerts.set(id, after); else activeAlerts.delete(id);
+    for (const [entry, delta] of [[before, -1], [after, 1]]) {
+      if (!entry) continue;
+      const [kind, loc] = entry;
+      if (!countChanges.has(loc)) countChanges.set(loc, { warning: 0, critical: 0 });
+      countChanges.get(loc)[kind] += delta;
+    }
+    if (!countsFrameRequested) {
+      countsFrameRequested = true;
+      requestAnimationFrame(applyCountChanges);
     }
   }
 
   IotHub.onAlert = function (message) {
     const a = message.alert;
     cue(a);
-    updateTotals(a);
+    updateCounts(a);
     const feed = document.getElementById("alert-feed");
     if (!feed) return;
     feed.querySelectorAll(".quiet").forEach((el) => el.remove());
@@ -102,9 +166,15 @@
       li = document.createElement("li");
       li.dataset.alert = a.id;
       feed.prepend(li);
+      while (feed.children.length > Number(feed.dataset.length)) feed.lastElementChild.remove();
     }
+    const parts = alertParts(a);
+    const level = document.createElement("b");
+    const state = document.createElement("small");
+    level.textContent = parts.level;
+    state.textContent = parts.state;
     li.className = "alert-item " + a.level;
-    li.textContent = alertText(a);
+    li.replaceChildren(level, parts.text, state);
   };
 
   IotHub.onAlertRow = function (message) {
@@ -122,24 +192,30 @@
       tr.innerHTML = "<td></td><td class='state'></td><td></td><td></td><td></td><td colspan='6'><a href=''>reload to act</a></td>";
       const tds = tr.querySelectorAll("td");
       tds[0].textContent = a.level; tds[1].textContent = a.state; tds[2].textContent = a.device || "system";
-      tds[3].textContent = a.metric || a.subject || "—"; tds[4].textContent = a.opened_at;
+      tds[3].textContent = a.device ? a.metric || "—" : a.subject; tds[4].textContent = a.opened_at;
       rows.prepend(tr);
     }
   };
 
-  IotHub.connect = function (path, handlers) {
+  // The header's connection indicator: "live", "reconnecting" or "offline".
+  IotHub.showConnection = function (state) {
     const conn = document.getElementById("conn");
+    conn.textContent = "● " + state;
+    conn.className = state === "live" ? "conn live" : "conn";
+  };
+
+  IotHub.connect = function (path, handlers) {
     let delay = 500;
     function open() {
       const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path);
-      ws.onopen = () => { delay = 500; conn.textContent = "● live"; conn.className = "conn live"; };
+      ws.onopen = () => { delay = 500; IotHub.showConnection("live"); };
       ws.onmessage = (event) => {
         const message = JSON.parse(event.data);
         const handler = handlers[message.type];
         if (handler) handler(message);
       };
       ws.onclose = () => {
-        conn.textContent = "● reconnecting"; conn.className = "conn";
+        IotHub.showConnection("reconnecting");
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 10000);
       };
