@@ -1,10 +1,11 @@
-"""What every API view of the hub shares: permissions, per-token throttling, errors.
+"""What every API view of the hub shares: permissions, per-token throttling, pagination, errors.
 
 Plant staff read, only admins (superusers) write, unless a view says otherwise; other
 logged-in users are refused (403), anonymous callers are asked to authenticate (401).
 """
 
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
@@ -56,6 +57,31 @@ class HubAPIMixin:
 
     permission_classes = [StaffReadAdminWrite]
     throttle_classes = [PerTokenRateThrottle]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # PostgreSQL text cannot hold NUL: such a key names nothing (found by schemathesis).
+        if any("\x00" in str(value) for value in kwargs.values()):
+            raise exceptions.NotFound()
+
+
+class Pagination(LimitOffsetPagination):
+    """limit/offset pages, bounded so that no value can overflow the database's integers."""
+
+    max_limit = 1000
+    max_offset = 10**12
+
+    def get_offset(self, request):
+        return min(super().get_offset(request), self.max_offset)
+
+
+class SlugRelatedField(serializers.SlugRelatedField):
+    """A related object by its natural key; a key with NUL (which the database refuses) does not exist."""
+
+    def to_internal_value(self, data):
+        if "\x00" in str(data):
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
 
 
 class Conflict(exceptions.APIException):

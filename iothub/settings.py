@@ -147,12 +147,12 @@ KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
 # Ingest tunables (documented in README.md).
 IOTHUB = {
     "BATCH_SIZE": env.int("IOTHUB_BATCH_SIZE", default=5000),
-    "FLUSH_INTERVAL": env.float("IOTHUB_FLUSH_INTERVAL", default=0.05),
+    "FLUSH_INTERVAL": env.float("IOTHUB_FLUSH_INTERVAL", default=0.02),
     "MAX_PAYLOAD_BYTES": env.int("IOTHUB_MAX_PAYLOAD_BYTES", default=64 * 1024),
     "MAX_FUTURE_SKEW": env.int("IOTHUB_MAX_FUTURE_SKEW", default=300),
     "MAX_PAST_AGE": env.int("IOTHUB_MAX_PAST_AGE", default=7 * 86400),
     "DEVICE_CACHE_REFRESH": env.float("IOTHUB_DEVICE_CACHE_REFRESH", default=2.0),
-    "LIVE_PUSH_INTERVAL": env.float("IOTHUB_LIVE_PUSH_INTERVAL", default=0.25),
+    "LIVE_PUSH_INTERVAL": env.float("IOTHUB_LIVE_PUSH_INTERVAL", default=0.1),
     "MQTT_SHARED_GROUP": env("IOTHUB_MQTT_SHARED_GROUP", default="iothub"),
     "MQTT_SESSION_EXPIRY": env.int("IOTHUB_MQTT_SESSION_EXPIRY", default=86400),
     "KAFKA_PARTITIONS": env.int("IOTHUB_KAFKA_PARTITIONS", default=4),
@@ -200,7 +200,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "iothub.api.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {

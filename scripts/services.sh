@@ -448,6 +448,18 @@ dynsec_plugin() {
   echo "$path"
 }
 
+# admin.env of the Mosquitto that serves our secure port, when another checkout started it.
+running_admin_env() {
+  local pid conf
+  for pid in $(pgrep -x mosquitto); do
+    conf=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^-c$/{n;p;}')
+    if [[ -n $conf ]] && grep -q "^listener $MQTT_SECURE_PORT " "$conf" 2>/dev/null; then
+      echo "$(dirname "$conf")/admin.env"
+      return
+    fi
+  done
+}
+
 # admin.env holds KEY=value lines; read them without sourcing the file.
 admin_env_get() {
   sed -n "s/^$1=//p" "$MQTT_ADMIN_ENV" 2>/dev/null | tail -n 1
@@ -831,8 +843,10 @@ export MQTT_SECURE_URL=mqtt://$HOST:$MQTT_SECURE_PORT
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 EOF
   # The dynamic-security admin (the hub provisions device credentials with it); absent until
-  # `up` has created it, or when admin.env is not readable by this user.
+  # `up` has created it, or when admin.env is not readable by this user. A Mosquitto reused from
+  # another checkout of this machine keeps its admin.env beside its own config.
   local admin_user admin_password
+  [[ -r $MQTT_ADMIN_ENV ]] || MQTT_ADMIN_ENV=$(running_admin_env)
   admin_user=$(admin_env_get MQTT_ADMIN_USER)
   admin_password=$(admin_env_get MQTT_ADMIN_PASSWORD)
   if [[ -n $admin_user && -n $admin_password ]]; then

@@ -521,3 +521,12 @@ def test_it_audits_api_changes_of_the_device_master(plant, admin_api):
     entries = [(e.object_repr, e.get_action_flag_display(), e.user.username) for e in LogEntry.objects.order_by("pk")]
     assert entries == [("dev-2", "Change", "admin-user"), (str(plant["threshold"]), "Deletion", "admin-user")]
     assert LogEntry.objects.order_by("pk").first().change_message == "via API (PATCH /api/v1/devices/dev-2/)"
+
+
+def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api):
+    # Found by schemathesis: values PostgreSQL refuses must be client errors, not 500s.
+    assert admin_api.get("/api/v1/device-types/?limit=2283768659002228998144&offset=99999999999999999999").status_code == 200
+    body = {"name": "B\u0004v", "metrics": [], "primary_metric": "\u0000", "expected_interval": 5}
+    response = admin_api.post("/api/v1/device-types/", body, format="json")
+    assert response.status_code == 400 and "primary_metric" in response.json()
+    assert admin_api.get("/api/v1/devices/dev%001/").status_code == 404

@@ -75,3 +75,31 @@ def test_it_rejects_deep_nesting_and_oversize_cheaply():
     assert check(b"[" * 70_000, "sensors/s001t").rejections[0].reason == "too_large"  # never parsed
     nested = b'{"a":' * 2000 + b"1" + b"}" * 2000
     assert check(nested, "sensors/s001t").rejections[0].reason == "malformed_json"
+
+
+def replay(bands, rows):
+    from apps.alerts.evaluation import PairState
+
+    pair = PairState(device_pk=1, metric_pk=1, bands=bands, alert=None, breach_since=None)
+    for _, _, ts, value in rows:
+        pair.apply(ts, value)
+    alerts = [alert for alert, _ in pair.events]
+    return (
+        [(event.kind, event.level, event.value) for _, event in pair.events],
+        [(a.level, a.state, a.first_value, a.peak_value, a.last_value) for a in alerts],
+    )
+
+
+@settings(max_examples=300)
+@given(
+    values=st.lists(st.floats(10, 50, allow_nan=False), min_size=1, max_size=60),
+    hysteresis=st.sampled_from([0.0, 0.5, 2.0]),
+)
+def test_it_hands_celery_only_readings_that_change_the_alert_outcome(values, hysteresis):
+    from apps.alerts.thresholds import Bands, significant_readings
+
+    bands = Bands(1, 15.0, 30.0, 12.0, 35.0, hysteresis, 0)
+    rows = [(1, 1, 1000.0 + i, v) for i, v in enumerate(values)]
+    kept = significant_readings(bands, rows)
+    assert len(kept) <= len(rows)
+    assert replay(bands, kept) == replay(bands, rows)

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
-from iothub.api import HubAPIMixin, IsPlantStaff
+from iothub.api import HubAPIMixin, IsPlantStaff, SlugRelatedField
 
 from .models import Alert, Threshold
 from .selectors import effective_thresholds
@@ -23,10 +23,10 @@ from .services import acknowledge_alert, resolve_alert
 class ThresholdSerializer(serializers.ModelSerializer):
     """A threshold (design §6 threshold shape), validated by the model's own rules."""
 
-    metric = serializers.SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
-    device = serializers.SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
-    location = serializers.SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
-    device_type = serializers.SlugRelatedField(
+    metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
+    device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
+    location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
+    device_type = SlugRelatedField(
         slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False
     )
 
@@ -71,7 +71,7 @@ class EffectiveThresholdSerializer(serializers.Serializer):
 
 
 class EffectiveQuerySerializer(serializers.Serializer):
-    device = serializers.SlugRelatedField(slug_field="device_id", queryset=Device.objects.select_related("device_type"))
+    device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.select_related("device_type"))
 
 
 class ThresholdViewSet(DeviceMasterViewSet):

@@ -22,17 +22,6 @@ def hold_key(device_pk, metric_pk):
     return f"hold:{device_pk}:{metric_pk}"
 
 
-def excess(bands, value):
-    """How far `value` lies beyond the normal band (0 inside it), to find an alert's peak."""
-    upper = bands.warning_max if bands.warning_max is not None else bands.critical_max
-    lower = bands.warning_min if bands.warning_min is not None else bands.critical_min
-    if upper is not None and value > upper:
-        return value - upper
-    if lower is not None and value < lower:
-        return lower - value
-    return 0.0
-
-
 def as_datetime(ts):
     return datetime.fromtimestamp(ts, tz=UTC)
 
@@ -65,7 +54,7 @@ class PairState:
             return
         alert = self.alert
         alert.last_value = value
-        if excess(self.bands, value) > excess(self.bands, alert.peak_value):
+        if self.bands.excess(value) > self.bands.excess(alert.peak_value):
             alert.peak_value = value
         if rank == 0:
             alert.state = Alert.State.RESOLVED
@@ -112,7 +101,7 @@ def save_pair(pair):
                 )
                 alert.pk = existing.pk
                 alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
-                if excess(pair.bands, existing.peak_value) > excess(pair.bands, alert.peak_value):
+                if pair.bands.excess(existing.peak_value) > pair.bands.excess(alert.peak_value):
                     alert.peak_value = existing.peak_value
                 alert.save()
                 continue

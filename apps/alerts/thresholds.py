@@ -48,9 +48,47 @@ class Bands:
     def status(self, value):
         return RANK_LEVEL[self.rank(value)]
 
+    def excess(self, value):
+        """How far `value` lies beyond the normal band (0 inside it), to find an alert's peak."""
+        upper = self.warning_max if self.warning_max is not None else self.critical_max
+        lower = self.warning_min if self.warning_min is not None else self.critical_min
+        if upper is not None and value > upper:
+            return value - upper
+        if lower is not None and value < lower:
+            return lower - value
+        return 0.0
+
     @property
     def high_side(self):
         return self.warning_max is not None or self.critical_max is not None
+
+
+def significant_readings(bands, rows):
+    """Of one pair's rows (…, ts, value), oldest first, those that can change its alert.
+
+    Consecutive readings with the same (level, level inside the deadband) leave the state machine
+    where the first of them put it; of such a run only the first (when a breach starts), the most
+    extreme (the peak) and the last (the current value) matter.
+    """
+    kept = []
+    run = []
+    signature = None
+    for row in rows:
+        value = row[-1]
+        current = (bands.rank(value), bands.rank(value, bands.hysteresis))
+        if current != signature and run:
+            kept += run_representatives(bands, run)
+            run = []
+        signature = current
+        run.append(row)
+    if run:
+        kept += run_representatives(bands, run)
+    return kept
+
+
+def run_representatives(bands, run):
+    peak = max(run, key=lambda row: bands.excess(row[-1]))
+    return sorted({id(r): r for r in (run[0], peak, run[-1])}.values(), key=lambda row: row[-2])
 
 
 class ThresholdIndex:

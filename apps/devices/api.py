@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
 
-from iothub.api import Conflict, HubAPIMixin
+from iothub.api import Conflict, HubAPIMixin, SlugRelatedField
 
 from .filters import DeviceFilterSet, DeviceTypeFilterSet, LocationFilterSet, MetricFilterSet
 from .models import Device, DeviceType, Location, Metric
@@ -65,8 +65,8 @@ class MetricSerializer(serializers.ModelSerializer):
 class DeviceTypeSerializer(serializers.ModelSerializer):
     """A device type with its metrics and primary metric by key."""
 
-    metrics = serializers.SlugRelatedField(slug_field="key", many=True, queryset=Metric.objects.all())
-    primary_metric = serializers.SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
+    metrics = SlugRelatedField(slug_field="key", many=True, queryset=Metric.objects.all())
+    primary_metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
 
     class Meta:
         model = DeviceType
@@ -83,8 +83,8 @@ class DeviceTypeSerializer(serializers.ModelSerializer):
 class DeviceSerializer(serializers.ModelSerializer):
     """A device (design §6 device shape): type by name, location by loc_id."""
 
-    device_type = serializers.SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all())
-    location = serializers.SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all())
+    device_type = SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all())
+    location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all())
 
     class Meta:
         model = Device

@@ -49,7 +49,7 @@ def provision_kafka_topics():
     )
 
 
-def build_source(*, source, client_id, mqtt_protocol, write):
+def build_source(*, source, client_id, mqtt_protocol, write, batch_size):
     config = settings.IOTHUB
     if source == "mqtt":
         group = config["MQTT_SHARED_GROUP"]
@@ -61,6 +61,7 @@ def build_source(*, source, client_id, mqtt_protocol, write):
             topic=topic,
             protocol=mqtt_protocol,
             session_expiry=config["MQTT_SESSION_EXPIRY"],
+            receive_maximum=min(2 * batch_size, 65535),  # one batch being stored, the next one arriving
         )
     for mismatch in provision_kafka_topics():
         write(f"ingest: {mismatch}")
@@ -83,7 +84,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     if metrics_port:
         start_http_server(metrics_port, addr=config["METRICS_ADDR"])
         write(f"ingest: Prometheus metrics on http://{config['METRICS_ADDR']}:{metrics_port}/")
-    receiver = build_source(source=source, client_id=client_id, mqtt_protocol=mqtt_protocol, write=write)
+    receiver = build_source(source=source, client_id=client_id, mqtt_protocol=mqtt_protocol, write=write, batch_size=batch_size)
 
     def on_batch(messages):
         result = ingest_batch(messages, master_cache=master_cache, publisher=publisher)

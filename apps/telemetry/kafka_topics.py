@@ -2,6 +2,7 @@
 mismatches), and measure a consumer group's lag from outside the group."""
 
 import logging
+import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -24,7 +25,7 @@ def ensure_topics(*, servers, topics, partitions, retention_ms, timeout=30):
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    metadata = admin.list_topics(timeout=timeout)
+    metadata = wait_for_topics(admin, topics, timeout)
     mismatches = []
     for topic in topics:
         found = len(metadata.topics[topic].partitions)
@@ -39,6 +40,16 @@ def ensure_topics(*, servers, topics, partitions, retention_ms, timeout=30):
     for message in mismatches:
         log.warning("Kafka: %s", message)
     return mismatches
+
+
+def wait_for_topics(admin, topics, timeout):
+    """Cluster metadata once it lists every topic: a topic created a moment ago may not show yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout)
+        if all(topic in metadata.topics for topic in topics) or time.monotonic() > deadline:
+            return metadata
+        time.sleep(0.2)
 
 
 def consumer_group_lag(*, servers, group, topic, timeout=10):

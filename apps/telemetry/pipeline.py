@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.alerts.tasks import evaluate_batch
+from apps.alerts.thresholds import significant_readings
 
 from .latest import store_latest
 from .payloads import validate_messages
@@ -40,24 +41,32 @@ class BatchResult:
 
 
 def describe_rows(rows, *, devices, master):
-    """One pass over stored rows → (live items with their threshold status, rows that can move
-    an alert, newest ts per device). Pairs without a threshold never reach Celery."""
+    """One pass over stored rows → (live items: the newest reading of each (device, metric) with
+    its threshold status; the rows that can move an alert; newest ts per device).
+
+    Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
+    with a threshold that can change their alert (apps.alerts.thresholds.significant_readings).
+    """
     resolve = master.thresholds.resolve
-    metric_keys = master.metric_keys
-    items = []
-    evaluate_rows = []
+    by_pair = {}
     last_seen = {}
     for row in rows:
-        device_pk, metric_pk, ts, value = row
+        by_pair.setdefault((row[0], row[1]), []).append(row)
+        if row[2] > last_seen.get(row[0], 0):
+            last_seen[row[0]] = row[2]
+    items = []
+    evaluate_rows = []
+    for (device_pk, metric_pk), pair_rows in by_pair.items():
         device = devices[device_pk]
         bands = resolve(device_pk=device_pk, location_pk=device.location_pk, type_pk=device.type_pk, metric_pk=metric_pk)
-        status = None
+        pair_rows.sort(key=lambda row: row[2])
+        _, _, ts, value = pair_rows[-1]
+        items.append({
+            "device": device.device_id, "metric": master.metric_keys[metric_pk], "value": value,
+            "ts": int(ts * 1000), "status": bands.status(value) if bands else None,
+        })
         if bands:
-            status = bands.status(value)
-            evaluate_rows.append((device_pk, metric_pk, ts, value, bands.pk))
-        items.append({"device": device.device_id, "metric": metric_keys[metric_pk], "value": value, "ts": int(ts * 1000), "status": status})
-        if ts > last_seen.get(device_pk, 0):
-            last_seen[device_pk] = ts
+            evaluate_rows += [(d, m, t, v, bands.pk) for d, m, t, v in significant_readings(bands, pair_rows)]
     return items, evaluate_rows, last_seen
 
 

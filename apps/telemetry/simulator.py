@@ -79,7 +79,8 @@ def simulate(*, url, devices, rate, duration, scenario="factory", seed=1, stop=N
     stop = stop or threading.Event()
     profile = SCENARIOS[scenario]
     client, connect_kwargs = mqtt_client(url, client_id=f"iothub-sim-{seed}-{time.time_ns()}", protocol=protocol)
-    client.max_inflight_messages_set(1000)
+    # No paho in-flight limit: with one, paho rescans its whole queue on every PUBACK and stalls.
+    client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     acked = 0
 

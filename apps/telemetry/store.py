@@ -10,15 +10,16 @@ DEAD_LETTER_PAYLOAD_LIMIT = 4096
 
 # Rows land in a per-session temp table through binary COPY, then move with one
 # INSERT … ON CONFLICT DO NOTHING: COPY speed, and a redelivered reading is stored once.
+# Times travel as epoch seconds and become timestamptz in SQL: no Python datetime per reading.
 CREATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS reading_staging (
-    device_id bigint, metric_id bigint, time timestamptz, value double precision
+CREATE TEMP TABLE IF NOT EXISTS reading_staging_epoch (
+    device_id bigint, metric_id bigint, epoch double precision, value double precision
 ) ON COMMIT DELETE ROWS
 """
-COPY_STAGING = "COPY reading_staging (device_id, metric_id, time, value) FROM STDIN (FORMAT BINARY)"
+COPY_STAGING = "COPY reading_staging_epoch (device_id, metric_id, epoch, value) FROM STDIN (FORMAT BINARY)"
 MOVE_STAGING = """
 INSERT INTO telemetry_reading (device_id, metric_id, time, value)
-SELECT device_id, metric_id, time, value FROM reading_staging
+SELECT device_id, metric_id, to_timestamp(epoch), value FROM reading_staging_epoch
 ON CONFLICT (device_id, metric_id, time) DO NOTHING
 """
 
@@ -40,9 +41,9 @@ def store_readings(rows):
     with connection.cursor() as cursor:
         cursor.execute(CREATE_STAGING)
         with cursor.copy(COPY_STAGING) as copy:
-            copy.set_types(["int8", "int8", "timestamptz", "float8"])
-            for device_pk, metric_pk, ts, value in rows:
-                copy.write_row((device_pk, metric_pk, to_datetime(ts), value))
+            copy.set_types(["int8", "int8", "float8", "float8"])
+            for row in rows:
+                copy.write_row(row)
         cursor.execute(MOVE_STAGING)
         return cursor.rowcount
 

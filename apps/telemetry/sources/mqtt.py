@@ -42,10 +42,14 @@ def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=F
 class MqttSource:
     """Subscribes to the readings topic and yields batches to `on_batch`."""
 
-    def __init__(self, *, url, client_id, topic, protocol=5, session_expiry=86400):
+    def __init__(self, *, url, client_id, topic, protocol=5, session_expiry=86400, receive_maximum=10000):
         self.client, self.connect_kwargs = mqtt_client(
             url, client_id=client_id, protocol=protocol, session_expiry=session_expiry, manual_ack=True
         )
+        if protocol == 5:
+            # Back-pressure: the broker keeps at most this many unacknowledged messages in flight to
+            # us (we acknowledge after the commit), so a backlog cannot flood the process's memory.
+            self.connect_kwargs["properties"].ReceiveMaximum = receive_maximum
         self.topic = topic
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -82,7 +86,9 @@ class MqttSource:
                 self.wake.wait(flush_interval)
                 self.wake.clear()
                 with self.lock:
-                    batch, self.buffer = self.buffer, []
+                    batch, self.buffer = self.buffer[:batch_size], self.buffer[batch_size:]
+                    if len(self.buffer) >= batch_size:
+                        self.wake.set()  # a backlog: the next batch is full already
                 if batch:
                     if not hand_over(on_batch, [m for m, *_ in batch], stop):
                         break
