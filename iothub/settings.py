@@ -171,6 +171,9 @@ IOTHUB = {
     "DEAD_LETTER_RATE_WARNING": env.float("IOTHUB_DEAD_LETTER_RATE_WARNING", default=0.01),
     "LATENCY_P99_WARNING": env.float("IOTHUB_LATENCY_P99_WARNING", default=1.0),
     "INGEST_SILENT_CRITICAL": env.int("IOTHUB_INGEST_SILENT_CRITICAL", default=60),
+    # Messages/s one ingest process sustains (docs/benchmarks.md, bench_ingest --only throughput):
+    # the pipeline-health page's capacity figures. Measure on your own hardware and set it.
+    "INGEST_CAPACITY": env.int("IOTHUB_INGEST_CAPACITY", default=15000),
     "RETENTION_DAYS": env.int("IOTHUB_RETENTION_DAYS", default=30),
     "HOURLY_RETENTION_DAYS": env.int("IOTHUB_HOURLY_RETENTION_DAYS", default=365),
 }

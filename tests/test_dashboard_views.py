@@ -208,6 +208,10 @@ def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client, monkey
         {"reason": "unknown_device", "label": "unknown device", "count": 40},
     ]
     assert [(p["name"], round(p["report_age_s"])) for p in health["processes"]] == [("ingest-a", 3), ("ingest-b", 3)]
+    # Capacity: 2 processes × 15,000 msg/s measured; 1,000 msg/s now is 3.3 % of it.
+    capacity = health["capacity"]
+    assert (capacity["total"], round(capacity["load_percent"], 1)) == (30000, 3.3)
+    assert capacity["sensors"][2] == {"interval_s": 60, "sensors": 1_800_000}
 
 
 def test_it_shows_the_latest_dead_letters_to_staff_with_the_admin_link_for_superusers(client, db, django_user_model):

@@ -8,6 +8,7 @@ not model instances) and one cache round trip for all latest values.
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db.models import Q
 
 from apps.alerts.models import Alert
@@ -196,6 +197,7 @@ def pipeline_health(*, now=None):
         "readings_per_s": sum(s["readings_per_s"] for s in summaries),
         "dead_letters_per_s": dead_letters_per_s,
         "dead_letter_ratio": dead_letters_per_s / messages_per_s if messages_per_s else 0.0,
+        "capacity": capacity(messages_per_s=messages_per_s, processes=len(summaries)),
         "kafka_lag": sum(lags) if lags else None,
         "latency_p99": max(p99s, default=None),
         "dead_letters_by_reason": [
@@ -214,6 +216,22 @@ def pipeline_health(*, now=None):
             }
             for s in summaries
         ],
+    }
+
+
+SENSOR_INTERVALS = (1, 10, 60, 300)  # seconds between two readings of a sensor
+
+
+def capacity(*, messages_per_s, processes):
+    """Current load against the measured capacity (IOTHUB_INGEST_CAPACITY msg/s per ingest process,
+    from `manage.py bench_ingest`), and how many sensors the deployment takes at each interval."""
+    per_process = settings.IOTHUB["INGEST_CAPACITY"]
+    total = per_process * max(processes, 1)
+    return {
+        "per_process": per_process,
+        "total": total,
+        "load_percent": 100 * messages_per_s / total,
+        "sensors": [{"interval_s": i, "sensors": int(total * i)} for i in SENSOR_INTERVALS],
     }
 
 

@@ -30,6 +30,7 @@ PIPELINE_STATS = [
     ("kafka_lag", "Kafka consumer lag"),
     ("latency_p99", "p99 publish → stored"),
     ("dead_letters_per_s", "Dead letters/s"),
+    ("load_percent", "Load of capacity"),
 ]
 
 

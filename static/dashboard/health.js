@@ -24,7 +24,18 @@
     kafka_lag: (h) => [count(h.kafka_lag), h.kafka_lag === null ? "no Kafka consumer" : "messages behind", h.kafka_lag],
     latency_p99: (h) => [latency(h.latency_p99), h.latency_p99 === null ? "no recent messages" : "worst process", h.latency_p99 === null ? null : h.latency_p99 * 1000],
     dead_letters_per_s: (h) => [rate(h.dead_letters_per_s), (h.dead_letter_ratio * 100).toFixed(2) + " % of messages", h.dead_letters_per_s],
+    load_percent: (h) => [h.capacity.load_percent.toFixed(1) + " %", "of " + count(h.capacity.total) + " msg/s measured capacity", h.capacity.load_percent],
   };
+
+  function renderCapacity(capacity) {
+    const body = document.querySelector("#capacity tbody");
+    body.replaceChildren();
+    for (const row of capacity.sensors) {
+      const tr = body.insertRow();
+      cell(tr, "every " + (row.interval_s < 60 ? row.interval_s + " s" : row.interval_s / 60 + " min"));
+      cell(tr, count(row.sensors), "num");
+    }
+  }
 
   function sparkline(div) {
     Plotly.newPlot(div, [{
@@ -92,6 +103,7 @@
     }
     renderProcesses(health.processes);
     renderReasons(health.dead_letters_by_reason);
+    renderCapacity(health.capacity);
     document.getElementById("health-updated").textContent =
       "Updated " + at.toLocaleTimeString() + " · every 2 s; charts show the last 5 minutes.";
   }
