@@ -153,7 +153,9 @@ IOTHUB = {
     "MAX_PAST_AGE": env.int("IOTHUB_MAX_PAST_AGE", default=7 * 86400),
     "DEVICE_CACHE_REFRESH": env.float("IOTHUB_DEVICE_CACHE_REFRESH", default=2.0),
     "LIVE_PUSH_INTERVAL": env.float("IOTHUB_LIVE_PUSH_INTERVAL", default=0.1),
-    "MQTT_SHARED_GROUP": env("IOTHUB_MQTT_SHARED_GROUP", default="iothub"),
+    # Several MQTT ingest processes: a shared subscription group. Empty: one process, plain
+    # subscription (Mosquitto 2.0 keeps it across broker restarts; shared ones it does not).
+    "MQTT_SHARED_GROUP": env("IOTHUB_MQTT_SHARED_GROUP", default=""),
     "MQTT_SESSION_EXPIRY": env.int("IOTHUB_MQTT_SESSION_EXPIRY", default=86400),
     "KAFKA_PARTITIONS": env.int("IOTHUB_KAFKA_PARTITIONS", default=4),
     "KAFKA_RETENTION_MS": env.int("IOTHUB_KAFKA_RETENTION_MS", default=86400 * 1000),

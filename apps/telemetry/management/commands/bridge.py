@@ -11,6 +11,11 @@ from apps.telemetry.sources.kafka import kafka_producer
 from apps.telemetry.sources.mqtt import MqttSource
 
 
+def bridge_topic(group):
+    """Several bridges share the stream in their own group; one bridge subscribes plainly."""
+    return f"$share/{group}-bridge/sensors/#" if group else "sensors/#"
+
+
 class Command(BaseCommand):
     help = "Move MQTT readings into Kafka topic iothub.readings, keyed by device id."
 
@@ -32,7 +37,7 @@ class Command(BaseCommand):
         source = MqttSource(
             url=settings.MQTT_URL,
             client_id=client_id,
-            topic=f"$share/{settings.IOTHUB['MQTT_SHARED_GROUP']}-bridge/sensors/#",
+            topic=bridge_topic(settings.IOTHUB["MQTT_SHARED_GROUP"]),
             session_expiry=settings.IOTHUB["MQTT_SESSION_EXPIRY"],
         )
         forwarded = 0
