@@ -241,7 +241,13 @@ LOGGING = {
     "formatters": {"json": {"()": "iothub.logs.JSONFormatter"}, "text": {"format": "%(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": env("LOG_FORMAT", default="text")}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "amqtt": {"level": "WARNING"}, "transitions": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "amqtt": {"level": "WARNING"},
+        "transitions": {"level": "WARNING"},
+        "kombu": {"level": "ERROR"},
+        "celery.app.trace": {"level": "WARNING"},  # one line per task is noise; failures still show
+    },
 }
 
 # Plotly.js ships inside the plotly package: served locally, no CDN (plants often have no internet).
