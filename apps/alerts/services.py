@@ -15,7 +15,6 @@ from .metrics import ALERT_CHANGES
 from .models import Alert, AlertEvent, Level
 from .serializers import alert_json
 
-OFFLINE_AFTER_INTERVALS = 3
 NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED}
 
 
@@ -76,7 +75,7 @@ def resolve_offline(*, device_pks):
 
 
 def detect_offline(*, now=None):
-    """Open an offline alert for every active device silent for OFFLINE_AFTER_INTERVALS × its expected interval."""
+    """Open an offline alert for every active device silent for longer than its type's offline_after."""
     now = now or timezone.now()
     already_offline = Alert.objects.filter(device=OuterRef("pk"), metric=None, state__in=ACTIVE_STATES)
     changes = []
@@ -88,7 +87,7 @@ def detect_offline(*, now=None):
             for device in Device.objects.filter(
                 device_type=device_type,
                 is_active=True,
-                last_seen_at__lt=now - timedelta(seconds=OFFLINE_AFTER_INTERVALS * device_type.expected_interval),
+                last_seen_at__lt=now - timedelta(seconds=device_type.offline_after),
             ).exclude(Exists(already_offline))
         ]
         for device in silent:

@@ -17,7 +17,7 @@ from apps.telemetry.latest import get_latest
 from apps.telemetry.metrics import pipeline_summaries
 from apps.telemetry.models import DailyRollup, DeadLetter, HourlyRollup
 from apps.telemetry.rollups import hour_offset, hour_start, local_day_bounds, plant_tz
-from apps.telemetry.selectors import OFFLINE_AFTER_INTERVALS, readings_between
+from apps.telemetry.selectors import readings_between
 
 from .history import Resolution
 
@@ -101,7 +101,7 @@ def latest_value_rows(devices, device_types):
                 newest = max(newest, item["ts"])
             else:
                 cells.append((key, "none", "–", None))
-        silent_ms = OFFLINE_AFTER_INTERVALS * device_types[type_pk].expected_interval * 1000
+        silent_ms = device_types[type_pk].offline_after * 1000
         rows.append(DeviceRow(device_id, offline=not newest or now_ms - newest > silent_ms, cells=cells))
     return rows
 

@@ -1,5 +1,7 @@
 from django.db import models
 
+OFFLINE_AFTER_INTERVALS = 3  # missed reports before a device counts as offline
+
 
 class Location(models.Model):
     """A place in the plant where sensors hang: factory → building → floor → area."""
@@ -55,6 +57,11 @@ class DeviceType(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def offline_after(self):
+        """Seconds of silence after which a device of this type counts as offline."""
+        return OFFLINE_AFTER_INTERVALS * self.expected_interval
 
 
 class Device(models.Model):

@@ -8,9 +8,6 @@ from apps.devices.selectors import location_json
 from .latest import get_latest
 from .models import Reading
 
-OFFLINE_AFTER_INTERVALS = 3
-
-
 def realtime_status(devices):
     """Latest value and status of every metric of every device (design §6 realtime shape)."""
     devices = list(devices)
@@ -34,7 +31,7 @@ def realtime_status(devices):
                 "device": device.device_id,
                 "name": device.name,
                 "location": location_json(device.location),
-                "offline": silent_for is None or silent_for > OFFLINE_AFTER_INTERVALS * device.device_type.expected_interval,
+                "offline": silent_for is None or silent_for > device.device_type.offline_after,
                 "metrics": metrics,
             }
         )
