@@ -25,6 +25,7 @@ def run_beat_inline(*, stop, write=print):
     """The demo's beat: run CELERY_BEAT_SCHEDULE's tasks in this process until `stop` is set."""
     import time
 
+    app.loader.import_default_modules()  # every app's tasks, as a worker would load them
     schedule = app.conf.beat_schedule
     due = {name: time.monotonic() + 5 for name in schedule}
     while not stop.wait(1.0):

@@ -40,7 +40,7 @@ def seed_demo(*, devices):
     for key, unit, label in DEMO_METRICS:
         metrics[key], _ = Metric.objects.get_or_create(key=key, defaults={"unit": unit, "label": label})
     device_type, _ = DeviceType.objects.get_or_create(
-        name="env-sensor", defaults={"primary_metric": metrics["temperature"], "expected_interval": 10}
+        name="env-sensor", defaults={"primary_metric": metrics["temperature"], "expected_interval": 60}
     )
     device_type.metrics.add(*metrics.values())
     locations = []

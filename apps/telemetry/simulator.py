@@ -116,7 +116,7 @@ def simulate(*, url, devices, rate, duration, scenario="factory", seed=1, stop=N
                 write(f"simulate: {published:,} published ({published / elapsed:,.0f}/s), {acked:,} acknowledged by the broker")
                 shown = time.monotonic()
             stop.wait(0.01)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while acked < published and time.monotonic() < deadline:
             time.sleep(0.05)
         write(f"simulate: done, {published:,} published, {acked:,} acknowledged")

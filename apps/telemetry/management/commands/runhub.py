@@ -1,10 +1,13 @@
+import asyncio
 import secrets
+import signal
 import threading
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
+from twisted.internet import reactor  # the asyncio reactor daphne.server installs
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -44,33 +47,48 @@ class Command(BaseCommand):
             # in-memory channel layer lives: live pushes work without Redis.
             return sync_to_async(target, thread_sensitive=False)(stop=stop, write=self.stdout.write, **kwargs)
 
-        def started():
-            import asyncio
+        tasks = []
 
+        def started():
             loop = asyncio.get_event_loop()
-            loop.create_task(background(
+            tasks.append(loop.create_task(background(
                 run_ingest, source="mqtt", client_id="iothub-runhub-ingest", batch_size=settings.IOTHUB["BATCH_SIZE"],
                 flush_interval=settings.IOTHUB["FLUSH_INTERVAL"], mqtt_protocol=protocol,
-            ))
-            loop.create_task(background(run_beat_inline))
+            )))
+            tasks.append(loop.create_task(background(run_beat_inline)))
             if not no_simulate:
-                loop.create_task(background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol))
+                tasks.append(loop.create_task(
+                    background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
+                ))
             self.stdout.write(
                 f"\nrunhub: dashboard on http://127.0.0.1:{port}/  — log in as admin / {password}\n"
                 f"runhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n"
             )
 
+        def shut_down(*_):
+            # The background threads push into this event loop until they return: stop them first,
+            # and the reactor only once they are done (stopping it first would leave them hanging).
+            self.stdout.write("runhub: stopping…")
+            stop.set()
+            loop = asyncio.get_event_loop()
+
+            async def finish():
+                await asyncio.gather(*tasks, return_exceptions=True)
+                reactor.stop()
+
+            loop.call_soon_threadsafe(lambda: loop.create_task(finish()))
+
         from iothub.asgi import application
 
-        try:
-            Server(
-                application=application,
-                endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-                ready_callable=started,
-                verbosity=0,
-            ).run()
-        finally:
-            stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, shut_down)
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+            ready_callable=started,
+            signal_handlers=False,
+            verbosity=0,
+        ).run()
 
     def demo_login(self):
         """A fresh random password for the demo admin at every start, printed on the console."""
