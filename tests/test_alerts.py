@@ -226,3 +226,13 @@ def test_it_notifies_by_email_and_webhooks_from_a_real_worker(routes, hub, publi
     by_path = dict(hooks)
     assert by_path["/hook"]["alert"]["device"] == "dev-1" and by_path["/hook"]["event"] == "opened"
     assert by_path["/slack"]["text"].startswith("*[CRITICAL] dev-1 temperature = 36 opened*")
+
+
+def test_it_records_last_seen_without_moving_it_backwards(plant):
+    dev1, dev2 = plant["devices"]
+    now = time.time()
+    services.record_last_seen([(dev2.pk, now - 10), (dev1.pk, now)])
+    services.record_last_seen([(dev1.pk, now - 60)])  # a late batch
+    seen = dict(Device.objects.values_list("device_id", "last_seen_at"))
+    assert seen["dev-1"].timestamp() == pytest.approx(now, abs=1e-3)
+    assert seen["dev-2"].timestamp() == pytest.approx(now - 10, abs=1e-3)

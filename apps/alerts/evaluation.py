@@ -125,12 +125,17 @@ def evaluate_readings(rows):
         by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
     thresholds = Threshold.objects.in_bulk({key[2] for key in by_pair})
     device_pks = {key[0] for key in by_pair}
+    # Locked in primary-key order, so workers evaluating overlapping batches never deadlock.
     active = {
         (a.device_id, a.metric_id): a
-        for a in Alert.objects.select_for_update().filter(device_id__in=device_pks, state__in=ACTIVE_STATES).exclude(metric=None)
+        for a in Alert.objects.select_for_update()
+        .filter(device_id__in=device_pks, state__in=ACTIVE_STATES)
+        .exclude(metric=None)
+        .order_by("pk")
     }
     holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair])
     new_holds = {}
+    ended_holds = []
     changed = []
     for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
         threshold = thresholds.get(threshold_pk)
@@ -146,8 +151,15 @@ def evaluate_readings(rows):
         for ts, value in readings:
             pair.apply(ts, value)
         changed.extend(save_pair(pair))
-        new_holds[hold_key(device_pk, metric_pk)] = pair.breach_since
+        # Only hold timers that changed go back to the cache (most pairs have none).
+        key = hold_key(device_pk, metric_pk)
+        if pair.breach_since is None and key in holds:
+            ended_holds.append(key)
+        elif pair.breach_since is not None and holds.get(key) != pair.breach_since:
+            new_holds[key] = pair.breach_since
     if new_holds:
         cache.set_many(new_holds, timeout=86400)
+    if ended_holds:
+        cache.delete_many(ended_holds)
     return changed
 

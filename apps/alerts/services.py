@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, Exists, OuterRef, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -48,8 +48,23 @@ def process_stored_batch(*, rows, last_seen):
     return changes
 
 
+RECORD_LAST_SEEN = """
+UPDATE devices_device AS d SET last_seen_at = to_timestamp(v.epoch)
+FROM unnest(%s::bigint[], %s::double precision[]) AS v(pk, epoch)
+WHERE d.id = v.pk AND (d.last_seen_at IS NULL OR d.last_seen_at < to_timestamp(v.epoch))
+"""
+
+
 def record_last_seen(last_seen, chunk=500):
-    """One UPDATE per chunk of devices; a late batch never moves last_seen_at backwards."""
+    """Newest reading time per device; a late batch never moves last_seen_at backwards.
+
+    PostgreSQL: one UPDATE from two arrays, in primary-key order (no deadlocks between workers).
+    Elsewhere (the SQLite demo): one UPDATE with a CASE per chunk of devices."""
+    last_seen = sorted(last_seen)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(RECORD_LAST_SEEN, [[pk for pk, _ in last_seen], [ts for _, ts in last_seen]])
+        return
     for start in range(0, len(last_seen), chunk):
         part = last_seen[start : start + chunk]
         newest = Case(

@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.db import OperationalError
 
 from . import notify, services, system
 from .transports import TemporaryError
@@ -10,7 +11,7 @@ from .transports import TemporaryError
 log = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=0.5, retry_backoff_max=10, max_retries=10)
 def evaluate_batch(*, rows, last_seen, batch_id=""):
     """A stored batch of readings → alert changes. Rows of pairs without a threshold never come here."""
     changes = services.process_stored_batch(rows=rows, last_seen=last_seen)
