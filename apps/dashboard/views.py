@@ -88,7 +88,7 @@ def device_detail(request, device_id):
         "chart": chart,
         "alerts": alert_list().filter(device=device)[:50],
         "can_act": is_plant_staff(request.user),
-        "status": realtime_status([device])["measurements"][0],
+        "status": realtime_status(Device.objects.filter(pk=device.pk))["measurements"][0],
     }
     return render(request, "dashboard/device.html", context)
 

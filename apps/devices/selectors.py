@@ -17,13 +17,13 @@ def location_json(location):
 
 
 def devices_at(*, factory=None, building=None, floor=None, loc_id=None, active_only=False):
-    """Devices with their type, metrics and location, filtered by location fields."""
+    """Devices filtered by location fields, in plant order."""
     filters = {
         f"location__{name}": value
         for name, value in {"factory": factory, "building": building, "floor": floor, "loc_id": loc_id}.items()
         if value
     }
-    devices = Device.objects.filter(**filters).select_related("device_type", "location").prefetch_related("device_type__metrics")
+    devices = Device.objects.filter(**filters)
     if active_only:
         devices = devices.filter(is_active=True)
     return devices.order_by("location__factory", "location__building", "location__floor", "location__loc_id", "device_id")
