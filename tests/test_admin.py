@@ -54,3 +54,11 @@ def test_it_shows_alert_history_inline(admin_client_, plant):
     alert.events.create(kind="opened", at=timezone.now(), level="offline")
     page = admin_client_.get(reverse("admin:alerts_alert_change", args=[alert.pk])).content.decode()
     assert "opened" in page
+
+
+def test_it_shows_the_thresholds_in_force_on_the_device_page(admin_client_, plant):
+    from apps.alerts.models import Threshold
+
+    Threshold.objects.create(metric=plant["temperature"], location=plant["location"], warning_max=25)
+    page = admin_client_.get(reverse("admin:devices_device_change", args=[plant["devices"][0].pk])).content.decode()
+    assert "temperature: temperature @ location N-ASM-1-LA" in page and "humidity: none" in page
