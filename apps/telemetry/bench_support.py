@@ -278,6 +278,3 @@ class BenchCommand(BaseCommand):
 
     def empty_tables(self, conn):
         """Remove what the benchmark generated (called at the end unless --keep-data)."""
-
-    def run_benchmark(self, run, stack):
-        raise NotImplementedError
