@@ -853,16 +853,15 @@ class StoredLatencyProbe(threading.Thread):
         return self.samples
 
 
-class LiveLatencyProbe(threading.Thread):
-    """A channel-layer client in the group `live` of the bench namespace: now − ts (ms) per pushed item.
+class LiveGroupProbe(threading.Thread):
+    """A channel-layer client in the group `live` of a bench namespace; subclasses say what they
+    keep of each message in `on_message(message, now_ms)`."""
 
-    Measures publish → channel layer (what daphne forwards to every dashboard WebSocket), including
-    the coalescing interval IOTHUB_LIVE_PUSH_INTERVAL."""
+    name_of_probe = "live probe"
 
     def __init__(self, namespace):
-        super().__init__(daemon=True, name="live-latency")
+        super().__init__(daemon=True, name=self.name_of_probe)
         self.namespace = namespace
-        self.samples = []
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.error = None
@@ -873,7 +872,7 @@ class LiveLatencyProbe(threading.Thread):
 
         config = dict(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}))
         if "hosts" not in config:
-            raise BenchError("the live latency probe needs REDIS_URL (channels-redis)")
+            raise BenchError(f"the {self.name_of_probe} needs REDIS_URL (channels-redis)")
         return RedisChannelLayer(**{**config, "prefix": f"{self.namespace}:asgi"})
 
     def run(self):
@@ -896,34 +895,50 @@ class LiveLatencyProbe(threading.Thread):
                     message = await asyncio.wait_for(layer.receive(channel), 0.5)
                 except TimeoutError:
                     continue
-                now_ms = time.time() * 1000
-                if message.get("type") == "live.readings":
-                    self.samples.extend(now_ms - item["ts"] for item in message["items"])
+                self.on_message(message, time.time() * 1000)
         finally:
             await layer.group_discard(LIVE_GROUP, channel)
             await layer.close_pools()
+
+    def on_message(self, message, now_ms):
+        """What to keep of one message of the group (nothing, here)."""
 
     def __enter__(self):
         self.start()
         self.ready.wait(15)
         if self.error or not self.ready.is_set():
             self.stop()
-            raise BenchError(f"live-latency probe did not join the group: {self.error}")
+            raise BenchError(f"{self.name_of_probe} did not join the group: {self.error}")
         return self
 
     def __exit__(self, *exc):
         self.stop()
 
-    def take(self):
-        """The samples so far; starts a new list."""
-        samples, self.samples = self.samples, []
-        return samples
-
     def stop(self):
         self.stopped.set()
         self.join(10)
         if self.error:
-            raise BenchError(f"live-latency probe: {self.error}")
+            raise BenchError(f"{self.name_of_probe}: {self.error}")
+
+
+class LiveLatencyProbe(LiveGroupProbe):
+    """now − ts (ms) of every pushed reading: publish → channel layer (what daphne forwards to every
+    dashboard WebSocket), including the coalescing interval IOTHUB_LIVE_PUSH_INTERVAL."""
+
+    name_of_probe = "live-latency probe"
+
+    def __init__(self, namespace):
+        super().__init__(namespace)
+        self.samples = []
+
+    def on_message(self, message, now_ms):
+        if message.get("type") == "live.readings":
+            self.samples.extend(now_ms - item["ts"] for item in message["items"])
+
+    def take(self):
+        """The samples so far; starts a new list."""
+        samples, self.samples = self.samples, []
+        return samples
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ and the Celery queue every second. Afterwards, for the bottleneck: the worker's 
 process_stored_batch in-process, timed and profiled without contention.
 """
 
-import asyncio
 import cProfile
 import csv
 import itertools
@@ -30,13 +29,12 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 import redis
-from channels.layers import get_channel_layer
+from django.conf import settings
 
 from apps.alerts.models import Threshold
 from apps.alerts.services import process_stored_batch
 from apps.devices.models import Device, Metric
 from apps.devices.services import demo_device_id
-from apps.live.broadcast import LIVE_GROUP
 from apps.telemetry.bench_support import (
     BenchCommand,
     HubProcess,
@@ -50,6 +48,7 @@ from apps.telemetry.bench_support import (
 )
 from apps.telemetry.benchmarks import (
     BenchError,
+    LiveGroupProbe,
     close_mqtt,
     latency_stats,
     open_mqtt,
@@ -81,63 +80,25 @@ class AlertMessage:
     alert: dict
 
 
-class AlertProbe(threading.Thread):
+class AlertProbe(LiveGroupProbe):
     """A member of the channel layer group "live": keeps every live.alert message of `devices`."""
 
+    name_of_probe = "alert probe"
+
     def __init__(self, devices):
-        super().__init__(daemon=True, name="alert-probe")
+        super().__init__(settings.NAMESPACE)  # this command runs in the bench namespace
         self.devices = set(devices)
         self.messages = []
         self.other_alerts = 0
-        self.ready = threading.Event()
-        self.stopped = threading.Event()
-        self.error = None
 
-    def run(self):
-        try:
-            asyncio.run(self.listen())
-        except Exception as e:  # reported by stop()
-            self.error = e
-            self.ready.set()
-
-    async def listen(self):
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(LIVE_GROUP, channel)
-        self.ready.set()
-        try:
-            while not self.stopped.is_set():
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), 0.5)
-                except TimeoutError:
-                    continue
-                if message.get("type") == "live.alert":
-                    self.keep(message["alert"])
-        finally:
-            await layer.group_discard(LIVE_GROUP, channel)
-            await layer.close_pools()
-
-    def keep(self, alert):
+    def on_message(self, message, now_ms):
+        if message.get("type") != "live.alert":
+            return
+        alert = message["alert"]
         if alert.get("device") in self.devices:
-            self.messages.append(AlertMessage(time.time(), alert))
+            self.messages.append(AlertMessage(now_ms / 1000, alert))
         else:
             self.other_alerts += 1
-
-    def __enter__(self):
-        self.start()
-        if not self.ready.wait(15) or self.error:
-            self.stop()
-            raise BenchError(f"alert probe could not join the group {LIVE_GROUP!r}: {self.error}")
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        self.stopped.set()
-        self.join(10)
-        if self.error:
-            raise BenchError(f"alert probe: {self.error}")
 
 
 class LoadMonitor(threading.Thread):
