@@ -5,12 +5,14 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.alerts.models import Alert
 from apps.devices.models import Device, DeviceType, Location, Metric
 from apps.telemetry.latest import store_latest
+from apps.telemetry.metrics import INDEX_KEY, SUMMARY_TTL, summary_key
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
@@ -189,7 +191,7 @@ def test_it_lets_only_plant_staff_act_on_alerts(client, make_plant, django_user_
     assert alert.state == Alert.State.OPEN
 
 
-def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client, monkeypatch):
+def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client):
     at = timezone.now().timestamp() - 3
     summaries = [
         {"name": "ingest-a", "source": "kafka", "at": at, "messages_per_s": 900.0, "readings_per_s": 1800.0,
@@ -199,7 +201,9 @@ def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client, monkey
          "dead_letters_per_s": 1.0, "messages": 1000, "readings": 2000, "dead_letters": 10,
          "dead_letters_by_reason": {"unknown_device": 10}, "latency_p50": 0.01, "latency_p99": 0.5, "kafka_lag": 30},
     ]
-    monkeypatch.setattr("apps.dashboard.selectors.pipeline_summaries", lambda: summaries)
+    # Written where ingest processes write them: the real cache (Redis).
+    cache.set(INDEX_KEY, {s["name"]: s["at"] for s in summaries}, timeout=None)
+    cache.set_many({summary_key(s["name"]): s for s in summaries}, timeout=SUMMARY_TTL)
     health = staff_client.get("/health/pipeline.json").json()
     assert (health["messages_per_s"], health["readings_per_s"], health["dead_letters_per_s"]) == (1000.0, 2000.0, 10.0)
     assert (health["dead_letter_ratio"], health["kafka_lag"], health["latency_p99"]) == (0.01, 150, 0.5)

@@ -321,16 +321,15 @@ def test_the_rotate_action_shows_the_new_password_once(make_device, sessions, ad
     assert password not in page
 
 
-def test_the_admin_reports_a_broker_it_cannot_reach(make_device, admin_site, monkeypatch):
+def test_the_admin_reports_a_broker_it_cannot_reach(make_device, admin_site, settings):
     device = make_device()
-    wrong = "mqtt://iothub-admin:wrong-password@" + urlsplit(secure_url()).netloc
-    monkeypatch.setattr(dynsec, "admin_url", lambda: wrong)
+    settings.MQTT_ADMIN_URL = "mqtt://iothub-admin:wrong-password@" + urlsplit(secure_url()).netloc
 
     messages = admin_action(admin_site, "rotate_mqtt_password", [device])
 
     assert any("MQTT password not changed" in m and "refused the admin login" in m for m in messages), messages
     assert Device.objects.get(pk=device.pk).mqtt_password_hash == ""
-    monkeypatch.setattr(dynsec, "admin_url", lambda: "")
+    settings.MQTT_ADMIN_URL = ""
     with pytest.raises(dynsec.DynsecNotConfigured):
         services.provision_mqtt_credentials(device=device)
 

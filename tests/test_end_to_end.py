@@ -3,7 +3,6 @@ a /ws/live/ WebSocket, and an alert from a real Celery worker."""
 
 import asyncio
 
-import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.core.cache import cache

@@ -52,3 +52,16 @@ def test_it_logs_json_with_the_batch_id(plant, hub, publisher, unique):
     assert record["level"] == "DEBUG" and record["logger"] == "apps.telemetry.pipeline"
     assert len(record["batch_id"]) == 12
     assert record["message"].startswith("batch stored: ")
+
+
+def test_it_carries_the_batch_id_into_the_workers_log_lines(plant, caplog):
+    import logging
+
+    from apps.alerts.tasks import evaluate_batch
+    from iothub.logs import JSONFormatter
+
+    caplog.set_level(logging.DEBUG, logger="apps.alerts.tasks")
+    evaluate_batch.apply(kwargs={"rows": [], "last_seen": [], "batch_id": "0123456789ab"})
+    [record] = [r for r in caplog.records if r.name == "apps.alerts.tasks"]
+    line = orjson.loads(JSONFormatter().format(record))
+    assert (line["batch_id"], line["message"]) == ("0123456789ab", "batch evaluated: 0 readings, 0 alert changes")

@@ -134,3 +134,14 @@ def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path
     hour = HourlyRollup.objects.get(device__device_id="dev-1", bucket=datetime(2026, 1, 10, 10, tzinfo=UTC))
     assert (hour.min, hour.max, hour.count, hour.avg) == (21.5, 22.0, 2, 21.75)
     assert DailyRollup.objects.get(device__device_id="dev-2").count == 1
+
+
+def test_it_keeps_the_newest_raw_readings_when_a_chart_range_holds_too_many(plant):
+    from apps.telemetry.selectors import readings_between
+
+    dev = plant["devices"][0]
+    now = datetime.now(UTC).timestamp()
+    store([(dev.pk, plant["temperature"].pk, now - 100 + i, float(i)) for i in range(10)])
+    points = readings_between(device=dev, metric=plant["temperature"], start=datetime.fromtimestamp(now - 200, UTC),
+                              end=datetime.fromtimestamp(now + 1, UTC), limit=3)
+    assert [value for _, value in points] == [7.0, 8.0, 9.0]

@@ -58,10 +58,6 @@ class Bands:
             return lower - value
         return 0.0
 
-    @property
-    def high_side(self):
-        return self.warning_max is not None or self.critical_max is not None
-
 
 def significant_readings(bands, rows):
     """Of one pair's rows (…, ts, value), oldest first, those that can change its alert.
@@ -106,9 +102,6 @@ class ThresholdIndex:
             else:
                 scope = ("g", None)
             self._by_scope[(scope, t.metric_id)] = Bands.of(t)
-
-    def __bool__(self):
-        return bool(self._by_scope)
 
     def resolve(self, *, device_pk, location_pk, type_pk, metric_pk):
         get = self._by_scope.get

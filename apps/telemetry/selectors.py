@@ -51,9 +51,11 @@ def realtime_status(devices):
 
 
 def readings_between(*, device, metric, start, end, limit=100_000):
-    """Raw (time, value) of one device's metric, oldest first."""
-    return list(
+    """Raw (time, value) of one device's metric, oldest first; past `limit` rows, the newest ones
+    (a chart of the last day of a fast sensor must reach up to now)."""
+    newest = (
         Reading.objects.filter(device=device, metric=metric, time__gte=start, time__lt=end)
-        .order_by("time")
+        .order_by("-time")
         .values_list("time", "value")[:limit]
     )
+    return list(reversed(newest))

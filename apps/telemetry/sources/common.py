@@ -1,7 +1,6 @@
 """What every source does with a received batch: hand it over until it is stored."""
 
 import logging
-import time
 
 from django.db import close_old_connections
 

@@ -47,7 +47,6 @@ from apps.telemetry.bench_support import (
     time_calls,
 )
 from apps.telemetry.benchmarks import (
-    BenchError,
     LiveGroupProbe,
     close_mqtt,
     latency_stats,
