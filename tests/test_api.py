@@ -196,11 +196,12 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
         {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
     ])
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
-    assert response.status_code == 200, response.data
-    assert set(response.data) == {"capture_dt", "measurements"}
-    datetime.fromisoformat(response.data["capture_dt"])
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert set(answer) == {"capture_dt", "measurements"}
+    datetime.fromisoformat(answer["capture_dt"])
     location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
-    dev1, dev2 = response.data["measurements"]
+    dev1, dev2 = answer["measurements"]
     assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
     assert dev1["metrics"] == {
         "temperature": {"value": 31.5, "status": "warning", "ts": ts},
@@ -208,7 +209,7 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     }
     assert (dev2["device"], dev2["offline"]) == ("dev-2", True)
     assert dev2["metrics"] == {key: {"value": None, "status": None, "ts": None} for key in ("temperature", "humidity")}
-    assert [m["device"] for m in staff_api.get("/api/v1/realtime/?factory=South").data["measurements"]] == ["dev-3"]
+    assert [m["device"] for m in staff_api.get("/api/v1/realtime/?factory=South").json()["measurements"]] == ["dev-3"]
 
 
 # --- aggregation ------------------------------------------------------------------------------
@@ -277,9 +278,10 @@ def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settin
     tz = ZoneInfo(zone)
     start, end = datetime(2026, 10, 24, tzinfo=tz), datetime(2026, 10, 27, tzinfo=tz)
     response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date=20261024&end_date=20261026&interval={interval}")
-    assert response.status_code == 200, response.data
-    assert (response.data["metric"], response.data["interval"]) == ("temperature", interval)
-    assert [r["location"]["loc_id"] for r in response.data["results"]] == ["N-ASM-1-LA", "S-FOU-1-FU"]
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert (answer["metric"], answer["interval"]) == ("temperature", interval)
+    assert [r["location"]["loc_id"] for r in answer["results"]] == ["N-ASM-1-LA", "S-FOU-1-FU"]
     expected = brute_force_buckets([r for r in dst_readings if start <= r[1] < end], bucket_of, tz)
     assert answered_buckets(response) == expected
     for result in response.json()["results"]:
@@ -303,7 +305,7 @@ def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
 def test_it_aggregates_a_whole_month_of_one_device(dst_readings, staff_api):
     roll_up()
     response = staff_api.get("/api/v1/aggregation/temperature/?start_date=202610&end_date=2026&interval=day&device=dev-3")
-    assert response.status_code == 200, response.data
+    assert response.status_code == 200, response.content
     (result,) = response.json()["results"]
     assert result["location"]["loc_id"] == "S-FOU-1-FU"
     assert [b["start"][:10] for b in result["buckets"]] == ["2026-10-23", "2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27"]

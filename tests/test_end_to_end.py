@@ -3,13 +3,13 @@ a /ws/live/ WebSocket, and an alert from a real Celery worker."""
 
 import asyncio
 
+import orjson
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 
 from apps.alerts.models import Alert, AlertEvent
-from apps.telemetry.latest import latest_key
 from apps.telemetry.models import DeadLetter, Reading
 from iothub.asgi import application
 
@@ -79,8 +79,7 @@ def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, re
     assert sorted(rows) == [("dev-1", "humidity", 40.0), ("dev-1", "temperature", 36.5), ("dev-2", "temperature", 21.0)]
 
     # Redis: the latest value with its status, through the real Redis server.
-    assert redis_client.exists(cache.make_and_validate_key(latest_key("dev-1", "temperature")))
-    latest = cache.get(latest_key("dev-1", "temperature"))
+    latest = orjson.loads(redis_client.hget(f"{settings.NAMESPACE}:latest", "dev-1"))["temperature"]
     assert (latest["value"], latest["status"], latest["ts"]) == (36.5, "critical", ts)
 
     # WebSocket: live values with status, and the alert.

@@ -9,9 +9,12 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from apps.telemetry.models import DailyRollup, DeadLetter, DirtyHour, HourlyRollup, Reading
+from apps.devices.models import Location
+from apps.telemetry.models import (
+    DailyRollup, DeadLetter, DirtyHour, HourlyRollup, LocationDailyRollup, LocationHourlyRollup, Reading,
+)
 from apps.telemetry.partitions import drop_partitions_before, ensure_partitions, partition_name
-from apps.telemetry.rollups import mark_dirty_hours, refresh_rollups
+from apps.telemetry.rollups import mark_dirty_hours, recompute_range, refresh_rollups
 from apps.telemetry.store import store_readings
 
 
@@ -74,9 +77,21 @@ def rollup_table(model):
     return {(r.device_id, r.metric_id, r.bucket): (r.min, r.max, r.sum, r.count) for r in model.objects.all()}
 
 
+def location_table(model):
+    return {(r.location_id, r.metric_id, r.bucket): (r.min, r.max, r.sum, r.count) for r in model.objects.all()}
+
+
+def at_locations(readings, location_of):
+    """Readings keyed by their device's location instead of the device."""
+    return [(location_of[device_pk], metric_pk, ts, value) for device_pk, metric_pk, ts, value in readings]
+
+
 def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_readings(plant, settings):
     settings.TIME_ZONE = "Europe/Berlin"
     berlin = ZoneInfo("Europe/Berlin")
+    dev1, dev2 = plant["devices"]
+    dev2.location = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
+    dev2.save()
     ensure_partitions(today=date(2026, 10, 25), days_back=2, days_ahead=2)
     rng = random.Random(7)
     start = datetime(2026, 10, 24, 20, tzinfo=UTC).timestamp()  # Oct 25 in Berlin has 25 hours
@@ -106,9 +121,31 @@ def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_r
 
     assert rollup_table(HourlyRollup) == brute_force(readings, hour_of)
     assert rollup_table(DailyRollup) == brute_force(readings, local_day_of)
+    by_location = at_locations(readings, {dev1.pk: dev1.location_id, dev2.pk: dev2.location_id})
+    assert location_table(LocationHourlyRollup) == brute_force(by_location, hour_of)
+    assert location_table(LocationDailyRollup) == brute_force(by_location, local_day_of)
     oct25 = datetime(2026, 10, 25, tzinfo=berlin).astimezone(UTC)
     assert oct25 == datetime(2026, 10, 24, 22, tzinfo=UTC)
     assert DailyRollup.objects.filter(bucket=oct25).exists()
+
+
+def test_it_moves_a_devices_recomputed_buckets_to_its_new_location(plant):
+    dev1, dev2 = plant["devices"]
+    north = plant["location"]
+    south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
+    dev2.location = south
+    dev2.save()
+    ensure_partitions(today=date(2026, 1, 10), days_back=1, days_ahead=1)
+    ts = datetime(2026, 1, 10, 10, 30, tzinfo=UTC).timestamp()
+    store([(dev1.pk, plant["temperature"].pk, ts, 20.0), (dev2.pk, plant["temperature"].pk, ts, 30.0)])
+    day = (datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC))
+    recompute_range(*day)
+    assert sorted(LocationHourlyRollup.objects.values_list("location_id", "count")) == [(north.pk, 1), (south.pk, 1)]
+    dev2.location = north
+    dev2.save()
+    recompute_range(*day)  # e.g. a late reading of that hour, or a backfill
+    for model in (LocationHourlyRollup, LocationDailyRollup):
+        assert list(model.objects.values_list("location_id", "min", "max", "count")) == [(north.pk, 20.0, 30.0, 2)]
 
 
 def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path):

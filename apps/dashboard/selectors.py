@@ -88,13 +88,14 @@ def alert_counts_by_location(alerts):
 def latest_value_rows(devices, device_types):
     """(device_id, device_type_id) in display order → DeviceRow with the latest value of each metric."""
     metric_keys = {pk: [m.key for m in t.metrics.all()] for pk, t in device_types.items()}
-    latest = get_latest([(device_id, key) for device_id, type_pk in devices for key in metric_keys[type_pk]])
+    latest = get_latest(device_id for device_id, _ in devices)
     now_ms = time.time() * 1000
     rows = []
     for device_id, type_pk in devices:
         cells, newest = [], 0
+        stored = latest.get(device_id, {})
         for key in metric_keys[type_pk]:
-            item = latest.get((device_id, key))
+            item = stored.get(key)
             if item:
                 status = item["status"] if item["status"] in STATUSES else "none"
                 cells.append((key, status, f"{item['value']:.1f}", item["ts"]))

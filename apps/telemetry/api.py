@@ -16,14 +16,13 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer
-from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.devices.api import LocationSerializer
 from apps.devices.models import Metric
-from apps.devices.selectors import LOCATION_FILTERS, devices_at
-from iothub.api import HubAPIMixin, IsAdmin
+from apps.devices.selectors import LOCATION_FILTERS, devices_at, locations_at
+from iothub.api import HubAPIMixin, IsAdmin, rendered_answer
 
 from .aggregation import INTERVALS, aggregate_readings
 from .models import DeadLetter, Reading
@@ -77,7 +76,7 @@ class RealtimeView(HubAPIMixin, APIView):
     def get(self, request):
         query = LocationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(realtime_status(devices_at(**query.validated_data, active_only=True)))
+        return rendered_answer(request, realtime_status(devices_at(**query.validated_data, active_only=True)))
 
 
 class Period(NamedTuple):
@@ -163,14 +162,11 @@ class AggregationView(HubAPIMixin, APIView):
         query = AggregationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        devices = devices_at(**{name: params[name] for name in LOCATION_FILTERS if name in params})
-        if params.get("device"):
-            devices = devices.filter(device_id=params["device"])
         results = aggregate_readings(
-            metric=found, start=params["start_date"].start, end=params["end_date"].end,
-            interval=params["interval"], tz=plant_tz(), devices=devices,
+            metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
+            tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}), device_id=params.get("device") or None,
         )
-        return Response({"metric": found.key, "interval": params["interval"], "results": results})
+        return rendered_answer(request, {"metric": found.key, "interval": params["interval"], "results": results})
 
 
 class ReadingSerializer(serializers.ModelSerializer):

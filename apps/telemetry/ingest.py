@@ -7,6 +7,7 @@ from django.conf import settings
 from prometheus_client import start_http_server
 
 from apps.live.broadcast import LivePublisher
+from iothub.runtime import tune_garbage_collector
 
 from .device_cache import DeviceMasterCache
 from .kafka_topics import ensure_topics
@@ -85,6 +86,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
         start_http_server(metrics_port, addr=config["METRICS_ADDR"])
         write(f"ingest: Prometheus metrics on http://{config['METRICS_ADDR']}:{metrics_port}/")
     receiver = build_source(source=source, client_id=client_id, mqtt_protocol=mqtt_protocol, write=write, batch_size=batch_size)
+    tune_garbage_collector()
 
     def on_batch(messages):
         result = ingest_batch(messages, master_cache=master_cache, publisher=publisher)

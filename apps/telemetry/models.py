@@ -53,11 +53,9 @@ class DeadLetter(models.Model):
         return f"{self.get_reason_display()} on {self.topic}"
 
 
-class Rollup(models.Model):
-    """min / max / sum / count of one device's metric over one bucket; avg is sum / count."""
+class Stats(models.Model):
+    """min / max / sum / count over one bucket; avg is sum / count."""
 
-    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False)
-    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
     bucket = models.DateTimeField(help_text="Start of the bucket (a local hour or a local day of the plant).")
     min = models.FloatField()
     max = models.FloatField()
@@ -70,6 +68,16 @@ class Rollup(models.Model):
     @property
     def avg(self):
         return self.sum / self.count if self.count else None
+
+
+class Rollup(Stats):
+    """The stats of one device's metric over one bucket."""
+
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+
+    class Meta:
+        abstract = True
 
 
 class HourlyRollup(Rollup):
@@ -86,6 +94,31 @@ class DailyRollup(Rollup):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["device", "metric", "bucket"], name="daily_rollup_key")]
         indexes = [models.Index(fields=["metric", "bucket"])]
+
+
+class LocationRollup(Stats):
+    """The stats of one metric over all devices of one location in one bucket, summed up from the
+    devices' rollups, so that the aggregation API reads one row per bucket and location."""
+
+    location = models.ForeignKey("devices.Location", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+
+    class Meta:
+        abstract = True
+
+
+class LocationHourlyRollup(LocationRollup):
+    """One local hour of one metric at one location."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["location", "metric", "bucket"], name="location_hourly_rollup_key")]
+
+
+class LocationDailyRollup(LocationRollup):
+    """One local day of one metric at one location."""
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["location", "metric", "bucket"], name="location_daily_rollup_key")]
 
 
 class DirtyHour(models.Model):

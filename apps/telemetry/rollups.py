@@ -2,12 +2,14 @@
 
 Every stored batch marks the UTC hours it touched (DirtyHour, same transaction as the readings);
 beat recomputes those hours from the raw readings and then the plant-local days that contain
-them from the hourly rows. Recomputing a whole bucket makes late and redelivered readings
-harmless. Hourly buckets start on the plant's local full hours but are absolute hours: they are
-truncated in a fixed offset with the zone's odd minutes (+00:00 mostly, +00:30 in India), so the
-two local 02:00 hours of the night the clocks go back stay apart. Daily buckets are local days of
-settings.TIME_ZONE (23, 24 or 25 hours). The ORM does the grouping, so the SQLite demo and
-PostgreSQL share one code path.
+them from the hourly rows. Each location's buckets are then summed up from its devices' (what the
+aggregation API reads: one row per location and bucket). Recomputing a whole bucket makes late
+and redelivered readings harmless. Hourly buckets start on the plant's local full hours but are
+absolute hours: they are truncated in a fixed offset with the zone's odd minutes (+00:00 mostly,
++00:30 in India), so the two local 02:00 hours of the night the clocks go back stay apart. Daily
+buckets are local days of settings.TIME_ZONE (23, 24 or 25 hours). The ORM does the grouping, so
+the SQLite demo and PostgreSQL share one code path. Where TimescaleDB is in use the rollups are
+continuous aggregates (apps.telemetry.timescale), and the same entry points refresh them instead.
 """
 
 from datetime import UTC, datetime, time, timedelta, timezone
@@ -15,10 +17,11 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, F, Max, Min, Sum
 from django.db.models.functions import TruncHour
 
-from .models import DailyRollup, DirtyHour, HourlyRollup, Reading
+from . import timescale
+from .models import DailyRollup, DirtyHour, HourlyRollup, LocationDailyRollup, LocationHourlyRollup, Reading
 
 HOUR = timedelta(hours=1)
 ROLLUP_FIELDS = ["min", "max", "sum", "count"]
@@ -54,8 +57,22 @@ def upsert(model, rows):
     )
 
 
+def combined(rows):
+    """The stats of grouped rollup rows."""
+    return rows.annotate(min=Min("min"), max=Max("max"), sum=Sum("sum"), count=Sum("count")).order_by()
+
+
+def replace_location_rollups(model, rows, **buckets):
+    """The location buckets selected by `buckets` (filters) become `rows`: a location whose devices
+    all moved away keeps no stale bucket."""
+    with transaction.atomic():
+        model.objects.filter(**buckets).delete()
+        model.objects.bulk_create([model(**row) for row in rows], batch_size=2000)
+
+
 def recompute_hours(start, end):
-    """Recompute every hourly bucket that overlaps [start, end) from the raw readings."""
+    """Recompute every hourly bucket that overlaps [start, end) from the raw readings, per device
+    and then per location."""
     offset = hour_offset(plant_tz())
     start, end = hour_start(start, offset), hour_start(end - timedelta(microseconds=1), offset) + HOUR
     rows = (
@@ -66,6 +83,14 @@ def recompute_hours(start, end):
         .order_by()
     )
     upsert(HourlyRollup, rows)
+    recompute_location_hours(start, end)
+
+
+def recompute_location_hours(start, end):
+    """Each location's hourly buckets in [start, end) from its devices' hourly buckets."""
+    devices = HourlyRollup.objects.filter(bucket__gte=start, bucket__lt=end)
+    rows = combined(devices.values("metric_id", "bucket", location_id=F("device__location_id")))
+    replace_location_rollups(LocationHourlyRollup, rows, bucket__gte=start, bucket__lt=end)
 
 
 def local_day_bounds(day, tz):
@@ -79,13 +104,10 @@ def recompute_days(days):
     tz = plant_tz()
     for day in sorted(days):
         start, end = local_day_bounds(day, tz)
-        rows = (
-            HourlyRollup.objects.filter(bucket__gte=start, bucket__lt=end)
-            .values("device_id", "metric_id")
-            .annotate(min=Min("min"), max=Max("max"), sum=Sum("sum"), count=Sum("count"))
-            .order_by()
-        )
+        rows = combined(HourlyRollup.objects.filter(bucket__gte=start, bucket__lt=end).values("device_id", "metric_id"))
         upsert(DailyRollup, [{**row, "bucket": start} for row in rows])
+        rows = combined(LocationHourlyRollup.objects.filter(bucket__gte=start, bucket__lt=end).values("location_id", "metric_id"))
+        replace_location_rollups(LocationDailyRollup, [{**row, "bucket": start} for row in rows], bucket=start)
 
 
 def local_dates(start, end, tz):
@@ -96,12 +118,51 @@ def local_dates(start, end, tz):
 
 def recompute_range(start, end):
     """Backfill: recompute the hourly and daily rollups of [start, end)."""
+    if timescale.timescale_in_use():
+        refresh_aggregates(start, end)
+        return
     recompute_hours(start, end)
     recompute_days(local_dates(start, end, plant_tz()))
 
 
+def refresh_aggregates(start, end):
+    """TimescaleDB: refresh the continuous aggregates' buckets that overlap [start, end)."""
+    tz = plant_tz()
+    offset = hour_offset(tz)
+    for view in timescale.HOURLY_VIEWS:
+        timescale.refresh(view, hour_start(start, offset), hour_start(end - timedelta(microseconds=1), offset) + HOUR)
+    dates = local_dates(start, end, tz)
+    for view in timescale.DAILY_VIEWS:
+        timescale.refresh(view, local_day_bounds(min(dates), tz)[0], local_day_bounds(max(dates), tz)[1])
+
+
+def hour_ranges(hours):
+    """Sorted hour starts → [(start, end)] of runs of consecutive hours."""
+    ranges = []
+    for hour in hours:
+        if ranges and ranges[-1][1] == hour:
+            ranges[-1][1] = hour + HOUR
+        else:
+            ranges.append([hour, hour + HOUR])
+    return [tuple(r) for r in ranges]
+
+
+def refresh_dirty_aggregates(*, limit):
+    """TimescaleDB: refresh the buckets of the dirty hours. A refresh cannot run inside a
+    transaction, so the hours are taken off the list first; should a refresh fail, the
+    aggregates' refresh policy redoes those buckets within a minute."""
+    with transaction.atomic():
+        hours = sorted(DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour").values_list("hour", flat=True)[:limit])
+        DirtyHour.objects.filter(hour__in=hours).delete()
+    for start, end in hour_ranges(hours):
+        refresh_aggregates(start, end)
+    return len(hours)
+
+
 def refresh_rollups(*, limit=200):
     """Beat: recompute the rollups of hours that received readings; returns how many hours."""
+    if timescale.timescale_in_use():
+        return refresh_dirty_aggregates(limit=limit)
     tz = plant_tz()
     with transaction.atomic():
         dirty = list(DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour")[:limit])

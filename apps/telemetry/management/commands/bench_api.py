@@ -40,7 +40,7 @@ from apps.telemetry.bench_support import (
 )
 from apps.telemetry.benchmarks import BenchError, demo_device_pks, free_port, latency_stats, metric_pk
 from apps.telemetry.latest import store_latest
-from apps.telemetry.rollups import local_dates, plant_tz, recompute_days
+from apps.telemetry.rollups import local_dates, plant_tz, recompute_days, recompute_location_hours
 
 TARGET_MS = 100
 BENCH_USER_PREFIX = "bench-api-"
@@ -154,7 +154,7 @@ class Command(BenchCommand):
                 self.bench_endpoint(port, endpoint, headers, run.log_dir)
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup")
+        conn.execute("TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup")
         conn.execute("DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
                      [BENCH_USER_PREFIX + "%"])
         conn.execute("DELETE FROM auth_user WHERE username LIKE %s", [BENCH_USER_PREFIX + "%"])
@@ -184,7 +184,7 @@ class Command(BenchCommand):
         self.say(f"  latest values: {len(items):,} (device, metric) pairs stored in Redis in {time.monotonic() - started:.1f} s")
 
     def generate_rollups(self, conn):
-        """--rollup-devices × --days hourly rollups by COPY, then the daily ones by recompute_days; returns [start, end)."""
+        """--rollup-devices × --days hourly rollups by COPY, then the locations' and the daily ones by the hub's code; returns [start, end)."""
         days, devices = self.options["days"], self.options["rollup_devices"]
         end = datetime.combine(timezone.now().astimezone(plant_tz()).date(), dtime.min, tzinfo=plant_tz())
         start = end - timedelta(days=days)
@@ -197,8 +197,9 @@ class Command(BenchCommand):
                 for row in rows:
                     copy.write_row(row)
             hourly = cursor.rowcount
+        recompute_location_hours(start, end)
         recompute_days(local_dates(start, end, plant_tz()))
-        conn.execute("ANALYZE telemetry_hourlyrollup, telemetry_dailyrollup")
+        conn.execute("ANALYZE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup")
         self.say(f"  rollups: {hourly:,} hourly rows ({devices:,} devices × {days} days) and their daily rows "
                  f"in {time.monotonic() - started:.0f} s")
         return start, end

@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.devices.models import Device, Metric
-from apps.devices.selectors import devices_at
+from apps.devices.selectors import locations_at
 from apps.telemetry.aggregation import aggregate_readings
 from apps.telemetry.bench_support import BenchCommand, in_bench, load_average, stats_text, time_calls
 from apps.telemetry.benchmarks import copy_into, demo_device_pks, latency_stats, metric_pk, process_cpu_seconds
@@ -148,7 +148,8 @@ class Command(BenchCommand):
             self.query_times(span)
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE telemetry_reading, telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_dirtyhour")
+        conn.execute("TRUNCATE telemetry_reading, telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, "
+                     "telemetry_locationdailyrollup, telemetry_dirtyhour")
 
     # ----------------------------------------------------------------------------------------
     # load
@@ -247,9 +248,9 @@ class Command(BenchCommand):
              lambda: readings_between(device=device, metric=metric, start=span.end - timedelta(hours=1), end=span.end)),
             (f"device, {span.days:.0f} days hourly, raw", False, lambda: fetch_all(RAW_DEVICE_HOURLY, {**params, "device": device.pk})),
             (f"device, {span.days:.0f} days hourly, rollup", True,
-             lambda: aggregate(metric, span, "hour", Device.objects.filter(pk=device.pk))),
+             lambda: aggregate(metric, span, "hour", locations_at(), device.device_id)),
             (f"factory, {span.days:.0f} days daily, raw", False, lambda: fetch_all(RAW_FACTORY_DAILY, {**params, "factory": factory})),
-            (f"factory, {span.days:.0f} days daily, rollup", True, lambda: aggregate(metric, span, "day", devices_at(factory=factory))),
+            (f"factory, {span.days:.0f} days daily, rollup", True, lambda: aggregate(metric, span, "day", locations_at(factory=factory))),
         ]
         results = {}
         for name, served, call in cases:
@@ -282,8 +283,9 @@ def fetch_all(sql, params):
         return cursor.fetchall()
 
 
-def aggregate(metric, span, interval, devices):
-    return aggregate_readings(metric=metric, start=span.start, end=span.end, interval=interval, tz=plant_tz(), devices=devices)
+def aggregate(metric, span, interval, locations, device_id=None):
+    return aggregate_readings(metric=metric, start=span.start, end=span.end, interval=interval, tz=plant_tz(),
+                              locations=locations, device_id=device_id)
 
 
 def result_size(result):

@@ -1,0 +1,119 @@
+"""TimescaleDB, where the extension is installed (the readings table is then a hypertable).
+
+The four rollups become continuous aggregates under the rollup tables' own names and columns, so
+every reader (API, dashboard) stays as it is: hourly and daily buckets per device, and per
+location through a join with the device master. Compression and retention are TimescaleDB
+policies, kept in step with the settings by beat. Beat also refreshes the buckets of the hours
+that received readings right away; the refresh policies are the safety net behind it.
+
+Daily buckets are plant-local days of the TIME_ZONE in force when the aggregates were created,
+hourly ones start on its local full hours (its odd minutes kept, as on plain PostgreSQL).
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+
+from .partitions import PARENT, is_hypertable
+
+HOURLY_VIEWS = ("telemetry_hourlyrollup", "telemetry_locationhourlyrollup")
+DAILY_VIEWS = ("telemetry_dailyrollup", "telemetry_locationdailyrollup")
+STATS = "min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum, count(*) AS count"
+SOURCES = {
+    "telemetry_hourlyrollup": ("r.device_id", f"{PARENT} r"),
+    "telemetry_dailyrollup": ("r.device_id", f"{PARENT} r"),
+    "telemetry_locationhourlyrollup": ("d.location_id", f"{PARENT} r JOIN devices_device d ON d.id = r.device_id"),
+    "telemetry_locationdailyrollup": ("d.location_id", f"{PARENT} r JOIN devices_device d ON d.id = r.device_id"),
+}
+
+
+def timescale_in_use():
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        return is_hypertable(cursor)
+
+
+def bucket_expression(view, *, tz_name, odd_minutes):
+    if view in HOURLY_VIEWS:
+        return f"time_bucket(INTERVAL '1 hour', r.time, \"offset\" => INTERVAL '{odd_minutes} minutes')"
+    return f"time_bucket(INTERVAL '1 day', r.time, timezone => '{tz_name}')"
+
+
+def create_continuous_aggregates(cursor, *, tz_name, odd_minutes):
+    """Migration step: the rollup tables (empty or not) become continuous aggregates, filled from the readings."""
+    for view, (key, source) in SOURCES.items():
+        key_name = key.split(".")[1]
+        cursor.execute(f"DROP TABLE {view}")
+        cursor.execute(
+            f"CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS "
+            f"SELECT {key} AS {key_name}, r.metric_id, {bucket_expression(view, tz_name=tz_name, odd_minutes=odd_minutes)} AS bucket, "
+            f"{STATS} FROM {source} GROUP BY {key}, r.metric_id, bucket WITH DATA"
+        )
+        cursor.execute(f"CREATE INDEX ON {view} ({key_name}, metric_id, bucket)")
+
+
+def refresh(view, start, end):
+    """Recompute the buckets of `view` inside [start, end) (bucket-aligned) from the readings."""
+    with connection.cursor() as cursor:
+        cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [view, start, end])
+
+
+def settled_after():
+    """Chunks older than this receive no more readings (live ingest refuses older ones): compress them,
+    and stop refreshing their buckets."""
+    return timedelta(seconds=settings.IOTHUB["MAX_PAST_AGE"]) + timedelta(days=1)
+
+
+def wanted_policies():
+    """(relation, job procedure, config key, interval, SQL adding the policy) as the settings ask."""
+    config = settings.IOTHUB
+    settled = settled_after()
+    policies = [
+        (PARENT, "policy_compression", "compress_after", settled,
+         "SELECT add_compression_policy(%s, compress_after => %s, if_not_exists => true)"),
+        (PARENT, "policy_retention", "drop_after", timedelta(days=config["RETENTION_DAYS"]),
+         "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"),
+    ]
+    for view in HOURLY_VIEWS:
+        policies.append((view, "policy_retention", "drop_after", timedelta(days=config["HOURLY_RETENTION_DAYS"]),
+                         "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"))
+    for view in (*HOURLY_VIEWS, *DAILY_VIEWS):
+        # Never refresh further back than the raw readings are kept: that would empty the buckets.
+        window = min(settled, timedelta(days=config["RETENTION_DAYS"]) - timedelta(hours=1))
+        policies.append((view, "policy_refresh_continuous_aggregate", "start_offset", window,
+                         "SELECT add_continuous_aggregate_policy(%s, start_offset => %s, end_offset => NULL, "
+                         "schedule_interval => INTERVAL '1 minute', if_not_exists => true)"))
+    return policies
+
+
+JOB_OF = """
+SELECT j.job_id, (j.config ->> %(key)s)::interval = %(interval)s FROM timescaledb_information.jobs j
+WHERE j.proc_name = %(proc)s AND j.hypertable_name = coalesce(
+    (SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates WHERE view_name = %(relation)s),
+    %(relation)s)
+"""
+ALTER_JOB = "SELECT alter_job(job_id, config => jsonb_set(config, ARRAY[%s], to_jsonb(%s::interval::text))) FROM timescaledb_information.jobs WHERE job_id = %s"
+
+
+def ensure_policies():
+    """Add the missing policies and bring changed ones in line with the settings; returns what changed."""
+    changed = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [PARENT])
+        if not cursor.fetchone()[0]:
+            # Segments per (device, metric), newest first: what charts and the last-hour query read.
+            cursor.execute(f"ALTER TABLE {PARENT} SET (timescaledb.compress, "
+                           "timescaledb.compress_segmentby = 'device_id, metric_id', timescaledb.compress_orderby = 'time DESC')")
+            changed.append(f"compression enabled on {PARENT}")
+        for relation, proc, key, interval, add_sql in wanted_policies():
+            cursor.execute(JOB_OF, {"key": key, "interval": interval, "proc": proc, "relation": relation})
+            job = cursor.fetchone()
+            if job is None:
+                cursor.execute(add_sql, [relation, interval])
+                changed.append(f"{proc} on {relation}: added ({interval})")
+            elif not job[1]:
+                cursor.execute(ALTER_JOB, [key, interval, job[0]])
+                changed.append(f"{proc} on {relation}: {key} now {interval}")
+    return changed
