@@ -93,6 +93,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The demo writes from several threads: wait for the lock instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif env.bool("IOTHUB_DB_POOL", default=False):
+    # The web process (iothub/asgi.py turns this on): under ASGI every request runs in a thread
+    # of its own and Django's connections are per thread, so without a pool each request would
+    # open a PostgreSQL connection, and the unused ones would linger until garbage-collected.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2, "max_size": env.int("IOTHUB_DB_POOL_SIZE", default=20), "timeout": 10,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")

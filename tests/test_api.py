@@ -532,3 +532,29 @@ def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api
     response = admin_api.post("/api/v1/device-types/", body, format="json")
     assert response.status_code == 400 and "primary_metric" in response.json()
     assert admin_api.get("/api/v1/devices/dev%001/").status_code == 404
+
+
+# --- the real server ------------------------------------------------------------------------------
+
+
+def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, hub, django_user_model):
+    """daphne runs every request in a thread of its own; its connections come from a pool."""
+    import urllib.request
+
+    from django.db import connection
+
+    user = django_user_model.objects.create_user("pooled", password="pool-pw-123", is_staff=True)
+    token = Token.objects.create(user=user).key
+    base = hub.web()
+
+    def server_connections():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    before = server_connections()
+    for _ in range(40):
+        request = urllib.request.Request(f"{base}/api/v1/realtime/?loc_id=N-ASM-1-LA", headers={"Authorization": f"Token {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    assert server_connections() - before <= 3
