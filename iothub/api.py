@@ -4,6 +4,9 @@ Plant staff read, only admins (superusers) write, unless a view says otherwise; 
 logged-in users are refused (403), anonymous callers are asked to authenticate (401).
 """
 
+import threading
+from concurrent.futures import Future
+
 from django.http import HttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -67,18 +70,50 @@ class HubAPIMixin:
             raise exceptions.NotFound()
 
 
-def rendered_answer(request, data):
-    """A large answer (tens of thousands of dicts) rendered to JSON bytes right away.
+class SharedWork:
+    """Concurrent calls for the same key share one run: the first caller computes, the ones that
+    arrive meanwhile wait for its result (request coalescing). Nothing is kept afterwards."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running = {}
+
+    def run(self, key, compute):
+        with self.lock:
+            future = self.running.get(key)
+            leader = future is None
+            if leader:
+                future = self.running[key] = Future()
+        if not leader:
+            return future.result()
+        try:
+            future.set_result(compute())
+        except BaseException as error:
+            future.set_exception(error)
+        finally:
+            with self.lock:
+                del self.running[key]
+        return future.result()
+
+
+LARGE_ANSWERS = SharedWork()
+
+
+def rendered_answer(request, compute):
+    """A large answer (tens of thousands of dicts, from `compute()`) rendered to JSON bytes right away.
 
     DRF keeps the data of a Response until the response is gone, and under ASGI the response sits
     in reference cycles: the dicts then wait for the cyclic garbage collector, whose runs over
     them were measured as 300–600 ms pauses. Rendered here, they are freed as soon as this
-    returns. Other formats (the browsable API) take the ordinary way.
+    returns. Identical requests that arrive while one is being answered share its answer (it
+    depends on the query only, not on who asks): four dashboards polling a factory cost one
+    rendering, not four queued on the GIL. Other formats (the browsable API) take the ordinary way.
     """
     renderer = request.accepted_renderer
     if renderer.format != "json":
-        return Response(data)
-    return HttpResponse(renderer.render(data, request.accepted_media_type), content_type=renderer.media_type)
+        return Response(compute())
+    body = LARGE_ANSWERS.run(request.get_full_path(), lambda: renderer.render(compute(), request.accepted_media_type))
+    return HttpResponse(body, content_type=renderer.media_type)
 
 
 class Pagination(LimitOffsetPagination):

@@ -76,7 +76,7 @@ class RealtimeView(HubAPIMixin, APIView):
     def get(self, request):
         query = LocationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return rendered_answer(request, realtime_status(devices_at(**query.validated_data, active_only=True)))
+        return rendered_answer(request, lambda: realtime_status(devices_at(**query.validated_data, active_only=True)))
 
 
 class Period(NamedTuple):
@@ -162,11 +162,15 @@ class AggregationView(HubAPIMixin, APIView):
         query = AggregationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        results = aggregate_readings(
-            metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
-            tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}), device_id=params.get("device") or None,
-        )
-        return rendered_answer(request, {"metric": found.key, "interval": params["interval"], "results": results})
+        return rendered_answer(request, lambda: {
+            "metric": found.key,
+            "interval": params["interval"],
+            "results": aggregate_readings(
+                metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
+                tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
+                device_id=params.get("device") or None,
+            ),
+        })
 
 
 class ReadingSerializer(serializers.ModelSerializer):
