@@ -7,6 +7,7 @@ logged-in users are refused (403), anonymous callers are asked to authenticate (
 import threading
 from concurrent.futures import Future
 
+from django.db import connection
 from django.http import HttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -85,6 +86,7 @@ class SharedWork:
             if leader:
                 future = self.running[key] = Future()
         if not leader:
+            connection.close()  # a pooled connection goes back to the pool while this request waits
             return future.result()
         try:
             future.set_result(compute())

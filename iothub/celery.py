@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iothub.settings")
 
@@ -10,7 +10,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@worker_ready.connect
+@worker_ready.connect  # the threads pool: tasks run in this process
+@worker_process_init.connect  # the prefork pool: in each child
 def tune_worker(**kwargs):
     from iothub.runtime import tune_garbage_collector
 

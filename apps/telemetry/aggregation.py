@@ -2,7 +2,9 @@
 
 Hourly and daily rollups are refreshed by beat (every 30 s) from the hours that received
 readings, so an answer covers everything stored until the last refresh. Locations are read from
-their own rollups (one row per location and bucket), one device from its rollups.
+their own rollups (one row per location and bucket), one device from its rollups. A location's
+bucket counts the devices that were there when the bucket was last computed: after a move, a
+device's past stays with its old location (its own rollups go with it, under its new one).
 """
 
 from apps.devices.models import Location

@@ -4,7 +4,8 @@ With Redis, one hash holds them all: a field per device, its value the device's 
 ({metric: {value, status, ts}}). A whole factory is then one HMGET and one small JSON document
 per device. A batch is merged in by one Lua script call that keeps, per metric, the newer of the
 stored and the incoming value: a late or redelivered reading never hides a newer one, and several
-ingest processes can write the same device. Without REDIS_URL (the one-process demo) a dict takes
+ingest processes can write the same device (Redis' cjson keeps 14 significant digits of a value,
+more than a sensor gives). Without REDIS_URL (the one-process demo) a dict takes
 the hash's place, merged the same way.
 """
 

@@ -73,8 +73,9 @@ class Stats(models.Model):
 class Rollup(Stats):
     """The stats of one device's metric over one bucket."""
 
-    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False)
-    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    # Kept, like the readings they sum up, when a device goes: the location rollups include them too.
+    device = models.ForeignKey("devices.Device", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
 
     class Meta:
         abstract = True
@@ -100,8 +101,8 @@ class LocationRollup(Stats):
     """The stats of one metric over all devices of one location in one bucket, summed up from the
     devices' rollups, so that the aggregation API reads one row per bucket and location."""
 
-    location = models.ForeignKey("devices.Location", on_delete=models.CASCADE, db_constraint=False, db_index=False)
-    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    location = models.ForeignKey("devices.Location", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    metric = models.ForeignKey("devices.Metric", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
 
     class Meta:
         abstract = True

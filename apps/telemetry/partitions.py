@@ -3,7 +3,8 @@
 Plain PostgreSQL: daily range partitions created ahead of time, plus a DEFAULT partition so a
 reading for a day without a partition is never lost; creating a day whose rows already sit in
 the default partition moves them first (otherwise PostgreSQL refuses the new partition).
-Retention drops whole partitions, never deletes rows from the hot table.
+Retention drops whole partitions, never deletes rows from the hot table. (On TimescaleDB a
+retention policy drops whole chunks: apps.telemetry.timescale.)
 """
 
 from datetime import UTC, date, datetime, timedelta
@@ -83,9 +84,6 @@ def drop_partitions_before(cutoff: date):
         return []
     dropped = []
     with connection.cursor() as cursor:
-        if is_hypertable(cursor):
-            cursor.execute("SELECT drop_chunks(%s, older_than => %s::timestamptz)", [PARENT, cutoff])
-            return [row[0] for row in cursor.fetchall()]
         for name in sorted(existing_partitions(cursor)):
             suffix = name.rsplit("_p", 1)[-1]
             if suffix.isdigit() and datetime.strptime(suffix, "%Y%m%d").date() < cutoff:

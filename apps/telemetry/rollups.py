@@ -47,11 +47,12 @@ def mark_dirty_hours(rows):
     DirtyHour.objects.bulk_create([DirtyHour(hour=datetime.fromtimestamp(h, tz=UTC)) for h in hours], ignore_conflicts=True)
 
 
-def upsert(model, rows):
+def upsert(model, rows, key=("device", "metric", "bucket")):
+    # INSERT … ON CONFLICT DO UPDATE: two recomputes of one bucket at once (beat and a backfill) both succeed.
     model.objects.bulk_create(
         [model(**row) for row in rows],
         update_conflicts=True,
-        unique_fields=["device", "metric", "bucket"],
+        unique_fields=list(key),
         update_fields=ROLLUP_FIELDS,
         batch_size=2000,
     )
@@ -65,9 +66,13 @@ def combined(rows):
 def replace_location_rollups(model, rows, **buckets):
     """The location buckets selected by `buckets` (filters) become `rows`: a location whose devices
     all moved away keeps no stale bucket."""
+    rows = list(rows)
+    fresh = {(row["location_id"], row["metric_id"], row["bucket"]) for row in rows}
     with transaction.atomic():
-        model.objects.filter(**buckets).delete()
-        model.objects.bulk_create([model(**row) for row in rows], batch_size=2000)
+        upsert(model, rows, key=("location", "metric", "bucket"))
+        stale = [pk for pk, *key in model.objects.filter(**buckets).values_list("pk", "location_id", "metric_id", "bucket")
+                 if tuple(key) not in fresh]
+        model.objects.filter(pk__in=stale).delete()
 
 
 def recompute_hours(start, end):
@@ -118,7 +123,7 @@ def local_dates(start, end, tz):
 
 def recompute_range(start, end):
     """Backfill: recompute the hourly and daily rollups of [start, end)."""
-    if timescale.timescale_in_use():
+    if timescale.rollups_are_aggregates():
         refresh_aggregates(start, end)
         return
     recompute_hours(start, end)
@@ -149,19 +154,22 @@ def hour_ranges(hours):
 
 def refresh_dirty_aggregates(*, limit):
     """TimescaleDB: refresh the buckets of the dirty hours. A refresh cannot run inside a
-    transaction, so the hours are taken off the list first; should a refresh fail, the
-    aggregates' refresh policy redoes those buckets within a minute."""
+    transaction, so the hours are taken off the list first, and put back should a refresh fail."""
     with transaction.atomic():
         hours = sorted(DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour").values_list("hour", flat=True)[:limit])
         DirtyHour.objects.filter(hour__in=hours).delete()
-    for start, end in hour_ranges(hours):
-        refresh_aggregates(start, end)
+    try:
+        for start, end in hour_ranges(hours):
+            refresh_aggregates(start, end)
+    except Exception:
+        DirtyHour.objects.bulk_create([DirtyHour(hour=hour) for hour in hours], ignore_conflicts=True)  # next run retries
+        raise
     return len(hours)
 
 
 def refresh_rollups(*, limit=200):
     """Beat: recompute the rollups of hours that received readings; returns how many hours."""
-    if timescale.timescale_in_use():
+    if timescale.rollups_are_aggregates():
         return refresh_dirty_aggregates(limit=limit)
     tz = plant_tz()
     with transaction.atomic():

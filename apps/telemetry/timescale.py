@@ -7,7 +7,9 @@ policies, kept in step with the settings by beat. Beat also refreshes the bucket
 that received readings right away; the refresh policies are the safety net behind it.
 
 Daily buckets are plant-local days of the TIME_ZONE in force when the aggregates were created,
-hourly ones start on its local full hours (its odd minutes kept, as on plain PostgreSQL).
+hourly ones start on its local full hours (its odd minutes kept, as on plain PostgreSQL). A
+database whose rollups already hold history older than its raw readings keeps rollup tables
+(converting would lose that history); its readings still get the policies.
 """
 
 from datetime import timedelta
@@ -28,11 +30,30 @@ SOURCES = {
 }
 
 
-def timescale_in_use():
+def hypertable_in_use():
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:
         return is_hypertable(cursor)
+
+
+def rollups_are_aggregates():
+    if not hypertable_in_use():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = %s", [HOURLY_VIEWS[0]])
+        return cursor.fetchone() is not None
+
+
+def history_beyond_readings(cursor):
+    """Do the rollup tables hold buckets older than every raw reading (history that retention has
+    already dropped, which continuous aggregates could not rebuild)?"""
+    # A whole day before the first reading: its bucket started more than a (25-hour) day before it.
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM telemetry_dailyrollup "
+        f"WHERE bucket < (SELECT coalesce(min(time), 'infinity') FROM {PARENT}) - interval '26 hours')"
+    )
+    return cursor.fetchone()[0]
 
 
 def bucket_expression(view, *, tz_name, odd_minutes):
@@ -76,6 +97,8 @@ def wanted_policies():
         (PARENT, "policy_retention", "drop_after", timedelta(days=config["RETENTION_DAYS"]),
          "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"),
     ]
+    if not rollups_are_aggregates():
+        return policies
     for view in HOURLY_VIEWS:
         policies.append((view, "policy_retention", "drop_after", timedelta(days=config["HOURLY_RETENTION_DAYS"]),
                          "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"))

@@ -24,6 +24,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        *(
+            migrations.AlterField(
+                model_name=model, name=name,
+                field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, to=to),
+            )
+            for model in ("hourlyrollup", "dailyrollup")
+            for name, to in (("device", "devices.device"), ("metric", "devices.metric"))
+        ),
         migrations.CreateModel(
             name='LocationDailyRollup',
             fields=[
@@ -33,8 +41,8 @@ class Migration(migrations.Migration):
                 ('max', models.FloatField()),
                 ('sum', models.FloatField()),
                 ('count', models.PositiveIntegerField()),
-                ('location', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, to='devices.location')),
-                ('metric', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, to='devices.metric')),
+                ('location', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, to='devices.location')),
+                ('metric', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, to='devices.metric')),
             ],
             options={
                 'constraints': [models.UniqueConstraint(fields=('location', 'metric', 'bucket'), name='location_daily_rollup_key')],
@@ -49,8 +57,8 @@ class Migration(migrations.Migration):
                 ('max', models.FloatField()),
                 ('sum', models.FloatField()),
                 ('count', models.PositiveIntegerField()),
-                ('location', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, to='devices.location')),
-                ('metric', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, to='devices.metric')),
+                ('location', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, to='devices.location')),
+                ('metric', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, to='devices.metric')),
             ],
             options={
                 'constraints': [models.UniqueConstraint(fields=('location', 'metric', 'bucket'), name='location_hourly_rollup_key')],

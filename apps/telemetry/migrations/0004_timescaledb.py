@@ -4,15 +4,18 @@ compression and retention policies (apps.telemetry.timescale). Nothing elsewhere
 from django.db import migrations
 
 from apps.telemetry.rollups import hour_offset, plant_tz
-from apps.telemetry.timescale import create_continuous_aggregates, ensure_policies, timescale_in_use
+from apps.telemetry.timescale import create_continuous_aggregates, ensure_policies, history_beyond_readings, hypertable_in_use
 
 
 def use_timescaledb(apps, schema_editor):
-    if not timescale_in_use():
+    if not hypertable_in_use():
         return
     odd_minutes = int(hour_offset(plant_tz()).utcoffset(None).total_seconds() // 60)
     with schema_editor.connection.cursor() as cursor:
-        create_continuous_aggregates(cursor, tz_name=str(plant_tz()), odd_minutes=odd_minutes)
+        if history_beyond_readings(cursor):
+            print("\n  telemetry: rollups hold history older than the raw readings; they stay tables (see apps/telemetry/timescale.py)")
+        else:
+            create_continuous_aggregates(cursor, tz_name=str(plant_tz()), odd_minutes=odd_minutes)
     ensure_policies()
 
 
