@@ -73,7 +73,8 @@ class HubAPIMixin:
 
 class SharedWork:
     """Concurrent calls for the same key share one run: the first caller computes, the ones that
-    arrive meanwhile wait for its result (request coalescing). Nothing is kept afterwards."""
+    arrive meanwhile wait for its result (request coalescing), after handing their database
+    connection back to the pool. Nothing is kept afterwards."""
 
     def __init__(self):
         self.lock = threading.Lock()

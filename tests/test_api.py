@@ -4,12 +4,14 @@ realtime, aggregation across DST, readings (cursor pages and streamed CSV), aler
 import csv
 import io
 import re
+import urllib.request
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -539,10 +541,6 @@ def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api
 
 def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, hub, django_user_model):
     """daphne runs every request in a thread of its own; its connections come from a pool."""
-    import urllib.request
-
-    from django.db import connection
-
     user = django_user_model.objects.create_user("pooled", password="pool-pw-123", is_staff=True)
     token = Token.objects.create(user=user).key
     base = hub.web()

@@ -22,11 +22,14 @@ from .partitions import PARENT, is_hypertable
 HOURLY_VIEWS = ("telemetry_hourlyrollup", "telemetry_locationhourlyrollup")
 DAILY_VIEWS = ("telemetry_dailyrollup", "telemetry_locationdailyrollup")
 STATS = "min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum, count(*) AS count"
+# (key column, its name, FROM): a location's buckets join the readings with the device master.
+BY_DEVICE = ("r.device_id", "device_id", f"{PARENT} r")
+BY_LOCATION = ("d.location_id", "location_id", f"{PARENT} r JOIN devices_device d ON d.id = r.device_id")
 SOURCES = {
-    "telemetry_hourlyrollup": ("r.device_id", f"{PARENT} r"),
-    "telemetry_dailyrollup": ("r.device_id", f"{PARENT} r"),
-    "telemetry_locationhourlyrollup": ("d.location_id", f"{PARENT} r JOIN devices_device d ON d.id = r.device_id"),
-    "telemetry_locationdailyrollup": ("d.location_id", f"{PARENT} r JOIN devices_device d ON d.id = r.device_id"),
+    "telemetry_hourlyrollup": BY_DEVICE,
+    "telemetry_dailyrollup": BY_DEVICE,
+    "telemetry_locationhourlyrollup": BY_LOCATION,
+    "telemetry_locationdailyrollup": BY_LOCATION,
 }
 
 
@@ -64,8 +67,7 @@ def bucket_expression(view, *, tz_name, odd_minutes):
 
 def create_continuous_aggregates(cursor, *, tz_name, odd_minutes):
     """Migration step: the rollup tables (empty or not) become continuous aggregates, filled from the readings."""
-    for view, (key, source) in SOURCES.items():
-        key_name = key.split(".")[1]
+    for view, (key, key_name, source) in SOURCES.items():
         cursor.execute(f"DROP TABLE {view}")
         cursor.execute(
             f"CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS "
