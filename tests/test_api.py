@@ -4,6 +4,7 @@ realtime, aggregation across DST, readings (cursor pages and streamed CSV), aler
 import csv
 import io
 import re
+import time as time_module
 import urllib.request
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, AlertEvent, Threshold
-from apps.devices.models import Device, Location
+from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
@@ -212,6 +213,40 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     assert (dev2["device"], dev2["offline"]) == ("dev-2", True)
     assert dev2["metrics"] == {key: {"value": None, "status": None, "ts": None} for key in ("temperature", "humidity")}
     assert [m["device"] for m in staff_api.get("/api/v1/realtime/?factory=South").json()["measurements"]] == ["dev-3"]
+
+
+def test_it_answers_realtime_status_after_every_change_at_once(plant, staff_api, admin_api):
+    def realtime(factory):
+        return {m["device"]: m for m in staff_api.get(f"/api/v1/realtime/?factory={factory}").json()["measurements"]}
+
+    ts = int(timezone.now().timestamp() * 1000)
+    store_latest([item("dev-1", "temperature", 21.0, ts), item("dev-2", "temperature", 20.0, ts - 29_500)])
+    answer = realtime("North")
+    assert answer["dev-1"]["metrics"]["temperature"]["value"] == 21.0
+    assert not answer["dev-2"]["offline"]  # offline after 3 × 10 s of silence
+    store_latest([item("dev-1", "temperature", 22.5, ts + 1)])
+    time_module.sleep(0.6)
+    answer = realtime("North")
+    assert answer["dev-1"]["metrics"]["temperature"]["value"] == 22.5
+    assert answer["dev-2"]["offline"]  # the same stored value, but the clock moved on
+
+    Location.objects.create(loc_id="S-1", factory="South")
+    assert admin_api.patch("/api/v1/devices/dev-2/", {"location": "S-1"}, format="json").status_code == 200
+    assert set(realtime("North")) == {"dev-1"} and set(realtime("South")) == {"dev-2"}
+    assert admin_api.patch("/api/v1/locations/S-1/", {"name": "Annex"}, format="json").status_code == 200
+    assert realtime("South")["dev-2"]["location"]["name"] == "Annex"
+    plant["type"].metrics.add(Metric.objects.create(key="pressure"))
+    assert realtime("North")["dev-1"]["metrics"] == {
+        "humidity": {"value": None, "status": None, "ts": None},
+        "pressure": {"value": None, "status": None, "ts": None},
+        "temperature": {"value": 22.5, "status": "normal", "ts": ts + 1},
+    }
+    assert admin_api.patch("/api/v1/devices/dev-1/", {"is_active": False}, format="json").status_code == 200
+    assert realtime("North") == {}
+
+
+def item(device, metric, value, ts, status="normal"):
+    return {"device": device, "metric": metric, "value": value, "ts": ts, "status": status}
 
 
 # --- aggregation ------------------------------------------------------------------------------
@@ -493,7 +528,9 @@ def test_it_serves_the_schema_and_self_contained_docs(plant, staff_api):
 def test_it_throttles_per_token(plant, settings, staff_api):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "3/min"}}
     other = api_client("admin")
-    assert [staff_api.get("/api/v1/metrics/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    responses = [staff_api.get("/api/v1/metrics/") for _ in range(4)]
+    assert [response.status_code for response in responses] == [200, 200, 200, 429]
+    assert 0 < int(responses[-1]["Retry-After"]) <= 60  # until the minute's budget starts again
     assert other.get("/api/v1/metrics/").status_code == 200
 
 

@@ -1,6 +1,7 @@
 """The README's first command: `manage.py runhub` on embedded defaults (SQLite, in-memory channel
 layer, eager Celery, embedded MQTT broker, simulated sensors), as a real process."""
 
+import json
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar
 
 from .conftest import ARTIFACTS, ROOT, eventually, free_port
@@ -50,6 +52,26 @@ def test_it_runs_the_whole_hub_with_zero_infrastructure(tmp_path):
                     return db.execute("SELECT count(*) FROM telemetry_reading").fetchone()[0] >= 100
 
             eventually(readings, timeout=60, message="100 simulated readings in SQLite")
+
+            # The integrator API answers from the same SQLite (the browser session logs it in too).
+            def api(path):
+                return json.loads(opener.open(f"{base}/api/v1/{path}").read())
+
+            def live_values():
+                devices = api("realtime/?factory=Plant+North")["measurements"]
+                return [item for device in devices for item in device["metrics"].values() if item["value"] is not None]
+
+            eventually(live_values, timeout=30, message="live values in the realtime answer")
+            today = datetime.now(UTC).date()
+            span = f"start_date={today - timedelta(days=1):%Y%m%d}&end_date={today + timedelta(days=1):%Y%m%d}"
+
+            def hourly_buckets():
+                results = api(f"aggregation/temperature/?{span}&interval=hour")["results"]
+                return [bucket for location in results for bucket in location["buckets"]]
+
+            buckets = eventually(hourly_buckets, timeout=60, message="hourly rollups of the simulated readings")
+            assert all(bucket["count"] > 0 and bucket["min"] <= bucket["avg"] <= bucket["max"] for bucket in buckets)
+            assert all(datetime.fromisoformat(bucket["start"]).minute == 0 for bucket in buckets)
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)

@@ -101,6 +101,7 @@ def test_it_keeps_rollups_as_continuous_aggregates_with_policies(timescaledb, tm
     # A hub of before the aggregates, with readings and rollup tables: the upgrade converts them.
     manage(url, "migrate", "telemetry", "0003", "--verbosity", "0")
     manage(url, "migrate", "alerts", "--verbosity", "0")
+    manage(url, "migrate", "devices", "--verbosity", "0")
     manage(url, "seed_demo", "--devices", "12")
     assert query(url, "SELECT hypertable_name FROM timescaledb_information.hypertables") == [("telemetry_reading",)]
     # Readings every 20 minutes across the night Berlin's clocks go back (Oct 25 has 25 hours).
@@ -171,6 +172,7 @@ def test_it_keeps_rollup_tables_that_hold_history_the_readings_no_longer_have(ti
     url = timescaledb
     manage(url, "migrate", "telemetry", "0003", "--verbosity", "0")  # a hub of before the aggregates
     manage(url, "migrate", "alerts", "--verbosity", "0")
+    manage(url, "migrate", "devices", "--verbosity", "0")
     manage(url, "seed_demo", "--devices", "2")
     (device, metric) = query(url, "SELECT d.id, m.id FROM devices_device d, devices_metric m "
                                   "WHERE d.device_id = 'sim-00001' AND m.key = 'temperature'")[0]

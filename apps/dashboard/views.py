@@ -17,7 +17,8 @@ from apps.alerts.models import Alert
 from apps.alerts.selectors import effective_thresholds
 from apps.alerts.services import acknowledge_alert, resolve_alert
 from apps.devices.models import Device, Location
-from apps.telemetry.selectors import realtime_status
+from apps.devices.selectors import live_device
+from apps.telemetry.selectors import device_status
 from iothub.api import is_plant_staff
 
 from .history import CUSTOM, RANGES, chart_series, history_window
@@ -88,7 +89,7 @@ def device_detail(request, device_id):
         "chart": chart,
         "alerts": alert_list().filter(device=device)[:50],
         "can_act": is_plant_staff(request.user),
-        "status": realtime_status(Device.objects.filter(pk=device.pk))["measurements"][0],
+        "status": device_status(live_device(device)),
     }
     return render(request, "dashboard/device.html", context)
 

@@ -28,6 +28,7 @@ class Metric(models.Model):
     key = models.SlugField(max_length=64, unique=True)
     unit = models.CharField(max_length=20, blank=True)
     label = models.CharField(max_length=100, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["key"]

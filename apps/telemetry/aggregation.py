@@ -7,6 +7,10 @@ bucket counts the devices that were there when the bucket was last computed: aft
 device's past stays with its old location (its own rollups go with it, under its new one).
 """
 
+from datetime import datetime
+
+from django.db.models import BigIntegerField, Func
+
 from apps.devices.models import Location
 from apps.devices.selectors import location_json
 
@@ -15,7 +19,24 @@ from .models import DailyRollup, HourlyRollup, LocationDailyRollup, LocationHour
 INTERVALS = ("hour", "day")
 DEVICE_ROLLUPS = {"hour": HourlyRollup, "day": DailyRollup}
 LOCATION_ROLLUPS = {"hour": LocationHourlyRollup, "day": LocationDailyRollup}
-STATS = ("bucket", "min", "max", "sum", "count")
+STATS = ("start", "min", "max", "sum", "count")
+
+
+class EpochSeconds(Func):
+    """A datetime column as whole seconds since 1970 (rollup buckets are whole hours). Rows then
+    load as integers: Django's timestamptz loader costs microseconds a value, 40 ms for the
+    7,920 buckets of a month of hours at 11 locations."""
+
+    output_field = BigIntegerField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::bigint", **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="CAST(strftime('%%s', %(expressions)s) AS INTEGER)", **extra)
+
+    def get_db_converters(self, connection):
+        return []  # both databases give an int already; Django's int() per value would cost 10 ms more
 
 
 def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id=None):
@@ -27,15 +48,15 @@ def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id
     """
     span = {"metric": metric, "bucket__gte": start, "bucket__lt": end}
     if device_id is None:
-        rows = LOCATION_ROLLUPS[interval].objects.filter(location__in=locations, **span).values_list("location_id", *STATS)
+        rollups, location = LOCATION_ROLLUPS[interval].objects.filter(location__in=locations, **span), "location_id"
     else:
-        rows = DEVICE_ROLLUPS[interval].objects.filter(
-            device__device_id=device_id, device__location__in=locations, **span
-        ).values_list("device__location_id", *STATS)
+        rollups = DEVICE_ROLLUPS[interval].objects.filter(device__device_id=device_id, device__location__in=locations, **span)
+        location = "device__location_id"
+    rows = rollups.annotate(start=EpochSeconds("bucket")).values_list(location, *STATS).order_by("bucket")
     buckets = {}
-    for location_pk, bucket, low, high, total, count in rows.order_by("bucket"):
+    for location_pk, epoch, low, high, total, count in rows:
         buckets.setdefault(location_pk, []).append(
-            {"start": bucket.astimezone(tz), "min": low, "max": high, "avg": total / count, "count": count}
+            {"start": datetime.fromtimestamp(epoch, tz), "min": low, "max": high, "avg": total / count, "count": count}
         )
     return [
         {"location": location_json(location), "buckets": buckets[location.pk]}

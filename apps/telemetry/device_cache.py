@@ -1,18 +1,16 @@
 """In-memory snapshot of the device master for the ingest hot path.
 
-Readings are enriched with dict lookups only. A cheap fingerprint query every few seconds
-(max updated_at and row counts) notices admin edits, and only then is the snapshot reloaded,
-so a new, moved or deactivated device takes effect within IOTHUB_DEVICE_CACHE_REFRESH seconds.
+Readings are enriched with dict lookups only. The change marks of the device master's tables,
+read every few seconds, notice admin edits (apps.devices.snapshots), and only then is the snapshot
+reloaded, so a new, moved or deactivated device takes effect within IOTHUB_DEVICE_CACHE_REFRESH seconds.
 """
 
-import time
 from dataclasses import dataclass
-
-from django.db.models import Count, Max
 
 from apps.alerts.models import Threshold
 from apps.alerts.thresholds import ThresholdIndex, load_threshold_index
-from apps.devices.models import Device, DeviceType
+from apps.devices.models import Device, DeviceType, Metric
+from apps.devices.snapshots import MasterSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,33 +48,12 @@ def load_device_master():
     return DeviceMaster(devices=devices, thresholds=load_threshold_index(), metric_keys=metric_keys)
 
 
-def master_fingerprint():
-    return (
-        tuple(Device.objects.aggregate(Max("updated_at"), Count("pk")).values()),
-        tuple(DeviceType.objects.aggregate(Max("updated_at"), Count("pk"), Count("metrics")).values()),
-        tuple(Threshold.objects.aggregate(Max("updated_at"), Count("pk")).values()),
-    )
-
-
-class DeviceMasterCache:
-    """Holds the current DeviceMaster and refreshes it when the database says it changed."""
+class DeviceMasterCache(MasterSnapshot):
+    """The ingest's DeviceMaster, reloaded within `refresh_seconds` of an admin edit."""
 
     def __init__(self, *, refresh_seconds):
-        self.refresh_seconds = refresh_seconds
-        self._master = None
-        self._fingerprint = None
-        self._checked_at = 0.0
-
-    def get(self):
-        now = time.monotonic()
-        if self._master is None or now - self._checked_at >= self.refresh_seconds:
-            self._checked_at = now
-            fingerprint = master_fingerprint()
-            if fingerprint != self._fingerprint:
-                self._master = load_device_master()
-                self._fingerprint = fingerprint
-        return self._master
-
-    def invalidate(self):
-        self._master = None
-        self._fingerprint = None
+        super().__init__(
+            load=load_device_master,
+            tables=(Metric, DeviceType, DeviceType.metrics.through, Device, Threshold),
+            refresh_seconds=refresh_seconds,
+        )

@@ -25,12 +25,12 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from apps.devices import credentials
 from apps.devices.models import Device
 from apps.live.broadcast import LivePublisher
+from iothub.api import FixedWindowRateThrottle
 
 from .device_cache import DeviceMasterCache
 from .models import DeadLetter
@@ -118,7 +118,7 @@ class IsActiveDevice(BasePermission):
         return isinstance(principal, DevicePrincipal) and principal.device.is_active
 
 
-class DeviceTokenRateThrottle(SimpleRateThrottle):
+class DeviceTokenRateThrottle(FixedWindowRateThrottle):
     """A request budget per device token (a new token starts a new budget)."""
 
     scope = "ingest"

@@ -44,7 +44,7 @@ class RedisLatest:
         self.merge_script(keys=[self.key], args=[part for device, doc in docs.items() for part in (device, orjson.dumps(doc))])
 
     def read(self, device_ids):
-        return [orjson.loads(doc) if doc else None for doc in self.client.hmget(self.key, device_ids)]
+        return self.client.hmget(self.key, device_ids)
 
 
 class MemoryLatest:
@@ -55,11 +55,11 @@ class MemoryLatest:
 
     def merge(self, docs):
         for device, incoming in docs.items():
-            merged = dict(self.docs.get(device, {}))
+            merged = orjson.loads(self.docs.get(device, b"{}"))
             for metric, item in incoming.items():
                 if metric not in merged or merged[metric]["ts"] <= item["ts"]:
                     merged[metric] = item
-            self.docs[device] = merged  # replaced whole: a reader never sees half a merge
+            self.docs[device] = orjson.dumps(merged)
 
     def read(self, device_ids):
         return [self.docs.get(device) for device in device_ids]
@@ -89,9 +89,12 @@ def store_latest(items):
         latest_store().merge(docs)
 
 
+def get_latest_documents(device_ids):
+    """The stored JSON document ({metric_key: {value, status, ts}}) of each of `device_ids`, or None."""
+    return latest_store().read(device_ids) if device_ids else []
+
+
 def get_latest(device_ids):
     """device_ids → {device_id: {metric_key: {value, status, ts}}} for the devices that have values."""
     device_ids = list(device_ids)
-    if not device_ids:
-        return {}
-    return {device: doc for device, doc in zip(device_ids, latest_store().read(device_ids)) if doc}
+    return {device: orjson.loads(doc) for device, doc in zip(device_ids, get_latest_documents(device_ids)) if doc}

@@ -1,0 +1,60 @@
+"""In-process copies of the device master that follow admin edits.
+
+Hot paths (ingest enrichment, the realtime answer of a whole factory) read dicts instead of the
+database. A copy is reloaded only when a table it is made of changed, which one cheap query
+tells: the row count and newest `updated_at` of each table (deletes move the count, edits and bulk
+updates move `updated_at`).
+"""
+
+import threading
+import time
+
+from django.db import connection
+
+
+def change_marks(tables):
+    """(count, newest updated_at) of each model in `tables`, in one round trip; count alone for a
+    table without `updated_at` (a many-to-many table)."""
+    columns = []
+    for model in tables:
+        table = connection.ops.quote_name(model._meta.db_table)
+        columns.append(f"(SELECT count(*) FROM {table})")
+        if any(field.name == "updated_at" for field in model._meta.concrete_fields):
+            columns.append(f"(SELECT max(updated_at) FROM {table})")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(columns)}")
+        return cursor.fetchone()
+
+
+class MasterSnapshot:
+    """The result of `load()`, loaded again when the change marks of `tables` moved; they are
+    checked at most every `refresh_seconds` (0: on every `get()`, so a copy is never stale).
+    Safe to share between threads: a reader sees one whole snapshot."""
+
+    def __init__(self, *, load, tables, refresh_seconds):
+        self.load = load
+        self.tables = tables
+        self.refresh_seconds = refresh_seconds
+        self._current = None  # (marks, value), replaced whole
+        self._checked_at = 0.0
+        self._lock = threading.Lock()  # one reload at a time; readers do not wait for it
+
+    def get(self):
+        current = self._current
+        now = time.monotonic()
+        if current is not None and now - self._checked_at < self.refresh_seconds:
+            return current[1]
+        marks = change_marks(self.tables)
+        if current is not None and current[0] == marks:
+            self._checked_at = now
+            return current[1]
+        with self._lock:
+            current = self._current
+            if current is None or current[0] != marks:
+                # Marks read before the load: an edit in between only causes one more reload.
+                current = self._current = (marks, self.load())
+            self._checked_at = now
+        return current[1]
+
+    def invalidate(self):
+        self._current = None
