@@ -122,7 +122,7 @@ if REDIS_URL:
         }
     }
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}
+        "default": {"BACKEND": "iothub.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
