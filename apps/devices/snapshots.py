@@ -11,6 +11,8 @@ import time
 
 from django.db import connection
 
+from iothub.runtime import keep_out_of_garbage_collection
+
 
 def change_marks(tables):
     """(count, newest updated_at) of each model in `tables`, in one round trip; count alone for a
@@ -29,7 +31,8 @@ def change_marks(tables):
 class MasterSnapshot:
     """The result of `load()`, loaded again when the change marks of `tables` moved; they are
     checked at most every `refresh_seconds` (0: on every `get()`, so a copy is never stale).
-    Safe to share between threads: a reader sees one whole snapshot."""
+    Safe to share between threads: a reader sees one whole snapshot. A value must hold no reference
+    cycles: it is frozen out of the garbage collector's sight and freed by reference counting."""
 
     def __init__(self, *, load, tables, refresh_seconds):
         self.load = load
@@ -53,6 +56,7 @@ class MasterSnapshot:
             if current is None or current[0] != marks:
                 # Marks read before the load: an edit in between only causes one more reload.
                 current = self._current = (marks, self.load())
+                keep_out_of_garbage_collection()
             self._checked_at = now
         return current[1]
 

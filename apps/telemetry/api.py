@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from apps.devices.api import LocationSerializer
 from apps.devices.models import Metric
-from apps.devices.selectors import LOCATION_FILTERS, PLANT, locations_at
+from apps.devices.selectors import LOCATION_FILTERS, locations_at
 from iothub.api import HubAPIMixin, IsAdmin, rendered_answer
 
 from .aggregation import INTERVALS, aggregate_readings
@@ -76,7 +76,7 @@ class RealtimeView(HubAPIMixin, APIView):
     def get(self, request):
         query = LocationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return rendered_answer(request, lambda: realtime_status(PLANT.get().devices_at(**query.validated_data, active_only=True)))
+        return rendered_answer(request, lambda: realtime_status(**query.validated_data))
 
 
 class Period(NamedTuple):

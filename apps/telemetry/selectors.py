@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from apps.devices.selectors import NO_VALUE
+from apps.devices.selectors import NO_VALUE, PLANT
 
 from .latest import get_latest, get_latest_documents
 from .models import Reading
@@ -33,38 +33,45 @@ def device_status(device):
 
 class RenderedMeasurements:
     """The realtime entry of each device rendered to JSON, kept while it is made of the same stored
-    document and LiveDevice: between two polls of a factory few of its devices report, so an
-    answer costs one HMGET and the renderings of those. The offline flag moves with the clock
-    alone; it is picked per request from two renderings."""
+    document and the same copy of the device master: between two polls of a factory few of its
+    devices report, so an answer costs one HMGET and the renderings of those. The offline flag
+    moves with the clock alone; it is picked per request from two renderings. The entries hold
+    no container, so the garbage collector stops tracking them."""
 
     def __init__(self):
-        self.made = {}  # device_id → (LiveDevice, document, newest ts, online JSON, offline JSON)
+        self.current = (None, {})  # (Plant, {device_id: (document, newest ts, online JSON, offline JSON)})
 
-    def get(self, device, document, now_ms):
-        made = self.made.get(device.device_id)
-        if made is None or made[0] is not device or made[1] != document:
-            made = self.made[device.device_id] = self.render(device, document)
-        return made[4] if device.is_offline(made[2], now_ms) else made[3]
+    def entries(self, devices, documents, *, plant, now_ms):
+        if self.current[0] is not plant:
+            self.current = (plant, {})
+        made = self.current[1]
+        answer = []
+        for device, document in zip(devices, documents):
+            entry = made.get(device.device_id)
+            if entry is None or entry[0] != document:
+                entry = made[device.device_id] = self.render(device, document)
+            answer.append(entry[3] if device.is_offline(entry[1], now_ms) else entry[2])
+        return answer
 
     @staticmethod
     def render(device, document):
         metrics, newest = device_metrics(device, orjson.loads(document) if document else None)
         online, offline = (orjson.Fragment(orjson.dumps(measurement(device, metrics, offline=flag))) for flag in (False, True))
-        return device, document, newest, online, offline
+        return document, newest, online, offline
 
 
 RENDERED = RenderedMeasurements()
 
 
-def realtime_status(devices):
-    """Latest value and status of every metric of each LiveDevice of `devices` (design §6 realtime
-    shape), each entry already JSON (orjson.Fragment)."""
-    devices = list(devices)
-    now_ms = time.time() * 1000
+def realtime_status(*, factory=None, building=None, floor=None, loc_id=None):
+    """Latest value and status of every metric of every active device at the locations matching
+    the given fields (design §6 realtime shape), each entry already JSON (orjson.Fragment)."""
+    plant = PLANT.get()
+    devices = plant.devices_at(factory=factory, building=building, floor=floor, loc_id=loc_id, active_only=True)
     documents = get_latest_documents([device.device_id for device in devices])
     return {
         "capture_dt": datetime.now(UTC).isoformat(),
-        "measurements": [RENDERED.get(device, document, now_ms) for device, document in zip(devices, documents)],
+        "measurements": RENDERED.entries(devices, documents, plant=plant, now_ms=time.time() * 1000),
     }
 
 
