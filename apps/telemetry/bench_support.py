@@ -35,31 +35,13 @@ from .benchmarks import (
     Summary,
     count_rows,
     latency_stats,
+    load_average,
     log_tail,
     machine_description,
     port_open,
     stop_process,
     wait_until,
 )
-
-
-def cpu_times():
-    """(all, steal) CPU time of the machine so far, in clock ticks (/proc/stat)."""
-    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields[:8]), fields[7]
-
-
-CPU_SEEN = [cpu_times()]
-
-
-def load_average():
-    """The 1, 5 and 15 minute load averages as `uptime` prints them, and the share of CPU time the
-    hypervisor gave to other machines (steal) since the previous call: on a virtual machine with
-    busy neighbours every figure of a benchmark moves with it."""
-    (total, steal), (total_before, steal_before) = cpu_times(), CPU_SEEN[0]
-    CPU_SEEN[0] = (total, steal)
-    share = (steal - steal_before) / (total - total_before) if total > total_before else 0.0
-    return "load average {:.2f}, {:.2f}, {:.2f}; CPU steal {:.0%}".format(*os.getloadavg(), share)
 
 
 def stats_text(samples, unit="ms"):

@@ -40,6 +40,7 @@ from apps.telemetry.benchmarks import (
     demo_device_pks,
     drain_bare,
     latency_stats,
+    load_average,
     machine_description,
     metric_pk,
     prepare_session,
@@ -164,7 +165,7 @@ class Command(BaseCommand):
 
     def run_section(self, section, run):
         """One benchmark; a failure is reported and the next one still runs. Returns [section] if it failed."""
-        self.say(f"\n== {section} (load average {os.getloadavg()[0]:.1f}) ==")
+        self.say(f"\n== {section} ({load_average()}) ==")
         started = time.monotonic()
         try:
             getattr(self, f"bench_{section}")(run)
@@ -177,7 +178,7 @@ class Command(BaseCommand):
             return [section]
         finally:
             run.clear_redis()
-            self.say(f"  ({section}: {time.monotonic() - started:.0f} s; load average now {os.getloadavg()[0]:.1f})")
+            self.say(f"  ({section}: {time.monotonic() - started:.0f} s; now {load_average()})")
 
     def clean_up(self, run):
         run.clear_redis()
