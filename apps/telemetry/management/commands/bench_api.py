@@ -5,7 +5,8 @@ Seeds --devices demo devices with a latest value of every metric in Redis (store
 starts daphne on a free port against the bench database and namespace, and measures p50/p95/p99
 of `GET /api/v1/realtime/?factory=…` (a whole factory) and of `GET /api/v1/aggregation/temperature/
 ?start_date=…&end_date=…&interval=hour` (all devices, --days days) from stdlib HTTP clients on
-keep-alive connections: one client, then --clients at once. Where a p99 misses its target, the
+keep-alive connections: one client, then --clients at once, while a thread changes the latest values of
+--updates devices a second (as ingest would). Where a p99 misses its target, the
 same request is profiled in-process (cProfile, the SQL it ran, EXPLAIN ANALYZE of its slowest query).
 """
 
