@@ -41,6 +41,20 @@ def test_it_stores_a_redelivered_batch_once(plant):
     assert Reading.objects.count() == 101
 
 
+def test_it_stores_the_same_instant_whichever_way_a_batch_takes(plant):
+    # The first time a batch is copied straight in, a redelivery goes through the temp table:
+    # both must turn a timestamp into the same microsecond, or a redelivered reading is stored twice.
+    dev, metric = plant["devices"][0], plant["temperature"]
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    stamps = [now_ms / 1000, (now_ms + 1) / 1000, now_ms / 1000 + 0.0000025, now_ms / 1000 + 0.1234567, 1_000_000_000.9999995]
+    rows = [(dev.pk, metric.pk, ts, float(i)) for i, ts in enumerate(stamps)]
+    assert store(rows) == len(rows)
+    assert store(rows + [(dev.pk, metric.pk, now_ms / 1000 + 1, 9.0)]) == 1
+    stored = sorted(Reading.objects.filter(device=dev, value__lt=9).values_list("value", "time"))
+    since_2000 = datetime(2000, 1, 1, tzinfo=UTC)
+    assert [at for _, at in stored] == [since_2000 + timedelta(microseconds=round((ts - 946_684_800) * 1e6)) for ts in stamps]
+
+
 def test_it_keeps_readings_of_days_without_a_partition_and_moves_them_into_a_new_one(plant):
     dev = plant["devices"][0]
     today = datetime.now(UTC).date()

@@ -351,20 +351,19 @@ def direct_copy_seconds(conn, rows):
 
 
 def store_sql_seconds(conn, rows, batch_rows):
-    """The pipeline's SQL without its Python: per batch, COPY into the staging table + INSERT … ON CONFLICT."""
-    from .store import COPY_STAGING, CREATE_STAGING, MOVE_STAGING
+    """The pipeline's SQL without its Python: per batch of new readings, one binary COPY into
+    telemetry_reading in a transaction (apps.telemetry.store.store_readings' first way)."""
+    from .store import COPY_READINGS, binary_timestamptz
 
-    staged = [(device, metric, at.timestamp(), value) for device, metric, at, value in rows]  # the staging table takes epochs
+    staged = [(device, metric, binary_timestamptz(at.timestamp()), value) for device, metric, at, value in rows]
     truncate_readings(conn)
     started = time.monotonic()
     for start in range(0, len(staged), batch_rows):
         with conn.transaction(), conn.cursor() as cursor:
-            cursor.execute(CREATE_STAGING)
-            with cursor.copy(COPY_STAGING) as copy:
-                copy.set_types(["int8", "int8", "float8", "float8"])
+            with cursor.copy(COPY_READINGS) as copy:
+                copy.set_types(["int8", "int8", "int8", "float8"])
                 for row in staged[start : start + batch_rows]:
                     copy.write_row(row)
-            cursor.execute(MOVE_STAGING)
     seconds = time.monotonic() - started
     truncate_readings(conn)
     return seconds

@@ -281,7 +281,7 @@ class Command(BaseCommand):
         store_rate = rate(len(rows), store_sql_seconds(conn, rows, batch_rows))
         self.say(f"  psycopg binary COPY into a scratch table: {raw_rate:,.0f} rows/s; ingest = {times(ratio(ingest_rows_rate, raw_rate))} COPY")
         self.say(f"  COPY straight into telemetry_reading (indexes, no ON CONFLICT): {direct_rate:,.0f} rows/s")
-        self.say(f"  store SQL alone (COPY staging + INSERT … ON CONFLICT, {batch_rows:,} rows/transaction): {store_rate:,.0f} rows/s")
+        self.say(f"  store SQL alone (binary COPY into telemetry_reading, {batch_rows:,} rows/transaction): {store_rate:,.0f} rows/s")
         self.summary.add(section, "raw COPY", raw_rate, "rows/s")
         self.summary.add(section, "COPY into telemetry_reading", direct_rate, "rows/s")
         self.summary.add(section, "store SQL alone", store_rate, "rows/s")
