@@ -66,6 +66,11 @@ def significant_readings(bands, rows):
     where the first of them put it; of such a run only the first (when a breach starts), the most
     extreme (the peak) and the last (the current value) matter.
     """
+    values = [row[-1] for row in rows]
+    low, high = min(values), max(values)
+    if not any((bands.rank(low), bands.rank(high), bands.rank(low, bands.hysteresis), bands.rank(high, bands.hysteresis))):
+        # The normal band is an interval: all of them are normal and clear of the deadband, one run.
+        return [rows[0]] if len(rows) == 1 else [rows[0], rows[-1]]
     kept = []
     run = []
     signature = None
