@@ -229,6 +229,8 @@ def test_it_answers_realtime_status_after_every_change_at_once(plant, staff_api,
     answer = realtime("North")
     assert answer["dev-1"]["metrics"]["temperature"]["value"] == 22.5
     assert answer["dev-2"]["offline"]  # the same stored value, but the clock moved on
+    page = staff_api.get("/api/v1/realtime/?factory=North&format=api")  # the browsable API renders the same entries
+    assert page.status_code == 200 and "22.5" in page.content.decode()
 
     Location.objects.create(loc_id="S-1", factory="South")
     assert admin_api.patch("/api/v1/devices/dev-2/", {"location": "S-1"}, format="json").status_code == 200
