@@ -67,11 +67,11 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         window = int(self.now // self.duration)
         self.window_ends = (window + 1) * self.duration
         counter = f"{self.key}:{window}"
-        self.cache.add(counter, 0, self.duration)
         try:
             used = self.cache.incr(counter)
-        except ValueError:  # expired between add and incr: the window just ended
-            used = 1
+        except ValueError:  # the window's first request
+            self.cache.add(counter, 0, self.duration)  # unless a concurrent first request just did
+            used = self.cache.incr(counter)
         return used <= self.num_requests
 
     def wait(self):

@@ -2,7 +2,7 @@
 
 import gc
 
-TUNED = []  # not empty once this process tuned its collector
+tuned = False  # this process tuned its collector at start-up
 
 
 def tune_garbage_collector():
@@ -14,15 +14,18 @@ def tune_garbage_collector():
     are: under ASGI every request thread's database connection is closed only when the collector
     frees it, and rarer collections let idle connections pile up to PostgreSQL's limit.
     """
+    global tuned
     gc.freeze()
-    TUNED.append(True)
+    tuned = True
 
 
 def keep_out_of_garbage_collection():
     """The same for what was loaded since (a new copy of the device master: 10,000s of objects
-    that live until the next admin edit). A copy that is replaced holds no reference cycles and is
-    freed by reference counting; what other threads had in cycles at this moment stays frozen
-    with it, a few requests' worth, once per admin edit. Only in the processes tuned at start-up
-    (not in tests or a shell, which load copies far more often)."""
-    if TUNED:
+    that live until the next admin edit). Garbage in reference cycles is collected first, or it
+    would stay frozen for good (under ASGI that includes requests' database connections): one
+    full collection per admin edit. A copy that is replaced holds no reference cycles and is freed
+    by reference counting. Only in the processes tuned at start-up (not in tests or a shell, which
+    load copies far more often)."""
+    if tuned:
+        gc.collect()
         gc.freeze()

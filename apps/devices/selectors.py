@@ -90,6 +90,8 @@ def load_plant():
     locations = {location.pk: (location, location_json(location), []) for location in Location.objects.all()}
     rows = devices_at().values_list("device_id", "name", "is_active", "location_id", "device_type_id")
     for device_id, name, is_active, location_pk, type_pk in rows.iterator(chunk_size=10_000):
+        if location_pk not in locations or type_pk not in types:
+            continue  # created after those were read: the marks moved, the next get() reloads
         _, json, at_location = locations[location_pk]
         at_location.append(LiveDevice(device_id, name, is_active, json, *types[type_pk]))
     return Plant(locations=tuple((location, tuple(at)) for location, _, at in locations.values()))

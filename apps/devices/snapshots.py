@@ -2,8 +2,10 @@
 
 Hot paths (ingest enrichment, the realtime answer of a whole factory) read dicts instead of the
 database. A copy is reloaded only when a table it is made of changed, which one cheap query
-tells: the row count and newest `updated_at` of each table (deletes move the count, edits and bulk
-updates move `updated_at`).
+tells: the row count and newest `updated_at` of each table (deletes move the count, saves move
+`updated_at`, and the hub's own bulk updates set it). Missed: an edit whose `updated_at` is older
+than one already seen when it commits (two long admin transactions at once), and writes that
+bypass `updated_at` (raw SQL, `loaddata`); the next edit brings them in.
 """
 
 import threading
@@ -40,7 +42,7 @@ class MasterSnapshot:
         self.refresh_seconds = refresh_seconds
         self._current = None  # (marks, value), replaced whole
         self._checked_at = 0.0
-        self._lock = threading.Lock()  # one reload at a time; readers do not wait for it
+        self._lock = threading.Lock()  # one reload at a time; readers wait only while a changed copy loads
 
     def get(self):
         current = self._current
@@ -52,7 +54,8 @@ class MasterSnapshot:
             self._checked_at = now
             return current[1]
         with self._lock:
-            current = self._current
+            # Read again: another thread may have loaded a newer copy while this one waited.
+            marks, current = change_marks(self.tables), self._current
             if current is None or current[0] != marks:
                 # Marks read before the load: an edit in between only causes one more reload.
                 current = self._current = (marks, self.load())

@@ -33,7 +33,8 @@ class EpochSeconds(Func):
         return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::bigint", **extra)
 
     def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="CAST(strftime('%%s', %(expressions)s) AS INTEGER)", **extra)
+        # %%%%: one % for the template, one for the cursor's parameter style (as Django's Now does).
+        return self.as_sql(compiler, connection, template="CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)", **extra)
 
     def get_db_converters(self, connection):
         return []  # both databases give an int already; Django's int() per value would cost 10 ms more

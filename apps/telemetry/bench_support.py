@@ -35,7 +35,7 @@ from .benchmarks import (
     Summary,
     count_rows,
     latency_stats,
-    load_average,
+    machine_load,
     log_tail,
     machine_description,
     port_open,
@@ -227,7 +227,7 @@ class BenchCommand(BaseCommand):
         except BenchError as e:
             raise CommandError(str(e)) from e
         finally:
-            self.say(f"\n== summary ({self.load_note}; {load_average()} at the end; {time.monotonic() - started:.0f} s) ==")
+            self.say(f"\n== summary ({self.load_note}; {machine_load()} at the end; {time.monotonic() - started:.0f} s) ==")
             self.say(self.summary.table())
 
     def command_name(self):
@@ -244,7 +244,7 @@ class BenchCommand(BaseCommand):
     def describe_machine(self, server_url):
         for line in machine_description(server_url, settings.REDIS_URL):
             self.say(f"  {line}")
-        self.say(f"  {load_average()} (uptime)")
+        self.say(f"  {machine_load()} (uptime)")
 
     def broker_url(self, stack, log_dir):
         return settings.MQTT_URL

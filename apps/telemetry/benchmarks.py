@@ -815,10 +815,10 @@ def cpu_times():
     return sum(fields[:8]), fields[7]
 
 
-CPU_SEEN = [cpu_times()]
+CPU_SEEN = [(0, 0)]  # (all, steal) at the previous machine_load(): the first call reports since boot
 
 
-def load_average():
+def machine_load():
     """The 1, 5 and 15 minute load averages as `uptime` prints them, and the share of CPU time the
     hypervisor gave to other machines (steal) since the previous call: on a virtual machine with
     busy neighbours every figure of a benchmark moves with it."""

@@ -43,6 +43,8 @@ def load_device_master():
     devices = {}
     rows = Device.objects.values_list("pk", "device_id", "is_active", "location_id", "device_type_id")
     for pk, device_id, is_active, location_pk, type_pk in rows.iterator(chunk_size=10_000):
+        if type_pk not in types:
+            continue  # its type was created after the types were read: the marks moved, the next get() reloads
         type_name, metrics, primary = types[type_pk]
         devices[device_id] = DeviceInfo(pk, device_id, is_active, location_pk, type_pk, type_name, metrics, primary)
     return DeviceMaster(devices=devices, thresholds=load_threshold_index(), metric_keys=metric_keys)

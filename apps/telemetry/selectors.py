@@ -42,9 +42,10 @@ class RenderedMeasurements:
         self.current = (None, {})  # (Plant, {device_id: (document, newest ts, online JSON, offline JSON)})
 
     def entries(self, devices, documents, *, plant, now_ms):
-        if self.current[0] is not plant:
-            self.current = (plant, {})
-        made = self.current[1]
+        current = self.current
+        if current[0] is not plant:
+            current = self.current = (plant, {})
+        made = current[1]  # read once: entries of an older copy never go into a newer one's dict
         answer = []
         for device, document in zip(devices, documents):
             entry = made.get(device.device_id)

@@ -41,7 +41,7 @@ from apps.telemetry.bench_support import (
     celery_broker,
     celery_worker_command,
     in_bench,
-    load_average,
+    machine_load,
     manage_command,
     stats_text,
     time_calls,
@@ -126,7 +126,7 @@ class LoadMonitor(threading.Thread):
         lag, queued = row[0] if row else None, self.broker.llen(self.queue)
         self.samples.append((lag, queued))
         shown = f"{lag:.2f} s" if lag is not None else "no readings yet"
-        self.write(f"    ingest lag {shown}, {queued} Celery tasks waiting in Redis ({load_average()})")
+        self.write(f"    ingest lag {shown}, {queued} Celery tasks waiting in Redis ({machine_load()})")
 
     def stop(self):
         self.stopped.set()
@@ -311,7 +311,7 @@ class Command(BenchCommand):
         """Every second, per device: a value above critical_max, half a second later a normal one.
         Returns (crossings, seconds)."""
         duration = self.options["duration"]
-        self.say(f"\n== crossings: {len(devices)} devices × 1 per second for {duration:.0f} s ({load_average()}) ==")
+        self.say(f"\n== crossings: {len(devices)} devices × 1 per second for {duration:.0f} s ({machine_load()}) ==")
         client = open_mqtt(run.mqtt_url, run.name("crossings"))
         crossings, sent = [], []
         started = time.monotonic()
@@ -350,7 +350,7 @@ class Command(BenchCommand):
         stats = latency_stats(outcome.latencies)
         lag, queued = measured.peaks
         progress, achieved = measured.simulator
-        self.say(f"\n== results ({load_average()}) ==")
+        self.say(f"\n== results ({machine_load()}) ==")
         self.say(f"  publish → alert on the channel layer: {stats_text(outcome.latencies)}")
         self.say(f"  crossings: {count}; exactly one alert: {outcome.exactly_one}; none: {outcome.none}; several: {outcome.several}; "
                  f"first message 'open': {outcome.first_state_open}; resolved again: {outcome.resolved}")
@@ -383,7 +383,7 @@ class Command(BenchCommand):
         rows, last_seen = normal_batch(batch_rows, self.options["sim_devices"])
         samples, _ = time_calls(lambda: process_stored_batch(rows=rows, last_seen=last_seen), runs=5, budget=30)
         median = latency_stats(samples)["p50"]
-        self.say(f"\n== one batch of {len(rows):,} readings evaluated in-process, no contention ({load_average()}) ==")
+        self.say(f"\n== one batch of {len(rows):,} readings evaluated in-process, no contention ({machine_load()}) ==")
         self.say(f"  process_stored_batch: {stats_text(samples)} = {len(rows) / median * 1000:,.0f} readings/s per thread; "
                  f"needed: {self.options['rate'] * 3:,.0f} readings/s")
         profiler = cProfile.Profile()

@@ -36,7 +36,7 @@ from apps.telemetry.bench_support import (
     HubProcess,
     daphne_command,
     in_bench,
-    load_average,
+    machine_load,
     stats_text,
 )
 from apps.telemetry.benchmarks import BenchError, demo_device_pks, free_port, latency_stats, metric_pk
@@ -212,7 +212,7 @@ class Command(BenchCommand):
 
     def bench_endpoint(self, port, endpoint, headers, log_dir):
         options = self.options
-        self.say(f"\n== {endpoint.name}: GET {endpoint.path} ({load_average()}) ==")
+        self.say(f"\n== {endpoint.name}: GET {endpoint.path} ({machine_load()}) ==")
         http_latencies(port, endpoint.path, headers, clients=1, requests=3, budget=0, minimum=3)  # warm-up
         missed = False
         for clients in dict.fromkeys((1, options["clients"])):
@@ -220,7 +220,7 @@ class Command(BenchCommand):
                                       budget=options["budget"])
             stats = latency_stats(measured.samples)
             self.say(f"  {clients} client(s): {stats_text(measured.samples)}; {measured.throughput:,.1f} requests/s; "
-                     f"{measured.response_bytes / 1024:,.0f} KiB per response ({load_average()})")
+                     f"{measured.response_bytes / 1024:,.0f} KiB per response ({machine_load()})")
             section = f"api/{endpoint.key}"
             for p in ("p50", "p95", "p99"):
                 self.summary.add(section, f"{clients} client(s) {p}", stats[p], "ms", target=("<=", TARGET_MS) if p == "p99" else None)

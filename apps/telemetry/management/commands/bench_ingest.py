@@ -40,7 +40,7 @@ from apps.telemetry.benchmarks import (
     demo_device_pks,
     drain_bare,
     latency_stats,
-    load_average,
+    machine_load,
     machine_description,
     metric_pk,
     prepare_session,
@@ -165,7 +165,7 @@ class Command(BaseCommand):
 
     def run_section(self, section, run):
         """One benchmark; a failure is reported and the next one still runs. Returns [section] if it failed."""
-        self.say(f"\n== {section} ({load_average()}) ==")
+        self.say(f"\n== {section} ({machine_load()}) ==")
         started = time.monotonic()
         try:
             getattr(self, f"bench_{section}")(run)
@@ -178,7 +178,7 @@ class Command(BaseCommand):
             return [section]
         finally:
             run.clear_redis()
-            self.say(f"  ({section}: {time.monotonic() - started:.0f} s; now {load_average()})")
+            self.say(f"  ({section}: {time.monotonic() - started:.0f} s; now {machine_load()})")
 
     def clean_up(self, run):
         run.clear_redis()

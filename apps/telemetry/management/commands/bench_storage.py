@@ -23,7 +23,7 @@ from django.utils import timezone
 from apps.devices.models import Device, Metric
 from apps.devices.selectors import locations_at
 from apps.telemetry.aggregation import aggregate_readings
-from apps.telemetry.bench_support import BenchCommand, in_bench, load_average, stats_text, time_calls
+from apps.telemetry.bench_support import BenchCommand, in_bench, machine_load, stats_text, time_calls
 from apps.telemetry.benchmarks import copy_into, demo_device_pks, latency_stats, metric_pk, process_cpu_seconds
 from apps.telemetry.partitions import ensure_partitions
 from apps.telemetry.rollups import plant_tz, recompute_range
@@ -167,7 +167,7 @@ class Command(BenchCommand):
         sensor_pks = demo_device_pks(conn, sensors)
         metric = metric_pk(conn, "temperature")
         self.say(f"\n== load: {sensors:,} sensors × {span.days:.0f} days × 1 reading / {interval} s = {total:,} rows "
-                 f"by binary COPY into telemetry_reading ({load_average()}) ==")
+                 f"by binary COPY into telemetry_reading ({machine_load()}) ==")
         rows, started = 0, time.monotonic()
         cpu = CpuMeter(conn)
         loaded_until = span.start
@@ -181,7 +181,7 @@ class Command(BenchCommand):
             elapsed = time.monotonic() - started
             self.say(f"  day {number}/{span.days:.0f} ({day_start:%Y-%m-%d}): {rows:,}/{total:,} rows, "
                      f"{rows / elapsed:,.0f} rows/s overall, {day_rows / (time.monotonic() - day_started):,.0f} rows/s this day "
-                     f"({load_average()})")
+                     f"({machine_load()})")
             if elapsed > self.options["load_limit"] and day_end < span.end:
                 self.say(f"  load limit of {self.options['load_limit']:.0f} s reached: stopping at {day_end:%Y-%m-%d}")
                 break
@@ -218,7 +218,7 @@ class Command(BenchCommand):
     def compute_rollups(self, conn, span, rows):
         chunk_days = self.options["rollup_chunk_days"]
         chunks = list(span.day_chunks(chunk_days)) if chunk_days else [(span.start, span.end)]
-        self.say(f"\n== rollups: recompute_range over {span.days:.0f} days in {len(chunks)} call(s) ({load_average()}) ==")
+        self.say(f"\n== rollups: recompute_range over {span.days:.0f} days in {len(chunks)} call(s) ({machine_load()}) ==")
         started = time.monotonic()
         for number, (start, end) in enumerate(chunks, 1):
             recompute_range(start, end)
@@ -242,7 +242,7 @@ class Command(BenchCommand):
         device = Device.objects.get(device_id="sim-00001")
         factory = self.options["factory"]
         params = {"origin": span.start, "start": span.start, "end": span.end, "metric": metric.pk}
-        self.say(f"\n== queries: warm, up to {self.options['runs']} runs each ({load_average()}) ==")
+        self.say(f"\n== queries: warm, up to {self.options['runs']} runs each ({machine_load()}) ==")
         cases = [
             ("device, last hour, raw readings", True,
              lambda: readings_between(device=device, metric=metric, start=span.end - timedelta(hours=1), end=span.end)),
