@@ -36,6 +36,7 @@ from .benchmarks import (
     count_rows,
     latency_stats,
     machine_load,
+    free_port,
     log_tail,
     machine_description,
     port_open,
@@ -145,9 +146,16 @@ def celery_worker_command(run, *, concurrency=2, pool="prefork", loglevel="INFO"
     ]
 
 
-def daphne_command(port):
-    """argv of daphne serving the hub on 127.0.0.1:`port`."""
-    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application"]
+def daphne_replicas(stack, *, count, env, log_dir):
+    """`count` daphne processes of the hub, each on a free port of 127.0.0.1, stopped with `stack`;
+    returns their ports (design §8: daphne replicas behind a load balancer)."""
+    ports = []
+    for n in range(count):
+        port = free_port()
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application"]
+        stack.enter_context(HubProcess(f"daphne-{n + 1}", command, env=env, log_dir=log_dir)).wait_for_port(port)
+        ports.append(port)
+    return ports
 
 
 def celery_broker():

@@ -2,7 +2,7 @@
 
 Seeds --devices demo devices with a latest value of every metric in Redis (store_latest) and
 --rollup-devices × --days of hourly rollups (COPY; the daily ones by the hub's recompute_days),
-starts daphne on a free port against the bench database and namespace, and measures p50/p95/p99
+starts --web-processes daphne processes against the bench database and namespace, and measures p50/p95/p99
 of `GET /api/v1/realtime/?factory=…` (a whole factory) and of `GET /api/v1/aggregation/temperature/
 ?start_date=…&end_date=…&interval=hour` (all devices, --days days) from stdlib HTTP clients on
 keep-alive connections: one client, then --clients at once, while a thread changes the latest values of
@@ -33,13 +33,12 @@ from rest_framework.authtoken.models import Token
 from apps.devices.models import Device
 from apps.telemetry.bench_support import (
     BenchCommand,
-    HubProcess,
-    daphne_command,
+    daphne_replicas,
     in_bench,
     machine_load,
     stats_text,
 )
-from apps.telemetry.benchmarks import BenchError, demo_device_pks, free_port, latency_stats, metric_pk
+from apps.telemetry.benchmarks import BenchError, demo_device_pks, latency_stats, metric_pk
 from apps.telemetry.latest import store_latest
 from apps.telemetry.rollups import local_dates, plant_tz, recompute_days, recompute_location_hours
 
@@ -85,9 +84,10 @@ def hourly_rollup_rows(*, device_pks, metric, start, hours):
             yield pk, metric, bucket, avg - 0.5, avg + 0.5, avg * READINGS_PER_HOUR, READINGS_PER_HOUR
 
 
-def http_latencies(port, path, headers, *, clients, requests, budget, minimum=20):
+def http_latencies(ports, path, headers, *, clients, requests, budget, minimum=20):
     """GET `path` up to `requests` times from `clients` threads, each on its own keep-alive
-    connection; stops early (after at least `minimum`) once `budget` seconds have passed."""
+    connection, to the `ports` in turn (as a round-robin load balancer would spread them); stops
+    early (after at least `minimum`) once `budget` seconds have passed."""
     lock = threading.Lock()
     issued = [0]
     deadline = time.monotonic() + budget
@@ -99,7 +99,7 @@ def http_latencies(port, path, headers, *, clients, requests, budget, minimum=20
             issued[0] += 1
             return True
 
-    def client():
+    def client(port):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         samples, size = [], 0
         try:
@@ -118,7 +118,7 @@ def http_latencies(port, path, headers, *, clients, requests, budget, minimum=20
 
     started = time.monotonic()
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(lambda _: client(), range(clients)))
+        results = list(pool.map(client, [ports[n % len(ports)] for n in range(clients)]))
     seconds = time.monotonic() - started
     return Measured([s for samples, _ in results for s in samples], seconds, max(size for _, size in results))
 
@@ -136,6 +136,8 @@ class Command(BenchCommand):
         parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients of the second measurement")
         parser.add_argument("--requests", type=int, default=200, help="requests per endpoint and concurrency")
         parser.add_argument("--budget", type=float, default=60, help="seconds per endpoint and concurrency (at least 20 requests)")
+        parser.add_argument("--web-processes", type=int, default=1,
+                            help="daphne processes sharing one listening socket (design §8: daphne replicas)")
         parser.add_argument("--updates", type=int, default=1000,
                             help="devices per second whose latest values change while the API is measured, as ingest would "
                                  "write them (default: 10,000 devices reporting every 10 s)")
@@ -149,16 +151,14 @@ class Command(BenchCommand):
             self.store_latest_values(device_keys)
             start, end = self.generate_rollups(conn)
             headers = {"Authorization": f"Token {staff_token(run.run_id)}"}
-            port = free_port()
             # The per-token throttle (6000/min by default) would cap the clients, not measure the API.
-            web = stack.enter_context(HubProcess("daphne", daphne_command(port), env=run.env(IOTHUB_API_RATE="1000000/min"),
-                                                 log_dir=run.log_dir))
-            web.wait_for_port(port)
-            self.say(f"  daphne serving the bench database on 127.0.0.1:{port}")
+            ports = daphne_replicas(stack, count=options["web_processes"], env=run.env(IOTHUB_API_RATE="1000000/min"),
+                                    log_dir=run.log_dir)
+            self.say(f"  daphne serving the bench database on 127.0.0.1, port(s) {', '.join(map(str, ports))}")
             updates = stack.enter_context(LatestUpdates(device_keys, per_second=options["updates"]))
             self.say(f"  latest values of {options['updates']:,} devices per second changing meanwhile (store_latest, every 0.1 s)")
             for endpoint in self.endpoints(start, end):
-                self.bench_endpoint(port, endpoint, headers, run.log_dir)
+                self.bench_endpoint(ports, endpoint, headers, run.log_dir)
             self.say(f"\n  latest-value updates: {updates.devices:,} device documents written during the measurements")
 
     def empty_tables(self, conn):
@@ -210,13 +210,14 @@ class Command(BenchCommand):
     # ----------------------------------------------------------------------------------------
     # measurement
 
-    def bench_endpoint(self, port, endpoint, headers, log_dir):
+    def bench_endpoint(self, ports, endpoint, headers, log_dir):
         options = self.options
         self.say(f"\n== {endpoint.name}: GET {endpoint.path} ({machine_load()}) ==")
-        http_latencies(port, endpoint.path, headers, clients=1, requests=3, budget=0, minimum=3)  # warm-up
+        warm = 3 * len(ports)  # three requests to each process
+        http_latencies(ports, endpoint.path, headers, clients=len(ports), requests=warm, budget=0, minimum=warm)
         missed = False
         for clients in dict.fromkeys((1, options["clients"])):
-            measured = http_latencies(port, endpoint.path, headers, clients=clients, requests=options["requests"],
+            measured = http_latencies(ports, endpoint.path, headers, clients=clients, requests=options["requests"],
                                       budget=options["budget"])
             stats = latency_stats(measured.samples)
             self.say(f"  {clients} client(s): {stats_text(measured.samples)}; {measured.throughput:,.1f} requests/s; "
