@@ -54,11 +54,10 @@ def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id
         rollups = DEVICE_ROLLUPS[interval].objects.filter(device__device_id=device_id, device__location__in=locations, **span)
         location = "device__location_id"
     rows = rollups.annotate(start=EpochSeconds("bucket")).values_list(location, *STATS).order_by("bucket")
-    buckets = {}
+    buckets, starts = {}, {}  # the locations share their buckets' starts: one datetime each
     for location_pk, epoch, low, high, total, count in rows:
-        buckets.setdefault(location_pk, []).append(
-            {"start": datetime.fromtimestamp(epoch, tz), "min": low, "max": high, "avg": total / count, "count": count}
-        )
+        start = starts.get(epoch) or starts.setdefault(epoch, datetime.fromtimestamp(epoch, tz))
+        buckets.setdefault(location_pk, []).append({"start": start, "min": low, "max": high, "avg": total / count, "count": count})
     return [
         {"location": location_json(location), "buckets": buckets[location.pk]}
         for location in Location.objects.filter(pk__in=buckets)
