@@ -9,6 +9,8 @@ device's past stays with its old location (its own rollups go with it, under its
 
 from datetime import datetime
 
+import psycopg
+from django.db import connection
 from django.db.models import BigIntegerField, Func
 
 from apps.devices.models import Location
@@ -40,6 +42,18 @@ class EpochSeconds(Func):
         return []  # both databases give an int already; Django's int() per value would cost 10 ms more
 
 
+def fetch_rows(rows):
+    """The rows of a values_list queryset. On PostgreSQL they come in binary form, so that numbers
+    arrive without text to parse: half the cost of reading the 7,920 buckets of a month of hours
+    at 11 locations (Django's own cursors bind parameters client-side, which has no binary results)."""
+    if connection.vendor != "postgresql":
+        return list(rows)
+    sql, params = rows.query.sql_with_params()
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        return cursor.execute(sql, params, binary=True).fetchall()
+
+
 def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id=None):
     """Buckets of `metric` in [start, end) at `locations` (a queryset), or only of the device
     `device_id` there, grouped per location.
@@ -55,7 +69,7 @@ def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id
         location = "device__location_id"
     rows = rollups.annotate(start=EpochSeconds("bucket")).values_list(location, *STATS).order_by("bucket")
     buckets, starts = {}, {}  # the locations share their buckets' starts: one datetime each
-    for location_pk, epoch, low, high, total, count in rows:
+    for location_pk, epoch, low, high, total, count in fetch_rows(rows):
         start = starts.get(epoch) or starts.setdefault(epoch, datetime.fromtimestamp(epoch, tz))
         buckets.setdefault(location_pk, []).append({"start": start, "min": low, "max": high, "avg": total / count, "count": count})
     return [
