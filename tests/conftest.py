@@ -210,6 +210,11 @@ def plant(transactional_db):
             "devices": devices, "threshold": threshold}
 
 
+def latest_item(device, metric, value, ts, status="normal"):
+    """One store_latest item."""
+    return {"device": device, "metric": metric, "value": value, "ts": ts, "status": status}
+
+
 def now_ms():
     return int(time.time() * 1000)
 

@@ -24,6 +24,8 @@ from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
+from .conftest import latest_item
+
 ROLES = {
     "plain": {},
     "staff": {"is_staff": True},
@@ -220,11 +222,11 @@ def test_it_answers_realtime_status_after_every_change_at_once(plant, staff_api,
         return {m["device"]: m for m in staff_api.get(f"/api/v1/realtime/?factory={factory}").json()["measurements"]}
 
     ts = int(timezone.now().timestamp() * 1000)
-    store_latest([item("dev-1", "temperature", 21.0, ts), item("dev-2", "temperature", 20.0, ts - 28_000)])
+    store_latest([latest_item("dev-1", "temperature", 21.0, ts), latest_item("dev-2", "temperature", 20.0, ts - 28_000)])
     answer = realtime("North")
     assert answer["dev-1"]["metrics"]["temperature"]["value"] == 21.0
     assert not answer["dev-2"]["offline"]  # offline after 3 × 10 s of silence
-    store_latest([item("dev-1", "temperature", 22.5, ts + 1)])
+    store_latest([latest_item("dev-1", "temperature", 22.5, ts + 1)])
     time_module.sleep(max(0.0, (ts + 2_100 - time_module.time() * 1000) / 1000))  # dev-2 silent for 30.1 s
     answer = realtime("North")
     assert answer["dev-1"]["metrics"]["temperature"]["value"] == 22.5
@@ -245,10 +247,6 @@ def test_it_answers_realtime_status_after_every_change_at_once(plant, staff_api,
     }
     assert admin_api.patch("/api/v1/devices/dev-1/", {"is_active": False}, format="json").status_code == 200
     assert realtime("North") == {}
-
-
-def item(device, metric, value, ts, status="normal"):
-    return {"device": device, "metric": metric, "value": value, "ts": ts, "status": status}
 
 
 # --- aggregation ------------------------------------------------------------------------------

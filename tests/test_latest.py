@@ -4,16 +4,14 @@ from django.test import override_settings
 
 from apps.telemetry.latest import get_latest, store_latest
 
-
-def item(device, metric, value, ts, status="normal"):
-    return {"device": device, "metric": metric, "value": value, "ts": ts, "status": status}
+from .conftest import latest_item
 
 
 def check_merges(expected_store):
-    store_latest([item("dev-1", "temperature", 21.5, 1000), item("dev-2", "temperature", 30.0, 1000, "warning")])
+    store_latest([latest_item("dev-1", "temperature", 21.5, 1000), latest_item("dev-2", "temperature", 30.0, 1000, "warning")])
     # Another ingest process writes another metric of dev-1, and a late (older) temperature.
-    store_latest([item("dev-1", "humidity", 40.0, 900, None), item("dev-1", "temperature", 19.0, 500)])
-    store_latest([item("dev-2", "temperature", 31.5, 2000, "critical")])
+    store_latest([latest_item("dev-1", "humidity", 40.0, 900, None), latest_item("dev-1", "temperature", 19.0, 500)])
+    store_latest([latest_item("dev-2", "temperature", 31.5, 2000, "critical")])
     assert expected_store() == {
         "dev-1": {"temperature": {"value": 21.5, "status": "normal", "ts": 1000},
                   "humidity": {"value": 40.0, "status": None, "ts": 900}},

@@ -39,7 +39,7 @@ class EpochSeconds(Func):
         return self.as_sql(compiler, connection, template="CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)", **extra)
 
     def get_db_converters(self, connection):
-        return []  # both databases give an int already; Django's int() per value would cost 10 ms more
+        return []  # the database gives an int already: no int() per value (SQLite; PostgreSQL rows skip converters in fetch_rows)
 
 
 def fetch_rows(rows):

@@ -7,7 +7,8 @@ of `GET /api/v1/realtime/?factory=…` (a whole factory) and of `GET /api/v1/agg
 ?start_date=…&end_date=…&interval=hour` (all devices, --days days) from stdlib HTTP clients on
 keep-alive connections: one client, then --clients at once, while a thread changes the latest values of
 --updates devices a second (as ingest would). Where a p99 misses its target, the
-same request is profiled in-process (cProfile, the SQL it ran, EXPLAIN ANALYZE of its slowest query).
+same request is profiled in-process (cProfile, the SQL it ran through Django's cursor, EXPLAIN ANALYZE of
+its slowest statement; the aggregation rows, read by apps.telemetry.aggregation.fetch_rows, are not among them).
 """
 
 import cProfile
