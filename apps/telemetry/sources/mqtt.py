@@ -1,6 +1,7 @@
 """MQTT source: receive QoS 1 messages, acknowledge each only after its batch is stored."""
 
 import logging
+import struct
 import threading
 import time
 from urllib.parse import urlsplit
@@ -15,7 +16,59 @@ from .common import hand_over
 log = logging.getLogger(__name__)
 
 
-def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=False):
+class ReadAheadSocket:
+    """A connected socket read in chunks of up to 64 KiB: paho asks for each packet's first byte,
+    its length and its body in separate recv calls, three system calls per message. `pending()`
+    tells paho's loop that bytes are waiting here, so that it reads them without waiting in select."""
+
+    CHUNK = 65536
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.chunk = b""
+        self.position = 0
+
+    def recv(self, size):
+        if self.position == len(self.chunk):
+            self.chunk, self.position = self.sock.recv(self.CHUNK), 0  # b"" at the end of the stream
+        data = self.chunk[self.position:self.position + size]
+        self.position += len(data)
+        return data
+
+    def pending(self):
+        inner = getattr(self.sock, "pending", None)  # a TLS socket's decrypted bytes
+        return len(self.chunk) - self.position + (inner() if inner else 0)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+PUBACK_PACKET = struct.Struct("!BBH")  # fixed header, remaining length 2, message id (reason: success)
+
+
+class ConsumerClient(mqtt.Client):
+    """paho's client for a consumer at a high message rate: its socket reads ahead, the packets
+    read ahead are handled in one go (paho's loop would select() once per packet), and a batch's
+    PUBACKs go out as one write (paho queues, wakes its network thread for and sends each one on
+    its own). Relies on paho's `_create_socket` and `_packet_queue` (paho-mqtt is pinned)."""
+
+    def _create_socket(self):
+        return ReadAheadSocket(super()._create_socket())
+
+    def loop_read(self, max_packets=1):
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and self._sock.pending():
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def ack_all(self, mids):
+        """Acknowledge the QoS 1 messages `mids` (manual_ack=True)."""
+        if mids:
+            packets = b"".join([PUBACK_PACKET.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+            self._packet_queue(mqtt.PUBACK, packets, 0, 0)
+
+
+def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=False, client_class=mqtt.Client):
     """A paho client for mqtt://[user:pass@]host:port, not yet connected; returns (client, connect kwargs).
 
     session_expiry > 0 asks for a persistent session: the broker keeps our QoS 1 backlog that long
@@ -24,7 +77,7 @@ def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=F
     parts = urlsplit(url)
     version = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
     kwargs = {} if protocol == 5 else {"clean_session": not persistent}
-    client = mqtt.Client(
+    client = client_class(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, manual_ack=manual_ack, **kwargs
     )
     if parts.username:
@@ -44,7 +97,8 @@ class MqttSource:
 
     def __init__(self, *, url, client_id, topic, protocol=5, session_expiry=86400, receive_maximum=10000):
         self.client, self.connect_kwargs = mqtt_client(
-            url, client_id=client_id, protocol=protocol, session_expiry=session_expiry, manual_ack=True
+            url, client_id=client_id, protocol=protocol, session_expiry=session_expiry, manual_ack=True,
+            client_class=ConsumerClient,
         )
         if protocol == 5:
             # Back-pressure: the broker keeps at most this many unacknowledged messages in flight to
@@ -92,10 +146,8 @@ class MqttSource:
                 if batch:
                     if not hand_over(on_batch, [m for m, *_ in batch], stop):
                         break
-                    for _message, mid, qos, generation in batch:
-                        # After a reconnect the broker redelivers these itself (stored once anyway).
-                        if generation == self.generation:
-                            self.client.ack(mid, qos)
+                    # After a reconnect the broker redelivers the earlier ones itself (stored once anyway).
+                    self.client.ack_all([mid for _, mid, qos, generation in batch if qos == 1 and generation == self.generation])
                 elif on_idle:
                     on_idle()
                 if stopping:
