@@ -9,6 +9,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
+from operator import itemgetter
 
 from django.conf import settings
 from django.db import transaction
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 LATENCY_SAMPLES = 1000
+PAIR = itemgetter(0, 1)
+TS = itemgetter(2)
 
 
 @dataclass(slots=True)
@@ -41,7 +45,7 @@ class BatchResult:
 
 
 def describe_rows(rows, *, devices, master):
-    """One pass over stored rows → (live items: the newest reading of each (device, metric) with
+    """Stored rows → (live items: the newest reading of each (device, metric) with
     its threshold status; the rows that can move an alert; newest ts per device).
 
     Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
@@ -49,18 +53,18 @@ def describe_rows(rows, *, devices, master):
     """
     resolve = master.thresholds.resolve
     by_pair = {}
+    for pair, run in groupby(rows, key=PAIR):  # a message's readings are mostly of one pair
+        by_pair.setdefault(pair, []).extend(run)
     last_seen = {}
-    for row in rows:
-        by_pair.setdefault((row[0], row[1]), []).append(row)
-        if row[2] > last_seen.get(row[0], 0):
-            last_seen[row[0]] = row[2]
     items = []
     evaluate_rows = []
     for (device_pk, metric_pk), pair_rows in by_pair.items():
         device = devices[device_pk]
         bands = resolve(device_pk=device_pk, location_pk=device.location_pk, type_pk=device.type_pk, metric_pk=metric_pk)
-        pair_rows.sort(key=lambda row: row[2])
+        pair_rows.sort(key=TS)
         _, _, ts, value = pair_rows[-1]
+        if ts > last_seen.get(device_pk, 0):
+            last_seen[device_pk] = ts
         items.append({
             "device": device.device_id, "metric": master.metric_keys[metric_pk], "value": value,
             "ts": int(ts * 1000), "status": bands.status(value) if bands else None,

@@ -43,8 +43,8 @@ def hour_start(at, offset):
 
 def mark_dirty_hours(rows):
     """rows: (device_pk, metric_pk, ts_seconds, value). Call in the transaction that stores them."""
-    hours = {int(ts // 3600) * 3600 for _, _, ts, _ in rows}
-    DirtyHour.objects.bulk_create([DirtyHour(hour=datetime.fromtimestamp(h, tz=UTC)) for h in hours], ignore_conflicts=True)
+    hours = {ts // 3600 for _, _, ts, _ in rows}
+    DirtyHour.objects.bulk_create([DirtyHour(hour=datetime.fromtimestamp(h * 3600, tz=UTC)) for h in hours], ignore_conflicts=True)
 
 
 def upsert(model, rows, key=("device", "metric", "bucket")):
