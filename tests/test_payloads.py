@@ -50,6 +50,16 @@ def test_it_accepts_arrays_and_iso_timestamps_and_subtopics(master):
     assert batch.rows[1][:2] == (10, 2)
 
 
+def test_it_takes_gateway_arrays_of_compact_items_whole_or_not_at_all(master):
+    ts = int(time.time() * 1000)
+    batch = run(master, [{"ts": ts, "v": 20.5}, {"ts": ts + 1, "v": 21}, {"ts": ts + 2, "v": 21.5}])
+    assert batch.rows == [(10, 1, ts / 1000, 20.5), (10, 1, (ts + 1) / 1000, 21.0), (10, 1, (ts + 2) / 1000, 21.5)]
+    future = ts + 3_600_000
+    batch = run(master, [{"ts": ts, "v": 20.5}, {"ts": future, "v": 21.5}])
+    assert batch.rows == []
+    assert [r.reason for r in batch.rejections] == ["ts_future"]
+
+
 def test_it_uses_receive_time_when_ts_is_missing(master):
     before = time.time()
     batch = run(master, {"temperature": 20})

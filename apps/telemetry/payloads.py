@@ -109,7 +109,12 @@ def decode(message, max_bytes):
         raise Rejected(Reason.WRONG_SHAPE, "empty array")
     readings = []
     for item in items:
-        readings.extend(readings_of_item(item, device_id, message.received_at))
+        # A gateway's usual item, {"ts": epoch ms, "v": a float}, needs none of the general checks
+        # (orjson gives no non-finite floats: JSON has none). A third of a reading's validation.
+        if type(item) is dict and len(item) == 2 and type(ts := item.get("ts")) is int and type(value := item.get("v")) is float:
+            readings.append((None, ts / 1000.0, value))
+        else:
+            readings.extend(readings_of_item(item, device_id, message.received_at))
     return device_id, readings
 
 
