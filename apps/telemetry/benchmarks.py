@@ -250,11 +250,6 @@ def truncate_readings(conn):
     conn.execute("TRUNCATE telemetry_reading, telemetry_deadletter RESTART IDENTITY")
 
 
-def reading_high_water(conn):
-    """max(id) of the readings: cheap (index), equals the row count after a truncate when nothing conflicted."""
-    return conn.execute("SELECT coalesce(max(id), 0) FROM telemetry_reading").fetchone()[0]
-
-
 def count_rows(conn, table):
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
@@ -617,16 +612,44 @@ class Drain:
         return ratio(self.rows, self.seconds)
 
 
-def wait_for_rows(conn, expected, *, timeout, write, label, measure=True, interval=0.1, show_every=2.0):
-    """Poll the readings table until it holds `expected` rows; returns the Drain (None if not `measure`).
+SAMPLE_DEVICES = 4
+SAMPLE_ROWS = "SELECT count(*) FROM telemetry_reading WHERE device_id = ANY(%s) AND metric_id = %s"
 
-    max(id) (an index probe) tracks progress; once it reaches `expected`, count(*) confirms.
-    The rate counts from the first rows seen, so process start-up is not part of it.
+
+class StoredRows:
+    """How much of a round-robin backlog (`messages` of `per_message` temperature readings over
+    sim-00001 …, from device 1 on) is stored: estimated from the rows of its first few devices, a
+    range of the (device, metric, time) key, while it drains; counting the whole table at every poll
+    would load the machine being measured. `exact()` counts it."""
+
+    def __init__(self, conn, *, messages, devices, per_message=1):
+        self.conn = conn
+        sampled = min(SAMPLE_DEVICES, devices, messages)
+        self.sample = [demo_device_pks(conn, sampled), metric_pk(conn, "temperature")]
+        self.rows = messages * per_message
+        # Device n of the round robin gets messages (n − 1), (n − 1 + devices), …
+        self.sample_rows = per_message * sum((messages - n) // devices + 1 for n in range(1, sampled + 1))
+
+    def estimate(self):
+        """The rows stored, scaled from the sample; exactly `rows` once the sample is complete."""
+        (stored,) = self.conn.execute(SAMPLE_ROWS, self.sample).fetchone()
+        return self.rows if stored >= self.sample_rows else stored * self.rows // self.sample_rows
+
+    def exact(self):
+        return count_rows(self.conn, "telemetry_reading")
+
+
+def wait_for_rows(stored, *, timeout, write, label, measure=True, interval=0.1, show_every=2.0):
+    """Poll until the table holds the `stored.rows` rows of a backlog; returns the Drain (None if not `measure`).
+
+    The estimate tracks progress; once it says complete, exact counts confirm. The rate counts
+    from the first rows seen, so process start-up is not part of it.
     """
+    expected = stored.rows
     started = shown = time.monotonic()
     first_at, first_rows, confirming = None, 0, False
     while True:
-        rows = count_rows(conn, "telemetry_reading") if confirming else reading_high_water(conn)
+        rows = stored.exact() if confirming else stored.estimate()
         now = time.monotonic()
         if rows and first_at is None:
             first_at, first_rows = now, rows
@@ -833,15 +856,27 @@ def latency_stats(samples):
     return {"n": len(ordered), **{f"p{p}": percentile(ordered, p) for p in (50, 95, 99)}, "max": ordered[-1] if ordered else None}
 
 
+NEWER_READINGS = """
+SELECT s.device, r.time
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS s(device, after)
+CROSS JOIN LATERAL (
+    SELECT time FROM telemetry_reading WHERE device_id = s.device AND metric_id = %s AND time > s.after
+) r
+"""
+
+
 class StoredLatencyProbe(threading.Thread):
-    """Every `interval` s selects the rows newer than the last seen id and records now − time (ms).
+    """Every `interval` s selects the readings of the sampled devices newer than the newest seen of
+    each (ranges of the (device, metric, time) key) and records now − time (ms).
 
     Measures publish → visible in PostgreSQL (after commit), plus up to `interval` of polling delay.
-    Exact for one ingest process (ids then become visible in order)."""
+    Exact for one ingest process, which stores each device's readings in order."""
 
-    def __init__(self, url, interval=0.01):
+    def __init__(self, url, *, device_pks, metric, interval=0.01):
         super().__init__(daemon=True, name="stored-latency")
         self.url = url
+        self.device_pks = device_pks
+        self.metric = metric
         self.interval = interval
         self.samples = []
         self.stopped = threading.Event()
@@ -850,15 +885,13 @@ class StoredLatencyProbe(threading.Thread):
     def run(self):
         try:
             with psycopg.connect(self.url, autocommit=True) as conn:
-                last_id = 0
+                newest = dict.fromkeys(self.device_pks, datetime.fromtimestamp(0, tz=UTC))
                 while not self.stopped.is_set():
-                    rows = conn.execute(
-                        "SELECT id, extract(epoch FROM time)::float8 FROM telemetry_reading WHERE id > %s", [last_id]
-                    ).fetchall()
+                    rows = conn.execute(NEWER_READINGS, [list(newest), list(newest.values()), self.metric]).fetchall()
                     now = time.time()
-                    for row_id, ts in rows:
-                        self.samples.append((now - ts) * 1000)
-                        last_id = max(last_id, row_id)
+                    for device, at in rows:
+                        self.samples.append((now - at.timestamp()) * 1000)
+                        newest[device] = max(newest[device], at)
                     self.stopped.wait(self.interval)
         except Exception as e:  # reported by stop()
             self.error = e

@@ -29,6 +29,7 @@ from apps.telemetry.benchmarks import (
     LiveLatencyProbe,
     Profiler,
     StoredLatencyProbe,
+    StoredRows,
     Summary,
     backlog_start_ms,
     consume_bare,
@@ -59,6 +60,7 @@ from apps.telemetry.benchmarks import (
 
 SECTIONS = ("throughput", "latency", "scale", "kafka", "memory")
 CORES_NOTE = "2 cores shared by load generator, broker, ingest and PostgreSQL"
+LATENCY_SAMPLE_DEVICES = 16  # whose readings the stored-latency probe follows (every k-th of the publisher's)
 
 
 def sections_arg(value):
@@ -216,11 +218,12 @@ class Command(BaseCommand):
                  f"{published_rate:,.0f} msg/s")
         return published_rate
 
-    def drain_ingest(self, run, conn, processes, expected, label):
-        """Wait until `processes` (ready) have stored `expected` rows; prints rate, CPU and memory.
+    def drain_ingest(self, run, conn, processes, backlog, label):
+        """Wait until `processes` (ready) have stored the rows of `backlog` (StoredRows); prints rate, CPU and memory.
 
         Returns (Drain, CPU seconds of all processes since ready)."""
-        drain = wait_for_rows(conn, expected, timeout=run.timeout, write=self.say, label=label)
+        drain = wait_for_rows(backlog, timeout=run.timeout, write=self.say, label=label)
+        expected = backlog.rows
         cpu = sum(p.cpu_since_ready() for p in processes)
         rss = ", ".join(f"{p.memory()['rss']:.0f}" for p in processes)
         dead = count_rows(conn, "telemetry_deadletter")
@@ -259,7 +262,8 @@ class Command(BaseCommand):
             truncate_readings(conn)
             with run.mqtt_ingest(f"{label}-ingest", group=group) as ingest:
                 ingest.wait_ready()
-                drain, cpu = self.drain_ingest(run, conn, [ingest], count * per_message, f"ingest ×1 ({label})")
+                backlog = StoredRows(conn, messages=count, devices=devices, per_message=per_message)
+                drain, cpu = self.drain_ingest(run, conn, [ingest], backlog, f"ingest ×1 ({label})")
             ingest_rate = drain.rate / per_message
             self.say(f"  ingest: {ingest_rate:,.0f} msg/s = {times(ratio(ingest_rate, bare_rate))} bare ({CORES_NOTE})")
             self.summary.add(section, "bare subscriber", bare_rate, "msg/s")
@@ -307,12 +311,14 @@ class Command(BaseCommand):
         """One fixed-rate run; returns (achieved rate, stored stats, live stats)."""
         truncate_readings(conn)
         live.take()
-        probe = StoredLatencyProbe(run.database.url)
+        sampled = demo_device_pks(conn, devices)[::max(1, devices // LATENCY_SAMPLE_DEVICES)]
+        probe = StoredLatencyProbe(run.database.url, device_pks=sampled, metric=metric_pk(conn, "temperature"))
         probe.start()
         try:
             result = run_child(publish_at_rate, url=run.mqtt_url, client_id=run.name(f"pub{next(self.names)}"), rate=rate,
                                duration=duration, devices=devices, timeout=run.timeout)
-            wait_for_rows(conn, result["published"], timeout=run.timeout, write=self.say, label=f"{rate:,} msg/s", measure=False)
+            wait_for_rows(StoredRows(conn, messages=result["published"], devices=devices), timeout=run.timeout,
+                          write=self.say, label=f"{rate:,} msg/s", measure=False)
             time.sleep(2 * settings.IOTHUB["LIVE_PUSH_INTERVAL"] + 0.5)  # the last coalesced push
         finally:
             stored = probe.stop()
@@ -346,13 +352,13 @@ class Command(BaseCommand):
         self.say(f"-- {count:,} single-reading messages, queued for 1 and for 2 ingest processes (shared subscription)")
         self.publish(run, count=count, per_message=1, start_ms=backlog_start_ms(count, 1), devices=devices)
         with database.connect() as conn:
-            rates = {n: self.drain_with(run, conn, count, [partial(run.mqtt_ingest, label, group=group) for label in labels])
+            rates = {n: self.drain_with(run, conn, [partial(run.mqtt_ingest, label, group=group) for label in labels])
                      for n, (group, labels) in layouts.items()}
         self.report_scale("scale/mqtt", rates)
 
-    def drain_with(self, run, conn, expected, starters, before_drain=None):
+    def drain_with(self, run, conn, starters, before_drain=None):
         """Truncate, start ingest processes (`starters`: callables returning an IngestProcess), wait until they are
-        ready, call before_drain(processes) if given, drain, stop; returns rows/s."""
+        ready, call before_drain(processes) if given, drain a --messages backlog, stop; returns rows/s."""
         truncate_readings(conn)
         with ExitStack() as stack:
             processes = [stack.enter_context(start()) for start in starters]
@@ -360,7 +366,8 @@ class Command(BaseCommand):
                 process.wait_ready()
             if before_drain:
                 before_drain(processes)
-            drain, _cpu = self.drain_ingest(run, conn, processes, expected, f"ingest ×{len(processes)}")
+            backlog = StoredRows(conn, messages=self.options["messages"], devices=self.options["devices"])
+            drain, _cpu = self.drain_ingest(run, conn, processes, backlog, f"ingest ×{len(processes)}")
             return drain.rate
 
     def report_scale(self, section, rates):
@@ -383,7 +390,7 @@ class Command(BaseCommand):
             self.say(f"  bare confluent-kafka consumer: {bare['count']:,} records in {bare['seconds']:.2f} s = "
                      f"{bare['rate']:,.0f}/s; CPU {bare['cpu'] / count * 1e6:.1f} µs/record")
             with database.connect() as conn:
-                rates = {n: self.drain_with(run, conn, count, self.kafka_ingests(run, n, topics[n], deadletter),
+                rates = {n: self.drain_with(run, conn, self.kafka_ingests(run, n, topics[n], deadletter),
                                             before_drain=partial(self.produce_when_assigned, run, topics[n]))
                          for n in (1, 2)}
         finally:
@@ -425,7 +432,8 @@ class Command(BaseCommand):
             idle = ingest.memory()
             self.say(f"  ingest subscribed, device master not loaded yet: RSS {idle['rss']:.0f} MB")
             self.publish(run, count=count, per_message=1, start_ms=backlog_start_ms(count, 1), devices=devices)
-            wait_for_rows(conn, count, timeout=run.timeout, write=self.say, label="memory ingest", measure=False)
+            wait_for_rows(StoredRows(conn, messages=count, devices=devices), timeout=run.timeout, write=self.say,
+                          label="memory ingest", measure=False)
             time.sleep(1)
             loaded = ingest.memory()
         self.say(f"  after {count:,} messages with {devices:,} devices in the master: RSS {loaded['rss']:.0f} MB, "
