@@ -1,5 +1,6 @@
 """Fixtures for tests on the real services started by scripts/services.sh (see scripts/test.sh)."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -281,3 +282,22 @@ def eager_celery():
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
+
+
+def manage(url, *args, **env):
+    """Run a manage.py command as its own process against the database at `url`; returns its output."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DATABASE_URL": url, "TIME_ZONE": "Europe/Berlin", **env},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def readings_csv(path, rows):
+    """A CSV for import_readings: (device, time, value) rows of temperature readings."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["device", "time", "metric", "value"])
+        writer.writerows((device, at.isoformat(), "temperature", value) for device, at, value in rows)
+    return str(path)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -102,7 +103,8 @@ def test_it_shows_an_alert_and_acknowledges_it_from_the_console(live_hub, browse
     row.find_element(By.NAME, "note").send_keys("fan replaced")
     screenshot(browser, "alerts")
     row.find_element(By.CSS_SELECTOR, "button.ack").click()
-    WebDriverWait(browser, 10).until(
+    # The form posts and the page reloads: a row found on the old page may go stale while read.
+    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
         lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"] .state').text == "acknowledged"
     )
     alert.refresh_from_db()

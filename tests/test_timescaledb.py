@@ -6,10 +6,7 @@ scripts/timescaledb/server.mjs): one client at a time and no background schedule
 hub step runs as its own `manage.py` process and the test runs the policies' jobs itself.
 """
 
-import csv
-import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,7 +14,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from .conftest import ARTIFACTS, ROOT, free_port
+from .conftest import ARTIFACTS, ROOT, free_port, manage, readings_csv
 
 SERVER = ROOT / "scripts" / "timescaledb" / "server.mjs"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -48,14 +45,10 @@ def timescaledb():
         log.close()
 
 
-def manage(url, *args, **env):
-    """Run a manage.py command against the TimescaleDB server; returns its output."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "DATABASE_URL": url, "TIME_ZONE": "Europe/Berlin", **env},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+KEY_COLUMNS = """
+SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = 'telemetry_reading'::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)
+"""
 
 
 def query(url, sql, params=()):
@@ -63,14 +56,6 @@ def query(url, sql, params=()):
     with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute(sql, params)
         return cursor.fetchall() if cursor.description else None
-
-
-def readings_csv(path, rows):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["device", "time", "metric", "value"])
-        writer.writerows((device, at.isoformat(), "temperature", value) for device, at, value in rows)
-    return str(path)
 
 
 def brute_force(rows, bucket_of):
@@ -113,7 +98,12 @@ def test_it_keeps_rollups_as_continuous_aggregates_with_policies(timescaledb, tm
     manage(url, "backfill", "--start", "2026-10-24", "--end", "2026-10-27")
     assert query(url, "SELECT count(*) > 0 FROM telemetry_dailyrollup") == [(True,)]
 
+    manage(url, "migrate", "telemetry", "0004", "--verbosity", "0")
+    # Compressed chunks, then the re-key of 0005 (readings by (device, metric, time), no id).
+    query(url, "SELECT compress_chunk(c) FROM show_chunks('telemetry_reading') c")
     manage(url, "migrate", "--verbosity", "0")
+    assert query(url, KEY_COLUMNS) == [("device_id",), ("metric_id",), ("time",)]
+    assert query(url, "SELECT count(*) FROM telemetry_reading") == [(len(rows),)]
     assert sorted(query(url, "SELECT view_name FROM timescaledb_information.continuous_aggregates")) == [
         ("telemetry_dailyrollup",), ("telemetry_hourlyrollup",), ("telemetry_locationdailyrollup",), ("telemetry_locationhourlyrollup",),
     ]

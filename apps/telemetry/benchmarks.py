@@ -337,7 +337,7 @@ def raw_copy_seconds(conn, rows):
 
 
 def direct_copy_seconds(conn, rows):
-    """COPY straight into telemetry_reading (partition routing, id sequence, both indexes; no conflict handling)."""
+    """COPY straight into telemetry_reading (partition routing, its key index; no conflict handling)."""
     truncate_readings(conn)
     try:
         return timed_copy(conn, "telemetry_reading", rows)

@@ -94,13 +94,11 @@ def drop_partitions_before(cutoff: date):
 
 CREATE_PARTITIONED = f"""
 CREATE TABLE {PARENT} (
-    id bigserial NOT NULL,
     time timestamptz NOT NULL,
     device_id bigint NOT NULL,
     metric_id bigint NOT NULL,
     value double precision NOT NULL,
-    PRIMARY KEY (id, time),
-    CONSTRAINT reading_device_metric_time UNIQUE (device_id, metric_id, time)
+    PRIMARY KEY (device_id, metric_id, time)
 )
 """
 
@@ -118,3 +116,28 @@ def create_reading_table(schema_editor, model):
             return
         cursor.execute(CREATE_PARTITIONED + " PARTITION BY RANGE (time)")
         cursor.execute(f"CREATE TABLE {PARENT}_default PARTITION OF {PARENT} DEFAULT")
+
+
+def rekey_reading_table(schema_editor, model):
+    """Migration step: readings keyed by (device, metric, time) alone, without the surrogate id of
+    before (tables created since have that layout already). Rebuilds the key's index once."""
+    if schema_editor.connection.vendor != "postgresql":
+        # SQLite alters a key by copying the table; Django's migrations refuse to for a composite key.
+        schema_editor.execute(f'ALTER TABLE "{PARENT}" RENAME TO "{PARENT}_with_id"')
+        schema_editor.create_model(model)
+        schema_editor.execute(
+            f'INSERT INTO "{PARENT}" (time, device_id, metric_id, value) '
+            f'SELECT time, device_id, metric_id, value FROM "{PARENT}_with_id"'
+        )
+        schema_editor.execute(f'DROP TABLE "{PARENT}_with_id"')
+        return
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'id'", [PARENT])
+        if cursor.fetchone() is None:
+            return
+        # Dropping id drops the old primary key (id, time) with it, in every partition or chunk.
+        cursor.execute(f"ALTER TABLE {PARENT} DROP COLUMN id")
+        cursor.execute(
+            f"ALTER TABLE {PARENT} DROP CONSTRAINT reading_device_metric_time, "
+            "ADD PRIMARY KEY (device_id, metric_id, time)"
+        )

@@ -84,7 +84,7 @@ def recompute_hours(start, end):
         Reading.objects.filter(time__gte=start, time__lt=end)
         .annotate(bucket=TruncHour("time", tzinfo=offset))
         .values("device_id", "metric_id", "bucket")
-        .annotate(min=Min("value"), max=Max("value"), sum=Sum("value"), count=Count("id"))
+        .annotate(min=Min("value"), max=Max("value"), sum=Sum("value"), count=Count("*"))
         .order_by()
     )
     upsert(HourlyRollup, rows)
