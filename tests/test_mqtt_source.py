@@ -1,8 +1,12 @@
 """The ingest's MQTT client on the real Mosquitto: reading ahead, acknowledging a batch at once."""
 
 import threading
+from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 from django.conf import settings
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from apps.telemetry.sources.mqtt import ConsumerClient, mqtt_client
 
@@ -10,20 +14,25 @@ from .conftest import eventually
 
 
 class Consumer:
-    """A persistent-session ConsumerClient on `topic`, collecting (mid, payload) as they arrive."""
+    """A persistent-session ConsumerClient on `topic`, collecting (mid, payload) and topics as they arrive."""
 
     def __init__(self, client_id, topic):
         self.client, connect_kwargs = mqtt_client(
             settings.MQTT_URL, client_id=client_id, session_expiry=60, manual_ack=True, client_class=ConsumerClient
         )
         self.received = []
+        self.topics = []
         self.subscribed = threading.Event()
-        self.client.on_message = lambda client, userdata, msg: self.received.append((msg.mid, msg.payload))
+        self.client.on_message = self.on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)
         self.client.connect(**connect_kwargs)
         self.client.loop_start()
         assert self.subscribed.wait(10), "no SUBACK"
+
+    def on_message(self, client, userdata, msg):
+        self.received.append((msg.mid, msg.payload))
+        self.topics.append(msg.topic)
 
     def settle(self):
         """Return once the broker has read everything sent before: it handles one connection's
@@ -57,3 +66,27 @@ def test_it_acknowledges_a_batch_so_that_only_the_rest_is_redelivered(publisher,
     finally:
         again.close()
     assert [payload for _, payload in again.received] == [b"%d" % i for i in range(30, 50)]
+
+
+def test_it_reads_topic_and_payload_past_a_publishs_properties(unique):
+    topic = f"test/properties/{unique}"
+    consumer = Consumer(f"test-props-{unique}", topic)
+    url = urlsplit(settings.MQTT_URL)
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-props-pub-{unique}", protocol=mqtt.MQTTv5)
+    sender.connect(url.hostname, url.port)
+    sender.loop_start()
+    try:
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ContentType = "application/json"
+        properties.UserProperty = ("gateway", "g" * 200)  # properties over 127 bytes: a two-byte length
+        for payload, props in ((b'{"v": 1}', properties), (b'{"v": 2}', None)):
+            sender.publish(topic, payload, qos=1, properties=props).wait_for_publish(10)
+        eventually(lambda: len(consumer.received) == 2, timeout=10, message="2 messages")
+        assert [payload for _, payload in consumer.received] == [b'{"v": 1}', b'{"v": 2}']
+        assert consumer.topics == [topic, topic]
+        consumer.client.ack_all([mid for mid, _ in consumer.received])
+        consumer.settle()
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        consumer.close()
