@@ -122,7 +122,7 @@ def rekey_reading_table(schema_editor, model):
     """Migration step: readings keyed by (device, metric, time) alone, without the surrogate id of
     before (tables created since have that layout already). Rebuilds the key's index once."""
     if schema_editor.connection.vendor != "postgresql":
-        # SQLite alters a key by copying the table; Django's migrations refuse to for a composite key.
+        # SQLite changes a key by copying the table; Django's schema editor has no step for a composite one.
         schema_editor.execute(f'ALTER TABLE "{PARENT}" RENAME TO "{PARENT}_with_id"')
         schema_editor.create_model(model)
         schema_editor.execute(
