@@ -1,6 +1,7 @@
 """The ingest's MQTT client on the real Mosquitto: reading ahead, acknowledging a batch at once."""
 
 import threading
+import time
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -8,7 +9,7 @@ from django.conf import settings
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from apps.telemetry.sources.mqtt import ConsumerClient, mqtt_client
+from apps.telemetry.sources.mqtt import ConsumerClient, MqttSource, mqtt_client
 
 from .conftest import eventually
 
@@ -90,3 +91,30 @@ def test_it_reads_topic_and_payload_past_a_publishs_properties(unique):
         sender.disconnect()
         sender.loop_stop()
         consumer.close()
+
+
+def test_it_stores_what_arrived_during_a_slow_batch_without_waiting_another_interval(publisher, unique):
+    topic, client_id = f"test/flush/{unique}", f"test-flush-{unique}"
+    Consumer(client_id, topic).close()  # the persistent session: the broker queues "first" for the source
+    publisher(topic, b"first")
+    source = MqttSource(url=settings.MQTT_URL, client_id=client_id, topic=topic, session_expiry=60)
+    stop = threading.Event()
+    batches, first_done = [], []
+
+    def on_batch(messages):
+        batches.append([m.payload for m in messages])
+        if len(batches) == 1:
+            publisher(topic, b"second")  # arrives while the first batch is being stored
+            time.sleep(1.5)
+            first_done.append(time.monotonic())
+        else:
+            batches[-1].append(time.monotonic() - first_done[0])
+            stop.set()
+
+    runner = threading.Thread(target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 1.0, "stop": stop})
+    runner.start()
+    runner.join(15)
+    assert not runner.is_alive(), "the source did not stop"
+    assert [batch[:1] for batch in batches] == [[b"first"], [b"second"]]
+    # "second" is 1.5 s old when the first batch is done: due at once, not after another second's wait
+    assert batches[1][1] < 0.5

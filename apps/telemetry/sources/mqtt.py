@@ -167,6 +167,13 @@ class MqttSource:
             if len(self.buffer) >= self.batch_size:
                 self.wake.set()
 
+    def seconds_until_due(self, flush_interval):
+        """Until the oldest buffered message is `flush_interval` old: what arrived while the last
+        batch was being stored has waited that long already."""
+        with self.lock:
+            oldest = self.buffer[0][0].received_at if self.buffer else None
+        return flush_interval if oldest is None else max(0.0, oldest + flush_interval - time.time())
+
     def run(self, on_batch, *, batch_size, flush_interval, stop, on_idle=None):
         """Until `stop` is set: batch by size or age, store, then acknowledge."""
         self.batch_size = batch_size
@@ -175,7 +182,7 @@ class MqttSource:
         try:
             while True:
                 stopping = stop.is_set()
-                self.wake.wait(flush_interval)
+                self.wake.wait(self.seconds_until_due(flush_interval))
                 self.wake.clear()
                 with self.lock:
                     batch, self.buffer = self.buffer[:batch_size], self.buffer[batch_size:]

@@ -1,0 +1,40 @@
+"""The benchmarks' own load generator on the real Mosquitto: what it claims to have published arrived."""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import pytest
+from django.conf import settings
+
+from apps.telemetry.benchmarks import BenchError, RatePublisher, mqtt_string
+
+from .conftest import eventually
+from .test_mqtt_source import Consumer
+
+
+def test_it_publishes_every_message_in_order_within_its_window(unique):
+    topic = f"test/rate/{unique}"
+    consumer = Consumer(f"test-rate-{unique}", topic)
+    publisher = RatePublisher(settings.MQTT_URL, f"test-rate-pub-{unique}", window=100, timeout=10)
+    try:
+        payloads = [orjson.dumps({"n": n, "pad": "x" * (n % 300)}) for n in range(1000)]  # some over 127 bytes
+        for first in range(0, 1000, 250):  # more than a window per call
+            publisher.publish([(mqtt_string(topic), payload) for payload in payloads[first:first + 250]])
+            assert publisher.published - publisher.acknowledged <= 100
+        publisher.read_acks(until=0)
+        assert publisher.acknowledged == 1000
+        eventually(lambda: len(consumer.received) == 1000, timeout=10, message="1,000 messages")
+        assert [payload for _, payload in consumer.received] == payloads
+        consumer.client.ack_all([mid for mid, _ in consumer.received])
+        consumer.settle()
+    finally:
+        publisher.close()
+        consumer.close()
+
+
+def test_it_says_when_the_broker_refuses_the_connection(unique):
+    url = urlsplit(os.environ["MQTT_SECURE_URL"])
+    wrong = urlunsplit(url._replace(netloc=f"nobody-{unique}:wrong@{url.hostname}:{url.port}"))
+    with pytest.raises(BenchError, match="CONNACK refused"):
+        RatePublisher(wrong, f"test-refused-{unique}", timeout=10)
