@@ -12,7 +12,6 @@ rejection reason when the body was dead-lettered; 413 when it is larger than the
 inactive device; 429 past the per-token rate (IOTHUB_INGEST_RATE).
 """
 
-import threading
 import time
 
 from django.conf import settings
@@ -147,43 +146,7 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
-# -- live push from the web process ---------------------------------------------------------------
-
-
-class SharedLivePublisher:
-    """The LivePublisher of this web process, shared by its requests: coalesces HTTP readings
-    like the ingest loop does; a timer sends what a quiet moment leaves pending."""
-
-    def __init__(self, *, interval):
-        self.publisher = LivePublisher(interval=interval)
-        self.lock = threading.Lock()
-        self.timer = None
-
-    def add(self, items):
-        with self.lock:
-            self.publisher.add(items)
-
-    def flush_due(self):
-        with self.lock:
-            self.publisher.flush_due()
-            self._arm()
-
-    def _arm(self):
-        if self.publisher.pending and self.timer is None:
-            self.timer = threading.Timer(self.publisher.interval, self._flush_later)
-            self.timer.daemon = True
-            self.timer.start()
-
-    def _flush_later(self):
-        with self.lock:
-            self.timer = None
-            try:
-                self.publisher.flush_due()
-            finally:
-                self._arm()
-
-
-LIVE = SharedLivePublisher(interval=settings.IOTHUB["LIVE_PUSH_INTERVAL"])
+LIVE = LivePublisher(interval=settings.IOTHUB["LIVE_PUSH_INTERVAL"])  # shared by this web process's requests
 
 
 # -- the view -------------------------------------------------------------------------------------

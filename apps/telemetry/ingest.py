@@ -95,7 +95,6 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
         return result
 
     def after_batch():
-        publisher.flush_due()
         progress.show_due()
         if stats.summary_due():
             if source == "kafka":

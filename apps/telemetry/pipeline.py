@@ -78,8 +78,10 @@ def after_commit(batch_id, items, evaluate_rows, last_seen, publisher):
     store_latest(items)
     if publisher is not None:
         publisher.add(items)
-        publisher.flush_due()
-    evaluate_batch.delay(rows=evaluate_rows, last_seen=list(last_seen.items()), batch_id=batch_id)
+    evaluate_batch.apply_async(
+        kwargs={"rows": evaluate_rows, "last_seen": list(last_seen.items()), "batch_id": batch_id},
+        kwargsrepr=f"{{batch {batch_id}: {len(evaluate_rows)} rows}}",  # not Celery's repr of every row
+    )
 
 
 HISTORICAL_MAX_AGE = 100 * 365 * 86400
