@@ -74,7 +74,9 @@ def describe_rows(rows, *, devices, master):
     return items, evaluate_rows, last_seen
 
 
-def after_commit(batch_id, items, evaluate_rows, last_seen, publisher):
+def after_commit(batch_id, rows, devices, master, publisher):
+    # Described after the commit, not before it: the readings are visible to queries sooner.
+    items, evaluate_rows, last_seen = describe_rows(rows, devices=devices, master=master)
     store_latest(items)
     if publisher is not None:
         publisher.add(items)
@@ -110,8 +112,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         mark_dirty_hours(rows)
         store_dead_letters(batch.rejections)
         if not historical:
-            items, evaluate_rows, last_seen = describe_rows(rows, devices=batch.devices, master=master)
-            transaction.on_commit(partial(after_commit, batch_id, items, evaluate_rows, last_seen, publisher))
+            transaction.on_commit(partial(after_commit, batch_id, rows, batch.devices, master, publisher))
     log_level = logging.INFO if batch.rejections else logging.DEBUG
     log.log(log_level, "batch stored: %d messages, %d readings (%d new), %d rejected",
             len(messages), len(rows), stored, len(batch.rejections), extra={"batch_id": batch_id})
