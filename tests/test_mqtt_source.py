@@ -24,16 +24,16 @@ class Consumer:
         self.received = []
         self.topics = []
         self.subscribed = threading.Event()
-        self.client.on_message = self.on_message
+        self.client.on_qos1_message = self.on_qos1_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)
         self.client.connect(**connect_kwargs)
         self.client.loop_start()
         assert self.subscribed.wait(10), "no SUBACK"
 
-    def on_message(self, client, userdata, msg):
-        self.received.append((msg.mid, msg.payload))
-        self.topics.append(msg.topic)
+    def on_qos1_message(self, topic, payload, mid):
+        self.received.append((mid, payload))
+        self.topics.append(topic)
 
     def settle(self):
         """Return once the broker has read everything sent before: it handles one connection's
@@ -52,7 +52,7 @@ def test_it_acknowledges_a_batch_so_that_only_the_rest_is_redelivered(publisher,
     try:
         for i in range(50):
             publisher(topic, b"%d" % i)
-        # 50 small messages arrive in one read: they reach on_message only if the read-ahead
+        # 50 small messages arrive in one read: they reach the consumer only if the read-ahead
         # socket tells paho's loop about the bytes it holds (else they wait for the next packet).
         eventually(lambda: len(consumer.received) == 50, timeout=10, message="50 messages")
         consumer.client.ack_all([mid for mid, _ in consumer.received[:30]])
