@@ -118,3 +118,37 @@ def test_it_stores_what_arrived_during_a_slow_batch_without_waiting_another_inte
     assert [batch[:1] for batch in batches] == [[b"first"], [b"second"]]
     # "second" is 1.5 s old when the first batch is done: due at once, not after another second's wait
     assert batches[1][1] < 0.5
+
+
+def test_it_holds_no_more_unacknowledged_messages_than_its_receive_maximum(unique):
+    topic, client_id = f"test/inflight/{unique}", f"test-inflight-{unique}"
+    Consumer(client_id, topic).close()  # the persistent session: the broker queues the backlog for the source
+    url = urlsplit(settings.MQTT_URL)
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-inflight-pub-{unique}", protocol=mqtt.MQTTv5)
+    sender.connect(url.hostname, url.port)
+    sender.loop_start()
+    try:
+        sent = [sender.publish(topic, b"%d" % i, qos=1) for i in range(2000)]
+        sent[-1].wait_for_publish(20)
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+    source = MqttSource(url=settings.MQTT_URL, client_id=client_id, topic=topic, session_expiry=60, receive_maximum=300)
+    stop = threading.Event()
+    received, buffered_while_slow = [], []
+
+    def on_batch(messages):
+        received.extend(m.payload for m in messages)
+        if not buffered_while_slow:
+            time.sleep(1.5)  # a slow first batch: the broker must wait for its acknowledgements
+            with source.lock:
+                buffered_while_slow.append(len(source.buffer))
+        if len(received) >= 2000:
+            stop.set()
+
+    runner = threading.Thread(target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 0.05, "stop": stop})
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "the source did not stop"
+    assert buffered_while_slow == [200]  # 300 in flight: this batch's 100 and 200 waiting
+    assert sorted(received, key=int) == [b"%d" % i for i in range(2000)]
