@@ -236,3 +236,17 @@ def test_it_records_last_seen_without_moving_it_backwards(plant):
     seen = dict(Device.objects.values_list("device_id", "last_seen_at"))
     assert seen["dev-1"].timestamp() == pytest.approx(now, abs=1e-3)
     assert seen["dev-2"].timestamp() == pytest.approx(now - 10, abs=1e-3)
+
+
+def test_it_runs_alert_tasks_sent_as_json_and_as_orjson_on_a_real_worker(plant, hub):
+    """Workers take both content types, so they can be upgraded before the ingest (docs/deploy.md)."""
+    from apps.alerts.tasks import evaluate_batch
+
+    dev1, dev2 = plant["devices"]
+    now = time.time()
+    hub.celery_worker()
+    assert evaluate_batch.app.conf.task_serializer == "orjson"
+    evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev1.pk, now)]}, serializer="json")  # an older hub's
+    evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev2.pk, now)]})
+    eventually(lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
+               timeout=20, message="both tasks run by the worker")
