@@ -871,18 +871,21 @@ EOF
   fi
 }
 
-# One service stopped and started again (the fault tests use it): postgres|redis|mosquitto|kafka.
+# One service stopped and started again (the fault tests use it): postgres|redis|mosquitto|kafka,
+# optionally kept down for SECONDS (an outage rather than a quick restart).
 cmd_restart() {
-  local name=${1:-}
+  local name=${1:-} down_for=${2:-0}
   case "$name" in
     postgres | redis | mosquitto | kafka) ;;
-    *) die "usage: $0 restart postgres|redis|mosquitto|kafka" ;;
+    *) die "usage: $0 restart postgres|redis|mosquitto|kafka [SECONDS_DOWN]" ;;
   esac
+  [[ $down_for =~ ^[0-9]+([.][0-9]+)?$ ]] || die "restart: SECONDS_DOWN must be a number"
   take_lock
   PG_HOME=$(pg_home)
   "stop_$name"
   # A service another checkout started is left running by stop_*: say so instead of pretending.
   if "ready_$name"; then die "$name still answers: it was not started from this checkout"; fi
+  sleep "$down_for"
   "start_$name"
 }
 
@@ -891,9 +894,9 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  restart) cmd_restart "${2:-}" ;;
+  restart) cmd_restart "${2:-}" "${3:-0}" ;;
   *)
-    warn "usage: $0 up|down|status|env|restart NAME"
+    warn "usage: $0 up|down|status|env|restart NAME [SECONDS_DOWN]"
     exit 2
     ;;
 esac
