@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs and starts the real services (PostgreSQL, Redis, Mosquitto, Kafka, Chromium) and runs
+# Installs and starts the real services (PostgreSQL, TimescaleDB, Redis, Mosquitto, Kafka, Chromium) and runs
 # the whole test suite against them. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,7 +17,7 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-REQUIRED = ["DATABASE_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
+REQUIRED = ["DATABASE_URL", "TIMESCALEDB_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
 
 
 def pytest_configure(config):

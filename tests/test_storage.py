@@ -80,6 +80,24 @@ def test_it_drops_whole_partitions_past_retention(plant):
     assert list(Reading.objects.values_list("time", flat=True)) == [recent]
 
 
+def test_maintain_storage_prints_each_change_and_nothing_the_second_time(plant):
+    """The command runs beat's upkeep: partitions ahead, retention by partition, hourly rollups past theirs."""
+    dev, metric = plant["devices"][0], plant["temperature"]
+    today = datetime.now(UTC).date()
+    old_day = today - timedelta(days=35)
+    ensure_partitions(today=old_day, days_back=0, days_ahead=0)
+    HourlyRollup.objects.create(device=dev, metric=metric, bucket=datetime.now(UTC) - timedelta(days=400), min=1, max=1, sum=1, count=1)
+    out = io.StringIO()
+    call_command("maintain_storage", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert f"maintain_storage: partition {partition_name(old_day)} dropped" in lines
+    assert any(line.startswith("maintain_storage: 1 hourly rollups before") for line in lines)
+    assert not HourlyRollup.objects.exists()
+    out = io.StringIO()
+    call_command("maintain_storage", stdout=out)
+    assert out.getvalue() == "maintain_storage: storage already matches the settings, nothing changed\n"
+
+
 def brute_force(readings, bucket_of):
     buckets = {}
     for device_pk, metric_pk, ts, value in readings:

@@ -15,7 +15,7 @@ database whose rollups already hold history older than its raw readings keeps ro
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from .partitions import PARENT, is_hypertable
 
@@ -89,56 +89,90 @@ def settled_after():
     return timedelta(seconds=settings.IOTHUB["MAX_PAST_AGE"]) + timedelta(days=1)
 
 
+class PolicySettingsError(ValueError):
+    """Retention or compression settings that the policies cannot follow; nothing was altered."""
+
+
+def policy_intervals():
+    """(compress after, raw retention, hourly-rollup retention, refresh window) as the settings ask,
+    refused before any policy is touched where TimescaleDB would take them but act wrongly
+    (alter_job accepts a negative or zero interval)."""
+    config = settings.IOTHUB
+    if config["MAX_PAST_AGE"] < 0:
+        raise PolicySettingsError(f"IOTHUB_MAX_PAST_AGE must not be negative (it is {config['MAX_PAST_AGE']})")
+    if config["RETENTION_DAYS"] < 2:
+        raise PolicySettingsError(
+            f"IOTHUB_RETENTION_DAYS must be at least 2 (it is {config['RETENTION_DAYS']}): "
+            "a daily rollup is refreshed from a whole local day of raw readings")
+    settled = settled_after()
+    retention = timedelta(days=config["RETENTION_DAYS"])
+    hourly_retention = timedelta(days=config["HOURLY_RETENTION_DAYS"])
+    # Never refresh further back than the raw readings are kept: that would empty the buckets.
+    refresh_window = min(settled, retention - timedelta(hours=1))
+    if hourly_retention <= refresh_window:
+        raise PolicySettingsError(
+            f"IOTHUB_HOURLY_RETENTION_DAYS ({config['HOURLY_RETENTION_DAYS']}) must be longer than the "
+            f"aggregates' refresh window ({refresh_window.days} days, from IOTHUB_MAX_PAST_AGE and "
+            "IOTHUB_RETENTION_DAYS): each refresh would rebuild the hours retention has just dropped")
+    return settled, retention, hourly_retention, refresh_window
+
+
 def wanted_policies():
     """(relation, job procedure, config key, interval, SQL adding the policy) as the settings ask."""
-    config = settings.IOTHUB
-    settled = settled_after()
+    compress_after, retention, hourly_retention, refresh_window = policy_intervals()
     policies = [
-        (PARENT, "policy_compression", "compress_after", settled,
+        (PARENT, "policy_compression", "compress_after", compress_after,
          "SELECT add_compression_policy(%s, compress_after => %s, if_not_exists => true)"),
-        (PARENT, "policy_retention", "drop_after", timedelta(days=config["RETENTION_DAYS"]),
+        (PARENT, "policy_retention", "drop_after", retention,
          "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"),
     ]
     if not rollups_are_aggregates():
         return policies
     for view in HOURLY_VIEWS:
-        policies.append((view, "policy_retention", "drop_after", timedelta(days=config["HOURLY_RETENTION_DAYS"]),
+        policies.append((view, "policy_retention", "drop_after", hourly_retention,
                          "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"))
     for view in (*HOURLY_VIEWS, *DAILY_VIEWS):
-        # Never refresh further back than the raw readings are kept: that would empty the buckets.
-        window = min(settled, timedelta(days=config["RETENTION_DAYS"]) - timedelta(hours=1))
-        policies.append((view, "policy_refresh_continuous_aggregate", "start_offset", window,
+        policies.append((view, "policy_refresh_continuous_aggregate", "start_offset", refresh_window,
                          "SELECT add_continuous_aggregate_policy(%s, start_offset => %s, end_offset => NULL, "
                          "schedule_interval => INTERVAL '1 minute', if_not_exists => true)"))
     return policies
 
 
+# A policy's job names its relation in `hypertable_name`: for a continuous aggregate that is the
+# aggregate's view since TimescaleDB 2.22.1, its materialization hypertable before; match either.
 JOB_OF = """
-SELECT j.job_id, (j.config ->> %(key)s)::interval = %(interval)s FROM timescaledb_information.jobs j
-WHERE j.proc_name = %(proc)s AND j.hypertable_name = coalesce(
-    (SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates WHERE view_name = %(relation)s),
-    %(relation)s)
+SELECT wanted.text, j.job_id, j.config ->> %(key)s, (j.config ->> %(key)s)::interval = %(interval)s
+FROM (SELECT %(interval)s::interval::text) AS wanted (text)
+LEFT JOIN timescaledb_information.jobs j ON j.proc_name = %(proc)s AND j.hypertable_name IN (
+    %(relation)s,
+    (SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates WHERE view_name = %(relation)s))
 """
-ALTER_JOB = "SELECT alter_job(job_id, config => jsonb_set(config, ARRAY[%s], to_jsonb(%s::interval::text))) FROM timescaledb_information.jobs WHERE job_id = %s"
+ALTER_JOB = """
+SELECT alter_job(job_id, config => jsonb_set(config, ARRAY[%(key)s], to_jsonb(%(interval)s::interval::text)))
+FROM timescaledb_information.jobs WHERE job_id = %(job_id)s
+"""
 
 
 def ensure_policies():
-    """Add the missing policies and bring changed ones in line with the settings; returns what changed."""
+    """Add the missing policies and bring changed ones in line with the settings; returns a line
+    per change. Settings are checked before anything is altered, and all changes are one
+    transaction: a refusal, ours or TimescaleDB's, leaves every policy as it was."""
     changed = []
-    with connection.cursor() as cursor:
+    policies = wanted_policies()
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [PARENT])
         if not cursor.fetchone()[0]:
             # Segments per (device, metric), newest first: what charts and the last-hour query read.
             cursor.execute(f"ALTER TABLE {PARENT} SET (timescaledb.compress, "
                            "timescaledb.compress_segmentby = 'device_id, metric_id', timescaledb.compress_orderby = 'time DESC')")
             changed.append(f"compression enabled on {PARENT}")
-        for relation, proc, key, interval, add_sql in wanted_policies():
+        for relation, proc, key, interval, add_sql in policies:
             cursor.execute(JOB_OF, {"key": key, "interval": interval, "proc": proc, "relation": relation})
-            job = cursor.fetchone()
-            if job is None:
+            wanted, job_id, current, in_line = cursor.fetchone()
+            if job_id is None:
                 cursor.execute(add_sql, [relation, interval])
-                changed.append(f"{proc} on {relation}: added ({interval})")
-            elif not job[1]:
-                cursor.execute(ALTER_JOB, [key, interval, job[0]])
-                changed.append(f"{proc} on {relation}: {key} now {interval}")
+                changed.append(f"{proc} on {relation}: added, {key} {wanted}")
+            elif not in_line:
+                cursor.execute(ALTER_JOB, {"job_id": job_id, "key": key, "interval": interval})
+                changed.append(f"{proc} on {relation}: {key} {current} -> {wanted}")
     return changed
