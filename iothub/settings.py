@@ -6,6 +6,7 @@ Point DATABASE_URL, REDIS_URL, MQTT_URL and KAFKA_BOOTSTRAP_SERVERS at real serv
 for production (`scripts/services.sh env` prints them for the local services).
 """
 
+import importlib.util
 from pathlib import Path
 
 import environ
@@ -53,7 +54,11 @@ INSTALLED_APPS = [
     "apps.telemetry",
     "apps.alerts",
     "apps.dashboard",
+    "apps.demo",
 ]
+# Development tooling: the benchmark commands, where the package is present (not in the Docker image).
+if importlib.util.find_spec("apps.bench"):
+    INSTALLED_APPS.append("apps.bench")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

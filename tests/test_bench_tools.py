@@ -7,7 +7,7 @@ import orjson
 import pytest
 from django.conf import settings
 
-from apps.telemetry.benchmarks import BenchError, RatePublisher, mqtt_string
+from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string
 
 from .conftest import eventually
 from .test_mqtt_source import Consumer

@@ -9,7 +9,8 @@ from django.conf import settings
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from apps.telemetry.sources.mqtt import ConsumerClient, MqttSource, mqtt_client
+from apps.telemetry.sources.mqtt import ConsumerClient, MqttSource
+from iothub.mqtt import mqtt_client
 
 from .conftest import eventually
 

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from apps.alerts.models import Threshold
 from apps.devices.models import Device, Location
 from apps.telemetry.models import Reading
-from apps.telemetry.simulator import SCENARIOS
+from apps.demo.simulator import SCENARIOS
 
 from .conftest import ROOT, eventually
 

@@ -1,12 +1,51 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
+
+from apps.devices.admin import DeviceAdmin, DeviceTypeAdmin, LocationAdmin
+from apps.devices.models import Device, DeviceType, Location
 
 from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from .selectors import effective_thresholds
 
 
 class ThresholdInline(admin.TabularInline):
     model = Threshold
     extra = 0
     fields = ["metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+
+
+# The device master's pages with the thresholds that apply to them: alerts extends the admin of
+# devices, which knows nothing of alerts (dependencies run devices <- telemetry <- alerts).
+admin.site.unregister([Location, DeviceType, Device])
+
+
+@admin.register(Location)
+class LocationWithThresholdsAdmin(LocationAdmin):
+    inlines = [*LocationAdmin.inlines, ThresholdInline]
+
+
+@admin.register(DeviceType)
+class DeviceTypeWithThresholdsAdmin(DeviceTypeAdmin):
+    inlines = [*DeviceTypeAdmin.inlines, ThresholdInline]
+
+
+@admin.register(Device)
+class DeviceWithThresholdsAdmin(DeviceAdmin):
+    inlines = [*DeviceAdmin.inlines, ThresholdInline]
+    readonly_fields = [*DeviceAdmin.readonly_fields, "effective_thresholds"]
+
+    @admin.display(description="thresholds in force")
+    def effective_thresholds(self, obj):
+        """The threshold each metric of the device answers to (device > location > type > global)."""
+        if obj.pk is None:
+            return "–"
+        metrics = list(obj.device_type.metrics.all())
+        effective = effective_thresholds(device=obj, metrics=metrics)
+        thresholds = Threshold.objects.in_bulk([b.pk for b in effective.values() if b])
+        return format_html_join(
+            "", "<div>{}: {}</div>",
+            ((m.key, thresholds[effective[m.pk].pk] if effective[m.pk] else "none") for m in metrics),
+        )
 
 
 @admin.register(Threshold)

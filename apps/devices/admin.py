@@ -1,11 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-
-from apps.alerts.admin import ThresholdInline
-from apps.alerts.models import Threshold
-from apps.alerts.selectors import effective_thresholds
+from django.utils.html import format_html
 
 from . import services
 from .dynsec import DynsecError
@@ -20,7 +16,6 @@ class LocationAdmin(admin.ModelAdmin):
     list_display = ["loc_id", "name", "factory", "building", "floor", "area"]
     list_filter = ["factory", "building", "floor"]
     search_fields = ["loc_id", "name", "factory", "building", "area"]
-    inlines = [ThresholdInline]
 
 
 @admin.register(Metric)
@@ -34,7 +29,6 @@ class DeviceTypeAdmin(admin.ModelAdmin):
     list_display = ["name", "primary_metric", "expected_interval"]
     filter_horizontal = ["metrics"]
     search_fields = ["name"]
-    inlines = [ThresholdInline]
 
 
 @admin.register(Device)
@@ -47,26 +41,10 @@ class DeviceAdmin(admin.ModelAdmin):
     search_fields = ["device_id", "name", "location__loc_id", "location__name"]
     list_select_related = ["device_type", "location"]
     autocomplete_fields = ["location"]
-    readonly_fields = [
-        "last_seen_at", "mqtt_password_rotated_at", "ingest_token_prefix", "ingest_token_issued_at", "effective_thresholds",
-    ]
+    readonly_fields = ["last_seen_at", "mqtt_password_rotated_at", "ingest_token_prefix", "ingest_token_issued_at"]
     actions = ["activate", "deactivate", "rotate_mqtt_password", "issue_ingest_token", "revoke_ingest_token"]
-    inlines = [ThresholdInline]
 
     @admin.display(description="dashboard")
-    @admin.display(description="thresholds in force")
-    def effective_thresholds(self, obj):
-        """The threshold each metric of the device answers to (device > location > type > global)."""
-        if obj.pk is None:
-            return "–"
-        metrics = list(obj.device_type.metrics.all())
-        effective = effective_thresholds(device=obj, metrics=metrics)
-        thresholds = Threshold.objects.in_bulk([b.pk for b in effective.values() if b])
-        return format_html_join(
-            "", "<div>{}: {}</div>",
-            ((m.key, thresholds[effective[m.pk].pk] if effective[m.pk] else "none") for m in metrics),
-        )
-
     def dashboard_link(self, obj):
         return format_html('<a href="{}">live view</a>', reverse("dashboard:device", args=[obj.device_id]))
 

@@ -19,7 +19,7 @@ import uuid
 
 from django.conf import settings
 
-from apps.telemetry.sources.mqtt import mqtt_client
+from iothub.mqtt import mqtt_client
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"

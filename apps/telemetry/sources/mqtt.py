@@ -4,12 +4,11 @@ import logging
 import struct
 import threading
 import time
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.exception import MalformedPacket
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from iothub.mqtt import mqtt_client
 
 from ..payloads import Message
 from .common import hand_over
@@ -105,30 +104,6 @@ class ConsumerClient(mqtt.Client):
         if mids:
             packets = b"".join([PUBACK_PACKET.pack(mqtt.PUBACK, 2, mid) for mid in mids])
             self._packet_queue(mqtt.PUBACK, packets, 0, 0)
-
-
-def mqtt_client(url, *, client_id="", protocol=5, session_expiry=0, manual_ack=False, client_class=mqtt.Client):
-    """A paho client for mqtt://[user:pass@]host:port, not yet connected; returns (client, connect kwargs).
-
-    session_expiry > 0 asks for a persistent session: the broker keeps our QoS 1 backlog that long
-    while we are down."""
-    persistent = session_expiry > 0
-    parts = urlsplit(url)
-    version = mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311
-    kwargs = {} if protocol == 5 else {"clean_session": not persistent}
-    client = client_class(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, manual_ack=manual_ack, **kwargs
-    )
-    if parts.username:
-        client.username_pw_set(parts.username, parts.password)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    connect_kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 1883, "keepalive": 30}
-    if protocol == 5:
-        properties = Properties(PacketTypes.CONNECT)
-        if persistent:
-            properties.SessionExpiryInterval = session_expiry
-        connect_kwargs.update(clean_start=not persistent, properties=properties)
-    return client, connect_kwargs
 
 
 class MqttSource:

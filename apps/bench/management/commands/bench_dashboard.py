@@ -15,10 +15,10 @@ inner run seeds, serves, drives Chromium and measures.
 
 import asyncio
 import io
+import math
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +38,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from apps.alerts.models import Alert
+from apps.bench.benchmarks import BenchError, free_port, percentile, wait_until
+from apps.bench.support import HubProcess
 from apps.devices.models import Device, Metric
 from apps.live.broadcast import LIVE_GROUP
 from apps.telemetry.latest import store_latest
@@ -86,7 +88,10 @@ class Command(BaseCommand):
 
     def handle(self, **options):
         if settings.DATABASES["default"]["NAME"] == BENCH_DATABASE:
-            self.measure(**{name: options[name] for name in PASSED_OPTIONS})
+            try:
+                self.measure(**{name: options[name] for name in PASSED_OPTIONS})
+            except BenchError as error:
+                raise CommandError(f"bench_dashboard: {error}") from error
         else:
             self.run_isolated(options)
 
@@ -135,7 +140,7 @@ class Command(BaseCommand):
         open_alerts()
 
         workdir = Path(tempfile.mkdtemp(prefix="benchdash-"))
-        with daphne(workdir / "daphne.log") as base_url, headless_chromium(page_load_timeout=120) as browser:
+        with daphne(workdir) as base_url, headless_chromium(page_load_timeout=120) as browser:
             log_in(browser, base_url, password)
             renders = []
             for n in range(loads):
@@ -170,7 +175,7 @@ class Command(BaseCommand):
         out(f"  cells updated: {len(live['dom']):,} of {sent:,} readings sent")
         out(f"  {'lag, ms':<34}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}")
         for key, label in [("dom", "reading ts → cell updated"), ("painted", "reading ts → next frame (painted)")]:
-            row = "".join(f"{percentile(live[key], p):>9.0f}" for p in (50, 95, 99, 100))
+            row = "".join(f"{percentile(sorted(live[key]), p) if live[key] else math.nan:>9.0f}" for p in (50, 95, 99, 100))
             out(f"  {label:<34}{row}")
         gaps = [b - a for a, b in zip(live["frames"], live["frames"][1:], strict=False)]
         span = (live["frames"][-1] - live["frames"][0]) / 1000 if len(live["frames"]) > 1 else 0
@@ -219,45 +224,14 @@ def delete_namespace(namespace):
         client.delete(*keys[start : start + 5000])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, *, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise CommandError(f"bench_dashboard: timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
 @contextmanager
-def daphne(log_path):
+def daphne(log_dir):
     """daphne serving the hub on a free loopback port (this run's database and namespace); yields its URL."""
     port = free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        def answers():
-            if process.poll() is not None:
-                raise CommandError(f"daphne exited: {Path(log_path).read_text(errors='replace')[-2000:]}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until(answers, timeout=30, what="daphne")
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application"]
+    with HubProcess("daphne", command, env=dict(os.environ), log_dir=log_dir) as process:
+        process.wait_for_port(port, timeout=30)
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def reading_items(pairs, *, start, count, ts):
@@ -329,10 +303,3 @@ async def push_readings(pairs, *, per_push, pushes, interval):
         await layer.group_send(LIVE_GROUP, {"type": "live.readings", "items": items})
         await asyncio.sleep(max(0.0, started + (n + 1) * interval - loop.time()))
     return pushes * per_push
-
-
-def percentile(values, p):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]

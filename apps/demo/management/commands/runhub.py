@@ -13,10 +13,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from apps.devices.services import seed_demo
-from apps.telemetry.embedded_broker import port_answers, start_embedded_broker
+from apps.demo.seed import seed_demo
+from apps.demo.embedded_broker import port_answers, start_embedded_broker
 from apps.telemetry.ingest import run_ingest
-from apps.telemetry.simulator import simulate
+from apps.demo.simulator import simulate
 from iothub.celery import run_beat_inline
 
 

@@ -33,9 +33,15 @@ from django.conf import settings
 
 from apps.alerts.models import Threshold
 from apps.alerts.services import process_stored_batch
-from apps.devices.models import Device, Metric
-from apps.devices.services import demo_device_id
-from apps.telemetry.bench_support import (
+from apps.bench.benchmarks import (
+    LiveGroupProbe,
+    close_mqtt,
+    latency_stats,
+    open_mqtt,
+    private_mosquitto,
+    process_cpu_seconds,
+)
+from apps.bench.support import (
     BenchCommand,
     HubProcess,
     celery_broker,
@@ -46,14 +52,8 @@ from apps.telemetry.bench_support import (
     stats_text,
     time_calls,
 )
-from apps.telemetry.benchmarks import (
-    LiveGroupProbe,
-    close_mqtt,
-    latency_stats,
-    open_mqtt,
-    private_mosquitto,
-    process_cpu_seconds,
-)
+from apps.demo.seed import demo_device_id
+from apps.devices.models import Device, Metric
 
 TARGET_P99_MS = 1000
 CROSSING_BASE = 40.0  # above the seeded temperature critical_max (35 °C)

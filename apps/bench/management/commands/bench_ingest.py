@@ -21,7 +21,7 @@ from functools import partial
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.telemetry.benchmarks import (
+from apps.bench.benchmarks import (
     ROOT,
     BenchDatabase,
     BenchError,
@@ -37,12 +37,12 @@ from apps.telemetry.benchmarks import (
     count_rows,
     create_kafka_topics,
     delete_kafka_topics,
-    direct_copy_seconds,
     demo_device_pks,
+    direct_copy_seconds,
     drain_bare,
     latency_stats,
-    machine_load,
     machine_description,
+    machine_load,
     metric_pk,
     prepare_session,
     private_mosquitto,

@@ -20,11 +20,11 @@ from datetime import time as dtime
 from django.db import connection
 from django.utils import timezone
 
+from apps.bench.benchmarks import copy_into, demo_device_pks, latency_stats, metric_pk, process_cpu_seconds
+from apps.bench.support import BenchCommand, in_bench, machine_load, stats_text, time_calls
 from apps.devices.models import Device, Metric
 from apps.devices.selectors import locations_at
 from apps.telemetry.aggregation import aggregate_readings
-from apps.telemetry.bench_support import BenchCommand, in_bench, machine_load, stats_text, time_calls
-from apps.telemetry.benchmarks import copy_into, demo_device_pks, latency_stats, metric_pk, process_cpu_seconds
 from apps.telemetry.partitions import ensure_partitions
 from apps.telemetry.rollups import plant_tz, recompute_range
 from apps.telemetry.selectors import readings_between

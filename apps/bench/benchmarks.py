@@ -293,7 +293,7 @@ def encode_payload(readings):
 
 
 def device_topic(n):
-    from apps.devices.services import demo_device_id
+    from apps.demo.seed import demo_device_id
 
     return f"sensors/{demo_device_id(n)}"
 
@@ -348,7 +348,7 @@ def direct_copy_seconds(conn, rows):
 def store_sql_seconds(conn, rows, batch_rows):
     """The pipeline's SQL without its Python: per batch of new readings, one binary COPY into
     telemetry_reading in a transaction (apps.telemetry.store.store_readings' first way)."""
-    from .store import COPY_READINGS, binary_timestamptz
+    from apps.telemetry.store import COPY_READINGS, binary_timestamptz
 
     staged = [(device, metric, binary_timestamptz(at.timestamp()), value) for device, metric, at, value in rows]
     truncate_readings(conn)
@@ -379,7 +379,7 @@ def open_mqtt(url, client_id, *, session_expiry=0, on_message=None, on_publish=N
     Publishers bound their unacknowledged messages with an AckWindow, so paho's own inflight limit
     is off: with one, paho rescans its whole outgoing queue on every PUBACK (quadratic: a
     100,000-message backlog then stalls)."""
-    from .sources.mqtt import mqtt_client
+    from iothub.mqtt import mqtt_client
 
     client, connect_kwargs = mqtt_client(url, client_id=client_id, session_expiry=session_expiry)
     connected = threading.Event()
@@ -496,7 +496,7 @@ class RatePublisher:
 
     def read_packet(self):
         """The next whole packet from the socket (blocking up to the timeout) → (first byte, body)."""
-        from .sources.mqtt import variable_byte_integer
+        from apps.telemetry.sources.mqtt import variable_byte_integer
 
         while True:
             try:
@@ -617,7 +617,7 @@ def drain_bare(*, url, client_id, expected, timeout):
 
 def create_kafka_topics(servers, topics, partitions, attempts=10):
     """Create the topics with the hub's provisioning; retried while fresh topics are missing from the metadata."""
-    from .kafka_topics import ensure_topics
+    from apps.telemetry.kafka_topics import ensure_topics
 
     for attempt in range(attempts):
         try:
@@ -649,7 +649,7 @@ def delete_kafka_topics(servers, topics):
 
 def produce_backlog(*, servers, topic, count, devices, start_ms):
     """The backlog as the bridge writes it (key = device id, header topic, value = payload); returns seconds."""
-    from .sources.kafka import kafka_producer
+    from apps.telemetry.sources.kafka import kafka_producer
 
     producer = kafka_producer(servers)
     started = time.monotonic()

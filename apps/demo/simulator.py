@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from apps.devices.services import demo_device_id
+from apps.demo.seed import demo_device_id
 
-from .sources.mqtt import mqtt_client
+from iothub.mqtt import mqtt_client
 
 
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.telemetry.simulator import SCENARIOS, simulate
+from apps.demo.simulator import SCENARIOS, simulate
 
 
 class Command(BaseCommand):

@@ -31,15 +31,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from apps.devices.models import Device
-from apps.telemetry.bench_support import (
+from apps.bench.benchmarks import BenchError, demo_device_pks, latency_stats, metric_pk
+from apps.bench.support import (
     BenchCommand,
     daphne_replicas,
     in_bench,
     machine_load,
     stats_text,
 )
-from apps.telemetry.benchmarks import BenchError, demo_device_pks, latency_stats, metric_pk
+from apps.devices.models import Device
 from apps.telemetry.latest import store_latest
 from apps.telemetry.rollups import local_dates, plant_tz, recompute_days, recompute_location_hours
 
