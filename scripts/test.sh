@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh requirements-dev.txt
 scripts/services.sh up
+scripts/compose.sh version   # builds the Compose CLI once per machine (kept in /var/cache/iothub) for tests/test_compose.py
 eval "$(scripts/services.sh env)"
 # A Redis namespace of its own, so a run never meets another run's keys, pushes or tasks.
 export IOTHUB_NAMESPACE="${IOTHUB_NAMESPACE:-test-$$}"
