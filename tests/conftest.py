@@ -1,12 +1,7 @@
 """Fixtures for tests on the real services started by scripts/services.sh (see scripts/test.sh)."""
 
-import csv
 import os
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -15,31 +10,31 @@ import pytest
 import redis
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
+from .support import HubProcesses, free_port
+
 REQUIRED = ["DATABASE_URL", "TIMESCALEDB_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
+# Modules whose tests need no service (pure functions); every other module is marked `services`,
+# so `pytest -m "not services"` runs these in seconds on a machine with nothing started.
+SERVICE_FREE_MODULES = {"test_payloads", "test_payload_properties", "test_units"}
 
 
-def pytest_configure(config):
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] not in SERVICE_FREE_MODULES:
+            item.add_marker(pytest.mark.services)
+
+
+def pytest_collection_finish(session):
+    """After -m and -k have chosen: tests on the services need them configured."""
+    if not any("services" in item.keywords for item in session.items):
+        return
     missing = [name for name in REQUIRED if not os.environ.get(name)]
     if missing or not os.environ["DATABASE_URL"].startswith("postgres"):
         pytest.exit(
-            f"The suite runs on real services; {', '.join(missing) or 'DATABASE_URL (PostgreSQL)'} not set. "
-            "Run scripts/test.sh, or: eval \"$(scripts/services.sh env)\"",
+            f"These tests run on real services; {', '.join(missing) or 'DATABASE_URL (PostgreSQL)'} not set. "
+            'Run scripts/test.sh, or: eval "$(scripts/services.sh env)"; or only the tests that need none: -m "not services"',
             returncode=2,
         )
-
-
-def eventually(check, timeout=20.0, interval=0.1, message="condition"):
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +44,13 @@ def django_db_modify_db_settings():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_stray_connections(django_db_setup, django_db_blocker):
+def close_stray_connections(request):
     """Threads of in-process WebSocket tests keep database connections; end them before the test database is dropped."""
+    if not any("services" in item.keywords for item in request.session.items):
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    django_db_blocker = request.getfixturevalue("django_db_blocker")
     yield
     from django.db import connection
 
@@ -61,8 +61,11 @@ def close_stray_connections(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
-def clean_cache():
-    """Empty this run's cache namespace (latest values, hold timers) before each test."""
+def clean_cache(request):
+    """Empty this run's cache namespace (latest values, hold timers) before each test on the services."""
+    if "services" not in request.keywords:
+        yield
+        return
     client = redis.Redis.from_url(settings.REDIS_URL)
     keys = list(client.scan_iter(f"{settings.NAMESPACE}:*", count=1000))
     if keys:
@@ -98,74 +101,6 @@ def hub_env(transactional_db, unique):
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-class HubProcesses:
-    """Starts `manage.py` commands (or celery) as real processes; stops them and keeps their logs."""
-
-    def __init__(self, env, name):
-        self.env = env
-        self.name = name
-        self.procs = []
-
-    def start(self, *args, program=None):
-        ARTIFACTS.mkdir(exist_ok=True)
-        label = "-".join(a.strip("-") for a in args[:2])
-        log = open(ARTIFACTS / f"{self.name}-{label}-{len(self.procs)}.log", "wb")
-        command = program or [sys.executable, "manage.py"]
-        proc = subprocess.Popen([*command, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        proc.log_path = log.name
-        self.procs.append((proc, log))
-        return proc
-
-    def wait_for_output(self, proc, text, timeout=30):
-        """Wait until the process has printed `text` (e.g. that it subscribed), or fail with its output."""
-
-        def printed():
-            assert proc.poll() is None, Path(proc.log_path).read_text()
-            return text in Path(proc.log_path).read_text()
-
-        return eventually(printed, timeout=timeout, message=f"{text!r} from {proc.args[2:4]}")
-
-    def ingest(self, *args):
-        proc = self.start("ingest", *args)
-        self.wait_for_output(proc, "subscribed" if "kafka" not in args else "assigned")
-        return proc
-
-    def celery_worker(self):
-        proc = self.start(
-            "-A", "iothub", "worker", "--pool", "threads", "--concurrency", "2", "--without-mingle",
-            "--without-gossip", "--loglevel", "INFO", program=[sys.executable, "-m", "celery"],
-        )
-        self.wait_for_output(proc, "ready.")
-        return proc
-
-    def web(self):
-        """daphne serving the hub on a free loopback port; returns its base URL once it answers."""
-        import socket
-
-        port = free_port()
-        proc = self.start("-b", "127.0.0.1", "-p", str(port), "iothub.asgi:application", program=[sys.executable, "-m", "daphne"])
-
-        def answers():
-            assert proc.poll() is None, Path(proc.log_path).read_text()
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        eventually(answers, message="daphne")
-        return f"http://127.0.0.1:{port}"
-
-    def stop_all(self):
-        for proc, log in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, log in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
 
 
 @pytest.fixture
@@ -209,23 +144,6 @@ def plant(transactional_db):
     threshold = Threshold.objects.create(metric=temperature, warning_max=30, critical_max=35, hysteresis=1)
     return {"temperature": temperature, "humidity": humidity, "type": device_type, "location": location,
             "devices": devices, "threshold": threshold}
-
-
-def latest_item(device, metric, value, ts, status="normal"):
-    """One store_latest item."""
-    return {"device": device, "metric": metric, "value": value, "ts": ts, "status": status}
-
-
-def now_ms():
-    return int(time.time() * 1000)
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -284,20 +202,3 @@ def eager_celery():
     app.conf.task_always_eager = False
 
 
-def manage(url, *args, **env):
-    """Run a manage.py command as its own process against the database at `url`; returns its output."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "DATABASE_URL": url, "TIME_ZONE": "Europe/Berlin", **env},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def readings_csv(path, rows):
-    """A CSV for import_readings: (device, time, value) rows of temperature readings."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["device", "time", "metric", "value"])
-        writer.writerows((device, at.isoformat(), "temperature", value) for device, at, value in rows)
-    return str(path)

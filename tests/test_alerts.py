@@ -15,7 +15,7 @@ from apps.alerts.models import Alert, AlertEvent, Notification, NotificationRout
 from apps.alerts.selectors import effective_thresholds
 from apps.devices.models import Device
 
-from .conftest import eventually, now_ms
+from .support import eventually, now_ms
 from .test_end_to_end import alerts_of, collect_ws, session_cookie
 
 

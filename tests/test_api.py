@@ -24,7 +24,7 @@ from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .conftest import latest_item
+from .support import latest_item
 
 ROLES = {
     "plain": {},

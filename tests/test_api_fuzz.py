@@ -6,7 +6,7 @@ import sys
 import pytest
 from rest_framework.authtoken.models import Token
 
-from .conftest import ROOT
+from .support import ROOT
 
 
 @pytest.mark.parametrize("role", ["staff", "admin"])

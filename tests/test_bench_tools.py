@@ -9,7 +9,7 @@ from django.conf import settings
 
 from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string
 
-from .conftest import eventually
+from .support import eventually
 from .test_mqtt_source import Consumer
 
 

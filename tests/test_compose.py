@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 
-from .conftest import ROOT
+from .support import ROOT
 
 # The first run on a machine builds the CLI (about two minutes, more on a busy machine); every
 # Compose run after that takes well under a second.

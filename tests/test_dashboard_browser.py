@@ -17,7 +17,7 @@ from apps.dashboard.browser import headless_chromium
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .conftest import ARTIFACTS, eventually, free_port, now_ms
+from .support import ARTIFACTS, eventually, free_port, now_ms
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from apps.telemetry.metrics import INDEX_KEY, SUMMARY_TTL, summary_key
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .conftest import now_ms
+from .support import now_ms
 
 # session, user, devices, device types, their metrics, locations, active alerts, factories, alert feed
 OVERVIEW_QUERIES = 9

@@ -12,7 +12,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar
 
-from .conftest import ARTIFACTS, ROOT, eventually, free_port
+from .support import ARTIFACTS, ROOT, eventually, free_port
 
 INFRASTRUCTURE = ["DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS", "MQTT_ADMIN_URL"]
 

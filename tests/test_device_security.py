@@ -18,7 +18,8 @@ from django.urls import reverse
 from apps.devices import dynsec, services
 from apps.devices.models import Device
 from apps.telemetry.models import Reading
-from tests.conftest import eventually, now_ms
+
+from .support import eventually, now_ms
 
 NOT_AUTHORIZED = 135
 BAD_CREDENTIALS = 134

@@ -13,7 +13,7 @@ from apps.alerts.models import Alert, AlertEvent
 from apps.telemetry.models import DeadLetter, Reading
 from iothub.asgi import application
 
-from .conftest import eventually, now_ms
+from .support import eventually, now_ms
 
 
 def session_cookie(username="operator", is_staff=False):

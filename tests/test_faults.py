@@ -9,7 +9,7 @@ import time
 from apps.devices.models import Device
 from apps.telemetry.models import DeadLetter, Reading
 
-from .conftest import eventually
+from .support import eventually
 
 STREAM = 3000
 

@@ -29,7 +29,7 @@ def test_it_exports_prometheus_metrics(db):
 def test_it_exports_ingest_and_worker_metrics_for_prometheus(plant, hub, publisher, unique):
     import urllib.request
 
-    from .conftest import eventually, free_port, now_ms
+    from .support import eventually, free_port, now_ms
 
     ingest_port, worker_port = free_port(), free_port()
     hub.env["IOTHUB_WORKER_METRICS_PORT"] = str(worker_port)

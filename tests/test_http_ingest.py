@@ -24,7 +24,8 @@ from apps.devices.models import Device
 from apps.live.broadcast import LIVE_GROUP
 from apps.telemetry import http_ingest
 from apps.telemetry.models import DeadLetter, Reading
-from tests.conftest import eventually, free_port, now_ms
+
+from .support import eventually, free_port, now_ms
 
 URL = "/api/v1/ingest/"
 LIMIT = 64 * 1024

@@ -7,7 +7,7 @@ from django.conf import settings
 
 from apps.telemetry.models import DeadLetter, Reading
 
-from .conftest import eventually, now_ms
+from .support import eventually, now_ms
 
 
 def consume_all(topic, count, timeout=30):

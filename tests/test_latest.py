@@ -4,7 +4,7 @@ from django.test import override_settings
 
 from apps.telemetry.latest import get_latest, store_latest
 
-from .conftest import latest_item
+from .support import latest_item
 
 
 def check_merges(expected_store):

@@ -12,7 +12,7 @@ from paho.mqtt.properties import Properties
 from apps.telemetry.sources.mqtt import ConsumerClient, MqttSource
 from iothub.mqtt import mqtt_client
 
-from .conftest import eventually
+from .support import eventually
 
 
 class Consumer:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from apps.alerts.models import Alert
 
-from .conftest import ROOT, eventually, now_ms
+from .support import ROOT, eventually, now_ms
 
 
 def test_it_passes_the_deploy_checklist_with_production_settings(hub_env):

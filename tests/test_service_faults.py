@@ -18,7 +18,7 @@ from django.db.utils import Error as DatabaseError
 
 from apps.telemetry.models import Reading
 
-from .conftest import ROOT
+from .support import ROOT
 
 STREAM = 2000
 RATE = 400  # messages/s: the stream lasts 5 s and the restart falls in its middle

@@ -7,11 +7,11 @@ import sys
 from django.core.management import call_command
 
 from apps.alerts.models import Threshold
+from apps.demo.simulator import SCENARIOS
 from apps.devices.models import Device, Location
 from apps.telemetry.models import Reading
-from apps.demo.simulator import SCENARIOS
 
-from .conftest import ROOT, eventually
+from .support import ROOT, eventually
 
 
 def test_it_seeds_demo_master_data_idempotently(transactional_db):

@@ -11,7 +11,13 @@ from django.db import connection, transaction
 
 from apps.devices.models import Location
 from apps.telemetry.models import (
-    DailyRollup, DeadLetter, DirtyHour, HourlyRollup, LocationDailyRollup, LocationHourlyRollup, Reading,
+    DailyRollup,
+    DeadLetter,
+    DirtyHour,
+    HourlyRollup,
+    LocationDailyRollup,
+    LocationHourlyRollup,
+    Reading,
 )
 from apps.telemetry.partitions import drop_partitions_before, ensure_partitions, partition_name
 from apps.telemetry.rollups import mark_dirty_hours, recompute_range, refresh_rollups

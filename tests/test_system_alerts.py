@@ -8,7 +8,7 @@ from apps.alerts.models import Alert
 from apps.alerts.system import watch_pipeline
 from apps.telemetry.metrics import pipeline_summaries
 
-from .conftest import eventually, now_ms
+from .support import eventually, now_ms
 
 
 def system_alert(subject):

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from .conftest import eventually, manage, readings_csv
+from .support import eventually, manage, readings_csv
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DEVICES = ("sim-00001", "sim-00002", "sim-00012")  # sim-00001 and sim-00012 share a location
