@@ -111,7 +111,7 @@ def decode(message, max_bytes):
     for item in items:
         # A gateway's usual item, {"ts": epoch ms, "v": a float}, needs none of the general checks
         # (orjson gives no non-finite floats: JSON has none); skipping them took 40–60 % off a
-        # reading's validation (docs/benchmarks.md, fourth session).
+        # reading's validation (measured with bench_ingest --only throughput, gateway arrays).
         if type(item) is dict and len(item) == 2 and type(ts := item.get("ts")) is int and type(value := item.get("v")) is float:
             readings.append((None, ts / 1000.0, value))
         else:

@@ -205,8 +205,8 @@ class Command(BenchCommand):
         by_kind = dict(conn.execute(INDEX_SIZES).fetchall())
         millions = rows / MILLION
         self.say(f"\n== size: {rows:,} rows in {partitions} partitions ==")
-        for name, size in (("heap", heap), ("primary key (id, time)", by_kind.get(True, 0)),
-                           ("unique (device, metric, time)", by_kind.get(False, 0)), ("indexes", indexes), ("total", total)):
+        for name, size in (("heap", heap), ("primary key (device, metric, time)", by_kind.get(True, 0)),
+                           ("other indexes", by_kind.get(False, 0)), ("indexes", indexes), ("total", total)):
             self.say(f"  {name}: {mb(size):,.0f} MB = {mb(size) / millions:,.1f} MB per million rows = {size / rows:.0f} B/row")
         self.summary.add("storage/size", "table (heap) per million rows", mb(heap) / millions, "MB")
         self.summary.add("storage/size", "indexes per million rows", mb(indexes) / millions, "MB")
