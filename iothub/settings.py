@@ -254,8 +254,18 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="iothub <iothub@localhost
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # LOG_FORMAT=json: one JSON object per line, with the batch id of ingest and worker records.
-    "formatters": {"json": {"()": "iothub.logs.JSONFormatter"}, "text": {"format": "%(levelname)s %(name)s %(message)s"}},
+    # LOG_FORMAT=json: one JSON object per line (time, level, logger, message, exception) with
+    # whatever came in through `extra=`, such as the batch id of ingest and worker records.
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.orjson.OrjsonFormatter",
+            "fmt": "{asctime}{levelname}{name}{message}",
+            "style": "{",
+            "datefmt": "%Y-%m-%dT%H:%M:%S",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"},
+        },
+        "text": {"format": "%(levelname)s %(name)s %(message)s"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": env("LOG_FORMAT", default="text")}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {

@@ -1,6 +1,7 @@
 """Fixtures for tests on the real services started by scripts/services.sh (see scripts/test.sh)."""
 
 import os
+import re
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -168,28 +169,20 @@ def smtp_sink():
 
 
 @pytest.fixture
-def http_sink():
-    """A real HTTP server on loopback recording JSON POSTs; `statuses` lists the codes to answer, then 200."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def http_sink(httpserver):
+    """A real HTTP server on loopback (pytest-httpserver) recording JSON POSTs; `statuses` lists the
+    codes to answer, then 200."""
+    from werkzeug import Response
 
     received = []
     statuses = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, orjson.loads(body)))
-            self.send_response(statuses.pop(0) if statuses else 200)
-            self.end_headers()
+    def record(request):
+        received.append((request.path, orjson.loads(request.get_data())))
+        return Response(status=statuses.pop(0) if statuses else 200)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", received, statuses
-    server.shutdown()
+    httpserver.expect_request(re.compile(".*"), method="POST").respond_with_handler(record)
+    yield httpserver.url_for("").rstrip("/"), received, statuses
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import sys
 
 import orjson
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
@@ -57,11 +58,13 @@ def test_it_logs_json_with_the_batch_id(plant, hub, publisher, unique):
 def test_it_carries_the_batch_id_into_the_workers_log_lines(plant, caplog):
     import logging
 
+    from pythonjsonlogger.orjson import OrjsonFormatter
+
     from apps.alerts.tasks import evaluate_batch
-    from iothub.logs import JSONFormatter
 
     caplog.set_level(logging.DEBUG, logger="apps.alerts.tasks")
     evaluate_batch.apply(kwargs={"rows": [], "last_seen": [], "batch_id": "0123456789ab"})
     [record] = [r for r in caplog.records if r.name == "apps.alerts.tasks"]
-    line = orjson.loads(JSONFormatter().format(record))
+    options = {key: value for key, value in settings.LOGGING["formatters"]["json"].items() if key != "()"}
+    line = orjson.loads(OrjsonFormatter(**options).format(record))
     assert (line["batch_id"], line["message"]) == ("0123456789ab", "batch evaluated: 0 readings, 0 alert changes")

@@ -38,6 +38,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -769,19 +770,16 @@ def wait_for_rows(stored, *, timeout, write, label, measure=True, interval=0.1, 
 
 
 def process_cpu_seconds(pid):
-    """User + system CPU seconds of a process (all threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process (all threads)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def process_memory_mb(pid):
-    """{"rss": VmRSS, "peak": VmHWM} of a process in MB, from /proc/<pid>/status."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return {"rss": fields["VmRSS"], "peak": fields["VmHWM"]}
+    """{"rss": resident, "peak": peak resident} of a process in MB. psutil has no peak resident
+    size on Linux, so that one is VmHWM of /proc/<pid>/status."""
+    peak = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return {"rss": psutil.Process(pid).memory_info().rss / 2**20, "peak": int(peak.split()[1]) / 1024}
 
 
 class Profiler:
@@ -926,9 +924,10 @@ def percentile(sorted_samples, p):
 
 
 def cpu_times():
-    """(all, steal) CPU time of the machine so far, in clock ticks (/proc/stat)."""
-    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields[:8]), fields[7]
+    """(all, steal) CPU seconds of the machine so far."""
+    times = psutil.cpu_times()
+    # guest time is already counted in user time (proc(5))
+    return sum(times) - times.guest - times.guest_nice, times.steal
 
 
 CPU_SEEN = [(0, 0)]  # (all, steal) at the previous machine_load(): the first call reports since boot
