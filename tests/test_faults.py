@@ -6,6 +6,9 @@ import signal
 import threading
 import time
 
+from django.db import transaction
+from django.utils import timezone
+
 from apps.devices.models import Device
 from apps.telemetry.models import DeadLetter, Reading
 
@@ -54,7 +57,6 @@ def test_it_loses_and_doubles_nothing_when_mqtt_ingest_is_killed(plant, hub, pub
     first = hub.ingest("--source", "mqtt", "--client-id", client_id)
     sender = stream(publisher)
     kill_when_stored(first, 500)
-    time.sleep(0.5)
     hub.ingest("--source", "mqtt", "--client-id", client_id)  # same session: gets what was not acknowledged
     sender.join()
     assert_stored_exactly_once()
@@ -101,13 +103,15 @@ def test_it_takes_device_master_edits_without_a_restart(plant, hub, publisher, u
     hub.ingest("--source", "mqtt", "--client-id", f"master-ingest-{unique}")
     publisher("sensors/dev-new", {"temperature": 1.0})
     eventually(lambda: DeadLetter.objects.filter(reason="unknown_device").exists(), message="unknown device")
-    Device.objects.create(device_id="dev-new", device_type=plant["type"], location=plant["location"])
-    device = Device.objects.get(device_id="dev-2")
-    device.is_active = False
-    device.save()
-    time.sleep(1.5)  # ingest polls the master every 0.5 s in tests (IOTHUB_DEVICE_CACHE_REFRESH)
-    publisher("sensors/dev-new", {"temperature": 2.0})
+    with transaction.atomic():  # one change for the ingest's master cache to notice
+        Device.objects.create(device_id="dev-new", device_type=plant["type"], location=plant["location"])
+        Device.objects.filter(device_id="dev-2").update(is_active=False, updated_at=timezone.now())
+
+    def new_device_accepted():  # published again until ingest has reloaded its master (every 0.5 s in tests)
+        publisher("sensors/dev-new", {"temperature": 2.0})
+        return Reading.objects.filter(device__device_id="dev-new").exists()
+
+    eventually(new_device_accepted, timeout=20, interval=0.2, message="the new device's reading")
     publisher("sensors/dev-2", {"temperature": 3.0})
-    eventually(lambda: Reading.objects.filter(device__device_id="dev-new").exists(), message="new device's reading")
     eventually(lambda: DeadLetter.objects.filter(reason="inactive_device").exists(), message="inactive device rejected")
     assert not Reading.objects.filter(device__device_id="dev-2").exists()

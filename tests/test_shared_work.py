@@ -1,11 +1,12 @@
 """Request coalescing of large answers (iothub.api.SharedWork), with real threads."""
 
 import threading
-import time
 
 import pytest
 
 from iothub.api import SharedWork
+
+from .support import eventually
 
 CALLERS = 4
 
@@ -28,7 +29,9 @@ def run_together(work, key, compute, release):
         thread.start()
     for _ in threads:
         assert arrived.acquire(timeout=5)
-    time.sleep(0.2)  # the last ones from "arrived" into work.run
+    # The callers that are not computing wait on the first caller's future (its condition).
+    eventually(lambda: key in work.running and len(work.running[key]._condition._waiters) == CALLERS - 1,
+               timeout=5, interval=0.01, message="every caller inside work.run")
     release.set()
     for thread in threads:
         thread.join(5)
