@@ -6,9 +6,9 @@ from rest_framework.routers import APIRootView, DefaultRouter
 
 from apps.alerts.api import AlertViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
-from iothub.api import HubAPIMixin, IsPlantStaff
 from apps.telemetry.api import AggregationView, DeadLetterViewSet, ReadingViewSet, RealtimeView
 from apps.telemetry.http_ingest import IngestView
+from iothub.api import HubAPIMixin, IsPlantStaff
 
 app_name = "api"
 

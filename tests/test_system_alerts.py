@@ -5,7 +5,7 @@ import signal
 import pytest
 
 from apps.alerts.models import Alert
-from apps.alerts.system import watch_pipeline
+from apps.alerts.services import watch_pipeline
 from apps.telemetry.metrics import pipeline_summaries
 
 from .support import eventually, now_ms

@@ -11,6 +11,8 @@ from django.db import transaction
 from django.db.models import Max, Min, Q
 from django.utils import timezone
 
+from iothub.celery import enqueue
+
 from .metrics import NOTIFICATIONS
 from .models import Alert, Level, Notification, NotificationRoute
 from .serializers import alert_json
@@ -62,8 +64,6 @@ def message_for(notification):
 
 def notify_alert_change(*, alert_id, event):
     """Create the notifications of one alert change; returns the ids to deliver now."""
-    from .tasks import deliver_notification
-
     alert = Alert.objects.select_related("device__location", "metric").get(pk=alert_id)
     for route in routes_for(alert):
         with transaction.atomic():
@@ -76,13 +76,11 @@ def notify_alert_change(*, alert_id, event):
                 status=Notification.Status.FOLDED if folded else Notification.Status.PENDING,
             )
         if not folded:
-            deliver_notification.delay(notification_id=notification.pk)
+            enqueue("apps.alerts.tasks.deliver_notification", notification_id=notification.pk)
 
 
 def send_due_summaries(*, now=None):
     """Beat: for every route whose oldest folded change is a window old, one summary of all its folded changes."""
-    from .tasks import deliver_notification
-
     now = now or timezone.now()
     summaries = []
     for route in NotificationRoute.objects.filter(notifications__status=Notification.Status.FOLDED, notifications__summary_of=None).distinct():
@@ -94,7 +92,7 @@ def send_due_summaries(*, now=None):
                 continue
             summary = Notification.objects.create(route=route, kind=Notification.Kind.SUMMARY)
             folded.update(summary_of=summary)
-        deliver_notification.delay(notification_id=summary.pk)
+        enqueue("apps.alerts.tasks.deliver_notification", notification_id=summary.pk)
         summaries.append(summary)
     return summaries
 
@@ -122,8 +120,6 @@ def deliver(*, notification_id):
 
 def remind_unacknowledged(*, now=None):
     """Re-notify (escalate) open critical alerts nobody acknowledged within a route's renotify_after."""
-    from .tasks import deliver_notification
-
     now = now or timezone.now()
     open_critical = Alert.objects.filter(state=Alert.State.OPEN, level__in=[Level.CRITICAL, Level.OFFLINE]).select_related(
         "device__location", "metric"
@@ -137,6 +133,6 @@ def remind_unacknowledged(*, now=None):
             if last is None or now - last < timedelta(seconds=route.renotify_after):
                 continue
             notification = Notification.objects.create(route=route, alert=alert, kind=Notification.Kind.REMINDER, event="reminder")
-            deliver_notification.delay(notification_id=notification.pk)
+            enqueue("apps.alerts.tasks.deliver_notification", notification_id=notification.pk)
             reminded.append(notification)
     return reminded

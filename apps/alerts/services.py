@@ -1,19 +1,28 @@
-"""Writes of the alerts app: evaluation of stored batches, offline detection, the human side of the lifecycle."""
+"""Every change of alert state goes through here: evaluation of stored batches (the state machine of
+apps.alerts.evaluation, its results written here), offline detection, system alerts, and the human
+side of the lifecycle (acknowledge, resolve). Each change is an AlertEvent row, announced on commit."""
 
+import logging
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, Exists, OuterRef, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from apps.devices.models import Device, DeviceType
 from apps.live.broadcast import push_alert
+from iothub.celery import enqueue
 
-from .evaluation import ACTIVE_STATES, evaluate_readings
+from . import system
+from .evaluation import ACTIVE_STATES, PairState, hold_key
 from .metrics import ALERT_CHANGES
-from .models import Alert, AlertEvent, Level
+from .models import Alert, AlertEvent, Level, Threshold
 from .serializers import alert_json
+from .thresholds import LEVEL_RANK, Bands
+
+log = logging.getLogger(__name__)
 
 NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED}
 
@@ -22,8 +31,6 @@ def announce_on_commit(changes):
     """changes: [(alert, event kind)]. Once stored: push each alert to dashboards, notify routes."""
     if not changes:
         return
-    from .tasks import notify_alert_change
-
     for alert, kind in changes:
         ALERT_CHANGES.labels(kind, alert.level).inc()
     ids = list(dict.fromkeys(alert.pk for alert, _ in changes))
@@ -33,9 +40,87 @@ def announce_on_commit(changes):
         for alert in Alert.objects.filter(pk__in=ids).select_related("device__location", "metric", "acknowledged_by"):
             push_alert(alert_json(alert))
         for alert_id, kind in to_notify:
-            notify_alert_change.delay(alert_id=alert_id, event=kind)
+            enqueue("apps.alerts.tasks.notify_alert_change", alert_id=alert_id, event=kind)
 
     transaction.on_commit(announce)
+
+
+def save_pair(pair):
+    """Write a pair's alert changes; returns [(alert, event kind)] in order."""
+    changed = []
+    for alert, event in pair.events:
+        if alert.pk is None:
+            try:
+                with transaction.atomic():
+                    alert.save()
+            except IntegrityError:
+                # Another worker opened this pair's alert first: carry on with theirs, no second "opened".
+                existing = Alert.objects.select_for_update().get(
+                    device_id=alert.device_id, metric_id=alert.metric_id, state__in=ACTIVE_STATES
+                )
+                alert.pk = existing.pk
+                alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
+                if pair.bands.excess(existing.peak_value) > pair.bands.excess(alert.peak_value):
+                    alert.peak_value = existing.peak_value
+                alert.save()
+                continue
+        else:
+            alert.save()
+        event.alert = alert
+        event.save()
+        changed.append((alert, event.kind))
+    if pair.alert is not None and pair.alert.pk is not None and not changed:
+        pair.alert.save(update_fields=["last_value", "peak_value"])
+    return changed
+
+
+def evaluate_readings(rows):
+    """rows: (device_pk, metric_pk, ts, value, threshold_pk) → [(alert, event kind)] of the changes.
+
+    Call inside a transaction.
+    """
+    by_pair = {}
+    for device_pk, metric_pk, ts, value, threshold_pk in sorted(rows, key=lambda r: r[2]):
+        by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
+    thresholds = Threshold.objects.in_bulk({key[2] for key in by_pair})
+    device_pks = {key[0] for key in by_pair}
+    # Locked in primary-key order, so workers evaluating overlapping batches never deadlock.
+    active = {
+        (a.device_id, a.metric_id): a
+        for a in Alert.objects.select_for_update()
+        .filter(device_id__in=device_pks, state__in=ACTIVE_STATES)
+        .exclude(metric=None)
+        .order_by("pk")
+    }
+    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair])
+    new_holds = {}
+    ended_holds = []
+    changed = []
+    for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
+        threshold = thresholds.get(threshold_pk)
+        if threshold is None or not threshold.enabled:
+            continue
+        pair = PairState(
+            device_pk=device_pk,
+            metric_pk=metric_pk,
+            bands=Bands.of(threshold),
+            alert=active.get((device_pk, metric_pk)),
+            breach_since=holds.get(hold_key(device_pk, metric_pk)),
+        )
+        for ts, value in readings:
+            pair.apply(ts, value)
+        changed.extend(save_pair(pair))
+        # Only hold timers that changed go back to the cache (most pairs have none).
+        key = hold_key(device_pk, metric_pk)
+        if pair.breach_since is None and key in holds:
+            ended_holds.append(key)
+        elif pair.breach_since is not None and holds.get(key) != pair.breach_since:
+            new_holds[key] = pair.breach_since
+    if new_holds:
+        cache.set_many(new_holds, timeout=86400)
+    if ended_holds:
+        cache.delete_many(ended_holds)
+    return changed
 
 
 def process_stored_batch(*, rows, last_seen):
@@ -143,3 +228,51 @@ def resolve_alert(*, alert_id, user, note=""):
         alert_id=alert_id, user=user, note=note, state=Alert.State.RESOLVED,
         kind=AlertEvent.Kind.RESOLVED, stamp_field="resolved_at",
     )
+
+
+# -- System alerts: the hub watching its own pipeline (apps.alerts.system measures it) ------------
+
+
+def apply_system_level(*, subject, value, level, now):
+    """Open, escalate, de-escalate or resolve the system alert of `subject`; returns [(alert, event kind)]."""
+    alert = Alert.objects.select_for_update().filter(source=Alert.Source.SYSTEM, subject=subject).exclude(state=Alert.State.RESOLVED).first()
+    if alert is None:
+        if level == Level.NORMAL:
+            return []
+        alert = Alert.objects.create(
+            source=Alert.Source.SYSTEM, subject=subject, level=level, opened_at=now,
+            first_value=value, peak_value=value, last_value=value,
+        )
+        kind = AlertEvent.Kind.OPENED
+    else:
+        alert.last_value = value
+        if abs(value) > abs(alert.peak_value or 0):
+            alert.peak_value = value
+        if level == Level.NORMAL:
+            alert.state, alert.resolved_at, kind = Alert.State.RESOLVED, now, AlertEvent.Kind.RESOLVED
+        elif level != alert.level:
+            rising = LEVEL_RANK[level] > LEVEL_RANK[alert.level]
+            kind = AlertEvent.Kind.ESCALATED if rising else AlertEvent.Kind.DEESCALATED
+            alert.level = level
+            if rising:
+                alert.state = Alert.State.OPEN
+        else:
+            alert.save(update_fields=["last_value", "peak_value"])
+            return []
+        alert.save()
+    AlertEvent.objects.create(alert=alert, kind=kind, at=now, level=alert.level, value=value)
+    return [(alert, kind)]
+
+
+def watch_pipeline(*, now=None):
+    """Evaluate every pipeline measurement into system alerts; returns the changes."""
+    measurements = system.pipeline_measurements(now=now)
+    stamp = timezone.now()
+    with transaction.atomic():
+        changes = []
+        for subject, (value, level) in measurements.items():
+            changes += apply_system_level(subject=subject, value=float(value), level=level, now=stamp)
+        announce_on_commit(changes)
+    for alert, kind in changes:
+        log.warning("system alert %s: %s %s = %s", kind, alert.level, alert.subject, alert.last_value)
+    return changes

@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from django.db import OperationalError
 
-from . import notify, services, system
+from . import notify, services
 from .transports import TemporaryError
 
 log = logging.getLogger(__name__)
@@ -47,4 +47,4 @@ def remind_unacknowledged():
 
 @shared_task
 def watch_pipeline():
-    return len(system.watch_pipeline())
+    return len(services.watch_pipeline())
