@@ -79,7 +79,7 @@ class HubProcesses:
         return f"http://127.0.0.1:{port}"
 
     def stop_all(self):
-        for proc, log in self.procs:
+        for proc, _log in self.procs:
             if proc.poll() is None:
                 proc.terminate()
         for proc, log in self.procs:

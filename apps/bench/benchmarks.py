@@ -620,7 +620,7 @@ def create_kafka_topics(servers, topics, partitions, attempts=10):
     """Create the topics with the hub's provisioning; retried while fresh topics are missing from the metadata."""
     from apps.telemetry.kafka_topics import ensure_topics
 
-    for attempt in range(attempts):
+    for _attempt in range(attempts):
         try:
             mismatches = ensure_topics(servers=servers, topics=topics, partitions=partitions, retention_ms=3_600_000)
             break

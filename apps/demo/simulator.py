@@ -10,9 +10,7 @@ from dataclasses import dataclass
 import orjson
 
 from apps.demo.seed import demo_device_id
-
 from iothub.mqtt import mqtt_client
-
 
 
 @dataclass(frozen=True)

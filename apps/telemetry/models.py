@@ -77,6 +77,9 @@ class Rollup(Stats):
     class Meta:
         abstract = True
 
+    def __str__(self):
+        return f"device {self.device_id} metric {self.metric_id} at {self.bucket:%Y-%m-%d %H:%M}"
+
 
 class HourlyRollup(Rollup):
     """One local hour of one device's metric."""
@@ -103,6 +106,9 @@ class LocationRollup(Stats):
 
     class Meta:
         abstract = True
+
+    def __str__(self):
+        return f"location {self.location_id} metric {self.metric_id} at {self.bucket:%Y-%m-%d %H:%M}"
 
 
 class LocationHourlyRollup(LocationRollup):

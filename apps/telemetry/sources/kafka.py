@@ -69,7 +69,7 @@ class KafkaSource:
                         on_idle()
                     continue
                 result = []
-                if not hand_over(lambda messages: result.append(on_batch(messages)), batch, stop):
+                if not hand_over(lambda messages, result=result: result.append(on_batch(messages)), batch, stop):
                     break
                 self.publish_dead_letters(result[0].rejections)
                 try:

@@ -7,16 +7,16 @@ from urllib.parse import urlsplit
 from asgiref.sync import sync_to_async
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
-from twisted.internet import reactor  # the asyncio reactor daphne.server installs
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from twisted.internet import reactor  # the asyncio reactor daphne.server installs
 
-from apps.demo.seed import seed_demo
 from apps.demo.embedded_broker import port_answers, start_embedded_broker
-from apps.telemetry.ingest import run_ingest
+from apps.demo.seed import seed_demo
 from apps.demo.simulator import simulate
+from apps.telemetry.ingest import run_ingest
 from iothub.celery import run_beat_inline
 
 

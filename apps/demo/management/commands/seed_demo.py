@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from apps.devices.models import Device
 from apps.demo.seed import seed_demo
+from apps.devices.models import Device
 
 
 class Command(BaseCommand):

@@ -43,7 +43,7 @@ class Command(BaseCommand):
         source = sys.stdin if path == "-" else open(path, newline="", encoding="utf-8")
         with source:
             reader = csv.DictReader(source)
-            if not COLUMNS <= set(reader.fieldnames or []):
+            if not set(reader.fieldnames or []) >= COLUMNS:
                 raise CommandError(f"CSV needs the columns {', '.join(sorted(COLUMNS))}")
             master_cache = DeviceMasterCache(refresh_seconds=settings.IOTHUB["DEVICE_CACHE_REFRESH"])
             started = time.monotonic()
