@@ -61,8 +61,10 @@ class PipelineStats:
         self.rejected += len(result.rejections)
 
     def set_kafka_lag(self, lag):
+        """lag: None while Kafka does not answer."""
         self.kafka_lag = lag
-        KAFKA_LAG.set(lag)
+        if lag is not None:
+            KAFKA_LAG.set(lag)
 
     def summary_due(self):
         return time.monotonic() - self.published_at >= SUMMARY_EVERY

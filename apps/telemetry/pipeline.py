@@ -17,6 +17,7 @@ from django.db import transaction
 
 from apps.alerts.tasks import evaluate_batch
 from apps.alerts.thresholds import significant_readings
+from iothub.best_effort import BestEffort
 
 from .latest import store_latest
 from .payloads import validate_messages
@@ -74,10 +75,15 @@ def describe_rows(rows, *, devices, master):
     return items, evaluate_rows, last_seen
 
 
+LATEST_VALUES = BestEffort("latest_values")
+
+
 def after_commit(batch_id, rows, devices, master, publisher):
+    """The latest values and the live push are skipped while Redis is away: that must not fail the
+    stored batch (its source would store it again)."""
     # Described after the commit, not before it: the readings are visible to queries sooner.
     items, evaluate_rows, last_seen = describe_rows(rows, devices=devices, master=master)
-    store_latest(items)
+    LATEST_VALUES(store_latest, items)
     if publisher is not None:
         publisher.add(items)
     evaluate_batch.apply_async(
