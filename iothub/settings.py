@@ -137,6 +137,12 @@ CELERY_ACCEPT_CONTENT = ["orjson", "json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publisher (the ingest's alert hand-off, beat, a view) learns at once that the broker is away,
+# rather than waiting in kombu's reconnect loop for about 6 s on every call; redis-py still replaces
+# a connection that went stale in a broker restart. The ingest holds what it could not send and
+# retries from its loop (apps.telemetry.handoff). A worker's consumer reconnects by the
+# broker_connection_* settings, which this does not touch.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}
 CELERY_TASK_IGNORE_RESULT = True
 # Periodic work, run by `celery -A iothub beat` (and by runhub's in-process scheduler in the demo).
 CELERY_BEAT_SCHEDULE = {

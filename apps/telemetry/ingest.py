@@ -12,6 +12,7 @@ from iothub.best_effort import BestEffort
 from iothub.runtime import tune_garbage_collector
 
 from .device_cache import DeviceMasterCache
+from .handoff import ALERT_HAND_OFF
 from .kafka_topics import ensure_topics
 from .metrics import PipelineStats
 from .pipeline import ingest_batch
@@ -103,6 +104,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     def after_batch():
         """Also called when the source is idle. Must not raise: after a batch, its source would store it again."""
         progress.show_due()
+        ALERT_HAND_OFF.send_held()
         if stats.summary_due():
             if source == "kafka":
                 stats.set_kafka_lag(KAFKA_LAG_READ(receiver.lag))
