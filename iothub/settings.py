@@ -143,6 +143,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # retries from its loop (apps.telemetry.handoff). A worker's consumer reconnects by the
 # broker_connection_* settings, which this does not touch.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}
+# A worker outlives any broker outage: its consumer reconnects until the broker answers (Celery's
+# default gives up after 100 attempts, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "iothub.broker:RedisTransport"  # a worker survives a Redis restart under load
 CELERY_TASK_IGNORE_RESULT = True
 # Periodic work, run by `celery -A iothub beat` (and by runhub's in-process scheduler in the demo).
 CELERY_BEAT_SCHEDULE = {
