@@ -142,6 +142,17 @@ CELERY_ACCEPT_CONTENT = ["orjson", "json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publisher (the ingest's alert hand-off, beat, a view) learns at once that the broker is away,
+# rather than waiting in kombu's reconnect loop for about 6 s on every call; redis-py still replaces
+# a connection that went stale in a broker restart. The ingest holds what it could not send and
+# retries from its loop (apps.telemetry.handoff). A worker's consumer reconnects by the
+# broker_connection_* settings, which this does not touch.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}
+# A worker outlives any broker outage: its consumer reconnects until the broker answers (Celery's
+# default gives up after 100 attempts, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "iothub.broker:RedisTransport"  # a worker survives a Redis restart under load
 CELERY_TASK_IGNORE_RESULT = True
 # Periodic work, run by `celery -A iothub beat` (and by runhub's in-process scheduler in the demo).
 CELERY_BEAT_SCHEDULE = {

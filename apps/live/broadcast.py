@@ -5,7 +5,6 @@ hands every stored batch to a LivePublisher, which sends the newest value of eac
 at most every IOTHUB_LIVE_PUSH_INTERVAL seconds, so a dashboard never gets per-reading churn.
 """
 
-import logging
 import threading
 import time
 
@@ -13,9 +12,14 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-log = logging.getLogger(__name__)
+from iothub.best_effort import BestEffort
 
 LIVE_GROUP = "live"
+# Pushes are best effort, like every live view: one that fails is dropped, and the dashboards get
+# the newest values with the next (an alert's page shows it on its next load).
+ALERT_PUSH = BestEffort("alert_push")
+# The push thread must outlive whatever fails a push (the channel layer's Redis away, mostly).
+LIVE_PUSH = BestEffort("live_push", errors=Exception)
 
 
 def device_group(device_id):
@@ -54,14 +58,14 @@ def push_alert(alert_json):
     """Called on commit of an alert change; system alerts have no device group."""
     message = {"type": "live.alert", "alert": alert_json}
     groups = [LIVE_GROUP] + ([device_group(alert_json["device"])] if alert_json["device"] else [])
-    group_send_all([(group, message) for group in groups])
+    ALERT_PUSH(group_send_all, [(group, message) for group in groups])
 
 
 class LivePublisher:
     """Coalesces live reading items and sends them from a thread of its own, at most every
     `interval` seconds: a push of a few hundred items takes the channel layer 10–20 ms, which the
-    batch that stored them (and the next batch) does not wait for. Best effort, like every live
-    view: a push that fails is logged and dropped; the dashboards' next values come with the next."""
+    batch that stored them (and the next batch) does not wait for. A push that fails is dropped
+    (LIVE_PUSH)."""
 
     def __init__(self, *, interval):
         self.interval = interval
@@ -87,10 +91,7 @@ class LivePublisher:
             started = time.monotonic()
             with self.lock:
                 items, self.pending = list(self.pending.values()), {}
-            try:
-                send_readings(items)
-            except Exception:
-                log.warning("live push of %d items failed", len(items), exc_info=True)
+            LIVE_PUSH(send_readings, items)
             time.sleep(max(0.0, started + self.interval - time.monotonic()))
 
 

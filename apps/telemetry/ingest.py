@@ -3,18 +3,24 @@ lines, Prometheus metrics and a summary for the dashboard's pipeline-health view
 
 import time
 
+from confluent_kafka import KafkaException
 from django.conf import settings
 from prometheus_client import start_http_server
 
 from apps.live.broadcast import LivePublisher
+from iothub.best_effort import BestEffort
 from iothub.runtime import tune_garbage_collector
 
 from .device_cache import DeviceMasterCache
+from .handoff import ALERT_HAND_OFF
 from .kafka_topics import ensure_topics
 from .metrics import PipelineStats
 from .pipeline import ingest_batch
 from .sources.kafka import KafkaSource
 from .sources.mqtt import MqttSource
+
+PIPELINE_SUMMARY = BestEffort("pipeline_summary")
+KAFKA_LAG_READ = BestEffort("kafka_lag", errors=KafkaException)
 
 
 class Progress:
@@ -95,11 +101,13 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
         return result
 
     def after_batch():
+        """Also called when the source is idle. Must not raise: after a batch, its source would store it again."""
         progress.show_due()
+        ALERT_HAND_OFF.send_held()
         if stats.summary_due():
             if source == "kafka":
-                stats.set_kafka_lag(receiver.lag())
-            stats.publish()
+                stats.set_kafka_lag(KAFKA_LAG_READ(receiver.lag))
+            PIPELINE_SUMMARY(stats.publish)
 
     write(f"ingest: batches of {batch_size} messages or {flush_interval * 1000:.0f} ms")
     receiver.run(on_batch, batch_size=batch_size, flush_interval=flush_interval, stop=stop, on_idle=after_batch)

@@ -16,6 +16,10 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 KAFKA_LAG = Gauge("iothub_ingest_kafka_lag", "Kafka consumer lag of this process (messages)")
+HANDOFFS_HELD = Gauge("iothub_ingest_alert_handoffs_held", "Stored batches held for alert evaluation while the broker is away")
+HANDOFFS_DROPPED = Counter(
+    "iothub_ingest_alert_handoffs_dropped_total", "Held batches dropped beyond the limit: never evaluated for alerts",
+)
 
 SUMMARY_EVERY = 5.0
 SUMMARY_TTL = 30
@@ -61,8 +65,10 @@ class PipelineStats:
         self.rejected += len(result.rejections)
 
     def set_kafka_lag(self, lag):
+        """lag: None while Kafka does not answer."""
         self.kafka_lag = lag
-        KAFKA_LAG.set(lag)
+        if lag is not None:
+            KAFKA_LAG.set(lag)
 
     def summary_due(self):
         return time.monotonic() - self.published_at >= SUMMARY_EVERY

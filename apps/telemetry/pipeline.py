@@ -15,9 +15,10 @@ from operator import itemgetter
 from django.conf import settings
 from django.db import transaction
 
-from apps.alerts.tasks import evaluate_batch
 from apps.alerts.thresholds import significant_readings
+from iothub.best_effort import BestEffort
 
+from .handoff import ALERT_HAND_OFF
 from .latest import store_latest
 from .payloads import validate_messages
 from .rollups import mark_dirty_hours
@@ -74,16 +75,19 @@ def describe_rows(rows, *, devices, master):
     return items, evaluate_rows, last_seen
 
 
+LATEST_VALUES = BestEffort("latest_values")
+
+
 def after_commit(batch_id, rows, devices, master, publisher):
+    """Nothing here may fail the stored batch (its source would store it again): the latest values
+    and the live push are skipped while Redis is away, the alert hand-off is held until the broker
+    answers."""
     # Described after the commit, not before it: the readings are visible to queries sooner.
     items, evaluate_rows, last_seen = describe_rows(rows, devices=devices, master=master)
-    store_latest(items)
+    LATEST_VALUES(store_latest, items)
     if publisher is not None:
         publisher.add(items)
-    evaluate_batch.apply_async(
-        kwargs={"rows": evaluate_rows, "last_seen": list(last_seen.items()), "batch_id": batch_id},
-        kwargsrepr=f"{{batch {batch_id}: {len(evaluate_rows)} rows}}",  # not Celery's repr of every row
-    )
+    ALERT_HAND_OFF.send(batch_id=batch_id, rows=evaluate_rows, last_seen=last_seen)
 
 
 HISTORICAL_MAX_AGE = 100 * 365 * 86400

@@ -10,8 +10,9 @@ log = logging.getLogger(__name__)
 def hand_over(on_batch, messages, stop, *, max_backoff=30.0):
     """Call on_batch(messages) until it succeeds; True when stored, False if stopped first.
 
-    A failure (database or Redis away) is retried with backoff and nothing is acknowledged
-    meanwhile, so the broker keeps every message until it is stored.
+    A failure (the database away) is retried with backoff and nothing is acknowledged meanwhile,
+    so the broker keeps every message until it is stored. Redis away fails no batch: what goes
+    there after the commit is skipped or held (apps.telemetry.pipeline.after_commit).
     """
     backoff = 0.5
     while True:
