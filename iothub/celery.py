@@ -16,13 +16,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def enqueue(task_name, /, **kwargs):
-    """Start a task by its name, for services that the app's tasks.py calls: importing tasks.py back
-    from them would be an import loop. Outside a worker autodiscovery is lazy, so the apps' task
-    modules are imported on first use (a task unknown here would not run eagerly in the demo)."""
+def enqueue(task_name, kwargs, **options):
+    """Start a task by its name: for services that their app's tasks.py calls (importing it back
+    would be an import loop), and for an app that may not import the one whose task it starts.
+    Outside a worker autodiscovery is lazy, so the apps' task modules are imported on first use (a
+    task unknown here would not run eagerly in the demo)."""
     if task_name not in app.tasks:
         app.loader.import_default_modules()
-    app.tasks[task_name].apply_async(kwargs=kwargs)
+    app.tasks[task_name].apply_async(kwargs=kwargs, **options)
 
 
 @worker_ready.connect  # the threads pool: tasks run in this process

@@ -7,6 +7,10 @@ scripts/bootstrap.sh requirements-dev.txt
 scripts/services.sh up
 scripts/compose.sh version   # builds the Compose CLI once per machine (kept in /var/cache/iothub) for tests/test_compose.py
 eval "$(scripts/services.sh env)"
+# Static checks first (configuration in pyproject.toml): lint, import layering, complete migrations.
+.venv/bin/ruff check .
+.venv/bin/lint-imports
+.venv/bin/python manage.py makemigrations --check --dry-run
 # A Redis namespace of its own, so a run never meets another run's keys, pushes or tasks.
 export IOTHUB_NAMESPACE="${IOTHUB_NAMESPACE:-test-$$}"
 exec .venv/bin/python -m pytest "$@"

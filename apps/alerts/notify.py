@@ -76,7 +76,7 @@ def notify_alert_change(*, alert_id, event):
                 status=Notification.Status.FOLDED if folded else Notification.Status.PENDING,
             )
         if not folded:
-            enqueue("apps.alerts.tasks.deliver_notification", notification_id=notification.pk)
+            enqueue("apps.alerts.tasks.deliver_notification", {"notification_id": notification.pk})
 
 
 def send_due_summaries(*, now=None):
@@ -92,7 +92,7 @@ def send_due_summaries(*, now=None):
                 continue
             summary = Notification.objects.create(route=route, kind=Notification.Kind.SUMMARY)
             folded.update(summary_of=summary)
-        enqueue("apps.alerts.tasks.deliver_notification", notification_id=summary.pk)
+        enqueue("apps.alerts.tasks.deliver_notification", {"notification_id": summary.pk})
         summaries.append(summary)
     return summaries
 
@@ -133,6 +133,6 @@ def remind_unacknowledged(*, now=None):
             if last is None or now - last < timedelta(seconds=route.renotify_after):
                 continue
             notification = Notification.objects.create(route=route, alert=alert, kind=Notification.Kind.REMINDER, event="reminder")
-            enqueue("apps.alerts.tasks.deliver_notification", notification_id=notification.pk)
+            enqueue("apps.alerts.tasks.deliver_notification", {"notification_id": notification.pk})
             reminded.append(notification)
     return reminded

@@ -40,7 +40,7 @@ def announce_on_commit(changes):
         for alert in Alert.objects.filter(pk__in=ids).select_related("device__location", "metric", "acknowledged_by"):
             push_alert(alert_json(alert))
         for alert_id, kind in to_notify:
-            enqueue("apps.alerts.tasks.notify_alert_change", alert_id=alert_id, event=kind)
+            enqueue("apps.alerts.tasks.notify_alert_change", {"alert_id": alert_id, "event": kind})
 
     transaction.on_commit(announce)
 

@@ -7,10 +7,10 @@ reloaded, so a new, moved or deactivated device takes effect within IOTHUB_DEVIC
 
 from dataclasses import dataclass
 
-from apps.alerts.models import Threshold
-from apps.alerts.thresholds import ThresholdIndex, load_threshold_index
 from apps.devices.models import Device, DeviceType, Metric
 from apps.devices.snapshots import MasterSnapshot
+
+from .handoff import alert_rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class DeviceInfo:
 @dataclass(frozen=True, slots=True)
 class DeviceMaster:
     devices: dict  # device_id → DeviceInfo
-    thresholds: ThresholdIndex
+    thresholds: object  # the alert rules' index (apps.telemetry.handoff.AlertRules.load)
     metric_keys: dict  # metric pk → key
 
 
@@ -47,7 +47,7 @@ def load_device_master():
             continue  # its type was created after the types were read: the marks moved, the next get() reloads
         type_name, metrics, primary = types[type_pk]
         devices[device_id] = DeviceInfo(pk, device_id, is_active, location_pk, type_pk, type_name, metrics, primary)
-    return DeviceMaster(devices=devices, thresholds=load_threshold_index(), metric_keys=metric_keys)
+    return DeviceMaster(devices=devices, thresholds=alert_rules().load(), metric_keys=metric_keys)
 
 
 class DeviceMasterCache(MasterSnapshot):
@@ -56,6 +56,6 @@ class DeviceMasterCache(MasterSnapshot):
     def __init__(self, *, refresh_seconds):
         super().__init__(
             load=load_device_master,
-            tables=(Metric, DeviceType, DeviceType.metrics.through, Device, Threshold),
+            tables=(Metric, DeviceType, DeviceType.metrics.through, Device, *alert_rules().tables),
             refresh_seconds=refresh_seconds,
         )

@@ -1,4 +1,10 @@
-"""The hand-off of stored batches to alert evaluation (Celery).
+"""The seam between ingest and alert evaluation: the one place where stored readings leave
+telemetry for the alerts app.
+
+Dependencies run devices <- telemetry <- alerts, so telemetry names what it needs here
+(`AlertRules`) and the alerts app provides it when Django starts (apps.alerts.apps). Ingest uses
+the rules to give each latest value its status and to keep only the readings that can move an
+alert, and hands every stored batch to the rules' evaluation task.
 
 Unlike the latest values and live pushes, a batch's evaluation must not be lost: while the broker
 is away, hand-offs are held in order and sent once it answers again, so that readings stored
@@ -9,10 +15,12 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from kombu.exceptions import OperationalError
 
-from apps.alerts.tasks import evaluate_batch
+from iothub.celery import enqueue
 
 from .metrics import HANDOFFS_DROPPED, HANDOFFS_HELD
 
@@ -29,9 +37,48 @@ FIRST_RETRY = 0.5
 MAX_RETRY = 5.0
 
 
+@dataclass(frozen=True)
+class AlertRules:
+    """What ingest needs from alert evaluation."""
+
+    # Models whose changes reload the rules along with the device master.
+    tables: tuple
+    # () -> an index whose resolve(device_pk=, location_pk=, type_pk=, metric_pk=) gives the bands
+    # that apply (bands.status(value), bands.pk), or None where no threshold applies.
+    load: Callable
+    # (bands, one pair's rows oldest first) -> the rows among them that can change its alert.
+    significant_readings: Callable
+    # The Celery task that evaluates a stored batch: kwargs rows, last_seen, batch_id.
+    evaluation_task: str
+
+
+class NoRules:
+    """Without an alerts app: no value has a status and no batch is handed on."""
+
+    def resolve(self, **pair):
+        return None
+
+
+WITHOUT_ALERTS = AlertRules(tables=(), load=NoRules, significant_readings=lambda bands, rows: [], evaluation_task="")
+ALERT_RULES = [WITHOUT_ALERTS]
+
+
+def provide_alert_rules(rules):
+    """Called once by the alerts app when Django starts."""
+    ALERT_RULES[0] = rules
+
+
+def alert_rules():
+    return ALERT_RULES[0]
+
+
 def publish(batch_id, rows, last_seen):
-    evaluate_batch.apply_async(
-        kwargs={"rows": rows, "last_seen": list(last_seen.items()), "batch_id": batch_id},
+    task = alert_rules().evaluation_task
+    if not task:
+        return
+    enqueue(
+        task,
+        {"rows": rows, "last_seen": list(last_seen.items()), "batch_id": batch_id},
         kwargsrepr=f"{{batch {batch_id}: {len(rows)} rows}}",  # not Celery's repr of every row
         retry=False,  # a refused hand-off is held and retried from the ingest loop, not waited for here
     )

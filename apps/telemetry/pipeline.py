@@ -15,10 +15,9 @@ from operator import itemgetter
 from django.conf import settings
 from django.db import transaction
 
-from apps.alerts.thresholds import significant_readings
 from iothub.best_effort import BestEffort
 
-from .handoff import ALERT_HAND_OFF
+from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import store_latest
 from .payloads import validate_messages
 from .rollups import mark_dirty_hours
@@ -50,9 +49,10 @@ def describe_rows(rows, *, devices, master):
     its threshold status; the rows that can move an alert; newest ts per device).
 
     Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
-    with a threshold that can change their alert (apps.alerts.thresholds.significant_readings).
+    with a threshold that can change their alert (the alert rules' significant_readings, apps.telemetry.handoff).
     """
     resolve = master.thresholds.resolve
+    significant_readings = alert_rules().significant_readings
     by_pair = {}
     for pair, run in groupby(rows, key=PAIR):  # a message's readings are mostly of one pair
         by_pair.setdefault(pair, []).extend(run)
