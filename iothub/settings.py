@@ -7,9 +7,11 @@ for production (`scripts/services.sh env` prints them for the local services).
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 import orjson
 import plotly
 
@@ -18,9 +20,53 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
+
+
+def process_name():
+    """What this process runs: its manage.py command, "web" (daphne) or "celery" (worker, beat)."""
+    program = Path(sys.argv[0])
+    if program.name == "manage.py":
+        return sys.argv[1] if len(sys.argv) > 1 else ""
+    for name, server in (("celery", "celery"), ("daphne", "web")):
+        if program.name == name or name in program.parts:  # the script, or `python -m name`
+            return server
+    return ""
+
+
+PROCESS = process_name()
+# The demo (`manage.py runhub`) runs on embedded defaults; the test suite sets its own values
+# (iothub/settings_test.py). Everything else fails closed: it does not start with a secret key
+# everybody knows, nor without the Redis its process needs (docs/security.md).
+DEMO = PROCESS == "runhub"
+DEMO_SECRET_KEY = "iothub-demo-only-not-secret"
+KNOWN_SECRETS = {DEMO_SECRET_KEY, "change-me", "changeme", "secret"}
+# Commands that read neither the secret key nor a service (collectstatic runs at image build time).
+OFFLINE_COMMANDS = {"collectstatic", "compilemessages", "makemessages", "makemigrations", "help"}
+PROCESSES_NEEDING_REDIS = {"web", "celery", "ingest", "runserver"}
+
 DEBUG = env.bool("DEBUG", default=False)
-# The default key only protects the demo; production sets SECRET_KEY (see docs/deploy.md).
-SECRET_KEY = env("SECRET_KEY", default="iothub-demo-only-not-secret")
+SECRET_KEY = env("SECRET_KEY", default=DEMO_SECRET_KEY if DEMO or PROCESS in OFFLINE_COMMANDS else "")
+
+
+def refuse_unsafe_settings():
+    if DEMO or PROCESS in OFFLINE_COMMANDS:
+        return
+    how = 'set it to a long random value: python3 -c "import secrets; print(secrets.token_urlsafe(50))"'
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(f"SECRET_KEY is not set; {how}")
+    if SECRET_KEY in KNOWN_SECRETS:
+        raise ImproperlyConfigured(f"SECRET_KEY is a published placeholder; {how}")
+    # The rule of Django's `check --deploy` (security.W009).
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-"):
+        raise ImproperlyConfigured(f"SECRET_KEY is too weak (at least 50 characters, 5 different ones); {how}")
+    if not DEBUG and PROCESS in PROCESSES_NEEDING_REDIS and not env("REDIS_URL", default=""):
+        raise ImproperlyConfigured(
+            f"REDIS_URL is not set: the {PROCESS} process needs Redis for the channel layer, the cache and "
+            "the Celery broker (without it, pushes stay in one process and tasks run inline)"
+        )
+
+
+refuse_unsafe_settings()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

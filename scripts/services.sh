@@ -889,9 +889,18 @@ take_lock() {
   flock -w 600 9 || die "another services.sh up/down is running"
 }
 
+# A secret key for the hub processes run against these services (settings refuse to start
+# without one): made once per checkout, kept in var/ (git-ignored), exported by `env`.
+DEV_SECRET="$SERVICES/secret_key"
+ensure_dev_secret() {
+  [[ -s $DEV_SECRET ]] && return 0
+  (umask 077 && od -An -N48 -tx1 /dev/urandom | tr -d ' \n' >"$DEV_SECRET")
+}
+
 cmd_up() {
   local started=$SECONDS
   take_lock
+  ensure_dev_secret
   PG_PARENT=$(pg_parent)
   install_postgres
   install_redis
@@ -942,6 +951,7 @@ export MQTT_URL=mqtt://$HOST:$MQTT_PORT
 export MQTT_SECURE_URL=mqtt://$HOST:$MQTT_SECURE_PORT
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 EOF
+  if [[ -r $DEV_SECRET ]]; then printf 'export SECRET_KEY=%s\n' "$(cat "$DEV_SECRET")"; fi
   # The dynamic-security admin (the hub provisions device credentials with it); absent until
   # `up` has created it, or when admin.env is not readable by this user. A Mosquitto reused from
   # another checkout of this machine keeps its admin.env beside its own config.
