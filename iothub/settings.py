@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 import orjson
 import plotly
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
