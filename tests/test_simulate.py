@@ -43,5 +43,5 @@ def test_it_simulates_a_scenario_at_the_asked_rate(hub, unique):
     assert run.returncode == 0, run.stderr
     published = int(run.stdout.split("done, ")[1].split(" published")[0].replace(",", ""))
     assert 540 <= published <= 660
-    eventually(lambda: Reading.objects.count() >= published * 3, timeout=20, message="all simulated readings")
+    eventually(lambda: Reading.objects.count() >= published * 3, timeout=60, message="all simulated readings")
     assert Reading.objects.values("device").distinct().count() == 20
