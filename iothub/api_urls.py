@@ -3,6 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
 from apps.alerts.api import AlertViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
@@ -32,6 +33,9 @@ urlpatterns = [
     path("v1/realtime/", RealtimeView.as_view(), name="realtime"),
     path("v1/aggregation/<str:metric>/", AggregationView.as_view(), name="aggregation"),
     path("v1/ingest/", IngestView.as_view(), name="ingest"),
+    path("v1/auth/token/", TokenObtainPairView.as_view(), name="token"),
+    path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("v1/auth/token/blacklist/", TokenBlacklistView.as_view(), name="token-blacklist"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsPlantStaff]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[IsPlantStaff]), name="docs"),

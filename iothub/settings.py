@@ -6,6 +6,7 @@ Point DATABASE_URL, REDIS_URL, MQTT_URL and KAFKA_BOOTSTRAP_SERVERS at real serv
 for production (`scripts/services.sh env` prints them for the local services).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -45,10 +46,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "apps.accounts",
     "apps.devices",
     "apps.telemetry",
     "apps.alerts",
@@ -208,8 +210,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every star
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REST_FRAMEWORK = {
+    # Personal API tokens (apps.accounts), JWT for integrators, the dashboard's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.accounts.authentication.APITokenAuthentication",
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -220,10 +224,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "iothub.api.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "iothub.api.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "api": env("IOTHUB_API_RATE", default="6000/min"),
         "ingest": env("IOTHUB_INGEST_RATE", default="600/min"),
     },
+}
+# JWT (POST /api/v1/auth/token/): short-lived access tokens; each refresh hands out a new
+# refresh token and blacklists the one used, so a stolen refresh token works once at most.
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_ACCESS_SECONDS", default=300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_REFRESH_SECONDS", default=86400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",

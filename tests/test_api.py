@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts.services import issue_api_token
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
@@ -33,9 +33,9 @@ ROLES = {
 }
 
 
-def token_for(role):
+def token_for(role, *, can_write=True):
     user = get_user_model().objects.create_user(f"{role}-user", **ROLES[role])
-    return Token.objects.create(user=user).key
+    return issue_api_token(user=user, name="tests", can_write=can_write)[1]
 
 
 def api_client(role):
@@ -119,7 +119,7 @@ def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
 def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
     response = admin_api.delete("/api/v1/locations/N-ASM-1-LA/")
     assert response.status_code == 409
-    assert "dev-" in response.data["detail"]
+    assert "dev-" in response.data["detail"][0]
     assert Location.objects.filter(loc_id="N-ASM-1-LA").exists()
 
 
@@ -478,8 +478,10 @@ def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
     )
     resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
     assert resolved.status_code == 200, resolved.data
-    again = staff_api.post(f"{url}/acknowledge/", {"note": "too late"}, format="json")
-    assert (again.status_code, again.data["state"]) == (200, "resolved")
+    for action in ("acknowledge", "resolve"):
+        again = staff_api.post(f"{url}/{action}/", {"note": "too late"}, format="json")
+        assert again.status_code == 409
+        assert again.json() == {"detail": [f"Alert {alerts['open'].pk} is already resolved. Nothing changed."], "state": ["resolved"]}
     alert = Alert.objects.get(pk=alerts["open"].pk)
     assert (alert.state, alert.acknowledged_by.username, alert.note) == ("resolved", "staff-user", "Door left open")
     assert alert.acknowledged_at <= alert.resolved_at
@@ -579,7 +581,7 @@ def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api
 def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, hub, django_user_model):
     """daphne runs every request in a thread of its own; its connections come from a pool."""
     user = django_user_model.objects.create_user("pooled", password="pool-pw-123", is_staff=True)
-    token = Token.objects.create(user=user).key
+    token = issue_api_token(user=user, name="pool test")[1]
     base = hub.web()
 
     def server_connections():

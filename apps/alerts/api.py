@@ -12,12 +12,12 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
-from iothub.api import HubAPIMixin, IsPlantStaff, SlugRelatedField
+from iothub.api import Conflict, ErrorSerializer, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
 from .models import Alert, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
-from .services import acknowledge_alert, resolve_alert
+from .services import AlertAlreadyResolved, acknowledge_alert, resolve_alert
 
 
 class ThresholdSerializer(serializers.ModelSerializer):
@@ -123,21 +123,24 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = AlertFilterSet
     permission_classes = [IsPlantStaff]
 
-    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
-        """Acknowledge the alert; a resolved alert stays resolved."""
+        """Acknowledge the alert; a resolved alert answers 409 with its state."""
         return self.change_state(acknowledge_alert)
 
-    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
-        """Resolve the alert."""
+        """Resolve the alert; a resolved alert answers 409 with its state."""
         return self.change_state(resolve_alert)
 
     def change_state(self, change):
         alert = self.get_object()
         body = AlertNoteSerializer(data=self.request.data)
         body.is_valid(raise_exception=True)
-        change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
+        try:
+            change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
+        except AlertAlreadyResolved as error:
+            raise Conflict(f"{error} Nothing changed.", code="alert_resolved", state=[error.alert.state]) from error
         return Response(AlertSerializer(self.get_object()).data)

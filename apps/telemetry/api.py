@@ -20,9 +20,9 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.devices.api import LocationSerializer
-from apps.devices.models import Metric
+from apps.devices.models import Device, Metric
 from apps.devices.selectors import LOCATION_FILTERS, locations_at
-from iothub.api import HubAPIMixin, IsAdmin, rendered_answer
+from iothub.api import HubAPIMixin, IsAdmin, SlugRelatedField, rendered_answer
 
 from .aggregation import INTERVALS, aggregate_readings
 from .models import DeadLetter, Reading
@@ -90,7 +90,7 @@ class Period(NamedTuple):
 class PlantPeriodField(serializers.Field):
     """A year, month or day of plant local time written yyyy, yyyyMM or yyyyMMdd → its Period."""
 
-    default_error_messages = {"invalid": "Use yyyy, yyyyMM or yyyyMMdd."}
+    default_error_messages = {"invalid": "Use yyyy, yyyyMM or yyyyMMdd.", "not_a_date": "{value} is not a real date."}
 
     def to_internal_value(self, data):
         if not isinstance(data, str) or not re.fullmatch(PERIOD_PATTERN, data):
@@ -104,7 +104,7 @@ class PlantPeriodField(serializers.Field):
             else:
                 after = first + timedelta(days=1)
         except (ValueError, OverflowError):
-            self.fail("invalid")
+            self.fail("not_a_date", value=data)
         tz = plant_tz()
         return Period(datetime.combine(first, time.min, tzinfo=tz), datetime.combine(after, time.min, tzinfo=tz))
 
@@ -115,7 +115,9 @@ class AggregationQuerySerializer(LocationQuerySerializer):
     start_date = PlantPeriodField(help_text="From the start of this year, month or day (yyyy, yyyyMM or yyyyMMdd).")
     end_date = PlantPeriodField(help_text="To the end of this year, month or day (yyyy, yyyyMM or yyyyMMdd).")
     interval = serializers.ChoiceField(INTERVALS, default="hour")
-    device = serializers.CharField(required=False, allow_blank=True, help_text="Only this device (device_id).")
+    device = SlugRelatedField(
+        slug_field="device_id", queryset=Device.objects.all(), required=False, allow_null=True, help_text="Only this device (device_id).",
+    )
 
     def validate(self, attrs):
         if attrs["end_date"].end <= attrs["start_date"].start:
@@ -168,7 +170,7 @@ class AggregationView(HubAPIMixin, APIView):
             "results": aggregate_readings(
                 metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
                 tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
-                device_id=params.get("device") or None,
+                device_id=params["device"].device_id if params.get("device") else None,
             ),
         })
 
@@ -191,11 +193,18 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
         return super().filter(qs, value.astimezone(UTC) if value else value)
 
 
+class KnownObjectFilter(django_filters.ModelChoiceFilter):
+    """An object by its natural key `to_field_name`; an unknown one is a 400 naming the field, as in aggregation/."""
+
+    def __init__(self, *, what, **kwargs):
+        super().__init__(error_messages={"invalid_choice": f"Unknown {what} %(value)r."}, required=True, **kwargs)
+
+
 class ReadingFilterSet(django_filters.FilterSet):
     """Readings of one device's metric, optionally in [start, end)."""
 
-    device = django_filters.CharFilter(field_name="device__device_id", required=True)
-    metric = django_filters.CharFilter(field_name="metric__key", required=True)
+    device = KnownObjectFilter(what="device", queryset=Device.objects.all(), to_field_name="device_id")
+    metric = KnownObjectFilter(what="metric", queryset=Metric.objects.all(), to_field_name="key")
     start = UTCDateTimeFilter(field_name="time", lookup_expr="gte")
     end = UTCDateTimeFilter(field_name="time", lookup_expr="lt")
 

@@ -29,8 +29,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from apps.accounts.services import issue_api_token
 from apps.devices.models import Device
 from apps.telemetry.bench_support import (
     BenchCommand,
@@ -164,7 +164,7 @@ class Command(BenchCommand):
 
     def empty_tables(self, conn):
         conn.execute("TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup")
-        conn.execute("DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
+        conn.execute("DELETE FROM accounts_apitoken WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
                      [BENCH_USER_PREFIX + "%"])
         conn.execute("DELETE FROM auth_user WHERE username LIKE %s", [BENCH_USER_PREFIX + "%"])
 
@@ -302,9 +302,9 @@ class LatestUpdates:
 
 
 def staff_token(run_id):
-    """A staff user of this run and its API token."""
+    """A staff user of this run and a read-only API token of theirs."""
     user = get_user_model().objects.create_user(username=f"{BENCH_USER_PREFIX}{run_id}", is_staff=True)
-    return Token.objects.create(user=user).key
+    return issue_api_token(user=user, name="bench_api")[1]
 
 
 def device_metric_keys():
