@@ -240,6 +240,13 @@ def api_exception_handler(exc, context):
     return response
 
 
+def document_paths_once(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook: a path served with and without its trailing slash (the
+    platform's paths) is documented once, without it."""
+    paths = {path for path, *_ in endpoints}
+    return [endpoint for endpoint in endpoints if not (endpoint[0].endswith("/") and endpoint[0][:-1] in paths)]
+
+
 def answers_json(request):
     """Under /api/ every answer is JSON, errors outside DRF's views too (unknown path, server error)."""
     return request.path.startswith("/api/")

@@ -247,6 +247,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "PREPROCESSING_HOOKS": ["iothub.api.document_paths_once"],
+    "TAGS": [
+        {"name": "compatibility", "description": "The plant platform's realtime and aggregation services, in its paths and shapes "
+                                                 "(docs/compatibility.md); thresholds/ also take its flat form."},
+    ],
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 

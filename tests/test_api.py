@@ -127,7 +127,7 @@ def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
     location = {"loc_id": "S-FOU-1-FU", "factory": "South", "building": "Foundry", "floor": "1", "area": "Furnaces", "name": "Furnaces"}
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
-    metric = {"key": "pressure", "unit": "bar", "label": "Pressure"}
+    metric = {"key": "pressure", "unit": "bar", "label": "Pressure", "precision": 2}
     assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
     device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
     created = admin_api.post("/api/v1/device-types/", device_type, format="json")
@@ -203,8 +203,9 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
     assert response.status_code == 200, response.content
     answer = response.json()
-    assert set(answer) == {"capture_dt", "measurements"}
-    datetime.fromisoformat(answer["capture_dt"])
+    assert set(answer) == {"capture_dt", "ymd", "hh", "measurements"}
+    captured = datetime.fromisoformat(answer["capture_dt"])
+    assert (answer["ymd"], answer["hh"]) == (f"{captured:%Y%m%d}", f"{captured:%H}")  # TIME_ZONE is UTC
     location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
     dev1, dev2 = answer["measurements"]
     assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
