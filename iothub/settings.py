@@ -20,7 +20,7 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 # The default key only protects the demo; production sets SECRET_KEY (see docs/deploy.md).
-SECRET_KEY = env("SECRET_KEY", default="iothub-demo-only-not-secret")
+SECRET_KEY = env("SECRET_KEY", default="iothub-demo-only-not-secret-never-deploy-it")  # 32+ bytes: it signs JWTs
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

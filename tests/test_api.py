@@ -191,7 +191,7 @@ def test_it_validates_a_partial_threshold_update_as_a_whole(plant, admin_api):
 # --- realtime ---------------------------------------------------------------------------------
 
 
-def test_it_answers_realtime_status_of_a_location(plant, staff_api):
+def test_it_answers_realtime_status_of_a_location(plant, staff_api, settings):
     elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
     ts = int(timezone.now().timestamp() * 1000)
@@ -205,7 +205,8 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     answer = response.json()
     assert set(answer) == {"capture_dt", "ymd", "hh", "measurements"}
     captured = datetime.fromisoformat(answer["capture_dt"])
-    assert (answer["ymd"], answer["hh"]) == (f"{captured:%Y%m%d}", f"{captured:%H}")  # TIME_ZONE is UTC
+    local = captured.astimezone(ZoneInfo(settings.TIME_ZONE))
+    assert (answer["ymd"], answer["hh"]) == (f"{local:%Y%m%d}", f"{local:%H}")
     location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
     dev1, dev2 = answer["measurements"]
     assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
