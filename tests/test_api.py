@@ -369,6 +369,20 @@ def test_it_refuses_bad_aggregation_queries_naming_the_field(plant, staff_api, p
     assert list(response.data) == [field]
 
 
+def test_it_tells_a_date_of_the_right_form_that_does_not_exist(plant, staff_api):
+    for value in ("20261345", "20260230", "202613"):
+        response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date={value}&end_date=2026")
+        assert response.json() == {"start_date": [f"{value} is not a real date."]}
+    assert staff_api.get("/api/v1/aggregation/temperature/?start_date=2026-1&end_date=2026").json() == {
+        "start_date": ["Use yyyy, yyyyMM or yyyyMMdd."]
+    }
+
+
+def test_it_refuses_an_unknown_device_of_an_aggregation(plant, staff_api):
+    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=2026&end_date=2026&device=nope")
+    assert (response.status_code, list(response.json())) == (400, ["device"])
+
+
 # --- readings ---------------------------------------------------------------------------------
 
 
@@ -409,6 +423,29 @@ def test_it_requires_device_and_metric_for_readings(readings, staff_api, missing
         response = staff_api.get("/api/v1/readings/", {**query, **extra})
         assert response.status_code == 400
         assert missing in response.content.decode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_it_refuses_readings_of_an_unknown_device_or_metric_as_aggregation_does(readings, staff_api, fmt):
+    for field, query in (("device", "device=nope&metric=temperature"), ("metric", "device=dev-1&metric=nope")):
+        response = staff_api.get(f"/api/v1/readings/?{query}&format={fmt}")
+        assert response.status_code == 400
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {field: [f"Unknown {field} 'nope'."]}
+    assert staff_api.get("/api/v1/aggregation/nope/?start_date=2026&end_date=2026").json() == {"metric": ["Unknown metric 'nope'."]}
+
+
+def test_it_answers_json_for_unknown_api_paths_and_server_errors(plant, staff_api):
+    from django.test import RequestFactory
+
+    from iothub.api import api_server_error
+
+    for path in ("/api/v1/nothing/", "/api/nothing", "/api/v1/devices/dev-1/nothing/"):
+        response = staff_api.get(path)
+        assert (response.status_code, response["Content-Type"], response.json()) == (404, "application/json", {"detail": ["Not found."]})
+    assert b"<html" in staff_api.get("/no-such-page/").content.lower()  # pages elsewhere stay pages
+    error = api_server_error(RequestFactory().get("/api/v1/realtime/"))
+    assert (error.status_code, error["Content-Type"], error.content) == (500, "application/json", b'{"detail": ["Server error."]}')
 
 
 def test_it_streams_readings_as_csv(readings):
