@@ -242,6 +242,17 @@ SIMPLE_JWT = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",
     "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "**Getting a credential.** A personal API token: create, name and revoke yours on the hub's "
+        "[API tokens](/accounts/tokens/) page (logged in), or on the server run "
+        "`python manage.py api_token USERNAME --name NAME [--write]`; send it as `Authorization: Token <key>`. "
+        "Read-only tokens only read. Or a JWT: `POST /api/v1/auth/token/` with username and password → "
+        "`{access, refresh}`; send `Authorization: Bearer <access>` (5 minutes); `POST /api/v1/auth/token/refresh/` "
+        "gives the next pair (each refresh token works once).\n\n"
+        "**Errors** are JSON of one shape: `{\"<field>\" | \"non_field_errors\" | \"detail\": [\"message\", …]}`.\n\n"
+        "Endpoints tagged **compatibility** serve the plant platform's realtime and aggregation services in its "
+        "paths and shapes (docs/compatibility.md)."
+    ),
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

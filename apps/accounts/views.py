@@ -3,7 +3,6 @@
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from .models import APIToken
@@ -14,7 +13,6 @@ class TokenForm(forms.ModelForm):
     class Meta:
         model = APIToken
         fields = ["name", "can_write"]
-        help_texts = {"name": _("What uses it, e.g. “MES export” or “Grafana”.")}
 
 
 @login_required

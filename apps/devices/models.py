@@ -30,7 +30,7 @@ class Metric(models.Model):
     unit = models.CharField(max_length=20, blank=True)
     label = models.CharField(max_length=100, blank=True)
     precision = models.PositiveSmallIntegerField(
-        default=1, validators=[MaxValueValidator(6)], help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer)."
+        default=1, db_default=1, validators=[MaxValueValidator(6)], help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer)."
     )
     updated_at = models.DateTimeField(auto_now=True)
 
