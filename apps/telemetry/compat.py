@@ -4,9 +4,11 @@ The platform knew one sensor per location, floors as numbers and values as decim
 hub answers its clients the same way from the same data as its own realtime/ and aggregation/.
 """
 
+from datetime import datetime
+
 import orjson
 
-from .aggregation import aggregate_readings
+from .aggregation import BucketShape, aggregate_readings
 from .rollups import plant_tz
 from .selectors import RenderedMeasurements, device_metrics, realtime_answer
 
@@ -54,22 +56,23 @@ def platform_hours(*, metric, start, end, locations):
     plant order), in the platform aggregation's form: [{"factory", "building", "floor", "loc_id",
     "area", "date": [{"ymd", "hour", "metrics": {"<key>_max", "<key>_avg"}}]}], values as decimal
     strings with two places, days and hours in plant local time; a location without data has no hours."""
-    tz = plant_tz()
-    buckets = {
-        result["location"]["loc_id"]: result["buckets"]
-        for result in aggregate_readings(metric=metric, start=start, end=end, interval="hour", tz=tz, locations=locations)
-    }
-    when = {}  # the locations share their buckets' starts: one (ymd, hour) each
     maximum, average = f"{metric.key}_max", f"{metric.key}_avg"
-    answer = []
-    for location in locations:
-        hours = []
-        for bucket in buckets.get(location.loc_id, ()):
-            start_at = bucket["start"]
-            ymd, hour = when.get(start_at) or when.setdefault(start_at, (start_at.strftime("%Y%m%d"), start_at.strftime("%H")))
-            hours.append({"ymd": ymd, "hour": hour, "metrics": {maximum: f"{bucket['max']:.2f}", average: f"{bucket['avg']:.2f}"}})
-        answer.append({
+
+    def local_hour(epoch, tz):
+        at = datetime.fromtimestamp(epoch, tz)
+        return at.strftime("%Y%m%d"), at.strftime("%H")
+
+    def hour(when, low, high, total, count):
+        return {"ymd": when[0], "hour": when[1], "metrics": {maximum: f"{high:.2f}", average: f"{total / count:.2f}"}}
+
+    results = aggregate_readings(
+        metric=metric, start=start, end=end, interval="hour", tz=plant_tz(), locations=locations, shape=BucketShape(local_hour, hour)
+    )
+    hours = {result["location"]["loc_id"]: result["buckets"] for result in results}
+    return [
+        {
             "factory": location.factory, "building": location.building, "floor": platform_floor(location.floor),
-            "loc_id": location.loc_id, "area": location.area, "date": hours,
-        })
-    return answer
+            "loc_id": location.loc_id, "area": location.area, "date": hours.get(location.loc_id, []),
+        }
+        for location in locations
+    ]
