@@ -200,3 +200,17 @@ def test_every_endpoint_answers_each_caller_with_the_status_and_json_shape_it_pr
         assert is_error_shape(response.json()), f"{where}: {content[:300]!r}"
         checked += 1
     assert checked or role in ("staff", "admin")
+
+
+def test_a_jwt_bearer_works_on_every_endpoint_as_a_token_does(objects, django_user_model):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    admin = django_user_model.objects.create_user("jwt-admin", is_staff=True, is_superuser=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(admin)}")
+    for name, endpoint in ENDPOINTS.items():
+        if endpoint.who in ("anyone", "device") or endpoint.method == "delete":
+            continue
+        path, body = filled(endpoint.valid[0], objects), filled(endpoint.valid[1], objects)
+        response = getattr(client, endpoint.method)(path, body, format="json") if body is not None else client.get(path)
+        assert response.status_code == endpoint.statuses[0], f"{name}: {response.status_code}"
