@@ -202,24 +202,20 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.ListField(child=serializers.CharField(), required=False)
 
 
-def error_messages(detail, key="non_field_errors"):
-    """DRF error details (a message, or lists and dicts of them, nested) → {key: [messages]}, nested
-    keys joined by dots."""
+def error_messages(detail, key=None):
+    """DRF error details (a message, or lists and dicts of them, nested) → {key: [messages]}: the
+    field's name, its path for nested ones ("metrics.1"), non_field_errors at the top."""
     if isinstance(detail, dict):
-        flat = {}
-        for name, value in detail.items():
-            child = str(name) if key == "non_field_errors" else f"{key}.{name}"
-            for path, messages in error_messages(value, child).items():
-                flat.setdefault(path, []).extend(messages)
-        return flat
-    if isinstance(detail, list):
-        flat = {}
-        for index, value in enumerate(detail):
-            child = key if not isinstance(value, (dict, list)) else f"{key}.{index}"
-            for path, messages in error_messages(value, child).items():
-                flat.setdefault(path, []).extend(messages)
-        return flat
-    return {key: [str(detail)]}
+        parts = [(f"{key}.{name}" if key else str(name), value) for name, value in detail.items()]
+    elif isinstance(detail, list):
+        parts = [(f"{key}.{index}" if key and isinstance(value, (dict, list)) else key, value) for index, value in enumerate(detail)]
+    else:
+        return {key or "non_field_errors": [str(detail)]}
+    flat = {}
+    for child, value in parts:
+        for path, messages in error_messages(value, child).items():
+            flat.setdefault(path, []).extend(messages)
+    return flat
 
 
 def api_exception_handler(exc, context):
