@@ -8,6 +8,7 @@ for production (`scripts/services.sh env` prints them for the local services).
 
 import importlib.util
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -38,8 +39,8 @@ PROCESS = process_name()
 # (iothub/settings_test.py). Everything else fails closed: it does not start with a secret key
 # everybody knows, nor without the Redis its process needs (docs/security.md).
 DEMO = PROCESS == "runhub"
-DEMO_SECRET_KEY = "iothub-demo-only-not-secret"
-KNOWN_SECRETS = {DEMO_SECRET_KEY, "change-me", "changeme", "secret"}
+DEMO_SECRET_KEY = "iothub-demo-only-not-secret-never-deploy-it"  # 32+ bytes: it signs the demo's JWTs
+KNOWN_SECRETS = {DEMO_SECRET_KEY, "iothub-demo-only-not-secret", "change-me", "changeme", "secret"}
 # Commands that read neither the secret key nor a service (collectstatic runs at image build time).
 OFFLINE_COMMANDS = {"collectstatic", "compilemessages", "makemessages", "makemigrations", "help"}
 PROCESSES_NEEDING_REDIS = {"web", "celery", "ingest", "runserver"}
@@ -92,10 +93,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "apps.accounts",
     "apps.devices",
     "apps.telemetry",
     "apps.alerts",
@@ -270,8 +272,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every star
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REST_FRAMEWORK = {
+    # Personal API tokens (apps.accounts), JWT for integrators, the dashboard's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.accounts.authentication.APITokenAuthentication",
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -282,19 +286,45 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "iothub.api.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "iothub.api.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "api": env("IOTHUB_API_RATE", default="6000/min"),
         "ingest": env("IOTHUB_INGEST_RATE", default="600/min"),
     },
 }
+# JWT (POST /api/v1/auth/token/): short-lived access tokens; each refresh hands out a new
+# refresh token and blacklists the one used, so a stolen refresh token works once at most.
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_ACCESS_SECONDS", default=300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_REFRESH_SECONDS", default=86400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",
     "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "**Getting a credential.** A personal API token: create, name and revoke yours on the hub's "
+        "[API tokens](/accounts/tokens/) page (logged in), or on the server run "
+        "`python manage.py api_token USERNAME --name NAME [--write]`; send it as `Authorization: Token <key>`. "
+        "Read-only tokens only read. Or a JWT: `POST /api/v1/auth/token/` with username and password → "
+        "`{access, refresh}`; send `Authorization: Bearer <access>` (5 minutes); `POST /api/v1/auth/token/refresh/` "
+        "gives the next pair (each refresh token works once).\n\n"
+        "**Errors** are JSON of one shape: `{\"<field>\" | \"non_field_errors\" | \"detail\": [\"message\", …]}`.\n\n"
+        "Endpoints tagged **compatibility** serve the plant platform's realtime and aggregation services in its "
+        "paths and shapes (docs/compatibility.md)."
+    ),
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "PREPROCESSING_HOOKS": ["iothub.api.document_paths_once"],
+    "TAGS": [
+        {"name": "compatibility", "description": "The plant platform's realtime and aggregation services, in its paths and shapes "
+                                                 "(docs/compatibility.md); thresholds/ also take its flat form."},
+    ],
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 

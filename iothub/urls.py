@@ -3,6 +3,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import health
+from .api import api_not_found, api_server_error
+
+handler404 = api_not_found
+handler500 = api_server_error
 
 urlpatterns = [
     path("healthz", health.healthz),
@@ -12,5 +16,6 @@ urlpatterns = [
     path("api/", include("iothub.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("apps.accounts.urls")),
     path("", include("apps.dashboard.urls")),
 ]

@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from .support import HubProcesses, free_port
+from .support import HubProcesses, api_client, free_port
 
 REQUIRED = ["DATABASE_URL", "TIMESCALEDB_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
 # Modules whose tests need no service (pure functions); every other module is marked `services`,
@@ -195,3 +195,11 @@ def eager_celery():
     app.conf.task_always_eager = False
 
 
+@pytest.fixture
+def admin_api():
+    return api_client("admin")
+
+
+@pytest.fixture
+def staff_api():
+    return api_client("staff")

@@ -123,3 +123,29 @@ def readings_csv(path, rows):
         writer.writerow(["device", "time", "metric", "value"])
         writer.writerows((device, at.isoformat(), "temperature", value) for device, at, value in rows)
     return str(path)
+
+
+ROLES = {
+    "plain": {},
+    "staff": {"is_staff": True},
+    "admin": {"is_staff": True, "is_superuser": True},
+}
+
+
+def token_for(role, *, can_write=True):
+    from django.contrib.auth import get_user_model
+
+    from apps.accounts.services import issue_api_token
+
+    user = get_user_model().objects.create_user(f"{role}-user", **ROLES[role])
+    return issue_api_token(user=user, name="tests", can_write=can_write)[1]
+
+
+def api_client(role):
+    """An APIClient with a real token of a user of `role`, or without credentials for "anonymous"."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if role != "anonymous":
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(role)}")
+    return client

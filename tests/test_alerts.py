@@ -138,7 +138,8 @@ def test_it_acknowledges_and_resolves_with_who_when_and_note(plant, django_user_
     user = django_user_model.objects.create_user("shift-lead", password="x-unused-1", is_staff=True)
     services.acknowledge_alert(alert_id=alert.pk, user=user, note="on it")
     services.resolve_alert(alert_id=alert.pk, user=user, note="valve fixed")
-    services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")  # resolved stays resolved
+    with pytest.raises(services.AlertAlreadyResolved):  # resolved stays resolved
+        services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")
     alert.refresh_from_db()
     assert (alert.state, alert.acknowledged_by, alert.note) == ("resolved", user, "valve fixed")
     events = list(alert.events.values_list("kind", "user__username", "note"))

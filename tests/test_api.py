@@ -11,49 +11,18 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
+from apps.accounts.services import issue_api_token
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .support import latest_item
-
-ROLES = {
-    "plain": {},
-    "staff": {"is_staff": True},
-    "admin": {"is_staff": True, "is_superuser": True},
-}
-
-
-def token_for(role):
-    user = get_user_model().objects.create_user(f"{role}-user", **ROLES[role])
-    return Token.objects.create(user=user).key
-
-
-def api_client(role):
-    """An APIClient with a real token of a user of `role`, or without credentials for "anonymous"."""
-    client = APIClient()
-    if role != "anonymous":
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(role)}")
-    return client
-
-
-@pytest.fixture
-def admin_api():
-    return api_client("admin")
-
-
-@pytest.fixture
-def staff_api():
-    return api_client("staff")
+from .support import api_client, latest_item, token_for
 
 
 def store_readings(device, metric, times, value_of):
@@ -119,7 +88,7 @@ def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
 def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
     response = admin_api.delete("/api/v1/locations/N-ASM-1-LA/")
     assert response.status_code == 409
-    assert "dev-" in response.data["detail"]
+    assert "dev-" in response.data["detail"][0]
     assert Location.objects.filter(loc_id="N-ASM-1-LA").exists()
 
 
@@ -127,7 +96,7 @@ def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
     location = {"loc_id": "S-FOU-1-FU", "factory": "South", "building": "Foundry", "floor": "1", "area": "Furnaces", "name": "Furnaces"}
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
-    metric = {"key": "pressure", "unit": "bar", "label": "Pressure"}
+    metric = {"key": "pressure", "unit": "bar", "label": "Pressure", "precision": 2}
     assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
     device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
     created = admin_api.post("/api/v1/device-types/", device_type, format="json")
@@ -191,7 +160,7 @@ def test_it_validates_a_partial_threshold_update_as_a_whole(plant, admin_api):
 # --- realtime ---------------------------------------------------------------------------------
 
 
-def test_it_answers_realtime_status_of_a_location(plant, staff_api):
+def test_it_answers_realtime_status_of_a_location(plant, staff_api, settings):
     elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
     ts = int(timezone.now().timestamp() * 1000)
@@ -203,8 +172,10 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
     assert response.status_code == 200, response.content
     answer = response.json()
-    assert set(answer) == {"capture_dt", "measurements"}
-    datetime.fromisoformat(answer["capture_dt"])
+    assert set(answer) == {"capture_dt", "ymd", "hh", "measurements"}
+    captured = datetime.fromisoformat(answer["capture_dt"])
+    local = captured.astimezone(ZoneInfo(settings.TIME_ZONE))
+    assert (answer["ymd"], answer["hh"]) == (f"{local:%Y%m%d}", f"{local:%H}")
     location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
     dev1, dev2 = answer["measurements"]
     assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
@@ -367,6 +338,20 @@ def test_it_refuses_bad_aggregation_queries_naming_the_field(plant, staff_api, p
     assert list(response.data) == [field]
 
 
+def test_it_tells_a_date_of_the_right_form_that_does_not_exist(plant, staff_api):
+    for value in ("20261345", "20260230", "202613"):
+        response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date={value}&end_date=2026")
+        assert response.json() == {"start_date": [f"{value} is not a real date."]}
+    assert staff_api.get("/api/v1/aggregation/temperature/?start_date=2026-1&end_date=2026").json() == {
+        "start_date": ["Use yyyy, yyyyMM or yyyyMMdd."]
+    }
+
+
+def test_it_refuses_an_unknown_device_of_an_aggregation(plant, staff_api):
+    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=2026&end_date=2026&device=nope")
+    assert (response.status_code, list(response.json())) == (400, ["device"])
+
+
 # --- readings ---------------------------------------------------------------------------------
 
 
@@ -407,6 +392,29 @@ def test_it_requires_device_and_metric_for_readings(readings, staff_api, missing
         response = staff_api.get("/api/v1/readings/", {**query, **extra})
         assert response.status_code == 400
         assert missing in response.content.decode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_it_refuses_readings_of_an_unknown_device_or_metric_as_aggregation_does(readings, staff_api, fmt):
+    for field, query in (("device", "device=nope&metric=temperature"), ("metric", "device=dev-1&metric=nope")):
+        response = staff_api.get(f"/api/v1/readings/?{query}&format={fmt}")
+        assert response.status_code == 400
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {field: [f"Unknown {field} 'nope'."]}
+    assert staff_api.get("/api/v1/aggregation/nope/?start_date=2026&end_date=2026").json() == {"metric": ["Unknown metric 'nope'."]}
+
+
+def test_it_answers_json_for_unknown_api_paths_and_server_errors(plant, staff_api):
+    from django.test import RequestFactory
+
+    from iothub.api import api_server_error
+
+    for path in ("/api/v1/nothing/", "/api/nothing", "/api/v1/devices/dev-1/nothing/"):
+        response = staff_api.get(path)
+        assert (response.status_code, response["Content-Type"], response.json()) == (404, "application/json", {"detail": ["Not found."]})
+    assert b"<html" in staff_api.get("/no-such-page/").content.lower()  # pages elsewhere stay pages
+    error = api_server_error(RequestFactory().get("/api/v1/realtime/"))
+    assert (error.status_code, error["Content-Type"], error.content) == (500, "application/json", b'{"detail": ["Server error."]}')
 
 
 def test_it_streams_readings_as_csv(readings):
@@ -478,8 +486,10 @@ def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
     )
     resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
     assert resolved.status_code == 200, resolved.data
-    again = staff_api.post(f"{url}/acknowledge/", {"note": "too late"}, format="json")
-    assert (again.status_code, again.data["state"]) == (200, "resolved")
+    for action in ("acknowledge", "resolve"):
+        again = staff_api.post(f"{url}/{action}/", {"note": "too late"}, format="json")
+        assert again.status_code == 409
+        assert again.json() == {"detail": [f"Alert {alerts['open'].pk} is already resolved. Nothing changed."], "state": ["resolved"]}
     alert = Alert.objects.get(pk=alerts["open"].pk)
     assert (alert.state, alert.acknowledged_by.username, alert.note) == ("resolved", "staff-user", "Door left open")
     assert alert.acknowledged_at <= alert.resolved_at
@@ -579,7 +589,7 @@ def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api
 def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, hub, django_user_model):
     """daphne runs every request in a thread of its own; its connections come from a pool."""
     user = django_user_model.objects.create_user("pooled", password="pool-pw-123", is_staff=True)
-    token = Token.objects.create(user=user).key
+    token = issue_api_token(user=user, name="pool test")[1]
     base = hub.web()
 
     def server_connections():

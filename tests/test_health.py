@@ -13,6 +13,14 @@ def test_it_is_ready_when_every_service_answers(db):
     assert response.json() == {"ready": True, "checks": {"database": "ok", "redis": "ok", "mqtt": "ok", "celery_broker": "ok"}}
 
 
+def test_it_says_not_configured_for_services_the_hub_runs_without(db, settings):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = ""
+    response = Client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "not configured", "mqtt": "ok", "celery_broker": "not configured"}
+
+
 def test_it_is_not_ready_when_mqtt_is_away(db, settings):
     settings.MQTT_URL = "mqtt://127.0.0.1:1"
     response = Client().get("/readyz")

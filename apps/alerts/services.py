@@ -198,10 +198,20 @@ def detect_offline(*, now=None):
     return [alert for alert, _ in changes]
 
 
+class AlertAlreadyResolved(Exception):
+    """Acknowledging or resolving an alert that is resolved already: nothing changed."""
+
+    def __init__(self, alert):
+        super().__init__(f"Alert {alert.pk} is already resolved.")
+        self.alert = alert
+
+
 def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert_id)
-        if alert.state == Alert.State.RESOLVED or alert.state == state:
+        if alert.state == Alert.State.RESOLVED:
+            raise AlertAlreadyResolved(alert)
+        if alert.state == state:
             return alert
         now = timezone.now()
         alert.state = state

@@ -4,6 +4,8 @@ Every page and JSON endpoint requires a login (anonymous users are sent to the l
 acting on alerts requires plant staff, as in the API.
 """
 
+from contextlib import suppress
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -15,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from apps.alerts.models import Alert
 from apps.alerts.selectors import effective_thresholds
-from apps.alerts.services import acknowledge_alert, resolve_alert
+from apps.alerts.services import AlertAlreadyResolved, acknowledge_alert, resolve_alert
 from apps.devices.models import Device, Location
 from apps.devices.selectors import live_device
 from apps.telemetry.selectors import device_status
@@ -123,7 +125,8 @@ def alert_action(request, pk, action):
         raise PermissionDenied("Only plant staff act on alerts.")
     change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
     get_object_or_404(Alert, pk=pk)
-    change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
+    with suppress(AlertAlreadyResolved):  # the page shows it resolved
+        change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)

@@ -59,7 +59,7 @@ class MetricSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Metric
-        fields = ["key", "unit", "label"]
+        fields = ["key", "unit", "label", "precision"]
 
 
 class DeviceTypeSerializer(serializers.ModelSerializer):

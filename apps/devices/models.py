@@ -1,3 +1,4 @@
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 OFFLINE_AFTER_INTERVALS = 3  # missed reports before a device counts as offline
@@ -28,6 +29,9 @@ class Metric(models.Model):
     key = models.SlugField(max_length=64, unique=True)
     unit = models.CharField(max_length=20, blank=True)
     label = models.CharField(max_length=100, blank=True)
+    precision = models.PositiveSmallIntegerField(
+        default=1, db_default=1, validators=[MaxValueValidator(6)], help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
