@@ -7,7 +7,7 @@ brings (a message with temperature and humidity computes from both) and, before 
 values (apps.telemetry.latest), read once per batch for the devices concerned. Readings of one
 device are walked in time order; readings of one time are applied together, so a message with
 several inputs computes each calculated metric once. Calculated metrics that use calculated
-metrics come after them (dependency order) and are triggered by their new values.
+metrics come after them (dependency order) and are computed from their new values.
 
 Idempotent under redelivery: a redelivered reading computes the same value for the same key, or
 nothing where the values known now are newer than it (a reading older than the latest value of
@@ -41,7 +41,7 @@ class TypeCalculations:
     """A device type's calculated metrics in dependency order, and which metrics trigger which."""
 
     calculations: tuple  # Calculation
-    triggers: dict  # metric pk → positions in `calculations` of those that use it
+    inputs: frozenset  # pks of the metrics some calculation uses
     input_keys: dict  # metric key → pk of every metric some calculation uses
 
     def latest_state(self, document):
@@ -54,53 +54,41 @@ class TypeCalculations:
     def compute(self, device_pk, state, readings, rows, failures):
         """Walk one device's `readings` [(ts, metric_pk, value, row index)] in time order, starting from
         `state` {metric_pk: (ts, value)}; append calculated rows to `rows` and (row index, key, error)
-        to `failures`."""
+        to `failures`.
+
+        Once the readings of one time are applied, each calculated metric (in dependency order) is
+        computed if one of its inputs has a value of that time (a reading, or a result just computed)
+        and all of them have one at or before it and within max_age. Written out in one loop: it runs
+        for every reading of an input (bench_ingest --only calculated)."""
         readings.sort()
-        calculations, triggers = self.calculations, self.triggers
-        count = len(readings)
-        i = 0
-        while i < count:
-            ts, metric_pk, value, index = readings[i]
-            triggered = set(triggers[metric_pk])
-            advance(state, metric_pk, ts, value)
-            i += 1
-            while i < count and readings[i][0] == ts:  # a message with several inputs at one time
-                _, metric_pk, value, _ = readings[i]
-                advance(state, metric_pk, ts, value)
-                triggered.update(triggers[metric_pk])
-                i += 1
-            for position, calculation in enumerate(calculations):  # dependency order: a result triggers later ones
-                if position not in triggered:
-                    continue
-                values = input_values(calculation, state, ts)
-                if values is None:
-                    continue
-                try:
-                    result = calculation.evaluate(values)
-                except CalculationError as error:
-                    failures.append((index, calculation.key, str(error)))
-                    continue
-                rows.append((device_pk, calculation.metric_pk, ts, result))
-                state[calculation.metric_pk] = (ts, result)
-                triggered.update(triggers.get(calculation.metric_pk, ()))
-
-def advance(state, metric_pk, ts, value):
-    """A reading becomes its metric's latest value unless a newer one is known (a late reading)."""
-    known = state.get(metric_pk)
-    if known is None or known[0] <= ts:
-        state[metric_pk] = (ts, value)
-
-
-def input_values(calculation, state, ts):
-    """The inputs' values as of `ts` (none newer, none older than max_age), or None if one is missing."""
-    oldest = ts - calculation.max_age
-    values = []
-    for pk in calculation.inputs:
-        known = state.get(pk)
-        if known is None or known[0] > ts or known[0] < oldest:
-            return None
-        values.append(known[1])
-    return values
+        calculations = self.calculations
+        last = len(readings) - 1
+        for i, (ts, metric_pk, value, index) in enumerate(readings):
+            known = state.get(metric_pk)
+            if known is None or known[0] <= ts:  # a late reading does not hide a newer value
+                state[metric_pk] = (ts, value)
+            if i < last and readings[i + 1][0] == ts:
+                continue  # apply the other readings of this time first: one computation per time
+            for calculation in calculations:
+                oldest = ts - calculation.max_age
+                values = []
+                fresh = False
+                for pk in calculation.inputs:
+                    known = state.get(pk)
+                    if known is None or known[0] > ts or known[0] < oldest:
+                        break
+                    fresh = fresh or known[0] == ts
+                    values.append(known[1])
+                else:
+                    if not fresh:
+                        continue
+                    try:
+                        result = calculation.evaluate(values)
+                    except CalculationError as error:
+                        failures.append((index, calculation.key, str(error)))
+                        continue
+                    rows.append((device_pk, calculation.metric_pk, ts, result))
+                    state[calculation.metric_pk] = (ts, result)
 
 
 def type_calculations(type_name, metrics):
@@ -128,14 +116,8 @@ def type_calculations(type_name, metrics):
         )
         for key in order
     )
-    triggers = {}
-    for position, calculation in enumerate(calculations):
-        for pk in calculation.inputs:
-            triggers.setdefault(pk, []).append(position)
     input_keys = {name: metrics[name].pk for e in expressions.values() for name in e.inputs}
-    return TypeCalculations(
-        calculations=calculations, triggers={pk: tuple(p) for pk, p in triggers.items()}, input_keys=input_keys
-    )
+    return TypeCalculations(calculations=calculations, inputs=frozenset(input_keys.values()), input_keys=input_keys)
 
 
 def calculate_batch(rows, *, devices, read_latest):
@@ -146,10 +128,11 @@ def calculate_batch(rows, *, devices, read_latest):
     concerned = {pk: device for pk, device in devices.items() if device.calculations is not None}
     if not concerned:
         return [], []
+    inputs_of = {pk: device.calculations.inputs for pk, device in concerned.items()}
     readings = {}
     for index, (device_pk, metric_pk, ts, value) in enumerate(rows):
-        device = concerned.get(device_pk)
-        if device is not None and metric_pk in device.calculations.triggers:
+        inputs = inputs_of.get(device_pk)
+        if inputs is not None and metric_pk in inputs:
             readings.setdefault(device_pk, []).append((ts, metric_pk, value, index))
     if not readings:
         return [], []

@@ -32,7 +32,7 @@ def calculation_of(metric):
         metric_pk=metric.pk, key=metric.key, inputs=tuple(input_pks[name] for name in expression.inputs),
         evaluate=expression.evaluate, max_age=float(metric.max_input_age),
     )
-    return TypeCalculations(calculations=(calculation,), triggers=dict.fromkeys(calculation.inputs, (0,)), input_keys=input_pks)
+    return TypeCalculations(calculations=(calculation,), inputs=frozenset(calculation.inputs), input_keys=input_pks)
 
 
 def devices_calculating(metric, input_pks):
