@@ -16,7 +16,7 @@ from .support import HubProcesses, api_client, free_port
 REQUIRED = ["DATABASE_URL", "TIMESCALEDB_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
 # Modules whose tests need no service (pure functions); every other module is marked `services`,
 # so `pytest -m "not services"` runs these in seconds on a machine with nothing started.
-SERVICE_FREE_MODULES = {"test_payloads", "test_payload_properties", "test_units", "test_settings_guard"}
+SERVICE_FREE_MODULES = {"test_payloads", "test_payload_properties", "test_units", "test_settings_guard", "test_expressions"}
 
 
 def pytest_collection_modifyitems(config, items):

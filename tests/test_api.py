@@ -97,7 +97,7 @@ def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
     metric = {"key": "pressure", "unit": "bar", "label": "Pressure", "precision": 2}
-    assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
+    assert admin_api.post("/api/v1/metrics/", metric, format="json").data == {**metric, "expression": "", "max_input_age": 300}
     device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
     created = admin_api.post("/api/v1/device-types/", device_type, format="json")
     assert created.status_code == 201, created.data

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from apps.alerts.models import Threshold
 from apps.demo.simulator import SCENARIOS
-from apps.devices.models import Device, Location
+from apps.devices.models import Device, Location, Metric
 from apps.telemetry.models import Reading
 
 from .support import ROOT, eventually
@@ -20,8 +20,9 @@ def test_it_seeds_demo_master_data_idempotently(transactional_db):
     assert Device.objects.filter(device_id__startswith="sim-").count() == 30
     assert Device.objects.get(device_id="sim-00001").device_type.primary_metric.key == "temperature"
     assert set(Device.objects.get(device_id="sim-00030").device_type.metrics.values_list("key", flat=True)) == {
-        "temperature", "humidity", "pcv_temperature"
+        "temperature", "humidity", "pcv_temperature", "perceived_temperature"
     }
+    assert Metric.objects.get(key="perceived_temperature").expression.startswith("temperature + 0.33 * (humidity / 100")
     assert Location.objects.values("factory").distinct().count() == 2
     assert Threshold.objects.count() == 3
 

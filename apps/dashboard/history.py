@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 
 class Resolution(StrEnum):
@@ -110,6 +111,7 @@ def chart_series(*, metrics, history, thresholds, resolution):
             "key": metric.key,
             "label": metric.label or metric.key,
             "unit": metric.unit,
+            "formula": _("calculated: {formula}").format(formula=metric.expression) if metric.is_calculated else "",
             "x": [chart_time(p[0]) for p in points],
             "y": [p[1] for p in points],
             "bands": None if bands is None else {

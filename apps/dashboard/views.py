@@ -92,6 +92,7 @@ def device_detail(request, device_id):
         "alerts": alert_list().filter(device=device)[:50],
         "can_act": is_plant_staff(request.user),
         "status": device_status(live_device(device)),
+        "formulas": {m.key: m.expression for m in metrics if m.is_calculated},
     }
     return render(request, "dashboard/device.html", context)
 

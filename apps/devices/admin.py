@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .dynsec import DynsecError
@@ -20,8 +21,12 @@ class LocationAdmin(admin.ModelAdmin):
 
 @admin.register(Metric)
 class MetricAdmin(admin.ModelAdmin):
-    list_display = ["key", "label", "unit"]
-    search_fields = ["key", "label"]
+    list_display = ["key", "label", "unit", "expression"]
+    search_fields = ["key", "label", "expression"]
+    fieldsets = [
+        (None, {"fields": ["key", "label", "unit"]}),
+        (_("Calculated metric"), {"fields": ["expression", "max_input_age"]}),
+    ]
 
 
 @admin.register(DeviceType)

@@ -35,6 +35,7 @@ class DeadLetter(models.Model):
         TS_FUTURE = "ts_future", "timestamp too far in the future"
         TS_PAST = "ts_past", "timestamp too far in the past"
         TOO_LARGE = "too_large", "payload too large"
+        CALCULATION_FAILED = "calculation_failed", "calculation failed"
 
     source = models.CharField(max_length=16)
     topic = models.CharField(max_length=255, blank=True)

@@ -7,6 +7,11 @@
   const LINE_COLOR = "#1f6feb";
   const SPREAD_COLOR = "rgba(31, 111, 235, 0.18)";
 
+  // Plotly titles take a little HTML: a formula's "<" and ">" must stay text.
+  function escapeHtml(text) {
+    return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   function bandShapes(bands) {
     if (!bands) return [];
     const shapes = [];
@@ -82,7 +87,10 @@
     div.id = "chart-" + series.key;
     container.appendChild(div);
     Plotly.newPlot(div, traces(series), {
-      title: { text: series.label + (series.unit ? " (" + series.unit + ")" : ""), x: 0.01, xanchor: "left", font: { size: 15 } },
+      title: {
+        text: series.label + (series.unit ? " (" + series.unit + ")" : "") + (series.formula ? "<br><sub>" + escapeHtml(series.formula) + "</sub>" : ""),
+        x: 0.01, xanchor: "left", font: { size: 15 },
+      },
       height: 280, margin: { t: 40, r: 20, b: 40, l: 55 }, showlegend: false, hovermode: "x unified",
       xaxis: { type: "date", range: [plantTime(Date.parse(chart.start)), plantTime(Date.parse(chart.end) + livePadding(chart))] },
       yaxis: { range: yRange(series) }, shapes: bandShapes(series.bands),
