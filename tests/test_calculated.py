@@ -109,8 +109,8 @@ def test_the_api_saves_a_valid_expression_and_refuses_renaming_a_used_key(plant,
     response = admin_api.post("/api/v1/metrics/", {"key": "feels", "expression": "temperature + 0.1 * humidity",
                                                    "max_input_age": 60}, format="json")
     assert response.status_code == 201, response.content
-    assert response.json() == {"key": "feels", "unit": "", "label": "", "expression": "temperature + 0.1 * humidity",
-                               "max_input_age": 60}
+    assert response.json() == {"key": "feels", "unit": "", "label": "", "precision": 1,
+                               "expression": "temperature + 0.1 * humidity", "max_input_age": 60}
     response = admin_api.patch("/api/v1/metrics/humidity/", {"key": "rh"}, format="json")
     assert response.status_code == 400
     assert "“humidity” is used by the expression of feels" in orjson.dumps(response.json()).decode()
