@@ -61,4 +61,7 @@ def test_it_shows_the_thresholds_in_force_on_the_device_page(admin_client_, plan
 
     Threshold.objects.create(metric=plant["temperature"], location=plant["location"], warning_max=25)
     page = admin_client_.get(reverse("admin:devices_device_change", args=[plant["devices"][0].pk])).content.decode()
-    assert "temperature: temperature @ location N-ASM-1-LA" in page and "humidity: none" in page
+    # One row per metric: its warning and critical bands in words, and where the threshold is set.
+    assert "<td>temperature</td><td>above 25 °C</td><td>—</td><td>location N-ASM-1-LA</td>" in page
+    assert "<td>humidity</td><td>—</td><td>—</td><td>no threshold</td>" in page
+    assert "<label>Thresholds in force:</label>" in page and "Dashboard:" in page

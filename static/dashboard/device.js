@@ -76,17 +76,23 @@
     return chart.live ? (Date.parse(chart.end) - Date.parse(chart.start)) / 50 : 0;
   }
 
+  // The title is the card's heading, above the plot: Plotly's toolbar never covers it. The plot
+  // fills its box (fixed height in style.css), so resizes and rotations keep its size.
   function drawChart(container, series, chart, plantTime) {
+    const card = document.createElement("section");
+    card.className = "card chart-card";
+    const title = document.createElement("h2");
+    title.textContent = series.label + (series.unit ? " (" + series.unit + ")" : "");
     const div = document.createElement("div");
-    div.className = "chart card";
+    div.className = "chart";
     div.id = "chart-" + series.key;
-    container.appendChild(div);
+    card.append(title, div);
+    container.appendChild(card);
     Plotly.newPlot(div, traces(series), {
-      title: { text: series.label + (series.unit ? " (" + series.unit + ")" : ""), x: 0.01, xanchor: "left", font: { size: 15 } },
-      height: 280, margin: { t: 40, r: 20, b: 40, l: 55 }, showlegend: false, hovermode: "x unified",
+      autosize: true, margin: { t: 28, r: 12, b: 40, l: 50 }, showlegend: false, hovermode: "x unified",
       xaxis: { type: "date", range: [plantTime(Date.parse(chart.start)), plantTime(Date.parse(chart.end) + livePadding(chart))] },
       yaxis: { range: yRange(series) }, shapes: bandShapes(series.bands),
-      annotations: series.x.length ? [] : [{ text: "No data in this range", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#6b7785" } }],
+      annotations: series.x.length ? [] : [{ text: chart.no_data, xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#5c6773" } }],
     }, { responsive: true, displaylogo: false });
     // A zoom or pan stops the live chart from sliding; a double-click (autorange) resumes it.
     div.zoomed = false;

@@ -48,10 +48,13 @@
     }, { displayModeBar: false, responsive: true });
   }
 
+  // A cell, labelled with its column's head (narrow screens show each row as a card of labelled values).
   function cell(row, text, className) {
     const td = row.insertCell();
     td.textContent = text;
     if (className) td.className = className;
+    const head = row.closest("table").tHead.rows[0].cells[td.cellIndex];
+    if (head) td.dataset.label = head.textContent;
   }
 
   function renderProcesses(processes) {
