@@ -35,6 +35,7 @@ def browser(chromium):
     chromium.delete_all_cookies()
     if chromium.current_url.startswith("http"):
         chromium.execute_script("localStorage.clear()")
+    chromium.get("about:blank")  # no page of the last test's server left retrying its WebSocket
     page_problems(chromium)
     yield chromium
 
@@ -425,3 +426,25 @@ def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, brow
     wait_for(browser, lambda b: shown(b) == ["South"], timeout=5)
     wait_for(browser, lambda b: shown(b) == ["North"], timeout=5)
     screenshot(browser, "kiosk")
+
+
+def test_it_switches_to_korean_and_live_rows_arrive_in_korean(live_hub, browser, publisher):
+    from selenium.webdriver.support.ui import Select
+
+    log_in(browser, live_hub)
+    Select(browser.find_element(By.CSS_SELECTOR, ".language select")).select_by_value("ko")
+    wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ko")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert browser.title.startswith("공장 개요") and browser.find_element(By.ID, "device-count").text == "장치 2대"
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 37.0})
+    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-2").first(), message="alert")
+    item = f'#alert-feed [data-alert="{alert.pk}"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, item))
+    assert "위험" in browser.find_element(By.CSS_SELECTOR, item).text
+    assert "위험 알림:" in browser.find_element(By.ID, "banner").text
+    assert_same_after_reload(browser, item)
+    browser.get(f"{live_hub}/devices/dev-2/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-temperature .main-svg"))
+    assert browser.execute_script("return document.getElementById('chart-temperature')._context.locale") == "ko"
+    assert "위험 열림" in browser.find_element(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"]').text
+    assert not page_problems(browser)

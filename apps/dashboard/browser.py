@@ -51,13 +51,16 @@ def set_viewport(driver, name):
 def page_problems(driver):
     """Console errors and failed requests (HTTP ≥ 400 or not loaded) since the last call."""
     problems = [f"console: {entry['message']}" for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    urls = {}
     for entry in driver.get_log("performance"):
         event = json.loads(entry["message"])["message"]
         params = event.get("params", {})
-        if event["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+        if event["method"] == "Network.requestWillBeSent":
+            urls[params["requestId"]] = params["request"]["url"]
+        elif event["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
             problems.append(f"HTTP {params['response']['status']}: {params['response']['url']}")
         elif event["method"] == "Network.loadingFailed" and not params.get("canceled"):
-            problems.append(f"failed: {params.get('errorText')} ({params.get('type')})")
+            problems.append(f"failed: {params.get('errorText')} {urls.get(params['requestId'], '')}")
     return problems
 
 

@@ -11,7 +11,9 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext
+from django.utils.dates import MONTHS, MONTHS_3, WEEKDAYS, WEEKDAYS_ABBR
+from django.utils.translation import get_language, gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from apps.alerts.models import Alert
@@ -32,13 +34,25 @@ from .selectors import (
 DEVICE_ALERTS = 50  # the newest alerts a device page lists
 CONSOLE_ALERTS = 200
 PIPELINE_STATS = [
-    ("messages_per_s", "Messages/s"),
-    ("readings_per_s", "Readings/s"),
-    ("kafka_lag", "Kafka consumer lag"),
-    ("latency_p99", "p99 publish → stored"),
-    ("dead_letters_per_s", "Dead letters/s"),
-    ("load_percent", "Load of capacity"),
+    ("messages_per_s", _("Messages/s")),
+    ("readings_per_s", _("Readings/s")),
+    ("kafka_lag", _("Kafka consumer lag")),
+    ("latency_p99", _("p99 publish → stored")),
+    ("dead_letters_per_s", _("Dead letters/s")),
+    ("load_percent", _("Load of capacity")),
 ]
+
+
+def plotly_locale():
+    """Month and day names of the active language for Plotly's date axes (Sunday first, as Plotly wants)."""
+    sunday_first = [6, 0, 1, 2, 3, 4, 5]
+    return {
+        "name": get_language(),
+        "months": [str(MONTHS[m]) for m in range(1, 13)],
+        "shortMonths": [str(MONTHS_3[m]).capitalize() for m in range(1, 13)],
+        "days": [str(WEEKDAYS[d]) for d in sunday_first],
+        "shortDays": [str(WEEKDAYS_ABBR[d]) for d in sunday_first],
+    }
 
 
 @login_required
@@ -75,6 +89,7 @@ def device_detail(request, device_id):
         "end": window.end.isoformat(),
         "time_zone": settings.TIME_ZONE,
         "no_data": gettext("No data in this range"),
+        "locale": plotly_locale(),
         "series": chart_series(
             metrics=metrics, history=history, thresholds=effective_thresholds(device=device, metrics=metrics),
             resolution=window.resolution,
@@ -108,7 +123,7 @@ def alert_console(request):
 def alert_action(request, pk, action):
     """Acknowledge or resolve an alert (plant staff), then back to the page it was done from."""
     if not is_plant_staff(request.user):
-        raise PermissionDenied("Only plant staff act on alerts.")
+        raise PermissionDenied(gettext("Only plant staff act on alerts."))
     change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
     get_object_or_404(Alert, pk=pk)
     change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
