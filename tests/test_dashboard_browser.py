@@ -17,7 +17,7 @@ from apps.dashboard.browser import VIEWPORTS, headless_chromium, horizontal_over
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .conftest import ARTIFACTS, eventually, free_port, now_ms
+from .conftest import ARTIFACTS, ROOT, eventually, free_port, now_ms
 
 
 @pytest.fixture(scope="module")
@@ -360,8 +360,9 @@ def test_the_alarm_sound_is_turned_on_and_remembered_per_browser(live_hub, brows
 
 def test_every_page_fits_every_screen_without_errors(live_hub, browser, publisher, plant):
     """Phone, tablet and wall display: no page reaches past the screen's right edge, none logs a
-    console error or has a request fail (favicon included); on a phone, ids are whole, the log-out
-    button is on screen and no chart toolbar covers a chart's title."""
+    console error or has a request fail (favicon included), axe-core finds no serious or critical
+    WCAG 2.1 A/AA violation; on a phone, ids are whole, the log-out button is on screen and no
+    chart toolbar covers a chart's title."""
     get_user_model().objects.create_superuser("chief", password="chief-pw-1")
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 37.0, "humidity": 40.0})
     eventually(lambda: Alert.objects.exists(), message="an alert")
@@ -385,6 +386,7 @@ def test_every_page_fits_every_screen_without_errors(live_hub, browser, publishe
             overflow, element = horizontal_overflow(browser)
             assert overflow <= 0, f"{path} at {viewport}: {overflow} px past the right edge: {element}"
             assert page_problems(browser) == [], f"{path} at {viewport}"
+            assert serious_accessibility_violations(browser) == [], f"{path} at {viewport}"
             if viewport == "phone" and not path.startswith("/admin/"):
                 assert_usable_on_a_phone(browser, path)
         screenshot(browser, f"device-{viewport}")
@@ -448,3 +450,20 @@ def test_it_switches_to_korean_and_live_rows_arrive_in_korean(live_hub, browser,
     assert browser.execute_script("return document.getElementById('chart-temperature')._context.locale") == "ko"
     assert "위험 열림" in browser.find_element(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"]').text
     assert not page_problems(browser)
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"  # scripts/bootstrap.sh requirements-dev.txt installs it
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}, resultTypes: ["violations"]})
+  .then(result => done(result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+    .map(v => v.id + ": " + v.help + " — " + v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + (n.failureSummary || "")).join(" | "))))
+  .catch(error => done(["axe failed: " + error]));
+"""
+
+
+def serious_accessibility_violations(browser):
+    """axe-core (from npm, injected from the local file) on the page as it stands."""
+    browser.execute_script(AXE.read_text())
+    browser.set_script_timeout(30)
+    return browser.execute_async_script(RUN_AXE)

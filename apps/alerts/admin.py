@@ -45,7 +45,9 @@ class ThresholdAdmin(admin.ModelAdmin):
     list_display = ["metric", "scope_label", "warning", "critical", "hysteresis", "hold_seconds", "enabled"]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
-    autocomplete_fields = ["device", "location"]
+    # A raw id for the device (thousands of them), a plain choice of location: Django's autocomplete
+    # widget leaves an empty field without an accessible name.
+    raw_id_fields = ["device"]
     list_select_related = ["metric", "device", "location", "device_type"]
 
     @admin.display(description=_("scope"))
@@ -90,7 +92,6 @@ class NotificationRouteAdmin(admin.ModelAdmin):
     list_display = ["name", "transport", "target", "min_level", "factory", "location", "max_per_window", "window_seconds", "renotify_after", "enabled"]
     list_filter = ["transport", "min_level", "enabled"]
     search_fields = ["name", "target", "factory"]
-    autocomplete_fields = ["location"]
 
 
 @admin.register(Notification)

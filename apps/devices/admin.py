@@ -44,7 +44,6 @@ class DeviceAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
     search_fields = ["device_id", "name", "location__loc_id", "location__name"]
     list_select_related = ["device_type", "location"]
-    autocomplete_fields = ["location"]
     readonly_fields = [
         "last_seen_at", "mqtt_credentials", "http_token", "effective_thresholds", "dashboard_link",
     ]
