@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "import_export",
     "apps.devices",
     "apps.telemetry",
     "apps.alerts",
@@ -202,6 +203,8 @@ LANGUAGE_CODE = "en"
 # The operator's language: the browser's, or the one chosen in the dashboard's header.
 LANGUAGES = [("en", "English"), ("ko", "한국어")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Admin imports are all or nothing: a file with a bad row saves no row.
+IMPORT_EXPORT_USE_TRANSACTIONS = True
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True

@@ -2,8 +2,12 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportExportModelAdmin
+
+from apps.devices.resources import SPREADSHEET_FORMATS
 
 from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from .resources import ThresholdResource
 
 
 def band_text(threshold, level):
@@ -41,7 +45,9 @@ class ThresholdInline(admin.StackedInline):
 
 
 @admin.register(Threshold)
-class ThresholdAdmin(admin.ModelAdmin):
+class ThresholdAdmin(ImportExportModelAdmin):
+    resource_classes = [ThresholdResource]
+    formats = SPREADSHEET_FORMATS
     list_display = ["metric", "scope_label", "warning", "critical", "hysteresis", "hold_seconds", "enabled"]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]

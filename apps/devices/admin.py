@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from django.utils.html import format_html
+from import_export.admin import ImportExportModelAdmin
 
 from apps.alerts.admin import ThresholdInline, thresholds_table
 from apps.alerts.models import Threshold
@@ -10,13 +11,16 @@ from apps.alerts.selectors import effective_thresholds
 from . import services
 from .dynsec import DynsecError
 from .models import Device, DeviceType, Location, Metric
+from .resources import SPREADSHEET_FORMATS, DeviceResource, LocationResource
 
 # Credential actions talk to the broker once per device: keep a selection to what one request can do.
 MAX_CREDENTIAL_DEVICES = 200
 
 
 @admin.register(Location)
-class LocationAdmin(admin.ModelAdmin):
+class LocationAdmin(ImportExportModelAdmin):
+    resource_classes = [LocationResource]
+    formats = SPREADSHEET_FORMATS
     list_display = ["loc_id", "name", "factory", "building", "floor", "area"]
     list_filter = ["factory", "building", "floor"]
     search_fields = ["loc_id", "name", "factory", "building", "area"]
@@ -38,7 +42,9 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ImportExportModelAdmin):
+    resource_classes = [DeviceResource]
+    formats = SPREADSHEET_FORMATS
     # The list fits a laptop screen; credentials and the thresholds in force are on the change page.
     list_display = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at", "dashboard_link"]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
