@@ -101,6 +101,9 @@ def test_it_shows_a_published_value_live_in_its_colour(live_hub, browser, publis
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 22.0})
     WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "total-warning").get_attribute("data-count") == "0")
     WebDriverWait(browser, 2).until(lambda b: level_counts(b) == [("0", False)] * 4)
+    # The feed says "All quiet." again, as a reload does.
+    WebDriverWait(browser, 5).until(lambda b: b.find_element(By.CSS_SELECTOR, "#alert-feed .quiet").is_displayed())
+    assert_same_after_reload(browser, "#alert-feed")
 
 
 def test_it_shows_an_alert_and_acknowledges_it_from_the_console(live_hub, browser, publisher):

@@ -179,7 +179,8 @@
   }
 
   // An alert's element in a list (the overview's feed, a table of alerts): replaced by the
-  // server's rendering, added at the top when new, removed when the page no longer shows it.
+  // server's rendering, added at the top when new, removed when the page no longer shows it. The
+  // list's "nothing here" line stays last; the style sheet shows it only when it is alone.
   function placeAlert(list, message) {
     if (!list) return;
     const old = list.querySelector(':scope > [data-alert="' + message.alert.id + '"]');
@@ -188,10 +189,10 @@
       return;
     }
     const element = fragment(message.html);
-    list.querySelectorAll(":scope > .quiet, :scope > .quiet-row").forEach((el) => el.remove());
     if (old) old.replaceWith(element); else list.prepend(element);
+    const items = list.querySelectorAll(":scope > [data-alert]");
     const length = Number(list.dataset.length || 0);
-    while (length && list.children.length > length) list.lastElementChild.remove();
+    for (let i = length || items.length; i < items.length; i++) items[i].remove();
   }
 
   IotHub.onAlert = function (message) {
