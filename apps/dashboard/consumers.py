@@ -53,7 +53,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_readings(self, event):
         items = [
-            {**item, "text": value_text(item["value"]), "status": cell_status(item["status"])} for item in event["items"]
+            {**item, "text": value_text(item["value"]), "status_class": cell_status(item["status"])}
+            for item in event["items"]
         ]
         await self.send_json({"type": "readings", "items": items})
 

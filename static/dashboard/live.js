@@ -43,9 +43,9 @@
       pending.delete(key);
       for (const el of index.get(key) || []) {
         el.textContent = item.text;
-        if (!el.classList.contains(item.status)) {
+        if (!el.classList.contains(item.status_class)) {
           el.classList.remove(...STATUS_CLASSES);
-          el.classList.add(item.status);
+          el.classList.add(item.status_class);
         }
         el.dataset.ts = item.ts;
         const row = el.closest(".device.offline");
