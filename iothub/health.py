@@ -17,33 +17,43 @@ def healthz(request):
 def check_database():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return "ok"
 
 
-NOT_CONFIGURED = "not configured"
+class NotConfigured(Exception):
+    """A dependency this deployment does not use (e.g. Redis in the embedded demo)."""
 
 
 def check_redis():
     if not settings.REDIS_URL:
-        return NOT_CONFIGURED
+        raise NotConfigured
     cache.set("readyz", 1, timeout=10)
-    return "ok"
+
+
+# An MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id "iothub-readyz") and DISCONNECT:
+# a broker that answers CONNECT with a CONNACK is up, whatever it answers (it may refuse anonymous
+# clients). A bare TCP connect and close makes brokers log a client lost before its CONNECT.
+MQTT_CONNECT = b"\x10\x19\x00\x04MQTT\x04\x02\x00\x0a\x00\x0diothub-readyz"
+MQTT_DISCONNECT = b"\xe0\x00"
+MQTT_CONNACK = 0x20
 
 
 def check_mqtt():
     url = urlsplit(settings.MQTT_URL)
-    socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883), timeout=2).close()
-    return "ok"
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883), timeout=2) as conn:
+        conn.sendall(MQTT_CONNECT)
+        answer = conn.recv(4)
+        if not answer or answer[0] != MQTT_CONNACK:
+            raise ConnectionError(f"no CONNACK from the MQTT broker (got {answer!r})")
+        conn.sendall(MQTT_DISCONNECT)
 
 
 def check_celery_broker():
     if not settings.CELERY_BROKER_URL:
-        return NOT_CONFIGURED  # tasks run in the process that fires them (the demo)
+        raise NotConfigured  # tasks run in the web process (eager Celery)
     from iothub.celery import app
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
-    return "ok"
 
 
 CHECKS = {"database": check_database, "redis": check_redis, "mqtt": check_mqtt, "celery_broker": check_celery_broker}
@@ -55,10 +65,13 @@ def readyz(request):
     results = {}
     for name, check in CHECKS.items():
         try:
-            results[name] = check()
+            check()
+            results[name] = "ok"
+        except NotConfigured:
+            results[name] = "not configured"
         except Exception as e:  # any failure means "not ready"; the message says which
             results[name] = f"error: {e}"[:200]
-    ready = not any(v.startswith("error") for v in results.values())
+    ready = all(v in ("ok", "not configured") for v in results.values())
     return JsonResponse({"ready": ready, "checks": results}, status=200 if ready else 503)
 
 

@@ -815,7 +815,9 @@ status_kafka() {
 # Chromium — not a service: the browser tests need it, and this is where we install things.
 
 install_chromium() {
-  need_pkg chromium chromium-driver
+  # gettext: makemessages/compilemessages (the i18n test); fonts-noto-cjk: Korean in the browser
+  # tests and the screenshot gallery; npm: axe-core for the accessibility checks (bootstrap.sh).
+  need_pkg chromium chromium-driver gettext fonts-noto-cjk npm
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, re
     pushed = {i["metric"]: i for i in readings_of(messages, "dev-1")}
     assert pushed["temperature"]["status"] == "critical" and pushed["temperature"]["value"] == 36.5
     assert pushed["humidity"]["status"] is None  # no humidity threshold in this plant
+    # With the text and status class of the dashboard's cells, from the code that renders the page's.
+    assert (pushed["temperature"]["text"], pushed["temperature"]["status_class"]) == ("36.5", "critical")
+    assert pushed["humidity"]["status_class"] == "none"
     alert_msg = alerts_of(messages)[0]
     assert (alert_msg["device"], alert_msg["metric"], alert_msg["level"], alert_msg["state"]) == ("dev-1", "temperature", "critical", "open")
 

@@ -1,17 +1,50 @@
 from django.contrib import admin
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportExportModelAdmin
 
 from apps.devices.admin import DeviceAdmin, DeviceTypeAdmin, LocationAdmin
 from apps.devices.models import Device, DeviceType, Location
+from apps.devices.resources import SPREADSHEET_FORMATS
 
 from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from .resources import ThresholdResource
 from .selectors import effective_thresholds
 
 
-class ThresholdInline(admin.TabularInline):
+def band_text(threshold, level):
+    """"below 10 °C or above 30 °C": where a threshold's warning or critical band begins."""
+    unit = f" {threshold.metric.unit}" if threshold.metric.unit else ""
+    low, high = getattr(threshold, f"{level}_min"), getattr(threshold, f"{level}_max")
+    parts = [gettext("below %s") % f"{low:g}{unit}" if low is not None else "",
+             gettext("above %s") % f"{high:g}{unit}" if high is not None else ""]
+    return gettext(" or ").join(p for p in parts if p) or "—"
+
+
+def thresholds_table(rows):
+    """rows: (metric, threshold or None) → a small table: metric, warning, critical, where it is set."""
+    body = format_html_join(
+        "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (metric.label or metric.key, band_text(t, "warning"), band_text(t, "critical"), t.scope_label) if t
+            else (metric.label or metric.key, "—", "—", gettext("no threshold"))
+            for metric, t in rows
+        ),
+    )
+    return format_html(
+        '<table class="thresholds-in-force"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
+        "<tbody>{}</tbody></table>",
+        gettext("Metric"), gettext("Warning"), gettext("Critical"), gettext("Set for"), body,
+    )
+
+
+class ThresholdInline(admin.StackedInline):
+    """Stacked, with the band limits side by side where there is room: fits a phone too."""
+
     model = Threshold
     extra = 0
-    fields = ["metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+    fields = ["metric", ("warning_min", "warning_max"), ("critical_min", "critical_max"), ("hysteresis", "hold_seconds"), "enabled"]
 
 
 # The device master's pages with the thresholds that apply to them: alerts extends the admin of
@@ -34,27 +67,42 @@ class DeviceWithThresholdsAdmin(DeviceAdmin):
     inlines = [*DeviceAdmin.inlines, ThresholdInline]
     readonly_fields = [*DeviceAdmin.readonly_fields, "effective_thresholds"]
 
-    @admin.display(description="thresholds in force")
+    @admin.display(description=_("thresholds in force"))
     def effective_thresholds(self, obj):
         """The threshold each metric of the device answers to (device > location > type > global)."""
         if obj.pk is None:
             return "–"
         metrics = list(obj.device_type.metrics.all())
         effective = effective_thresholds(device=obj, metrics=metrics)
-        thresholds = Threshold.objects.in_bulk([b.pk for b in effective.values() if b])
-        return format_html_join(
-            "", "<div>{}: {}</div>",
-            ((m.key, thresholds[effective[m.pk].pk] if effective[m.pk] else "none") for m in metrics),
+        thresholds = Threshold.objects.select_related("metric", "device", "location", "device_type").in_bulk(
+            [b.pk for b in effective.values() if b]
         )
+        return thresholds_table([(m, thresholds[effective[m.pk].pk] if effective[m.pk] else None) for m in metrics])
 
 
 @admin.register(Threshold)
-class ThresholdAdmin(admin.ModelAdmin):
-    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+class ThresholdAdmin(ImportExportModelAdmin):
+    resource_classes = [ThresholdResource]
+    formats = SPREADSHEET_FORMATS
+    list_display = ["metric", "scope_label", "warning", "critical", "hysteresis", "hold_seconds", "enabled"]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
-    autocomplete_fields = ["device", "location"]
+    # A raw id for the device (thousands of them), a plain choice of location: Django's autocomplete
+    # widget leaves an empty field without an accessible name.
+    raw_id_fields = ["device"]
     list_select_related = ["metric", "device", "location", "device_type"]
+
+    @admin.display(description=_("scope"))
+    def scope_label(self, obj):
+        return obj.scope_label
+
+    @admin.display(description=_("warning"))
+    def warning(self, obj):
+        return band_text(obj, "warning")
+
+    @admin.display(description=_("critical"))
+    def critical(self, obj):
+        return band_text(obj, "critical")
 
 
 class AlertEventInline(admin.TabularInline):
@@ -69,7 +117,7 @@ class AlertEventInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ["id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "acknowledged_by", "resolved_at"]
+    list_display = ["id", "device", "metric", "level", "state", "opened_at", "peak_value", "acknowledged_by", "resolved_at"]
     list_filter = ["state", "level", "metric", "device__location__factory", "device__location__building"]
     search_fields = ["device__device_id", "device__location__loc_id"]
     list_select_related = ["device", "metric", "acknowledged_by"]
@@ -86,7 +134,6 @@ class NotificationRouteAdmin(admin.ModelAdmin):
     list_display = ["name", "transport", "target", "min_level", "factory", "location", "max_per_window", "window_seconds", "renotify_after", "enabled"]
     list_filter = ["transport", "min_level", "enabled"]
     search_fields = ["name", "target", "factory"]
-    autocomplete_fields = ["location"]
 
 
 @admin.register(Notification)

@@ -2,13 +2,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Level(models.TextChoices):
-    NORMAL = "normal", "normal"
-    WARNING = "warning", "warning"
-    CRITICAL = "critical", "critical"
-    OFFLINE = "offline", "offline"
+    NORMAL = "normal", _("normal")
+    WARNING = "warning", _("warning")
+    CRITICAL = "critical", _("critical")
+    OFFLINE = "offline", _("offline")
 
 
 SEVERITY = {Level.NORMAL: 0, Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
@@ -87,13 +88,13 @@ class Alert(models.Model):
     system alert, without a device) the pipeline itself was unhealthy."""
 
     class State(models.TextChoices):
-        OPEN = "open", "open"
-        ACKNOWLEDGED = "acknowledged", "acknowledged"
-        RESOLVED = "resolved", "resolved"
+        OPEN = "open", _("open")
+        ACKNOWLEDGED = "acknowledged", _("acknowledged")
+        RESOLVED = "resolved", _("resolved")
 
     class Source(models.TextChoices):
-        DEVICE = "device", "device"
-        SYSTEM = "system", "system"
+        DEVICE = "device", _("device")
+        SYSTEM = "system", _("system")
 
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
     subject = models.CharField(

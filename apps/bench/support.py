@@ -1,4 +1,4 @@
-"""What `bench_storage`, `bench_api` and `bench_alerts` share, on top of apps/telemetry/benchmarks.py.
+"""What `bench_storage`, `bench_api` and `bench_alerts` share, on top of apps/bench/benchmarks.py.
 
 benchmarks.py provides the bench database (create, migrate, seed), the run's names and subprocess
 environment (BenchRun: own IOTHUB_NAMESPACE, MQTT groups, Kafka topics), percentiles, the summary

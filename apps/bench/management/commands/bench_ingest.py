@@ -2,7 +2,7 @@
 
 Every benchmark runs real `manage.py ingest` processes against real services, isolated from the
 hub and from concurrent test runs (own database, namespace, broker, topics: see
-apps/telemetry/benchmarks.py). Everything is bounded: fixed message counts, fixed durations, a
+apps/bench/benchmarks.py). Everything is bounded: fixed message counts, fixed durations, a
 timeout on every wait; every process started is stopped. docs/benchmarks.md has results.
 """
 
