@@ -816,8 +816,8 @@ status_kafka() {
 
 install_chromium() {
   # gettext: makemessages/compilemessages (the i18n test); fonts-noto-cjk: Korean in the browser
-  # tests and the screenshot gallery; npm: axe-core for the accessibility checks (bootstrap.sh).
-  need_pkg chromium chromium-driver gettext fonts-noto-cjk npm
+  # tests and the screenshot gallery. (npm, for axe-core in bootstrap.sh, comes with Node.js.)
+  need_pkg chromium chromium-driver gettext fonts-noto-cjk
 }
 
 # ---------------------------------------------------------------------------------------------
