@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 import orjson
 import plotly
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -213,6 +213,11 @@ CELERY_BEAT_SCHEDULE = {
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
 # The dynamic-security admin of Mosquitto: the web process provisions device credentials with it.
 MQTT_ADMIN_URL = env("MQTT_ADMIN_URL", default="")
+# TLS (mqtts:// URLs): the CA that signed the broker's certificate (unset: the system's CAs), and an
+# optional client certificate and key of the hub's own.
+MQTT_CA = env("IOTHUB_MQTT_CA", default="")
+MQTT_CERT = env("IOTHUB_MQTT_CERT", default="")
+MQTT_KEY = env("IOTHUB_MQTT_KEY", default="")
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
 
 # Ingest tunables (documented in README.md).
