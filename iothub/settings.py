@@ -8,6 +8,7 @@ for production (`scripts/services.sh env` prints them for the local services).
 
 import importlib.util
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -101,6 +102,7 @@ INSTALLED_APPS = [
     "apps.alerts",
     "apps.dashboard",
     "apps.demo",
+    "axes",
 ]
 # Development tooling: the benchmark commands, where the package is present (not in the Docker image).
 if importlib.util.find_spec("apps.bench"):
@@ -115,6 +117,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into iothub.lockout's answer
 ]
 
 ROOT_URLCONF = "iothub.urls"
@@ -261,6 +264,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Login brute force (django-axes): after IOTHUB_LOGIN_FAILURE_LIMIT failed logins for one username
+# or from one address within IOTHUB_LOGIN_LOCKOUT_MINUTES, further attempts (dashboard login, admin
+# login, API token endpoints) are refused for that long. Attempts and failures are kept in the
+# database, listed in the admin ("Axes"), where deleting an attempt unlocks it.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("IOTHUB_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("IOTHUB_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_USE_ATTEMPT_EXPIRATION = True  # a failure counts for the cool-off window, then expires
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_LOCKOUT_CALLABLE = "iothub.lockout.locked_out"
+AXES_VERBOSE = False  # no banner at every process start; lockouts are logged as warnings
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed login as a row: the audit trail in the admin
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -332,6 +347,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "daphne": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # a line per failed login at INFO; lockouts stay visible
         "amqtt": {"level": "WARNING"},
         "transitions": {"level": "WARNING"},
         "kombu": {"level": "ERROR"},
