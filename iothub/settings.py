@@ -102,6 +102,10 @@ INSTALLED_APPS = [
     "apps.alerts",
     "apps.dashboard",
     "apps.demo",
+    "apps.accounts",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "axes",
 ]
 # Development tooling: the benchmark commands, where the package is present (not in the Docker image).
@@ -115,6 +119,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "apps.accounts.middleware.RequireSecondFactor",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into iothub.lockout's answer
@@ -264,6 +270,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# A second factor (apps.accounts): staff who enrolled an authenticator give a code before the admin
+# opens; with IOTHUB_REQUIRE_2FA=1 every superuser must enrol.
+IOTHUB_REQUIRE_2FA = env.bool("IOTHUB_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = "iothub"
 # Login brute force (django-axes): after IOTHUB_LOGIN_FAILURE_LIMIT failed logins for one username
 # or from one address within IOTHUB_LOGIN_LOCKOUT_MINUTES, further attempts (dashboard login, admin
 # login, API token endpoints) are refused for that long. Attempts and failures are kept in the

@@ -12,5 +12,6 @@ urlpatterns = [
     path("api/", include("iothub.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("apps.accounts.urls")),
     path("", include("apps.dashboard.urls")),
 ]
