@@ -104,6 +104,10 @@ INSTALLED_APPS = [
     "apps.alerts",
     "apps.dashboard",
     "apps.demo",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
 ]
 # Development tooling: the benchmark commands, where the package is present (not in the Docker image).
 if importlib.util.find_spec("apps.bench"):
@@ -117,8 +121,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "apps.accounts.middleware.RequireSecondFactor",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into iothub.lockout's answer
 ]
 
 ROOT_URLCONF = "iothub.urls"
@@ -217,6 +224,11 @@ CELERY_BEAT_SCHEDULE = {
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
 # The dynamic-security admin of Mosquitto: the web process provisions device credentials with it.
 MQTT_ADMIN_URL = env("MQTT_ADMIN_URL", default="")
+# TLS (mqtts:// URLs): the CA that signed the broker's certificate (unset: the system's CAs), and an
+# optional client certificate and key of the hub's own.
+MQTT_CA = env("IOTHUB_MQTT_CA", default="")
+MQTT_CERT = env("IOTHUB_MQTT_CERT", default="")
+MQTT_KEY = env("IOTHUB_MQTT_KEY", default="")
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
 
 # Ingest tunables (documented in README.md).
@@ -260,6 +272,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# A second factor (apps.accounts): staff who enrolled an authenticator give a code before the admin
+# opens; with IOTHUB_REQUIRE_2FA=1 every superuser must enrol.
+IOTHUB_REQUIRE_2FA = env.bool("IOTHUB_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = "iothub"
+# Login brute force (django-axes): after IOTHUB_LOGIN_FAILURE_LIMIT failed logins for one username
+# or from one address within IOTHUB_LOGIN_LOCKOUT_MINUTES, further attempts (dashboard login, admin
+# login, API token endpoints) are refused for that long. Attempts and failures are kept in the
+# database, listed in the admin ("Axes"), where deleting an attempt unlocks it.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("IOTHUB_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("IOTHUB_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_USE_ATTEMPT_EXPIRATION = True  # a failure counts for the cool-off window, then expires
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_LOCKOUT_CALLABLE = "iothub.lockout.locked_out"
+AXES_VERBOSE = False  # no banner at every process start; lockouts are logged as warnings
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed login as a row: the audit trail in the admin
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -364,6 +392,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "daphne": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # a line per failed login at INFO; lockouts stay visible
         "amqtt": {"level": "WARNING"},
         "transitions": {"level": "WARNING"},
         "kombu": {"level": "ERROR"},

@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -479,20 +480,25 @@ def mqtt_string(text):
 
 
 class RatePublisher:
-    """MQTT v5 QoS 1 publishing over a plain socket, for the fixed-rate load of the latency benchmark.
+    """MQTT v5 QoS 1 publishing over a plain (or, for mqtts:, TLS) socket, for the fixed-rate load of the latency benchmark.
 
     paho spends ~80 µs of CPU per QoS 1 publish on these 2 cores (message objects, locks, its network
     thread): at 10,000 msg/s the load generator alone took two thirds of a core from the hub it
     measures. This one writes each tick's PUBLISH packets in one send and counts the PUBACKs from the
-    same socket. Not a general client: no TLS, no QoS 2, no retransmission (the benchmark fails
+    same socket. Not a general client: no client certificates, no QoS 2, no retransmission (the benchmark fails
     instead), at most `window` messages unacknowledged."""
 
     def __init__(self, url, client_id, *, window=1000, timeout=60):
         parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise BenchError(f"the rate publisher speaks plain mqtt:// only, not {parts.scheme}://")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise BenchError(f"the rate publisher speaks mqtt:// and mqtts://, not {parts.scheme}://")
         self.window, self.timeout = window, timeout
         self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 1883), timeout=15)
+        if parts.scheme == "mqtts":
+            from django.conf import settings
+
+            context = ssl.create_default_context(cafile=settings.MQTT_CA or None)
+            self.sock = context.wrap_socket(self.sock, server_hostname=parts.hostname)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         flags, credentials = 0x02, b""  # clean start
         if parts.username:
