@@ -258,3 +258,4 @@ def api_server_error(request):
     if answers_json(request):
         return JsonResponse({"detail": ["Server error."]}, status=500)
     return server_error(request)
+

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
-from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView
 
 from apps.alerts.api import AlertViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
@@ -17,6 +17,7 @@ from apps.telemetry.api import (
 )
 from apps.telemetry.http_ingest import IngestView
 from iothub.api import HubAPIMixin, IsPlantStaff
+from iothub.lockout import TokenObtainView
 
 app_name = "api"
 
@@ -55,7 +56,7 @@ urlpatterns = [
     path("v1/realtime/", RealtimeView.as_view(), name="realtime"),
     path("v1/aggregation/<str:metric>/", AggregationView.as_view(), name="aggregation"),
     path("v1/ingest/", IngestView.as_view(), name="ingest"),
-    path("v1/auth/token/", TokenObtainPairView.as_view(), name="token"),
+    path("v1/auth/token/", TokenObtainView.as_view(), name="token"),
     path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("v1/auth/token/blacklist/", TokenBlacklistView.as_view(), name="token-blacklist"),
     path("v1/", include(router.urls)),

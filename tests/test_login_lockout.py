@@ -73,3 +73,14 @@ def test_a_lock_ends_after_the_cool_off_and_old_failures_expire(db):
     assert login(client, "operator", PASSWORD).status_code == 429
     with time_machine.travel(timezone.now() + timedelta(minutes=16)):
         assert login(client, "operator", PASSWORD).status_code == 302
+
+
+def test_the_jwt_token_endpoint_locks_alike_and_says_so_in_the_api_error_shape(db):
+    get_user_model().objects.create_user("operator", password=PASSWORD)
+    client = Client()
+    token = "/api/v1/auth/token/"
+    for _ in range(10):
+        assert client.post(token, {"username": "operator", "password": "wrong"}, REMOTE_ADDR="10.3.3.3").status_code in (401, 429)
+    locked = client.post(token, {"username": "operator", "password": PASSWORD}, REMOTE_ADDR="10.4.4.4")
+    assert locked.status_code == 429
+    assert "Too many failed logins" in locked.json()["detail"][0]
