@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from apps.alerts.models import Alert
-from apps.dashboard.browser import VIEWPORTS, headless_chromium, horizontal_overflow, page_problems, set_viewport
+from apps.bench.browser import VIEWPORTS, headless_chromium, horizontal_overflow, page_problems, set_viewport
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
@@ -470,3 +470,19 @@ def serious_accessibility_violations(browser):
     browser.execute_script(AXE.read_text())
     browser.set_script_timeout(30)
     return browser.execute_async_script(RUN_AXE)
+
+
+def test_the_api_docs_and_the_tokens_page_work_under_the_content_security_policy(live_hub, browser):
+    """Swagger UI (its set-up script served from a URL) and the tokens page load with no console
+    error, so with no Content-Security-Policy violation either."""
+    get_user_model().objects.create_superuser("chief", password="chief-pw-1")
+    log_in(browser, live_hub, "chief", "chief-pw-1")
+    page_problems(browser)  # what the log-in left behind
+    browser.get(live_hub + "/api/docs/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
+    assert page_problems(browser) == []
+    browser.get(live_hub + "/accounts/tokens/")
+    browser.find_element(By.NAME, "name").send_keys("csp check")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").click()
+    wait_for(browser, lambda b: "csp check" in b.page_source)
+    assert page_problems(browser) == []

@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from apps.dashboard.browser import VIEWPORTS, headless_chromium, set_viewport
+from apps.bench.browser import VIEWPORTS, headless_chromium, set_viewport
 
 INFRASTRUCTURE = ["DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS", "MQTT_ADMIN_URL", "MQTT_URL"]
 HOT_DEVICE = "sim-00003"
