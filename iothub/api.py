@@ -208,7 +208,9 @@ def error_messages(detail, key=None):
     if isinstance(detail, dict):
         parts = [(f"{key}.{name}" if key else str(name), value) for name, value in detail.items()]
     elif isinstance(detail, list):
-        parts = [(f"{key}.{index}" if key and isinstance(value, (dict, list)) else key, value) for index, value in enumerate(detail)]
+        parts = [
+            (f"{key}.{index}" if key and isinstance(value, (dict, list)) else key, value) for index, value in enumerate(detail)
+        ]
     else:
         return {key or "non_field_errors": [str(detail)]}
     flat = {}
@@ -258,4 +260,3 @@ def api_server_error(request):
     if answers_json(request):
         return JsonResponse({"detail": ["Server error."]}, status=500)
     return server_error(request)
-

@@ -41,12 +41,17 @@ router.register("deadletters", DeadLetterViewSet)
 # The plant platform's realtime and aggregation paths (docs/compatibility.md), with and without
 # the trailing slash: its clients switch to the hub by changing only the host.
 platform_urls = [
-    path(f"v1/realtime/{field}/<str:{field}>{slash}", PlatformRealtimeView.as_view(field=field), name=f"platform-realtime-{field}")
+    path(
+        f"v1/realtime/{field}/<str:{field}>{slash}", PlatformRealtimeView.as_view(field=field), name=f"platform-realtime-{field}"
+    )
     for field in ("factory", "building", "floor", "loc_id")
     for slash in ("", "/")
 ] + [
-    path(f"v1/aggregation/<str:metric>/{kind}/<str:{field}>{slash}", PlatformAggregationView.as_view(field=field),
-         name=f"platform-aggregation-{kind}")
+    path(
+        f"v1/aggregation/<str:metric>/{kind}/<str:{field}>{slash}",
+        PlatformAggregationView.as_view(field=field),
+        name=f"platform-aggregation-{kind}",
+    )
     for kind, field in (("location", "loc_id"), ("factory", "factory"))
     for slash in ("", "/")
 ]

@@ -23,7 +23,6 @@ VAR_DIR = BASE_DIR / "var"
 env = environ.Env()
 
 
-
 def process_name():
     """What this process runs: its manage.py command, "web" (daphne) or "celery" (worker, beat)."""
     program = Path(sys.argv[0])
@@ -182,7 +181,9 @@ elif env.bool("IOTHUB_DB_POOL", default=False):
     # open a PostgreSQL connection, and the unused ones would linger until garbage-collected.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 2, "max_size": env.int("IOTHUB_DB_POOL_SIZE", default=20), "timeout": 10,
+        "min_size": 2,
+        "max_size": env.int("IOTHUB_DB_POOL_SIZE", default=20),
+        "timeout": 10,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -204,9 +205,7 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {
-        "default": {"BACKEND": "iothub.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}
-    }
+    CACHES = {"default": {"BACKEND": "iothub.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}
@@ -367,7 +366,7 @@ SPECTACULAR_SETTINGS = {
         "Read-only tokens only read. Or a JWT: `POST /api/v1/auth/token/` with username and password → "
         "`{access, refresh}`; send `Authorization: Bearer <access>` (5 minutes); `POST /api/v1/auth/token/refresh/` "
         "gives the next pair (each refresh token works once).\n\n"
-        "**Errors** are JSON of one shape: `{\"<field>\" | \"non_field_errors\" | \"detail\": [\"message\", …]}`.\n\n"
+        '**Errors** are JSON of one shape: `{"<field>" | "non_field_errors" | "detail": ["message", …]}`.\n\n'
         "Endpoints tagged **compatibility** serve the plant platform's realtime and aggregation services in its "
         "paths and shapes (docs/compatibility.md)."
     ),
@@ -378,8 +377,11 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "PREPROCESSING_HOOKS": ["iothub.api.document_paths_once"],
     "TAGS": [
-        {"name": "compatibility", "description": "The plant platform's realtime and aggregation services, in its paths and shapes "
-                                                 "(docs/compatibility.md); thresholds/ also take its flat form."},
+        {
+            "name": "compatibility",
+            "description": "The plant platform's realtime and aggregation services, in its paths and shapes "
+            "(docs/compatibility.md); thresholds/ also take its flat form.",
+        },
     ],
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }

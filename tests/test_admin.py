@@ -41,8 +41,17 @@ def test_it_deactivates_devices_with_an_action(admin_client_):
 
 def test_it_refuses_a_threshold_with_inconsistent_bands(admin_client_, plant):
     url = reverse("admin:alerts_threshold_add")
-    response = admin_client_.post(url, {"metric": plant["temperature"].pk, "warning_max": 30, "critical_max": 20,
-                                        "hysteresis": 0, "hold_seconds": 0, "enabled": "on"})
+    response = admin_client_.post(
+        url,
+        {
+            "metric": plant["temperature"].pk,
+            "warning_max": 30,
+            "critical_max": 20,
+            "hysteresis": 0,
+            "hold_seconds": 0,
+            "enabled": "on",
+        },
+    )
     assert response.status_code == 200
     assert "Must not be below warning max." in response.content.decode()
 
@@ -101,9 +110,19 @@ def test_it_imports_devices_after_a_preview_and_exports_them_as_xlsx(admin_clien
     confirm = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', preview))
     response = admin_client_.post(reverse("admin:devices_device_process_import"), confirm)
     assert response.status_code == 302
-    assert Device.objects.get(device_id="dev-1").name == "Renamed" and Device.objects.get(device_id="dev-7").location.loc_id == "N-ASM-1-LA"
-    export = admin_client_.post(reverse("admin:devices_device_export"), {"format": "1", "resource": "0", "export_items": [], **{
-        f"deviceresource_{f}": "on" for f in ("device_id", "name", "device_type", "location", "is_active")}})
+    assert (
+        Device.objects.get(device_id="dev-1").name == "Renamed"
+        and Device.objects.get(device_id="dev-7").location.loc_id == "N-ASM-1-LA"
+    )
+    export = admin_client_.post(
+        reverse("admin:devices_device_export"),
+        {
+            "format": "1",
+            "resource": "0",
+            "export_items": [],
+            **{f"deviceresource_{f}": "on" for f in ("device_id", "name", "device_type", "location", "is_active")},
+        },
+    )
     rows = list(load_workbook(io.BytesIO(export.content)).active.values)
     assert rows[0][:5] == ("device_id", "name", "device_type", "location", "is_active")
     assert ("dev-7", "New one", "env", "N-ASM-1-LA", 1) in [r[:5] for r in rows]
@@ -114,7 +133,9 @@ def test_it_imports_thresholds_by_metric_and_scope_and_reports_inconsistent_band
 
     from apps.alerts.models import Threshold
 
-    header = "metric,device,location,device_type,warning_min,warning_max,critical_min,critical_max,hysteresis,hold_seconds,enabled\n"
+    header = (
+        "metric,device,location,device_type,warning_min,warning_max,critical_min,critical_max,hysteresis,hold_seconds,enabled\n"
+    )
     bad = header + "temperature,,,,,28,,33,1,0,1\nhumidity,dev-1,,,70,60,,,0,0,1\n"
     page = import_devices(admin_client_, "thresholds.csv", bad.encode(), model="threshold").content.decode()
     assert "Must be above warning min." in page and 'name="import_file_name"' not in page

@@ -15,8 +15,7 @@ from apps.alerts.models import Alert, AlertEvent, Notification, NotificationRout
 from apps.alerts.selectors import effective_thresholds
 from apps.devices.models import Device
 
-from .support import eventually, now_ms
-from .test_end_to_end import alerts_of, collect_ws, session_cookie
+from .support import alerts_of, collect_ws, eventually, now_ms, session_cookie
 
 
 def readings(plant, values, device=0, start=None, step=10.0):
@@ -163,9 +162,7 @@ def test_it_folds_an_alert_storm_into_one_summary(routes, http_sink, eager_celer
     _, received, _ = http_sink
     NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
     NotificationRoute.objects.filter(pk=routes["webhook"].pk).update(max_per_window=2)
-    alerts = [
-        Alert.objects.create(device=device, level="offline", opened_at=timezone.now()) for device in Device.objects.all()
-    ]
+    alerts = [Alert.objects.create(device=device, level="offline", opened_at=timezone.now()) for device in Device.objects.all()]
     for event in ["opened", "escalated", "resolved"]:
         for alert in alerts:
             notify.notify_alert_change(alert_id=alert.pk, event=event)
@@ -213,13 +210,20 @@ def test_it_reminds_about_an_unacknowledged_critical_alert(routes, smtp_sink, ea
 def test_it_notifies_by_email_and_webhooks_from_a_real_worker(routes, hub, publisher, smtp_sink, http_sink, unique):
     _, mails = smtp_sink
     _, hooks, _ = http_sink
-    hub.env.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_sink[0]))
+    hub.env.update(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_sink[0])
+    )
     hub.ingest("--source", "mqtt", "--client-id", f"notify-ingest-{unique}")
     hub.celery_worker()
     cookie = session_cookie()
-    messages = asyncio.run(collect_ws(
-        cookie, "/ws/live/", lambda: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0}), alerts_of,
-    ))
+    messages = asyncio.run(
+        collect_ws(
+            cookie,
+            "/ws/live/",
+            lambda: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0}),
+            alerts_of,
+        )
+    )
     assert alerts_of(messages)[0]["level"] == "critical"
     eventually(lambda: len(mails) == 1 and len(hooks) == 2, message="e-mail and two webhook calls")
     recipients, mail = mails[0]
@@ -249,5 +253,8 @@ def test_it_runs_alert_tasks_sent_as_json_and_as_orjson_on_a_real_worker(plant, 
     assert evaluate_batch.app.conf.task_serializer == "orjson"
     evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev1.pk, now)]}, serializer="json")  # an older hub's
     evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev2.pk, now)]})
-    eventually(lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
-               timeout=20, message="both tasks run by the worker")
+    eventually(
+        lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
+        timeout=20,
+        message="both tasks run by the worker",
+    )

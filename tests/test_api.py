@@ -42,11 +42,18 @@ def every(start, end, step):
 
 def test_it_round_trips_a_device(plant, admin_api):
     created = admin_api.post(
-        "/api/v1/devices/", {"device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA"}, format="json"
+        "/api/v1/devices/",
+        {"device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA"},
+        format="json",
     )
     assert created.status_code == 201, created.data
     assert created.data == {
-        "device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA", "is_active": True, "last_seen_at": None,
+        "device_id": "dev-9",
+        "name": "Press 9",
+        "device_type": "env",
+        "location": "N-ASM-1-LA",
+        "is_active": True,
+        "last_seen_at": None,
     }
     Location.objects.create(loc_id="S-FOU-1-FU", factory="South", building="Foundry", floor="1")
     moved = admin_api.patch("/api/v1/devices/dev-9/", {"location": "S-FOU-1-FU", "is_active": False}, format="json")
@@ -79,7 +86,9 @@ def test_it_filters_devices_by_location_type_and_state(plant, staff_api):
 
 
 def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
-    response = admin_api.post("/api/v1/devices/", {"device_id": "dev-9", "device_type": "env", "location": "NOWHERE"}, format="json")
+    response = admin_api.post(
+        "/api/v1/devices/", {"device_id": "dev-9", "device_type": "env", "location": "NOWHERE"}, format="json"
+    )
     assert response.status_code == 400
     assert list(response.data) == ["location"]
     assert not Device.objects.filter(device_id="dev-9").exists()
@@ -93,12 +102,24 @@ def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
 
 
 def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
-    location = {"loc_id": "S-FOU-1-FU", "factory": "South", "building": "Foundry", "floor": "1", "area": "Furnaces", "name": "Furnaces"}
+    location = {
+        "loc_id": "S-FOU-1-FU",
+        "factory": "South",
+        "building": "Foundry",
+        "floor": "1",
+        "area": "Furnaces",
+        "name": "Furnaces",
+    }
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
     metric = {"key": "pressure", "unit": "bar", "label": "Pressure", "precision": 2}
     assert admin_api.post("/api/v1/metrics/", metric, format="json").data == {**metric, "expression": "", "max_input_age": 300}
-    device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
+    device_type = {
+        "name": "press-sensor",
+        "metrics": ["pressure", "temperature"],
+        "primary_metric": "pressure",
+        "expected_interval": 30,
+    }
     created = admin_api.post("/api/v1/device-types/", device_type, format="json")
     assert created.status_code == 201, created.data
     assert admin_api.get("/api/v1/device-types/press-sensor/").data == device_type
@@ -113,14 +134,25 @@ def test_it_refuses_a_primary_metric_the_type_does_not_report(plant, admin_api):
 
 def test_it_round_trips_a_threshold(plant, admin_api):
     body = {
-        "metric": "humidity", "device": "dev-1", "location": None, "device_type": None, "warning_min": 20.0,
-        "warning_max": 60.0, "critical_min": 10.0, "critical_max": 80.0, "hysteresis": 1.0, "hold_seconds": 30, "enabled": True,
+        "metric": "humidity",
+        "device": "dev-1",
+        "location": None,
+        "device_type": None,
+        "warning_min": 20.0,
+        "warning_max": 60.0,
+        "critical_min": 10.0,
+        "critical_max": 80.0,
+        "hysteresis": 1.0,
+        "hold_seconds": 30,
+        "enabled": True,
     }
     created = admin_api.post("/api/v1/thresholds/", body, format="json")
     assert created.status_code == 201, created.data
     url = f"/api/v1/thresholds/{created.data['id']}/"
     assert admin_api.get(url).data == {"id": created.data["id"], **body}
-    assert [t["id"] for t in admin_api.get("/api/v1/thresholds/?device=dev-1&metric=humidity").data["results"]] == [created.data["id"]]
+    assert [t["id"] for t in admin_api.get("/api/v1/thresholds/?device=dev-1&metric=humidity").data["results"]] == [
+        created.data["id"]
+    ]
     assert admin_api.get("/api/v1/thresholds/?location=N-ASM-1-LA").data["results"] == []
     changed = admin_api.patch(url, {"device": None, "location": "N-ASM-1-LA", "warning_max": 65}, format="json")
     assert changed.status_code == 200, changed.data
@@ -164,11 +196,13 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api, settings):
     elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
     ts = int(timezone.now().timestamp() * 1000)
-    store_latest([
-        {"device": "dev-1", "metric": "temperature", "value": 31.5, "ts": ts, "status": "warning"},
-        {"device": "dev-1", "metric": "humidity", "value": 40.0, "ts": ts, "status": None},
-        {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
-    ])
+    store_latest(
+        [
+            {"device": "dev-1", "metric": "temperature", "value": 31.5, "ts": ts, "status": "warning"},
+            {"device": "dev-1", "metric": "humidity", "value": 40.0, "ts": ts, "status": None},
+            {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
+        ]
+    )
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
     assert response.status_code == 200, response.content
     answer = response.json()
@@ -264,6 +298,7 @@ def dst_readings(plant, settings):
     times = every(datetime(2026, 10, 23, 20, 0, tzinfo=UTC), datetime(2026, 10, 27, 2, 0, tzinfo=UTC), timedelta(minutes=20))
     rows = []
     for n, device in enumerate([*plant["devices"], dev3]):
+
         def value_of(at, n=n):
             return round(20 + n + (at.timestamp() % 7919) / 1000, 3)
 
@@ -276,8 +311,10 @@ def dst_readings(plant, settings):
 @pytest.mark.parametrize(
     ("zone", "interval", "bucket_of"),
     [
-        ("Europe/Berlin", "hour", local_hour), ("Europe/Berlin", "day", local_day),
-        ("Asia/Kolkata", "hour", local_hour), ("Asia/Kolkata", "day", local_day),
+        ("Europe/Berlin", "hour", local_hour),
+        ("Europe/Berlin", "day", local_day),
+        ("Asia/Kolkata", "hour", local_hour),
+        ("Asia/Kolkata", "day", local_day),
     ],
 )
 def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settings, staff_api, zone, interval, bucket_of):
@@ -305,7 +342,10 @@ def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
     hours = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=hour").json()["results"][0]["buckets"]
     assert len(hours) == 25
     assert [h["start"] for h in hours[1:5]] == [
-        "2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00",
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T02:00:00+01:00",
+        "2026-10-25T03:00:00+01:00",
     ]
     assert {h["count"] for h in hours} == {3 * 2}
 
@@ -380,7 +420,9 @@ def test_it_walks_all_readings_with_the_cursor(readings, staff_api):
 
 
 def test_it_limits_readings_to_start_and_end(readings, staff_api):
-    response = staff_api.get("/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z")
+    response = staff_api.get(
+        "/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z"
+    )
     assert [r["value"] for r in response.data["results"]] == [value for at, value in readings[10:15]]
 
 
@@ -401,7 +443,9 @@ def test_it_refuses_readings_of_an_unknown_device_or_metric_as_aggregation_does(
         assert response.status_code == 400
         assert response["Content-Type"] == "application/json"
         assert response.json() == {field: [f"Unknown {field} 'nope'."]}
-    assert staff_api.get("/api/v1/aggregation/nope/?start_date=2026&end_date=2026").json() == {"metric": ["Unknown metric 'nope'."]}
+    assert staff_api.get("/api/v1/aggregation/nope/?start_date=2026&end_date=2026").json() == {
+        "metric": ["Unknown metric 'nope'."]
+    }
 
 
 def test_it_answers_json_for_unknown_api_paths_and_server_errors(plant, staff_api):
@@ -411,10 +455,18 @@ def test_it_answers_json_for_unknown_api_paths_and_server_errors(plant, staff_ap
 
     for path in ("/api/v1/nothing/", "/api/nothing", "/api/v1/devices/dev-1/nothing/"):
         response = staff_api.get(path)
-        assert (response.status_code, response["Content-Type"], response.json()) == (404, "application/json", {"detail": ["Not found."]})
+        assert (response.status_code, response["Content-Type"], response.json()) == (
+            404,
+            "application/json",
+            {"detail": ["Not found."]},
+        )
     assert b"<html" in staff_api.get("/no-such-page/").content.lower()  # pages elsewhere stay pages
     error = api_server_error(RequestFactory().get("/api/v1/realtime/"))
-    assert (error.status_code, error["Content-Type"], error.content) == (500, "application/json", b'{"detail": ["Server error."]}')
+    assert (error.status_code, error["Content-Type"], error.content) == (
+        500,
+        "application/json",
+        b'{"detail": ["Server error."]}',
+    )
 
 
 def test_it_streams_readings_as_csv(readings):
@@ -422,7 +474,9 @@ def test_it_streams_readings_as_csv(readings):
 
     async def download():
         response = await AsyncClient().get(
-            "/api/v1/readings/", {"device": "dev-1", "metric": "temperature", "format": "csv"}, headers={"authorization": f"Token {token}"}
+            "/api/v1/readings/",
+            {"device": "dev-1", "metric": "temperature", "format": "csv"},
+            headers={"authorization": f"Token {token}"},
         )
         return response, b"".join([chunk async for chunk in response.streaming_content])
 
@@ -448,7 +502,9 @@ def alerts(plant):
     dev1, dev2 = plant["devices"]
     now = timezone.now()
     return {
-        "open": Alert.objects.create(device=dev1, metric=plant["temperature"], level="warning", opened_at=now, first_value=31, peak_value=32),
+        "open": Alert.objects.create(
+            device=dev1, metric=plant["temperature"], level="warning", opened_at=now, first_value=31, peak_value=32
+        ),
         "acknowledged": Alert.objects.create(
             device=dev2, metric=plant["temperature"], level="critical", state="acknowledged", opened_at=now - timedelta(hours=1)
         ),
@@ -472,8 +528,13 @@ def test_it_lists_alerts_newest_first_with_filters(alerts, staff_api):
     assert staff_api.get("/api/v1/alerts/?state=closed").status_code == 400
     detail = staff_api.get(f"/api/v1/alerts/{alerts['open'].pk}/").data
     assert {k: detail[k] for k in ("device", "metric", "level", "state", "first_value", "peak_value", "location")} == {
-        "device": "dev-1", "metric": "temperature", "level": "warning", "state": "open",
-        "first_value": 31.0, "peak_value": 32.0, "location": "N-ASM-1-LA",
+        "device": "dev-1",
+        "metric": "temperature",
+        "level": "warning",
+        "state": "open",
+        "first_value": 31.0,
+        "peak_value": 32.0,
+        "location": "N-ASM-1-LA",
     }
 
 
@@ -482,14 +543,19 @@ def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
     acknowledged = staff_api.post(f"{url}/acknowledge/", {"note": "Door left open"}, format="json")
     assert acknowledged.status_code == 200, acknowledged.data
     assert (acknowledged.data["state"], acknowledged.data["acknowledged_by"], acknowledged.data["note"]) == (
-        "acknowledged", "staff-user", "Door left open",
+        "acknowledged",
+        "staff-user",
+        "Door left open",
     )
     resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
     assert resolved.status_code == 200, resolved.data
     for action in ("acknowledge", "resolve"):
         again = staff_api.post(f"{url}/{action}/", {"note": "too late"}, format="json")
         assert again.status_code == 409
-        assert again.json() == {"detail": [f"Alert {alerts['open'].pk} is already resolved. Nothing changed."], "state": ["resolved"]}
+        assert again.json() == {
+            "detail": [f"Alert {alerts['open'].pk} is already resolved. Nothing changed."],
+            "state": ["resolved"],
+        }
     alert = Alert.objects.get(pk=alerts["open"].pk)
     assert (alert.state, alert.acknowledged_by.username, alert.note) == ("resolved", "staff-user", "Door left open")
     assert alert.acknowledged_at <= alert.resolved_at
@@ -509,13 +575,19 @@ def test_it_refuses_an_overlong_note(alerts, staff_api):
 
 def test_it_shows_dead_letters_to_admins_only(plant, admin_api, staff_api):
     now = timezone.now()
-    DeadLetter.objects.create(source="mqtt", topic="sensors/x", received_at=now, payload="{", reason="malformed_json", detail="line 1")
+    DeadLetter.objects.create(
+        source="mqtt", topic="sensors/x", received_at=now, payload="{", reason="malformed_json", detail="line 1"
+    )
     DeadLetter.objects.create(source="kafka", topic="sensors/y", received_at=now, payload="{}", reason="unknown_device")
     response = admin_api.get("/api/v1/deadletters/?reason=malformed_json")
     assert response.status_code == 200
     (row,) = response.data["results"]
     assert {k: v for k, v in row.items() if k not in ("id", "received_at")} == {
-        "source": "mqtt", "topic": "sensors/x", "payload": "{", "reason": "malformed_json", "detail": "line 1",
+        "source": "mqtt",
+        "topic": "sensors/x",
+        "payload": "{",
+        "reason": "malformed_json",
+        "detail": "line 1",
     }
     assert len(admin_api.get("/api/v1/deadletters/?source=kafka").data["results"]) == 1
     assert staff_api.get("/api/v1/deadletters/").status_code == 403
@@ -558,7 +630,9 @@ def test_it_shows_the_threshold_in_force_for_each_metric_of_a_device(plant, staf
 def test_it_accepts_any_valid_iso_offset_for_readings(readings, staff_api):
     # +22:00 is valid ISO 8601 for Python but not for PostgreSQL: found by schemathesis.
     for fmt in ("json", "csv"):
-        response = staff_api.get(f"/api/v1/readings/?device=dev-1&metric=temperature&end=2025-07-22T00:37:00%2B22:00&format={fmt}")
+        response = staff_api.get(
+            f"/api/v1/readings/?device=dev-1&metric=temperature&end=2025-07-22T00:37:00%2B22:00&format={fmt}"
+        )
         assert response.status_code == 200
 
 
@@ -599,7 +673,9 @@ def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, h
 
     before = server_connections()
     for _ in range(40):
-        request = urllib.request.Request(f"{base}/api/v1/realtime/?loc_id=N-ASM-1-LA", headers={"Authorization": f"Token {token}"})
+        request = urllib.request.Request(
+            f"{base}/api/v1/realtime/?loc_id=N-ASM-1-LA", headers={"Authorization": f"Token {token}"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
     assert server_connections() - before <= 3

@@ -28,7 +28,9 @@ def integrator(plant):
 
 @pytest.fixture
 def alert(plant):
-    return Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="warning", opened_at=timezone.now())
+    return Alert.objects.create(
+        device=plant["devices"][0], metric=plant["temperature"], level="warning", opened_at=timezone.now()
+    )
 
 
 def bearer(access):
@@ -116,7 +118,9 @@ def test_the_command_prints_a_token_that_works(integrator, alert):
     assert (refused.status_code, refused.json()) == (403, {"detail": ["This API token is read-only."]})
     out = StringIO()
     call_command("api_token", "integrator", "--write", stdout=out, stderr=StringIO())
-    assert with_token(out.getvalue().strip()).post(f"/api/v1/alerts/{alert.pk}/acknowledge/", {}, format="json").status_code == 200
+    assert (
+        with_token(out.getvalue().strip()).post(f"/api/v1/alerts/{alert.pk}/acknowledge/", {}, format="json").status_code == 200
+    )
 
 
 def test_the_command_refuses_an_unknown_user(db):

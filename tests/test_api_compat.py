@@ -18,15 +18,23 @@ from .support import latest_item
 
 # The platform's documented answers (issue 20), the fixtures a client of it was written against.
 PLATFORM_REALTIME = {
-    "capture_dt": "2025-09-12T05:59:38.837000Z", "ymd": "20250912", "hh": "14",
-    "measurements": [{
-        "location": {"factory": "SinPyeong", "building": "MX-1", "floor": 1, "loc_id": "A011"},
-        "metrics": {"temperature": {"value": "22.1", "status": "normal"}, "humidity": {"value": "77.7", "status": None}},
-    }],
+    "capture_dt": "2025-09-12T05:59:38.837000Z",
+    "ymd": "20250912",
+    "hh": "14",
+    "measurements": [
+        {
+            "location": {"factory": "SinPyeong", "building": "MX-1", "floor": 1, "loc_id": "A011"},
+            "metrics": {"temperature": {"value": "22.1", "status": "normal"}, "humidity": {"value": "77.7", "status": None}},
+        }
+    ],
 }
 PLATFORM_AGGREGATION = {
     "location": {
-        "factory": "SinPyeong", "building": "F-2001", "floor": 1, "loc_id": "A031", "area": "조립2",
+        "factory": "SinPyeong",
+        "building": "F-2001",
+        "floor": 1,
+        "loc_id": "A031",
+        "area": "조립2",
         "date": [{"ymd": "20240922", "hour": "12", "metrics": {"pcv_temperature_max": "27.00", "pcv_temperature_avg": "27.00"}}],
     }
 }
@@ -76,12 +84,19 @@ def test_it_answers_the_platform_realtime_shape_by_factory_building_floor_and_lo
         assert before <= captured <= timezone.now()
         local = captured.astimezone(ZoneInfo("Asia/Seoul"))
         assert (answer["ymd"], answer["hh"]) == (f"{local:%Y%m%d}", f"{local:%H}")
-    assert [m["location"]["loc_id"] for m in staff_api.get("/api/v1/realtime/factory/SinPyeong").json()["measurements"]] == ["A031", "A011"]
+    assert [m["location"]["loc_id"] for m in staff_api.get("/api/v1/realtime/factory/SinPyeong").json()["measurements"]] == [
+        "A031",
+        "A011",
+    ]
 
 
 def test_it_writes_values_with_the_metrics_precision_and_the_threshold_status(sinpyeong, staff_api, admin_api):
-    store_latest([latest_item("th-a011", "temperature", 31.25, 1, "warning"), latest_item("pcv-a031", "pcv_temperature", 27, 1, "normal")])
-    by_loc = {m["location"]["loc_id"]: m["metrics"] for m in staff_api.get("/api/v1/realtime/factory/SinPyeong").json()["measurements"]}
+    store_latest(
+        [latest_item("th-a011", "temperature", 31.25, 1, "warning"), latest_item("pcv-a031", "pcv_temperature", 27, 1, "normal")]
+    )
+    by_loc = {
+        m["location"]["loc_id"]: m["metrics"] for m in staff_api.get("/api/v1/realtime/factory/SinPyeong").json()["measurements"]
+    }
     assert by_loc == {
         "A011": {"temperature": {"value": "31.2", "status": "warning"}, "humidity": {"value": None, "status": None}},
         "A031": {"pcv_temperature": {"value": "27.00", "status": "normal"}},
@@ -103,7 +118,8 @@ def store_hour(device, metric, local_hour, values):
     """Readings spread over one plant local hour."""
     start = local_hour.astimezone(UTC)
     Reading.objects.bulk_create(
-        Reading(device=device, metric=metric, time=start + timedelta(minutes=10 * n), value=value) for n, value in enumerate(values)
+        Reading(device=device, metric=metric, time=start + timedelta(minutes=10 * n), value=value)
+        for n, value in enumerate(values)
     )
 
 
@@ -156,11 +172,21 @@ def test_it_maps_the_platform_flat_threshold_onto_a_device_type_threshold(sinpye
     flat = {"sensor_type": "th-sensor", "metric_name": "humidity", "min_value": 30, "max_value": 70, "level": "warning"}
     created = admin_api.post("/api/v1/thresholds/", flat, format="json")
     assert created.status_code == 201, created.content
-    assert {k: created.json()[k] for k in ("metric", "device_type", "device", "location", "warning_min", "warning_max", "critical_min")} == {
-        "metric": "humidity", "device_type": "th-sensor", "device": None, "location": None,
-        "warning_min": 30.0, "warning_max": 70.0, "critical_min": None,
+    assert {
+        k: created.json()[k]
+        for k in ("metric", "device_type", "device", "location", "warning_min", "warning_max", "critical_min")
+    } == {
+        "metric": "humidity",
+        "device_type": "th-sensor",
+        "device": None,
+        "location": None,
+        "warning_min": 30.0,
+        "warning_max": 70.0,
+        "critical_min": None,
     }
-    critical = admin_api.post("/api/v1/thresholds/", {**flat, "min_value": 10, "max_value": 90, "level": "critical"}, format="json")
+    critical = admin_api.post(
+        "/api/v1/thresholds/", {**flat, "min_value": 10, "max_value": 90, "level": "critical"}, format="json"
+    )
     assert (critical.status_code, critical.json()["id"]) == (200, created.json()["id"])  # the same threshold, its other band
     url = f"/api/v1/thresholds/{created.json()['id']}"
     replaced = admin_api.put(url, {**flat, "max_value": 75}, format="json")
@@ -169,7 +195,9 @@ def test_it_maps_the_platform_flat_threshold_onto_a_device_type_threshold(sinpye
     assert (threshold.warning_min, threshold.warning_max, threshold.critical_min, threshold.critical_max) == (30, 75, 10, 90)
     assert admin_api.get(url).status_code == 200
     assert admin_api.delete(url).status_code == 204
-    everyone = admin_api.post("/api/v1/thresholds/", {"metric_name": "humidity", "max_value": 95, "level": "critical"}, format="json")
+    everyone = admin_api.post(
+        "/api/v1/thresholds/", {"metric_name": "humidity", "max_value": 95, "level": "critical"}, format="json"
+    )
     assert (everyone.status_code, everyone.json()["device_type"], everyone.json()["critical_max"]) == (201, None, 95.0)
 
 
@@ -194,9 +222,15 @@ def test_it_refuses_a_flat_threshold_it_cannot_map_saying_why(sinpyeong, admin_a
 
 
 def test_it_refuses_a_flat_band_that_crosses_the_other_band(sinpyeong, admin_api):
-    admin_api.post("/api/v1/thresholds/", {"sensor_type": "th-sensor", "metric_name": "humidity", "max_value": 90, "level": "critical"}, format="json")
+    admin_api.post(
+        "/api/v1/thresholds/",
+        {"sensor_type": "th-sensor", "metric_name": "humidity", "max_value": 90, "level": "critical"},
+        format="json",
+    )
     response = admin_api.post(
-        "/api/v1/thresholds/", {"sensor_type": "th-sensor", "metric_name": "humidity", "max_value": 95, "level": "warning"}, format="json"
+        "/api/v1/thresholds/",
+        {"sensor_type": "th-sensor", "metric_name": "humidity", "max_value": 95, "level": "warning"},
+        format="json",
     )
     assert response.status_code == 400
     assert response.json() == {"critical_max": ["Must not be below warning max."]}
@@ -204,9 +238,14 @@ def test_it_refuses_a_flat_band_that_crosses_the_other_band(sinpyeong, admin_api
 
 def test_it_documents_the_platform_paths_under_a_compatibility_tag(sinpyeong, staff_api):
     schema = staff_api.get("/api/schema/?format=json").json()
-    tagged = sorted(path for path, operations in schema["paths"].items() if "compatibility" in operations.get("get", {}).get("tags", []))
+    tagged = sorted(
+        path for path, operations in schema["paths"].items() if "compatibility" in operations.get("get", {}).get("tags", [])
+    )
     assert tagged == [
-        "/api/v1/aggregation/{metric}/factory/{factory}", "/api/v1/aggregation/{metric}/location/{loc_id}",
-        "/api/v1/realtime/building/{building}", "/api/v1/realtime/factory/{factory}",
-        "/api/v1/realtime/floor/{floor}", "/api/v1/realtime/loc_id/{loc_id}",
+        "/api/v1/aggregation/{metric}/factory/{factory}",
+        "/api/v1/aggregation/{metric}/location/{loc_id}",
+        "/api/v1/realtime/building/{building}",
+        "/api/v1/realtime/factory/{factory}",
+        "/api/v1/realtime/floor/{floor}",
+        "/api/v1/realtime/loc_id/{loc_id}",
     ]

@@ -66,12 +66,27 @@ def device_master_endpoints():
         broken = {**body, "metric": "no-such"} if path == "thresholds" else {**body, key: ""}
         yield f"{path} list", get(f"/api/v1/{path}/", f"/api/v1/{path}/?{filter_name}=%00", statuses=(200, 400, None))
         yield f"{path} retrieve", get(f"/api/v1/{path}/{spare}/", None, f"/api/v1/{path}/nope/")
-        yield f"{path} create", Endpoint("post", (f"/api/v1/{path}/", new), (f"/api/v1/{path}/", broken), None, (201, 400, None), who="admin")
-        yield f"{path} replace", Endpoint(
-            "put", (f"/api/v1/{path}/{spare}/", same), (f"/api/v1/{path}/{spare}/", broken), (f"/api/v1/{path}/nope/", same),
-            (200, 400, 404), who="admin",
+        yield (
+            f"{path} create",
+            Endpoint("post", (f"/api/v1/{path}/", new), (f"/api/v1/{path}/", broken), None, (201, 400, None), who="admin"),
         )
-        yield f"{path} delete", Endpoint("delete", (f"/api/v1/{path}/{spare}/", None), None, (f"/api/v1/{path}/nope/", None), (204, None, 404), who="admin")
+        yield (
+            f"{path} replace",
+            Endpoint(
+                "put",
+                (f"/api/v1/{path}/{spare}/", same),
+                (f"/api/v1/{path}/{spare}/", broken),
+                (f"/api/v1/{path}/nope/", same),
+                (200, 400, 404),
+                who="admin",
+            ),
+        )
+        yield (
+            f"{path} delete",
+            Endpoint(
+                "delete", (f"/api/v1/{path}/{spare}/", None), None, (f"/api/v1/{path}/nope/", None), (204, None, 404), who="admin"
+            ),
+        )
 
 
 ENDPOINTS = dict(
@@ -82,54 +97,118 @@ ENDPOINTS = dict(
         ("realtime", get("/api/v1/realtime/?loc_id=N-ASM-1-LA", "/api/v1/realtime/?factory=%00", statuses=(200, 400, None))),
         ("realtime by factory", get("/api/v1/realtime/factory/North", None, "/api/v1/realtime/factory/Nowhere")),
         ("realtime by loc_id", get("/api/v1/realtime/loc_id/N-ASM-1-LA/", None, "/api/v1/realtime/loc_id/Z999/")),
-        ("aggregation", get(
-            f"/api/v1/aggregation/temperature/?{AGGREGATION}", "/api/v1/aggregation/temperature/?start_date=20261345&end_date=2026",
-            f"/api/v1/aggregation/pressure/?{AGGREGATION}", statuses=(200, 400, 400),
-        )),
-        ("aggregation by location", get(
-            f"/api/v1/aggregation/temperature/location/N-ASM-1-LA?{AGGREGATION}",
-            "/api/v1/aggregation/temperature/location/N-ASM-1-LA?start_date=2026-01",
-            f"/api/v1/aggregation/temperature/location/Z999?{AGGREGATION}",
-        )),
-        ("aggregation by factory", get(
-            f"/api/v1/aggregation/temperature/factory/North?{AGGREGATION}",
-            "/api/v1/aggregation/temperature/factory/North?end_date=2026", f"/api/v1/aggregation/temperature/factory/Nowhere?{AGGREGATION}",
-        )),
-        ("readings", get(
-            "/api/v1/readings/?device=dev-1&metric=temperature", "/api/v1/readings/?device=dev-1&metric=temperature&start=yesterday",
-            "/api/v1/readings/?device=nope&metric=temperature", statuses=(200, 400, 400),
-        )),
-        ("readings as CSV", get(
-            "/api/v1/readings/?device=dev-1&metric=temperature&format=csv", "/api/v1/readings/?device=dev-1&format=csv",
-            "/api/v1/readings/?device=dev-1&metric=nope&format=csv", statuses=(200, 400, 400), success="text/csv",
-        )),
+        (
+            "aggregation",
+            get(
+                f"/api/v1/aggregation/temperature/?{AGGREGATION}",
+                "/api/v1/aggregation/temperature/?start_date=20261345&end_date=2026",
+                f"/api/v1/aggregation/pressure/?{AGGREGATION}",
+                statuses=(200, 400, 400),
+            ),
+        ),
+        (
+            "aggregation by location",
+            get(
+                f"/api/v1/aggregation/temperature/location/N-ASM-1-LA?{AGGREGATION}",
+                "/api/v1/aggregation/temperature/location/N-ASM-1-LA?start_date=2026-01",
+                f"/api/v1/aggregation/temperature/location/Z999?{AGGREGATION}",
+            ),
+        ),
+        (
+            "aggregation by factory",
+            get(
+                f"/api/v1/aggregation/temperature/factory/North?{AGGREGATION}",
+                "/api/v1/aggregation/temperature/factory/North?end_date=2026",
+                f"/api/v1/aggregation/temperature/factory/Nowhere?{AGGREGATION}",
+            ),
+        ),
+        (
+            "readings",
+            get(
+                "/api/v1/readings/?device=dev-1&metric=temperature",
+                "/api/v1/readings/?device=dev-1&metric=temperature&start=yesterday",
+                "/api/v1/readings/?device=nope&metric=temperature",
+                statuses=(200, 400, 400),
+            ),
+        ),
+        (
+            "readings as CSV",
+            get(
+                "/api/v1/readings/?device=dev-1&metric=temperature&format=csv",
+                "/api/v1/readings/?device=dev-1&format=csv",
+                "/api/v1/readings/?device=dev-1&metric=nope&format=csv",
+                statuses=(200, 400, 400),
+                success="text/csv",
+            ),
+        ),
         ("alerts", get("/api/v1/alerts/?state=open", "/api/v1/alerts/?state=closed", statuses=(200, 400, None))),
         ("alert", get("/api/v1/alerts/{alert}/", "/api/v1/alerts/abc/", "/api/v1/alerts/999999/", statuses=(200, 404, 404))),
         *[
-            (f"alert {action}", Endpoint(
-                "post", (f"/api/v1/alerts/{{alert}}/{action}/", {"note": "ok"}), (f"/api/v1/alerts/{{alert}}/{action}/", {"note": "x" * 1001}),
-                (f"/api/v1/alerts/999999/{action}/", {}), (200, 400, 404),
-            ))
+            (
+                f"alert {action}",
+                Endpoint(
+                    "post",
+                    (f"/api/v1/alerts/{{alert}}/{action}/", {"note": "ok"}),
+                    (f"/api/v1/alerts/{{alert}}/{action}/", {"note": "x" * 1001}),
+                    (f"/api/v1/alerts/999999/{action}/", {}),
+                    (200, 400, 404),
+                ),
+            )
             for action in ("acknowledge", "resolve")
         ],
-        ("effective thresholds", get(
-            "/api/v1/thresholds/effective/?device=dev-1", "/api/v1/thresholds/effective/", "/api/v1/thresholds/effective/?device=nope",
-            statuses=(200, 400, 400),
-        )),
-        ("dead letters", get("/api/v1/deadletters/", "/api/v1/deadletters/?reason=bogus", statuses=(200, 400, None), who="admin")),
-        ("dead letter", get("/api/v1/deadletters/{deadletter}/", "/api/v1/deadletters/abc/", "/api/v1/deadletters/999999/", who="admin",
-                            statuses=(200, 404, 404))),
-        ("ingest", Endpoint("post", ("/api/v1/ingest/", {"temperature": 1}), ("/api/v1/ingest/", "{"), None, (None, None, None), who="device")),
+        (
+            "effective thresholds",
+            get(
+                "/api/v1/thresholds/effective/?device=dev-1",
+                "/api/v1/thresholds/effective/",
+                "/api/v1/thresholds/effective/?device=nope",
+                statuses=(200, 400, 400),
+            ),
+        ),
+        (
+            "dead letters",
+            get("/api/v1/deadletters/", "/api/v1/deadletters/?reason=bogus", statuses=(200, 400, None), who="admin"),
+        ),
+        (
+            "dead letter",
+            get(
+                "/api/v1/deadletters/{deadletter}/",
+                "/api/v1/deadletters/abc/",
+                "/api/v1/deadletters/999999/",
+                who="admin",
+                statuses=(200, 404, 404),
+            ),
+        ),
+        (
+            "ingest",
+            Endpoint(
+                "post", ("/api/v1/ingest/", {"temperature": 1}), ("/api/v1/ingest/", "{"), None, (None, None, None), who="device"
+            ),
+        ),
         ("schema", get("/api/schema/?format=json", statuses=(200, None, None), success="application/vnd.oai.openapi+json")),
         ("docs", get("/api/docs/", statuses=(200, None, None), success="text/html")),
-        ("JWT token", Endpoint(
-            "post", ("/api/v1/auth/token/", {"username": "jwt-user", "password": "jwt-pw-12345"}), ("/api/v1/auth/token/", {"username": "jwt-user"}),
-            ("/api/v1/auth/token/", {"username": "nobody", "password": "jwt-pw-12345"}), (200, 400, 401), who="anyone",
-        )),
-        ("JWT refresh", Endpoint(
-            "post", ("/api/v1/auth/token/refresh/", {"refresh": "{refresh}"}), ("/api/v1/auth/token/refresh/", {}),
-            ("/api/v1/auth/token/refresh/", {"refresh": "not.a.token"}), (200, 400, 401), who="anyone",
-        )),
+        (
+            "JWT token",
+            Endpoint(
+                "post",
+                ("/api/v1/auth/token/", {"username": "jwt-user", "password": "jwt-pw-12345"}),
+                ("/api/v1/auth/token/", {"username": "jwt-user"}),
+                ("/api/v1/auth/token/", {"username": "nobody", "password": "jwt-pw-12345"}),
+                (200, 400, 401),
+                who="anyone",
+            ),
+        ),
+        (
+            "JWT refresh",
+            Endpoint(
+                "post",
+                ("/api/v1/auth/token/refresh/", {"refresh": "{refresh}"}),
+                ("/api/v1/auth/token/refresh/", {}),
+                ("/api/v1/auth/token/refresh/", {"refresh": "not.a.token"}),
+                (200, 400, 401),
+                who="anyone",
+            ),
+        ),
     ]
 )
 
@@ -146,8 +225,12 @@ def objects(plant, django_user_model):
     spare_type.metrics.add(plant["humidity"])
     jwt_user = django_user_model.objects.create_user("jwt-user", password="jwt-pw-12345", is_staff=True)
     return {
-        "alert": Alert.objects.create(device=dev1, metric=plant["temperature"], level="warning", opened_at=timezone.now() - timedelta(minutes=5)).pk,
-        "deadletter": DeadLetter.objects.create(source="mqtt", topic="sensors/x", received_at=timezone.now(), payload="{", reason="malformed_json").pk,
+        "alert": Alert.objects.create(
+            device=dev1, metric=plant["temperature"], level="warning", opened_at=timezone.now() - timedelta(minutes=5)
+        ).pk,
+        "deadletter": DeadLetter.objects.create(
+            source="mqtt", topic="sensors/x", received_at=timezone.now(), payload="{", reason="malformed_json"
+        ).pk,
         "threshold": Threshold.objects.create(metric=plant["humidity"], warning_max=70).pk,
         "refresh": str(RefreshToken.for_user(jwt_user)),
     }
@@ -171,7 +254,8 @@ def filled(value, objects):
 
 def is_error_shape(body):
     return (
-        isinstance(body, dict) and body
+        isinstance(body, dict)
+        and body
         and all(isinstance(key, str) and isinstance(messages, list) and messages for key, messages in body.items())
         and all(isinstance(message, str) and message for messages in body.values() for message in messages)
     )
@@ -189,7 +273,11 @@ def test_every_endpoint_answers_each_caller_with_the_status_and_json_shape_it_pr
             continue
         path, body = filled(request[0], objects), filled(request[1], objects)
         expected = endpoint.expected(role, case)
-        response = getattr(client, endpoint.method)(path, body, format="json") if body is not None else getattr(client, endpoint.method)(path)
+        response = (
+            getattr(client, endpoint.method)(path, body, format="json")
+            if body is not None
+            else getattr(client, endpoint.method)(path)
+        )
         content = b"" if response.streaming else response.content
         where = f"{endpoint.method.upper()} {path} as {role} ({case})"
         assert response.status_code == expected, f"{where}: {content[:300]!r}"

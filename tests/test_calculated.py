@@ -106,11 +106,18 @@ def test_the_api_refuses_an_invalid_expression_naming_the_problem(plant, admin_a
 
 
 def test_the_api_saves_a_valid_expression_and_refuses_renaming_a_used_key(plant, admin_api):
-    response = admin_api.post("/api/v1/metrics/", {"key": "feels", "expression": "temperature + 0.1 * humidity",
-                                                   "max_input_age": 60}, format="json")
+    response = admin_api.post(
+        "/api/v1/metrics/", {"key": "feels", "expression": "temperature + 0.1 * humidity", "max_input_age": 60}, format="json"
+    )
     assert response.status_code == 201, response.content
-    assert response.json() == {"key": "feels", "unit": "", "label": "", "precision": 1,
-                               "expression": "temperature + 0.1 * humidity", "max_input_age": 60}
+    assert response.json() == {
+        "key": "feels",
+        "unit": "",
+        "label": "",
+        "precision": 1,
+        "expression": "temperature + 0.1 * humidity",
+        "max_input_age": 60,
+    }
     response = admin_api.patch("/api/v1/metrics/humidity/", {"key": "rh"}, format="json")
     assert response.status_code == 400
     assert "“humidity” is used by the expression of feels" in orjson.dumps(response.json()).decode()
@@ -201,8 +208,11 @@ def test_a_threshold_on_a_calculated_metric_opens_an_alert_through_a_real_worker
     hub.ingest("--source", "mqtt", "--client-id", f"calc-ingest-{unique}")
     hub.celery_worker()
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 29.5, "humidity": 80.0})  # feels like 36.4 °C
-    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-1", metric__key=KEY).first(), timeout=30,
-                       message="an alert on the calculated metric")
+    alert = eventually(
+        lambda: Alert.objects.filter(device__device_id="dev-1", metric__key=KEY).first(),
+        timeout=30,
+        message="an alert on the calculated metric",
+    )
     assert (alert.level, alert.state, alert.first_value) == ("critical", "open", perceived(29.5, 80.0))
     assert not Alert.objects.filter(metric__key="temperature").exists()  # 29.5 °C is under the temperature threshold
 
@@ -224,8 +234,9 @@ def test_recalculate_recomputes_a_range_from_the_stored_inputs_and_its_rollups(c
     Reading.objects.create(device=dev1, metric=calculated[KEY], time=stale, value=-99.0)  # the old formula's value
     Metric.objects.filter(key=KEY).update(max_input_age=240)
 
-    out = call_command_output("recalculate", "--metric", KEY, "--start", "2026-03-01T11:00:00", "--end",
-                              "2026-03-01T12:00:00", "--step-hours", "1")
+    out = call_command_output(
+        "recalculate", "--metric", KEY, "--start", "2026-03-01T11:00:00", "--end", "2026-03-01T12:00:00", "--step-hours", "1"
+    )
     assert "recalculate perceived_temperature: 2026-03-01 12:00 100.0%" in out
     as_ms = [(round(t.timestamp() * 1000), m, v) for t, m, v in readings]
     hour = (round((base + timedelta(hours=1)).timestamp() * 1000), round((base + timedelta(hours=2)).timestamp() * 1000))

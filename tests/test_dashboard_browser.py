@@ -139,7 +139,9 @@ def test_it_draws_the_device_chart_with_threshold_bands(live_hub, browser, publi
     points = browser.execute_script("return document.getElementById('chart-temperature').data[0].y.length")
     assert points == 10
     # Warning and critical bands above 30 and 35 °C are drawn as shapes.
-    shapes = browser.execute_script("return document.getElementById('chart-temperature').layout.shapes.map(s => [s.y0, s.fillcolor])")
+    shapes = browser.execute_script(
+        "return document.getElementById('chart-temperature').layout.shapes.map(s => [s.y0, s.fillcolor])"
+    )
     assert [s[0] for s in shapes] == [30, 35]
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-temperature .shapelayer path")
     # A new reading streams into the chart.
@@ -161,7 +163,9 @@ def test_it_draws_a_month_of_history_from_hourly_rollups_with_a_min_max_band(liv
 
     Reading.objects.bulk_create(
         Reading(device=device, metric=metric, time=t + timedelta(minutes=spread * 5), value=value(base, t, spread))
-        for t in hours for spread in (0, 4) for metric, base in ((temperature, 22.0), (humidity, 45.0))
+        for t in hours
+        for spread in (0, 4)
+        for metric, base in ((temperature, 22.0), (humidity, 45.0))
     )
     recompute_range(hours[-1], newest + timedelta(hours=1))
     log_in(browser, live_hub)
@@ -171,7 +175,9 @@ def test_it_draws_a_month_of_history_from_hourly_rollups_with_a_min_max_band(liv
         "return document.getElementById('chart-temperature').data.map(t => [t.name, t.y, t.fill || null])"
     )
     assert [(name, len(y), fill) for name, y, fill in traces] == [
-        ("min", len(hours), None), ("max", len(hours), "tonexty"), ("avg", len(hours), None)
+        ("min", len(hours), None),
+        ("max", len(hours), "tonexty"),
+        ("avg", len(hours), None),
     ]
     (_, low, _), (_, high, _), (_, avg, _) = traces
     assert [hi - lo for lo, hi in zip(low, high, strict=True)] == pytest.approx([4] * len(hours))
@@ -204,8 +210,10 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
     assert "malformed JSON" in browser.find_element(By.ID, "dead-letter-reasons").text
     # The sparklines keep what the page has polled.
     WebDriverWait(browser, 20, poll_frequency=0.5).until(
-        lambda b: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 23.0}) or b.execute_script(
-            "return document.getElementById('spark-messages_per_s').data[0].y.length") >= 8
+        lambda b: (
+            publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 23.0})
+            or b.execute_script("return document.getElementById('spark-messages_per_s').data[0].y.length") >= 8
+        )
     )
     assert browser.find_elements(By.CSS_SELECTOR, "#spark-messages_per_s path.js-fill")
     screenshot(browser, "health")
@@ -242,7 +250,10 @@ def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browse
     log_in(browser, live_hub)
     # Every cell and legend head names its metric and unit.
     assert cell_title(browser, "dev-1|temperature") == "temperature (°C)"
-    assert [h.get_attribute("title") for h in browser.find_elements(By.CSS_SELECTOR, ".legend .head")] == ["humidity (%)", "temperature (°C)"]
+    assert [h.get_attribute("title") for h in browser.find_elements(By.CSS_SELECTOR, ".legend .head")] == [
+        "humidity (%)",
+        "temperature (°C)",
+    ]
     # A new location in a new factory, with a new device: it appears, then reports, without a reload.
     location = Location.objects.create(loc_id="S-PACK-1", factory="South", building="Packing", floor="1", area="Line 1")
     Device.objects.create(device_id="dev-9", device_type=plant["type"], location=location)
@@ -373,9 +384,20 @@ def test_every_page_fits_every_screen_without_errors(live_hub, browser, publishe
     eventually(lambda: DeadLetter.objects.exists(), message="a dead letter")
     device_pk, threshold_pk = plant["devices"][0].pk, plant["threshold"].pk
     pages = [
-        "/", "/?kiosk=1", "/devices/dev-1/", "/devices/dev-1/?range=30d", "/alerts/", "/alerts/?state=all", "/health/",
-        "/admin/", "/admin/devices/device/", f"/admin/devices/device/{device_pk}/change/", "/admin/devices/location/",
-        "/admin/alerts/threshold/", f"/admin/alerts/threshold/{threshold_pk}/change/", "/admin/alerts/alert/",
+        "/",
+        "/?kiosk=1",
+        "/devices/dev-1/",
+        "/devices/dev-1/?range=30d",
+        "/alerts/",
+        "/alerts/?state=all",
+        "/health/",
+        "/admin/",
+        "/admin/devices/device/",
+        f"/admin/devices/device/{device_pk}/change/",
+        "/admin/devices/location/",
+        "/admin/alerts/threshold/",
+        f"/admin/alerts/threshold/{threshold_pk}/change/",
+        "/admin/alerts/alert/",
     ]
     log_in(browser, live_hub, "chief", "chief-pw-1")
     for viewport in VIEWPORTS:

@@ -16,45 +16,51 @@ from apps.devices.expressions import (
 KNOWN = {"temperature", "humidity", "pressure", "dew_point"}
 
 
-@pytest.mark.parametrize("text, inputs", [
-    ("temperature + 0.1 * humidity", ("temperature", "humidity")),
-    ("humidity * temperature - temperature", ("humidity", "temperature")),
-    ("exp(temperature) + log(humidity) + log(humidity, 10) + sqrt(pressure)", ("temperature", "humidity", "pressure")),
-    ("min(temperature, humidity, 3) + max(temperature, 1) + abs(-temperature)", ("temperature", "humidity")),
-    ("round(temperature) + round(temperature, 2)", ("temperature",)),
-    ("temperature if humidity > 50 else -temperature", ("temperature", "humidity")),
-    ("1 if 0 < temperature <= 30 and not humidity == 1 or pressure != 2 else 0", ("temperature", "humidity", "pressure")),
-    ("temperature ** 2 % 7", ("temperature",)),
-])
+@pytest.mark.parametrize(
+    "text, inputs",
+    [
+        ("temperature + 0.1 * humidity", ("temperature", "humidity")),
+        ("humidity * temperature - temperature", ("humidity", "temperature")),
+        ("exp(temperature) + log(humidity) + log(humidity, 10) + sqrt(pressure)", ("temperature", "humidity", "pressure")),
+        ("min(temperature, humidity, 3) + max(temperature, 1) + abs(-temperature)", ("temperature", "humidity")),
+        ("round(temperature) + round(temperature, 2)", ("temperature",)),
+        ("temperature if humidity > 50 else -temperature", ("temperature", "humidity")),
+        ("1 if 0 < temperature <= 30 and not humidity == 1 or pressure != 2 else 0", ("temperature", "humidity", "pressure")),
+        ("temperature ** 2 % 7", ("temperature",)),
+    ],
+)
 def test_valid_expressions_and_their_inputs(text, inputs):
     assert parse_expression(text, known_names=KNOWN).inputs == inputs
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "The expression is empty."),
-    ("temperature +", "Syntax error: the expression ends too soon (invalid syntax)."),
-    ("temperature humidity", "Syntax error at character 13: invalid syntax."),
-    ("wind + 1", "Unknown name “wind”: not a metric key."),
-    ("pow(temperature, 2)", "Unknown function “pow”; the functions are abs, exp, log, max, min, round, sqrt."),
-    ("__import__('os')", "Unknown function “__import__”"),
-    ("temperature.real", "“temperature.real” is not allowed; use numbers, metric keys"),
-    ("(1).__class__", "__class__” is not allowed"),
-    ("[temperature][0]", "is not allowed"),
-    ("(lambda: 1)()", "Unknown function “lambda: 1”"),
-    ("lambda: 1", "“lambda: 1” is not allowed"),
-    ("temperature // 2", "“temperature // 2” is not allowed"),
-    ("temperature in (1, 2)", "is not allowed"),
-    ("'a' + temperature", "“'a'” is not a number."),
-    ("True + temperature", "“True” is not a number."),
-    ("exp + 1", "exp is a function: call it as exp(…)."),
-    ("exp(temperature, 2)", "exp() takes 1 argument(s), not 2."),
-    ("log()", "log() takes 1 or 2 argument(s), not 0."),
-    ("max(temperature)", "max() takes at least 2 argument(s), not 1."),
-    ("round(temperature, ndigits=2)", "round() takes no keyword arguments."),
-    ("round(temperature, humidity)", "round(x, digits): digits must be a whole number."),
-    ("x := 1", "Syntax error"),
-    ("temperature + " * 300 + "1", "longer than 1000 characters"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "The expression is empty."),
+        ("temperature +", "Syntax error: the expression ends too soon (invalid syntax)."),
+        ("temperature humidity", "Syntax error at character 13: invalid syntax."),
+        ("wind + 1", "Unknown name “wind”: not a metric key."),
+        ("pow(temperature, 2)", "Unknown function “pow”; the functions are abs, exp, log, max, min, round, sqrt."),
+        ("__import__('os')", "Unknown function “__import__”"),
+        ("temperature.real", "“temperature.real” is not allowed; use numbers, metric keys"),
+        ("(1).__class__", "__class__” is not allowed"),
+        ("[temperature][0]", "is not allowed"),
+        ("(lambda: 1)()", "Unknown function “lambda: 1”"),
+        ("lambda: 1", "“lambda: 1” is not allowed"),
+        ("temperature // 2", "“temperature // 2” is not allowed"),
+        ("temperature in (1, 2)", "is not allowed"),
+        ("'a' + temperature", "“'a'” is not a number."),
+        ("True + temperature", "“True” is not a number."),
+        ("exp + 1", "exp is a function: call it as exp(…)."),
+        ("exp(temperature, 2)", "exp() takes 1 argument(s), not 2."),
+        ("log()", "log() takes 1 or 2 argument(s), not 0."),
+        ("max(temperature)", "max() takes at least 2 argument(s), not 1."),
+        ("round(temperature, ndigits=2)", "round() takes no keyword arguments."),
+        ("round(temperature, humidity)", "round(x, digits): digits must be a whole number."),
+        ("x := 1", "Syntax error"),
+        ("temperature + " * 300 + "1", "longer than 1000 characters"),
+    ],
+)
 def test_invalid_expressions_name_the_problem(text, message):
     with pytest.raises(ExpressionError) as error:
         parse_expression(text, known_names=KNOWN)
@@ -78,16 +84,19 @@ def test_values_equal_the_formula_in_python():
     assert choose.evaluate([3.0, 2.0]) == 4.0
 
 
-@pytest.mark.parametrize("text, values, message", [
-    ("temperature / humidity", [1.0, 0.0], "division by zero"),
-    ("temperature % humidity", [1.0, 0.0], "division by zero"),
-    ("log(temperature)", [-1.0], "math domain error"),
-    ("sqrt(temperature)", [-4.0], "math domain error"),
-    ("temperature ** 0.5", [-8.0], "math domain error"),
-    ("exp(temperature)", [1000.0], "result too large"),
-    ("10 ** 10 ** 10", [], "result too large"),
-    ("temperature * 1e308 * 10", [1.0], "non-finite result"),
-])
+@pytest.mark.parametrize(
+    "text, values, message",
+    [
+        ("temperature / humidity", [1.0, 0.0], "division by zero"),
+        ("temperature % humidity", [1.0, 0.0], "division by zero"),
+        ("log(temperature)", [-1.0], "math domain error"),
+        ("sqrt(temperature)", [-4.0], "math domain error"),
+        ("temperature ** 0.5", [-8.0], "math domain error"),
+        ("exp(temperature)", [1000.0], "result too large"),
+        ("10 ** 10 ** 10", [], "result too large"),
+        ("temperature * 1e308 * 10", [1.0], "non-finite result"),
+    ],
+)
 def test_runtime_failures_raise_calculation_error(text, values, message):
     expression = parse_expression(text, known_names=KNOWN)
     with pytest.raises(CalculationError, match=message):

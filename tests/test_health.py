@@ -18,7 +18,12 @@ def test_it_says_not_configured_for_services_the_hub_runs_without(db, settings):
     settings.CELERY_BROKER_URL = ""
     response = Client().get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "redis": "not configured", "mqtt": "ok", "celery_broker": "not configured"}
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "redis": "not configured",
+        "mqtt": "ok",
+        "celery_broker": "not configured",
+    }
 
 
 def test_it_is_not_ready_when_mqtt_is_away(db, settings):
@@ -32,7 +37,12 @@ def test_it_says_which_services_are_not_configured(db, settings):
     settings.REDIS_URL = settings.CELERY_BROKER_URL = ""
     response = Client().get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "redis": "not configured", "mqtt": "ok", "celery_broker": "not configured"}
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "redis": "not configured",
+        "mqtt": "ok",
+        "celery_broker": "not configured",
+    }
 
 
 def test_it_checks_the_embedded_broker_without_making_it_warn(db, settings, caplog):
@@ -71,7 +81,11 @@ def test_it_exports_ingest_and_worker_metrics_for_prometheus(plant, hub, publish
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return response.read().decode()
 
-    eventually(lambda: 'iothub_ingest_dead_letters_total{reason="unknown_device"} 1.0' in scrape(ingest_port), message="ingest metrics")
+    eventually(
+        lambda: 'iothub_ingest_dead_letters_total{reason="unknown_device"} 1.0' in scrape(ingest_port), message="ingest metrics"
+    )
     ingest = scrape(ingest_port)
     assert "iothub_ingest_messages_total 2.0" in ingest and "iothub_ingest_latency_seconds_bucket" in ingest
-    eventually(lambda: 'iothub_alert_changes_total{event="opened",level="critical"} 1.0' in scrape(worker_port), message="worker metrics")
+    eventually(
+        lambda: 'iothub_alert_changes_total{event="opened",level="critical"} 1.0' in scrape(worker_port), message="worker metrics"
+    )

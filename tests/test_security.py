@@ -17,9 +17,21 @@ from .support import ROOT, eventually, now_ms
 
 
 def test_it_passes_the_deploy_checklist_with_production_settings(hub_env):
-    env = {**hub_env, "SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0", "IOTHUB_HTTPS": "1", "ALLOWED_HOSTS": "hub.plant.example"}
-    run = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **hub_env,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
+        "IOTHUB_HTTPS": "1",
+        "ALLOWED_HOSTS": "hub.plant.example",
+    }
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -87,4 +99,7 @@ def test_every_page_sends_the_security_headers(plant):
         assert directives["script-src"].split(" 'nonce-")[0] == "'self'" and "unsafe" not in directives["script-src"], path
         assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'", path
         assert (response["X-Content-Type-Options"], response["Referrer-Policy"], response["X-Frame-Options"]) == (
-            "nosniff", "same-origin", "DENY"), path
+            "nosniff",
+            "same-origin",
+            "DENY",
+        ), path

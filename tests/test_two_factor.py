@@ -37,7 +37,9 @@ def enrol(client):
     page = client.get("/accounts/two-factor/setup/?next=/admin/")
     assert page.status_code == 200 and "<svg" in page.content.decode()  # the QR code, inline
     device = TOTPDevice.objects.get(user__username="root", confirmed=False)
-    assert client.post("/accounts/two-factor/setup/", {"code": "000000", "next": "/admin/"}).status_code == 200  # wrong: asked again
+    assert (
+        client.post("/accounts/two-factor/setup/", {"code": "000000", "next": "/admin/"}).status_code == 200
+    )  # wrong: asked again
     with after_the_throttle():
         done = client.post("/accounts/two-factor/setup/", {"code": code_of(device), "next": "/admin/"})
     codes = re.findall(r"<code>(\w+)</code>", done.content.decode())

@@ -12,7 +12,9 @@ class APIToken(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(_("name"), max_length=100)
-    prefix = models.CharField(max_length=KEY_PREFIX_LENGTH, unique=True, editable=False, help_text=_("The clear start of the key, to look it up."))
+    prefix = models.CharField(
+        max_length=KEY_PREFIX_LENGTH, unique=True, editable=False, help_text=_("The clear start of the key, to look it up.")
+    )
     digest = models.CharField(max_length=64, editable=False)
     can_write = models.BooleanField(_("may write"), default=False, help_text=_("Read-only tokens only read (GET)."))
     created_at = models.DateTimeField(_("created"), auto_now_add=True)

@@ -15,7 +15,9 @@ def key_digest(key):
 def issue_api_token(*, user, name, can_write=False):
     """A new token of `user` → (APIToken, key); the key is not stored, show it now."""
     key = secrets.token_urlsafe(32)
-    token = APIToken.objects.create(user=user, name=name, prefix=key[:KEY_PREFIX_LENGTH], digest=key_digest(key), can_write=can_write)
+    token = APIToken.objects.create(
+        user=user, name=name, prefix=key[:KEY_PREFIX_LENGTH], digest=key_digest(key), can_write=can_write
+    )
     return token, key
 
 

@@ -44,7 +44,9 @@ def revoke(request, pk):
 
 
 class CodeForm(forms.Form):
-    code = forms.CharField(label=_("Code"), max_length=16, widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}))
+    code = forms.CharField(
+        label=_("Code"), max_length=16, widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True})
+    )
 
 
 def next_url(request):
@@ -64,12 +66,16 @@ def two_factor_setup(request):
             return render(request, "accounts/recovery_codes.html", {"codes": codes, "next": next_url(request)})
         form.add_error("code", _("That code is not right. Check the time on your phone and try the next code."))
     image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    return render(request, "accounts/two_factor_setup.html", {
-        "qr": mark_safe(image.to_string(encoding="unicode")),  # SVG made here from the device's URL
-        "key": device.config_url.split("secret=")[1].split("&")[0],
-        "form": form,
-        "next": next_url(request),
-    })
+    return render(
+        request,
+        "accounts/two_factor_setup.html",
+        {
+            "qr": mark_safe(image.to_string(encoding="unicode")),  # SVG made here from the device's URL
+            "key": device.config_url.split("secret=")[1].split("&")[0],
+            "form": form,
+            "next": next_url(request),
+        },
+    )
 
 
 @login_required

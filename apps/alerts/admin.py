@@ -14,20 +14,24 @@ from .selectors import effective_thresholds
 
 
 def band_text(threshold, level):
-    """"below 10 °C or above 30 °C": where a threshold's warning or critical band begins."""
+    """ "below 10 °C or above 30 °C": where a threshold's warning or critical band begins."""
     unit = f" {threshold.metric.unit}" if threshold.metric.unit else ""
     low, high = getattr(threshold, f"{level}_min"), getattr(threshold, f"{level}_max")
-    parts = [gettext("below %s") % f"{low:g}{unit}" if low is not None else "",
-             gettext("above %s") % f"{high:g}{unit}" if high is not None else ""]
+    parts = [
+        gettext("below %s") % f"{low:g}{unit}" if low is not None else "",
+        gettext("above %s") % f"{high:g}{unit}" if high is not None else "",
+    ]
     return gettext(" or ").join(p for p in parts if p) or "—"
 
 
 def thresholds_table(rows):
     """rows: (metric, threshold or None) → a small table: metric, warning, critical, where it is set."""
     body = format_html_join(
-        "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         (
-            (metric.label or metric.key, band_text(t, "warning"), band_text(t, "critical"), t.scope_label) if t
+            (metric.label or metric.key, band_text(t, "warning"), band_text(t, "critical"), t.scope_label)
+            if t
             else (metric.label or metric.key, "—", "—", gettext("no threshold"))
             for metric, t in rows
         ),
@@ -35,7 +39,11 @@ def thresholds_table(rows):
     return format_html(
         '<table class="thresholds-in-force"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
         "<tbody>{}</tbody></table>",
-        gettext("Metric"), gettext("Warning"), gettext("Critical"), gettext("Set for"), body,
+        gettext("Metric"),
+        gettext("Warning"),
+        gettext("Critical"),
+        gettext("Set for"),
+        body,
     )
 
 
@@ -44,7 +52,13 @@ class ThresholdInline(admin.StackedInline):
 
     model = Threshold
     extra = 0
-    fields = ["metric", ("warning_min", "warning_max"), ("critical_min", "critical_max"), ("hysteresis", "hold_seconds"), "enabled"]
+    fields = [
+        "metric",
+        ("warning_min", "warning_max"),
+        ("critical_min", "critical_max"),
+        ("hysteresis", "hold_seconds"),
+        "enabled",
+    ]
 
 
 # The device master's pages with the thresholds that apply to them: alerts extends the admin of
@@ -131,7 +145,18 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(NotificationRoute)
 class NotificationRouteAdmin(admin.ModelAdmin):
-    list_display = ["name", "transport", "target", "min_level", "factory", "location", "max_per_window", "window_seconds", "renotify_after", "enabled"]
+    list_display = [
+        "name",
+        "transport",
+        "target",
+        "min_level",
+        "factory",
+        "location",
+        "max_per_window",
+        "window_seconds",
+        "renotify_after",
+        "enabled",
+    ]
     list_filter = ["transport", "min_level", "enabled"]
     search_fields = ["name", "target", "factory"]
 

@@ -21,20 +21,28 @@ from .services import AlertAlreadyResolved, acknowledge_alert, resolve_alert
 
 
 class ThresholdSerializer(serializers.ModelSerializer):
-    """A threshold (design §6 threshold shape), validated by the model's own rules."""
+    """A threshold (architecture §6 threshold shape), validated by the model's own rules."""
 
     metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
     device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
     location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
-    device_type = SlugRelatedField(
-        slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False
-    )
+    device_type = SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False)
 
     class Meta:
         model = Threshold
         fields = [
-            "id", "metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min",
-            "critical_max", "hysteresis", "hold_seconds", "enabled",
+            "id",
+            "metric",
+            "device",
+            "location",
+            "device_type",
+            "warning_min",
+            "warning_max",
+            "critical_min",
+            "critical_max",
+            "hysteresis",
+            "hold_seconds",
+            "enabled",
         ]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
 
@@ -83,14 +91,18 @@ class PlatformThresholdSerializer(serializers.Serializer):
     the device type named `sensor_type` (global without), as its `<level>_min` and `<level>_max`."""
 
     sensor_type = SlugRelatedField(
-        slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False,
+        slug_field="name",
+        queryset=DeviceType.objects.all(),
+        allow_null=True,
+        required=False,
         error_messages={"does_not_exist": "No device type is named {value}: sensor_type maps onto the hub's device types."},
     )
     metric_name = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
     min_value = serializers.FloatField(allow_null=True, required=False)
     max_value = serializers.FloatField(allow_null=True, required=False)
     level = serializers.ChoiceField(
-        PLATFORM_LEVELS, error_messages={"invalid_choice": "The hub's thresholds have warning and critical bands only, not {input!r}."}
+        PLATFORM_LEVELS,
+        error_messages={"invalid_choice": "The hub's thresholds have warning and critical bands only, not {input!r}."},
     )
 
     def validate(self, attrs):
@@ -103,9 +115,12 @@ class PlatformThresholdSerializer(serializers.Serializer):
         flat = self.validated_data
         level = flat["level"]
         return {
-            "metric": flat["metric_name"].key, "device": None, "location": None,
+            "metric": flat["metric_name"].key,
+            "device": None,
+            "location": None,
             "device_type": flat["sensor_type"].name if flat.get("sensor_type") else None,
-            f"{level}_min": flat.get("min_value"), f"{level}_max": flat.get("max_value"),
+            f"{level}_min": flat.get("min_value"),
+            f"{level}_max": flat.get("max_value"),
         }
 
     def hub_errors(self, errors):
@@ -115,7 +130,16 @@ class PlatformThresholdSerializer(serializers.Serializer):
         return {names.get(field, field): messages for field, messages in errors.items()}
 
 
-HUB_SCOPE_AND_BANDS = {"metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min", "critical_max"}
+HUB_SCOPE_AND_BANDS = {
+    "metric",
+    "device",
+    "location",
+    "device_type",
+    "warning_min",
+    "warning_max",
+    "critical_min",
+    "critical_max",
+}
 
 
 def platform_form(data):
@@ -141,16 +165,20 @@ class ThresholdViewSet(DeviceMasterViewSet):
     serializer_class = ThresholdSerializer
     filterset_class = ThresholdFilterSet
 
-    @extend_schema(request=PolymorphicProxySerializer("ThresholdForm", [ThresholdSerializer, PlatformThresholdSerializer], None),
-                   responses={200: ThresholdSerializer, 201: ThresholdSerializer})
+    @extend_schema(
+        request=PolymorphicProxySerializer("ThresholdForm", [ThresholdSerializer, PlatformThresholdSerializer], None),
+        responses={200: ThresholdSerializer, 201: ThresholdSerializer},
+    )
     def create(self, request, *args, **kwargs):
         flat = platform_form(request.data)
         if flat is None:
             return super().create(request, *args, **kwargs)
         fields = flat.hub_fields()
-        existing = self.get_queryset().filter(
-            metric__key=fields["metric"], device_type__name=fields["device_type"], device=None, location=None
-        ).first()
+        existing = (
+            self.get_queryset()
+            .filter(metric__key=fields["metric"], device_type__name=fields["device_type"], device=None, location=None)
+            .first()
+        )
         return self.save_platform_form(flat, existing, status=200 if existing else 201)
 
     @extend_schema(request=PolymorphicProxySerializer("ThresholdForm", [ThresholdSerializer, PlatformThresholdSerializer], None))

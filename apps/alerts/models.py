@@ -32,7 +32,9 @@ class Threshold(models.Model):
     critical_min = models.FloatField(null=True, blank=True)
     critical_max = models.FloatField(null=True, blank=True)
     hysteresis = models.FloatField(default=0, help_text="Deadband a value must clear to leave a level.")
-    hold_seconds = models.PositiveIntegerField(default=0, help_text="How long a value must stay beyond a band before an alert opens.")
+    hold_seconds = models.PositiveIntegerField(
+        default=0, help_text="How long a value must stay beyond a band before an alert opens."
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -20,8 +20,17 @@ class ThresholdResource(resources.ModelResource):
         # A threshold is known by its metric and scope: importing a row updates the one of that scope.
         import_id_fields = ["metric", "device", "location", "device_type"]
         fields = [
-            "metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min", "critical_max",
-            "hysteresis", "hold_seconds", "enabled",
+            "metric",
+            "device",
+            "location",
+            "device_type",
+            "warning_min",
+            "warning_max",
+            "critical_min",
+            "critical_max",
+            "hysteresis",
+            "hold_seconds",
+            "enabled",
         ]
         clean_model_instances = True
         skip_unchanged = True

@@ -4,7 +4,7 @@ from .models import Alert
 
 
 class AlertSerializer(serializers.ModelSerializer):
-    """The alert shape of the API and of live pushes (design §6, §7)."""
+    """The alert shape of the API and of live pushes (architecture §6, §7)."""
 
     device = serializers.SlugRelatedField(slug_field="device_id", read_only=True, allow_null=True)
     metric = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
@@ -14,8 +14,22 @@ class AlertSerializer(serializers.ModelSerializer):
     class Meta:
         model = Alert
         fields = [
-            "id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "last_value",
-            "acknowledged_at", "acknowledged_by", "resolved_at", "note", "location", "source", "subject",
+            "id",
+            "device",
+            "metric",
+            "level",
+            "state",
+            "opened_at",
+            "first_value",
+            "peak_value",
+            "last_value",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "note",
+            "location",
+            "source",
+            "subject",
         ]
         read_only_fields = fields
 

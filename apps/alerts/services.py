@@ -228,15 +228,23 @@ def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
 
 def acknowledge_alert(*, alert_id, user, note=""):
     return change_alert_state(
-        alert_id=alert_id, user=user, note=note, state=Alert.State.ACKNOWLEDGED,
-        kind=AlertEvent.Kind.ACKNOWLEDGED, stamp_field="acknowledged_at",
+        alert_id=alert_id,
+        user=user,
+        note=note,
+        state=Alert.State.ACKNOWLEDGED,
+        kind=AlertEvent.Kind.ACKNOWLEDGED,
+        stamp_field="acknowledged_at",
     )
 
 
 def resolve_alert(*, alert_id, user, note=""):
     return change_alert_state(
-        alert_id=alert_id, user=user, note=note, state=Alert.State.RESOLVED,
-        kind=AlertEvent.Kind.RESOLVED, stamp_field="resolved_at",
+        alert_id=alert_id,
+        user=user,
+        note=note,
+        state=Alert.State.RESOLVED,
+        kind=AlertEvent.Kind.RESOLVED,
+        stamp_field="resolved_at",
     )
 
 
@@ -245,13 +253,23 @@ def resolve_alert(*, alert_id, user, note=""):
 
 def apply_system_level(*, subject, value, level, now):
     """Open, escalate, de-escalate or resolve the system alert of `subject`; returns [(alert, event kind)]."""
-    alert = Alert.objects.select_for_update().filter(source=Alert.Source.SYSTEM, subject=subject).exclude(state=Alert.State.RESOLVED).first()
+    alert = (
+        Alert.objects.select_for_update()
+        .filter(source=Alert.Source.SYSTEM, subject=subject)
+        .exclude(state=Alert.State.RESOLVED)
+        .first()
+    )
     if alert is None:
         if level == Level.NORMAL:
             return []
         alert = Alert.objects.create(
-            source=Alert.Source.SYSTEM, subject=subject, level=level, opened_at=now,
-            first_value=value, peak_value=value, last_value=value,
+            source=Alert.Source.SYSTEM,
+            subject=subject,
+            level=level,
+            opened_at=now,
+            first_value=value,
+            peak_value=value,
+            last_value=value,
         )
         kind = AlertEvent.Kind.OPENED
     else:

@@ -1,4 +1,4 @@
-"""WebSocket consumers: join a group, forward its messages (design §7). Logged-in users only.
+"""WebSocket consumers: join a group, forward its messages (architecture §7). Logged-in users only.
 
 What a page shows of an alert or of the device master is rendered here, per page and user, by the
 same templates as the page itself (apps.dashboard.fragments); readings go out as they come, with
@@ -53,8 +53,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_readings(self, event):
         items = [
-            {**item, "text": value_text(item["value"]), "status_class": cell_status(item["status"])}
-            for item in event["items"]
+            {**item, "text": value_text(item["value"]), "status_class": cell_status(item["status"])} for item in event["items"]
         ]
         await self.send_json({"type": "readings", "items": items})
 

@@ -18,7 +18,8 @@ class Resolution(StrEnum):
     @property
     def description(self):
         return {
-            "raw": gettext("raw readings"), "hour": gettext("hourly average, min–max band"),
+            "raw": gettext("raw readings"),
+            "hour": gettext("hourly average, min–max band"),
             "day": gettext("daily average, min–max band"),
         }[self]
 
@@ -117,9 +118,13 @@ def chart_series(*, metrics, history, thresholds, resolution):
             "formula": gettext("calculated: {formula}").format(formula=metric.expression) if metric.is_calculated else "",
             "x": [chart_time(p[0]) for p in points],
             "y": [p[1] for p in points],
-            "bands": None if bands is None else {
-                "warning_min": bands.warning_min, "warning_max": bands.warning_max,
-                "critical_min": bands.critical_min, "critical_max": bands.critical_max,
+            "bands": None
+            if bands is None
+            else {
+                "warning_min": bands.warning_min,
+                "warning_max": bands.warning_max,
+                "critical_min": bands.critical_min,
+                "critical_max": bands.critical_max,
             },
         }
         if resolution != Resolution.RAW:

@@ -151,8 +151,10 @@ def plant_devices(*, factory=None, query=""):
         devices = devices.filter(location__factory=factory)
     if query:
         devices = devices.filter(
-            Q(device_id__icontains=query) | Q(name__icontains=query)
-            | Q(location__loc_id__icontains=query) | Q(location__name__icontains=query)
+            Q(device_id__icontains=query)
+            | Q(name__icontains=query)
+            | Q(location__loc_id__icontains=query)
+            | Q(location__name__icontains=query)
         )
     return devices
 
@@ -160,7 +162,11 @@ def plant_devices(*, factory=None, query=""):
 def plant_tree(*, factory=None, query="", alerts=()):
     """Active devices with their latest values as factory → building → floor → location tiles,
     with the open alert counts of every level; → (tree, device count)."""
-    rows = list(plant_devices(factory=factory, query=query).order_by("location_id", "device_id").values_list("device_id", "device_type_id", "location_id"))
+    rows = list(
+        plant_devices(factory=factory, query=query)
+        .order_by("location_id", "device_id")
+        .values_list("device_id", "device_type_id", "location_id")
+    )
     device_types = DeviceType.objects.prefetch_related("metrics").in_bulk({type_pk for _, type_pk, _ in rows})
     tiles = {
         location.pk: LocationTile(location)
@@ -208,9 +214,8 @@ def device_history(*, device, metrics, start, end, resolution):
     if resolution == Resolution.RAW:
         return {m.pk: readings_between(device=device, metric=m, start=start, end=end) for m in metrics}
     rows = (
-        ROLLUPS[resolution].objects.filter(
-            device=device, metric__in=metrics, bucket__gte=first_bucket(resolution, start), bucket__lt=end
-        )
+        ROLLUPS[resolution]
+        .objects.filter(device=device, metric__in=metrics, bucket__gte=first_bucket(resolution, start), bucket__lt=end)
         .order_by("metric_id", "bucket")
         .values_list("metric_id", "bucket", "sum", "count", "min", "max")
     )

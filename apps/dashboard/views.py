@@ -100,7 +100,9 @@ def device_detail(request, device_id):
         "no_data": gettext("No data in this range"),
         "locale": plotly_locale(),
         "series": chart_series(
-            metrics=metrics, history=history, thresholds=effective_thresholds(device=device, metrics=metrics),
+            metrics=metrics,
+            history=history,
+            thresholds=effective_thresholds(device=device, metrics=metrics),
             resolution=window.resolution,
         ),
     }
@@ -123,8 +125,13 @@ def device_detail(request, device_id):
 def alert_console(request):
     """Alerts filtered by state, level and location; new ones appear live."""
     filters = console_filters(request.GET)
-    context = {"alerts": console_alerts(**filters)[:CONSOLE_ALERTS], **filters, "states": ALERT_STATES,
-               "levels": ALERT_LEVELS, "can_act": is_plant_staff(request.user)}
+    context = {
+        "alerts": console_alerts(**filters)[:CONSOLE_ALERTS],
+        **filters,
+        "states": ALERT_STATES,
+        "levels": ALERT_LEVELS,
+        "can_act": is_plant_staff(request.user),
+    }
     return render(request, "dashboard/alerts.html", context)
 
 

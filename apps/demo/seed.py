@@ -17,7 +17,9 @@ DEMO_METRICS = [
 # temperature in Australia. Aust. Met. Mag. 43, 1–16; http://www.bom.gov.au/info/thermal_stress/),
 # here indoors, wind speed ws = 0. Calculated in ingest from each sensor's temperature and humidity.
 PERCEIVED_TEMPERATURE = (
-    "perceived_temperature", "°C", "Perceived temperature",
+    "perceived_temperature",
+    "°C",
+    "Perceived temperature",
     "temperature + 0.33 * (humidity / 100 * 6.105 * exp(17.27 * temperature / (237.7 + temperature))) - 4.0",
 )
 # (metric, warning_min, warning_max, critical_min, critical_max, hysteresis)
@@ -77,7 +79,16 @@ def seed_demo(*, devices):
     )
     for key, wmin, wmax, cmin, cmax, hysteresis in DEMO_THRESHOLDS:
         Threshold.objects.get_or_create(
-            metric=metrics[key], device=None, location=None, device_type=None,
-            defaults={"warning_min": wmin, "warning_max": wmax, "critical_min": cmin, "critical_max": cmax, "hysteresis": hysteresis},
+            metric=metrics[key],
+            device=None,
+            location=None,
+            device_type=None,
+            defaults={
+                "warning_min": wmin,
+                "warning_max": wmax,
+                "critical_min": cmin,
+                "critical_max": cmax,
+                "hysteresis": hysteresis,
+            },
         )
     return device_type

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 def audit(request, instance, action_flag):
     """Record who changed what through the API in the admin's log (Admin › Log entries)."""
     LogEntry.objects.log_actions(
-        request.user.pk, [instance], action_flag, change_message=f"via API ({request.method} {request.path})",
+        request.user.pk,
+        [instance],
+        action_flag,
+        change_message=f"via API ({request.method} {request.path})",
         single_object=True,
     )
 
@@ -47,7 +50,7 @@ class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
 
 
 class LocationSerializer(serializers.ModelSerializer):
-    """A location (design §6 location shape)."""
+    """A location (architecture §6 location shape)."""
 
     class Meta:
         model = Location
@@ -90,7 +93,7 @@ class DeviceTypeSerializer(serializers.ModelSerializer):
 
 
 class DeviceSerializer(serializers.ModelSerializer):
-    """A device (design §6 device shape): type by name, location by loc_id."""
+    """A device (architecture §6 device shape): type by name, location by loc_id."""
 
     device_type = SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all())
     location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all())

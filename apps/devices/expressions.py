@@ -68,8 +68,9 @@ def allowed_syntax():
 
 
 def not_allowed(node):
-    return ExpressionError(_("“{source}” is not allowed; use {allowed}.").format(
-        source=ast.unparse(node)[:60], allowed=allowed_syntax()))
+    return ExpressionError(
+        _("“{source}” is not allowed; use {allowed}.").format(source=ast.unparse(node)[:60], allowed=allowed_syntax())
+    )
 
 
 class Checker(ast.NodeTransformer):
@@ -127,8 +128,9 @@ class Checker(ast.NodeTransformer):
     def visit_Call(self, node):
         name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)[:60]
         if name not in FUNCTIONS:
-            raise ExpressionError(_("Unknown function “{name}”; the functions are {functions}.").format(
-                name=name, functions=", ".join(FUNCTIONS)))
+            raise ExpressionError(
+                _("Unknown function “{name}”; the functions are {functions}.").format(name=name, functions=", ".join(FUNCTIONS))
+            )
         fewest, most = FUNCTIONS[name][1:]
         if node.keywords:
             raise ExpressionError(_("{name}() takes no keyword arguments.").format(name=name))
@@ -140,8 +142,9 @@ class Checker(ast.NodeTransformer):
                 expected = str(fewest)
             else:
                 expected = _("{fewest} or {most}").format(fewest=fewest, most=most)
-            raise ExpressionError(_("{name}() takes {expected} argument(s), not {count}.").format(
-                name=name, expected=expected, count=count))
+            raise ExpressionError(
+                _("{name}() takes {expected} argument(s), not {count}.").format(name=name, expected=expected, count=count)
+            )
         args = [self.visit(arg) for arg in node.args]
         if name == "round" and count == 2:
             digits = node.args[1]
@@ -156,8 +159,9 @@ def compile_function(body, arity):
 
     The function is built from the code object of a `def` (types.FunctionType), with nothing
     but the whitelisted functions in its globals and no builtins; eval and exec are never called."""
-    arguments = ast.arguments(posonlyargs=[], args=[ast.arg(f"_{i}") for i in range(arity)], kwonlyargs=[],
-                              kw_defaults=[], defaults=[])
+    arguments = ast.arguments(
+        posonlyargs=[], args=[ast.arg(f"_{i}") for i in range(arity)], kwonlyargs=[], kw_defaults=[], defaults=[]
+    )
     definition = ast.FunctionDef("calculated", arguments, [ast.Return(body)], [], None, None)
     module = ast.fix_missing_locations(ast.Module([definition], []))
     code = next(c for c in compile(module, "<expression>", "exec").co_consts if isinstance(c, types.CodeType))
@@ -177,9 +181,12 @@ def parse_expression(text, *, known_names=None):
         tree = ast.parse(text, mode="eval")
     except SyntaxError as error:
         if not error.offset or error.offset > len(text):  # Python points nowhere when the text stops short
-            raise ExpressionError(_("Syntax error: the expression ends too soon ({message}).").format(message=error.msg)) from None
-        raise ExpressionError(_("Syntax error at character {offset}: {message}.").format(
-            offset=error.offset, message=error.msg)) from None
+            raise ExpressionError(
+                _("Syntax error: the expression ends too soon ({message}).").format(message=error.msg)
+            ) from None
+        raise ExpressionError(
+            _("Syntax error at character {offset}: {message}.").format(offset=error.offset, message=error.msg)
+        ) from None
     except (RecursionError, MemoryError):
         raise ExpressionError(_("The expression is nested too deeply.")) from None
     checker = Checker(known_names)

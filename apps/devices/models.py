@@ -36,16 +36,23 @@ class Metric(models.Model):
     unit = models.CharField(max_length=20, blank=True)
     label = models.CharField(max_length=100, blank=True)
     precision = models.PositiveSmallIntegerField(
-        default=1, db_default=1, validators=[MaxValueValidator(6)], help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer)."
+        default=1,
+        db_default=1,
+        validators=[MaxValueValidator(6)],
+        help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer).",
     )
     expression = models.TextField(
-        _("expression"), blank=True,
-        help_text=_("Empty for a measured metric. A calculated metric's formula over other metric keys of the "
-                    "same device, e.g. temperature + 0.1 * humidity; functions exp, log, sqrt, min, max, abs, "
-                    "round and “… if … else …”."),
+        _("expression"),
+        blank=True,
+        help_text=_(
+            "Empty for a measured metric. A calculated metric's formula over other metric keys of the "
+            "same device, e.g. temperature + 0.1 * humidity; functions exp, log, sqrt, min, max, abs, "
+            "round and “… if … else …”."
+        ),
     )
     max_input_age = models.PositiveIntegerField(
-        _("max input age"), default=DEFAULT_MAX_INPUT_AGE,
+        _("max input age"),
+        default=DEFAULT_MAX_INPUT_AGE,
         help_text=_("Seconds: a calculated value is computed only from inputs at most this old."),
     )
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,8 +84,11 @@ def metric_errors(*, key, expression, pk=None):
         old_key = Metric.objects.filter(pk=pk).values_list("key", flat=True).first()
         users = sorted(other for other, inputs in graph.items() if old_key in inputs)
         if old_key != key and users:
-            return {"key": _("“{old}” is used by the expression of {users}: change those first.").format(
-                old=old_key, users=", ".join(users))}
+            return {
+                "key": _("“{old}” is used by the expression of {users}: change those first.").format(
+                    old=old_key, users=", ".join(users)
+                )
+            }
     if not expression.strip():
         return {}
     try:
@@ -100,9 +110,7 @@ class DeviceType(models.Model):
         related_name="+",
         help_text="The metric of compact payloads {id, ts, v}.",
     )
-    expected_interval = models.PositiveIntegerField(
-        default=60, help_text="Seconds between two readings of a healthy device."
-    )
+    expected_interval = models.PositiveIntegerField(default=60, help_text="Seconds between two readings of a healthy device.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -131,12 +139,20 @@ class Device(models.Model):
     # digests are kept. Set by apps.devices.services, which saves with update_fields, so
     # updated_at (the ingest device cache's change marker) does not move.
     mqtt_password_hash = models.CharField(
-        "MQTT password digest", max_length=64, blank=True, editable=False,
+        "MQTT password digest",
+        max_length=64,
+        blank=True,
+        editable=False,
         help_text="SHA-256 of the device's MQTT password; empty: no MQTT credentials issued.",
     )
     mqtt_password_rotated_at = models.DateTimeField("MQTT password set at", null=True, blank=True, editable=False)
     ingest_token_prefix = models.CharField(
-        "HTTP ingest token prefix", max_length=16, unique=True, null=True, blank=True, editable=False,
+        "HTTP ingest token prefix",
+        max_length=16,
+        unique=True,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="The clear prefix of the device's HTTP ingest token, to look it up.",
     )
     ingest_token_hash = models.CharField("HTTP ingest token digest", max_length=64, blank=True, editable=False)

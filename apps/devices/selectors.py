@@ -31,7 +31,9 @@ def locations_at(*, factory=None, building=None, floor=None, loc_id=None):
 
 def devices_at(*, factory=None, building=None, floor=None, loc_id=None, active_only=False):
     """Devices filtered by location fields, in plant order."""
-    devices = Device.objects.filter(**location_filters("location__", factory=factory, building=building, floor=floor, loc_id=loc_id))
+    devices = Device.objects.filter(
+        **location_filters("location__", factory=factory, building=building, floor=floor, loc_id=loc_id)
+    )
     if active_only:
         devices = devices.filter(is_active=True)
     return devices.order_by("location__factory", "location__building", "location__floor", "location__loc_id", "device_id")
@@ -66,7 +68,11 @@ class Plant:
     def locations_at(self, *, factory=None, building=None, floor=None, loc_id=None):
         """(Location, its LiveDevices) of the locations matching the given fields, in plant order."""
         wanted = location_filters(factory=factory, building=building, floor=floor, loc_id=loc_id).items()
-        return [(location, devices) for location, devices in self.locations if all(getattr(location, name) == value for name, value in wanted)]
+        return [
+            (location, devices)
+            for location, devices in self.locations
+            if all(getattr(location, name) == value for name, value in wanted)
+        ]
 
     def devices_at(self, *, factory=None, building=None, floor=None, loc_id=None, active_only=False):
         """The devices at the locations matching the given fields, in plant order (as devices_at)."""
@@ -85,7 +91,9 @@ def type_view(device_type):
 
 def live_device(device):
     """The LiveDevice of one Device (with its type and location)."""
-    return LiveDevice(device.device_id, device.name, device.is_active, location_json(device.location), *type_view(device.device_type))
+    return LiveDevice(
+        device.device_id, device.name, device.is_active, location_json(device.location), *type_view(device.device_type)
+    )
 
 
 def load_plant():
@@ -104,4 +112,6 @@ def load_plant():
     )
 
 
-PLANT = MasterSnapshot(load=load_plant, tables=(Location, Metric, DeviceType, DeviceType.metrics.through, Device), refresh_seconds=0)
+PLANT = MasterSnapshot(
+    load=load_plant, tables=(Location, Metric, DeviceType, DeviceType.metrics.through, Device), refresh_seconds=0
+)

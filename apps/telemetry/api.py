@@ -70,7 +70,7 @@ class DeviceStatusSerializer(serializers.Serializer):
 
 
 class RealtimeSerializer(serializers.Serializer):
-    """The realtime answer (design §6 realtime shape; schema only)."""
+    """The realtime answer (architecture §6 realtime shape; schema only)."""
 
     capture_dt = serializers.DateTimeField()
     ymd = serializers.CharField(help_text="capture_dt's plant local day, yyyyMMdd")
@@ -135,7 +135,11 @@ class AggregationQuerySerializer(LocationQuerySerializer, PeriodQuerySerializer)
 
     interval = serializers.ChoiceField(INTERVALS, default="hour")
     device = SlugRelatedField(
-        slug_field="device_id", queryset=Device.objects.all(), required=False, allow_null=True, help_text="Only this device (device_id).",
+        slug_field="device_id",
+        queryset=Device.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Only this device (device_id).",
     )
 
 
@@ -157,7 +161,7 @@ class LocationBucketsSerializer(serializers.Serializer):
 
 
 class AggregationSerializer(serializers.Serializer):
-    """The aggregation answer (design §6 aggregation shape; schema only)."""
+    """The aggregation answer (architecture §6 aggregation shape; schema only)."""
 
     metric = serializers.CharField()
     interval = serializers.ChoiceField(INTERVALS)
@@ -176,7 +180,10 @@ class AggregationView(HubAPIMixin, APIView):
     """Min, max, avg and count of a metric per hour or plant local day, per location."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("metric", str, OpenApiParameter.PATH, description="Metric key."), AggregationQuerySerializer],
+        parameters=[
+            OpenApiParameter("metric", str, OpenApiParameter.PATH, description="Metric key."),
+            AggregationQuerySerializer,
+        ],
         responses=AggregationSerializer,
     )
     def get(self, request, metric):
@@ -184,15 +191,22 @@ class AggregationView(HubAPIMixin, APIView):
         query = AggregationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        return rendered_answer(request, lambda: {
-            "metric": found.key,
-            "interval": params["interval"],
-            "results": aggregate_readings(
-                metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
-                tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
-                device_id=params["device"].device_id if params.get("device") else None,
-            ),
-        })
+        return rendered_answer(
+            request,
+            lambda: {
+                "metric": found.key,
+                "interval": params["interval"],
+                "results": aggregate_readings(
+                    metric=found,
+                    start=params["start_date"].start,
+                    end=params["end_date"].end,
+                    interval=params["interval"],
+                    tz=plant_tz(),
+                    locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
+                    device_id=params["device"].device_id if params.get("device") else None,
+                ),
+            },
+        )
 
 
 # --- the plant platform's realtime and aggregation services (docs/compatibility.md) -------------
@@ -215,7 +229,7 @@ class PlatformLocationSerializer(serializers.Serializer):
 class PlatformValueSerializer(serializers.Serializer):
     """A latest value as a decimal string of the metric's precision, and its threshold status (schema only)."""
 
-    value = serializers.CharField(allow_null=True, help_text="e.g. \"22.1\"")
+    value = serializers.CharField(allow_null=True, help_text='e.g. "22.1"')
     status = serializers.ChoiceField(["normal", "warning", "critical"], allow_null=True)
 
 
@@ -260,10 +274,17 @@ class PlatformLocationHoursSerializer(PlatformLocationSerializer):
     """A location with its hours (schema only)."""
 
     area = serializers.CharField()
-    date = inline_serializer("PlatformHour", {
-        "ymd": serializers.CharField(), "hour": serializers.CharField(),
-        "metrics": serializers.DictField(child=serializers.CharField(), help_text='{"<metric>_max": "27.00", "<metric>_avg": "27.00"}'),
-    }, many=True)
+    date = inline_serializer(
+        "PlatformHour",
+        {
+            "ymd": serializers.CharField(),
+            "hour": serializers.CharField(),
+            "metrics": serializers.DictField(
+                child=serializers.CharField(), help_text='{"<metric>_max": "27.00", "<metric>_avg": "27.00"}'
+            ),
+        },
+        many=True,
+    )
 
 
 class PlatformAggregationView(HubAPIMixin, APIView):
@@ -273,11 +294,18 @@ class PlatformAggregationView(HubAPIMixin, APIView):
     field = None  # set per URL: loc_id (one location) or factory (its locations)
 
     @extend_schema(
-        tags=["compatibility"], parameters=[PeriodQuerySerializer],
-        responses={200: PolymorphicProxySerializer("PlatformAggregation", serializers=[
-            inline_serializer("PlatformAggregationLocation", {"location": PlatformLocationHoursSerializer()}),
-            inline_serializer("PlatformAggregationLocations", {"locations": PlatformLocationHoursSerializer(many=True)}),
-        ], resource_type_field_name=None)},
+        tags=["compatibility"],
+        parameters=[PeriodQuerySerializer],
+        responses={
+            200: PolymorphicProxySerializer(
+                "PlatformAggregation",
+                serializers=[
+                    inline_serializer("PlatformAggregationLocation", {"location": PlatformLocationHoursSerializer()}),
+                    inline_serializer("PlatformAggregationLocations", {"locations": PlatformLocationHoursSerializer(many=True)}),
+                ],
+                resource_type_field_name=None,
+            )
+        },
     )
     def get(self, request, metric, **path):
         found = known_metric(metric)
@@ -407,7 +435,9 @@ class ReadingViewSet(HubAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "format", str, enum=["json", "csv"],
+                "format",
+                str,
+                enum=["json", "csv"],
                 description="csv: every matching reading as one streamed CSV (time,device,metric,value), not paginated.",
             )
         ],
@@ -416,7 +446,11 @@ class ReadingViewSet(HubAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     def list(self, request, *args, **kwargs):
         if request.accepted_renderer.format != CSVRenderer.format:
             return super().list(request, *args, **kwargs)
-        rows = self.filter_queryset(self.get_queryset()).order_by("time").values_list("time", "device__device_id", "metric__key", "value")
+        rows = (
+            self.filter_queryset(self.get_queryset())
+            .order_by("time")
+            .values_list("time", "device__device_id", "metric__key", "value")
+        )
         response = StreamingHttpResponse(async_chunks(started(csv_chunks(rows))), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="readings.csv"'
         return response

@@ -111,8 +111,11 @@ def type_calculations(type_name, metrics):
     order = dependency_order({key: e.inputs for key, e in expressions.items()})
     calculations = tuple(
         Calculation(
-            metric_pk=metrics[key].pk, key=key, inputs=tuple(metrics[name].pk for name in expressions[key].inputs),
-            evaluate=expressions[key].evaluate, max_age=float(metrics[key].max_input_age),
+            metric_pk=metrics[key].pk,
+            key=key,
+            inputs=tuple(metrics[name].pk for name in expressions[key].inputs),
+            evaluate=expressions[key].evaluate,
+            max_age=float(metrics[key].max_input_age),
         )
         for key in order
     )

@@ -20,7 +20,12 @@ def platform_floor(floor):
 
 def platform_location(location):
     """A location_json in the platform realtime's form."""
-    return {"factory": location["factory"], "building": location["building"], "floor": platform_floor(location["floor"]), "loc_id": location["loc_id"]}
+    return {
+        "factory": location["factory"],
+        "building": location["building"],
+        "floor": platform_floor(location["floor"]),
+        "loc_id": location["loc_id"],
+    }
 
 
 def platform_value(value, places):
@@ -66,13 +71,23 @@ def platform_hours(*, metric, start, end, locations):
         return {"ymd": when[0], "hour": when[1], "metrics": {maximum: f"{high:.2f}", average: f"{total / count:.2f}"}}
 
     results = aggregate_readings(
-        metric=metric, start=start, end=end, interval="hour", tz=plant_tz(), locations=locations, shape=BucketShape(local_hour, hour)
+        metric=metric,
+        start=start,
+        end=end,
+        interval="hour",
+        tz=plant_tz(),
+        locations=locations,
+        shape=BucketShape(local_hour, hour),
     )
     hours = {result["location"]["loc_id"]: result["buckets"] for result in results}
     return [
         {
-            "factory": location.factory, "building": location.building, "floor": platform_floor(location.floor),
-            "loc_id": location.loc_id, "area": location.area, "date": hours.get(location.loc_id, []),
+            "factory": location.factory,
+            "building": location.building,
+            "floor": platform_floor(location.floor),
+            "loc_id": location.loc_id,
+            "area": location.area,
+            "date": hours.get(location.loc_id, []),
         }
         for location in locations
     ]

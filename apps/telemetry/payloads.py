@@ -1,4 +1,4 @@
-"""Parse and validate MQTT/HTTP/Kafka payloads (design §4) into readings or rejection reasons.
+"""Parse and validate MQTT/HTTP/Kafka payloads (architecture §4) into readings or rejection reasons.
 
 Pure functions, no database: the pipeline calls them for a whole batch with a snapshot of the
 device master, so a message costs a JSON decode and a few dict lookups.

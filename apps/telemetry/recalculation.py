@@ -29,8 +29,11 @@ def calculation_of(metric):
     expression = parse_expression(metric.expression)
     input_pks = dict(Metric.objects.filter(key__in=expression.inputs).values_list("key", "pk"))
     calculation = Calculation(
-        metric_pk=metric.pk, key=metric.key, inputs=tuple(input_pks[name] for name in expression.inputs),
-        evaluate=expression.evaluate, max_age=float(metric.max_input_age),
+        metric_pk=metric.pk,
+        key=metric.key,
+        inputs=tuple(input_pks[name] for name in expression.inputs),
+        evaluate=expression.evaluate,
+        max_age=float(metric.max_input_age),
     )
     return TypeCalculations(calculations=(calculation,), inputs=frozenset(calculation.inputs), input_keys=input_pks)
 
@@ -49,7 +52,8 @@ def stored_inputs(*, devices, input_pks, start, end):
     readings = {}
     rows = (
         Reading.objects.filter(device_id__in=devices, metric_id__in=input_pks, time__gte=start, time__lt=end)
-        .order_by("device_id", "time").values_list("device_id", "time", "metric_id", "value")
+        .order_by("device_id", "time")
+        .values_list("device_id", "time", "metric_id", "value")
     )
     for device_pk, at, metric_pk, value in rows.iterator(chunk_size=20_000):
         ts = at.timestamp()
@@ -64,8 +68,9 @@ def recalculate(*, metric, start, end, step):
     [calculation] = calculations.calculations
     devices = devices_calculating(metric, calculation.inputs)
     states = {pk: {} for pk in devices}
-    earlier = stored_inputs(devices=devices, input_pks=calculation.inputs,
-                            start=start - timedelta(seconds=calculation.max_age), end=start)
+    earlier = stored_inputs(
+        devices=devices, input_pks=calculation.inputs, start=start - timedelta(seconds=calculation.max_age), end=start
+    )
     for device_pk, readings in earlier.items():  # the inputs' values as the range begins
         for ts, metric_pk, value, _ in readings:
             states[device_pk][metric_pk] = (ts, value)
@@ -73,7 +78,9 @@ def recalculate(*, metric, start, end, step):
     while cursor < end:
         step_end = min(cursor + step, end)
         rows, failures = [], []
-        for device_pk, readings in stored_inputs(devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end).items():
+        for device_pk, readings in stored_inputs(
+            devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end
+        ).items():
             device_failures = []
             calculations.compute(device_pk, states[device_pk], readings, rows, device_failures)
             failures += [(devices[device_pk], ts, error) for ts, _, error in device_failures]

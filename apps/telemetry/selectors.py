@@ -88,7 +88,7 @@ def realtime_answer(rendered, *, factory=None, building=None, floor=None, loc_id
 
 def realtime_status(*, factory=None, building=None, floor=None, loc_id=None):
     """Latest value and status of every metric of every active device at the locations matching
-    the given fields (design §6 realtime shape, with the local day and hour of capture_dt)."""
+    the given fields (architecture §6 realtime shape, with the local day and hour of capture_dt)."""
     return realtime_answer(RENDERED, factory=factory, building=building, floor=floor, loc_id=loc_id)
 
 

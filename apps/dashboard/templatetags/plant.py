@@ -29,13 +29,13 @@ def value_text_filter(value):
 
 @register.filter
 def metric_title(metric):
-    """"Temperature (°C)": what a cell of this metric shows."""
+    """ "Temperature (°C)": what a cell of this metric shows."""
     name = metric.label or metric.key
     return f"{name} ({metric.unit})" if metric.unit else name
 
 
 def metric_abbreviation(metric):
-    """"RH %", "PCWT °C", "Temp °C": short enough for a cell, different for metrics of one unit."""
+    """ "RH %", "PCWT °C", "Temp °C": short enough for a cell, different for metrics of one unit."""
     words = (metric.label or metric.key.replace("_", " ")).split()
     short = "".join(w[0] for w in words).upper() if len(words) > 1 else words[0][:4].capitalize()
     return f"{short} {metric.unit}".strip()

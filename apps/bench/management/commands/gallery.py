@@ -57,11 +57,16 @@ class Command(BaseCommand):
         with tempfile.TemporaryDirectory(prefix="iothub-gallery-") as scratch:
             web_port, mqtt_port = free_port(), free_port()
             env = {k: v for k, v in os.environ.items() if k not in INFRASTRUCTURE}
-            env.update(DATABASE_URL=f"sqlite:///{scratch}/demo.sqlite3", MQTT_URL=f"mqtt://127.0.0.1:{mqtt_port}", PYTHONUNBUFFERED="1")
+            env.update(
+                DATABASE_URL=f"sqlite:///{scratch}/demo.sqlite3", MQTT_URL=f"mqtt://127.0.0.1:{mqtt_port}", PYTHONUNBUFFERED="1"
+            )
             log = open(Path(scratch) / "runhub.log", "w+")
             hub = subprocess.Popen(
-                [sys.executable, "manage.py", "runhub", "--port", str(web_port)], cwd=settings.BASE_DIR, env=env,
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "manage.py", "runhub", "--port", str(web_port)],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 password = self.wait_for_login(hub, Path(log.name))
@@ -90,7 +95,9 @@ class Command(BaseCommand):
         client.connect("127.0.0.1", mqtt_port)
         client.loop_start()
         for value in (37.4, 36.8, 32.5):
-            info = client.publish(f"sensors/{HOT_DEVICE}", orjson.dumps({"ts": int(time.time() * 1000), "temperature": value}), qos=1)
+            info = client.publish(
+                f"sensors/{HOT_DEVICE}", orjson.dumps({"ts": int(time.time() * 1000), "temperature": value}), qos=1
+            )
             info.wait_for_publish(10)
             time.sleep(warm_up / 3)
         client.disconnect()

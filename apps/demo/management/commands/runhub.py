@@ -39,7 +39,9 @@ class Reminding:
 
 
 class Command(BaseCommand):
-    help = "The whole hub in one process on embedded defaults: web, ingest, simulated sensors (and an MQTT broker if none answers)."
+    help = (
+        "The whole hub in one process on embedded defaults: web, ingest, simulated sensors (and an MQTT broker if none answers)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -66,8 +68,7 @@ class Command(BaseCommand):
         self.stdout.write(broker)
         base = f"http://127.0.0.1:{port}"
         welcome = (
-            f"runhub: dashboard {base}/  admin {base}/admin/  API docs {base}/api/docs/\n"
-            f"runhub: log in as admin / {password}"
+            f"runhub: dashboard {base}/  admin {base}/admin/  API docs {base}/api/docs/\nrunhub: log in as admin / {password}"
         )
         console = Reminding(self.stdout.write, welcome, every=REMIND_EVERY)
         stop = threading.Event()
@@ -81,15 +82,25 @@ class Command(BaseCommand):
 
         def started():
             loop = asyncio.get_event_loop()
-            tasks.append(loop.create_task(background(
-                run_ingest, source="mqtt", client_id="iothub-runhub-ingest", batch_size=settings.IOTHUB["BATCH_SIZE"],
-                flush_interval=settings.IOTHUB["FLUSH_INTERVAL"], mqtt_protocol=protocol,
-            )))
+            tasks.append(
+                loop.create_task(
+                    background(
+                        run_ingest,
+                        source="mqtt",
+                        client_id="iothub-runhub-ingest",
+                        batch_size=settings.IOTHUB["BATCH_SIZE"],
+                        flush_interval=settings.IOTHUB["FLUSH_INTERVAL"],
+                        mqtt_protocol=protocol,
+                    )
+                )
+            )
             tasks.append(loop.create_task(background(run_beat_inline)))
             if not no_simulate:
-                tasks.append(loop.create_task(
-                    background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
-                ))
+                tasks.append(
+                    loop.create_task(
+                        background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
+                    )
+                )
             self.stdout.write(f"\n{welcome}\nrunhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n")
 
         def shut_down(*_):

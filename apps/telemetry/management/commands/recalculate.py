@@ -10,8 +10,10 @@ SHOWN_FAILURES = 10
 
 
 class Command(BaseCommand):
-    help = ("Recompute a calculated metric over a time range from the stored readings of its inputs (e.g. after "
-            "its expression changed), then refresh the rollups of the range.")
+    help = (
+        "Recompute a calculated metric over a time range from the stored readings of its inputs (e.g. after "
+        "its expression changed), then refresh the rollups of the range."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--metric", required=True, help="key of the calculated metric")
