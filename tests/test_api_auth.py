@@ -62,9 +62,9 @@ def test_a_jwt_access_token_works_on_the_api_until_it_expires(integrator, alert)
     client = bearer(pair.json()["access"])
     assert client.get("/api/v1/realtime/?loc_id=N-ASM-1-LA").status_code == 200
     assert client.post(f"/api/v1/alerts/{alert.pk}/acknowledge/", {}, format="json").status_code == 200  # JWTs may write
-    with time_machine.travel(timezone.now() + timedelta(seconds=299)):
+    with time_machine.travel(timezone.now() + timedelta(seconds=240)):  # a 5-minute token, well inside
         assert client.get("/api/v1/metrics/").status_code == 200
-    with time_machine.travel(timezone.now() + timedelta(seconds=301)):
+    with time_machine.travel(timezone.now() + timedelta(seconds=360)):  # and well past it
         expired = client.get("/api/v1/metrics/")
     assert expired.status_code == 401
     assert expired.json() == {"detail": ["Given token not valid for any token type"]}
