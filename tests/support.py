@@ -241,3 +241,15 @@ class Consumer:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def last_fall_back_day(before):
+    """The most recent last Sunday of October (Berlin's clocks go back: a 25-hour day) before `before`."""
+    from datetime import date, timedelta
+
+    for year in (before.year, before.year - 1):
+        october_31 = date(year, 10, 31)
+        day = october_31 - timedelta(days=(october_31.weekday() + 1) % 7)
+        if day < before:
+            return day
+    raise AssertionError("unreachable: a year always has one")

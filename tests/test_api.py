@@ -22,7 +22,7 @@ from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .support import api_client, latest_item, token_for
+from .support import api_client, last_fall_back_day, latest_item, token_for
 
 
 def store_readings(device, metric, times, value_of):
@@ -277,9 +277,18 @@ def brute_force_buckets(readings, bucket_of, tz):
     }
 
 
+# Dates relative to today: the last day Berlin's clocks went back (a 25-hour local day) and a recent day.
+FALL_BACK = last_fall_back_day(datetime.now(UTC).date() - timedelta(days=3))
+RECENT_DAY = datetime.now(UTC).date() - timedelta(days=2)
+
+
+def at_utc(day, hour=0):
+    return datetime.combine(day, time(hour), tzinfo=UTC)
+
+
 def roll_up():
     """What beat does every 30 s: rollups of the stored readings (in the current TIME_ZONE)."""
-    recompute_range(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    recompute_range(at_utc(FALL_BACK - timedelta(days=3)), at_utc(FALL_BACK + timedelta(days=4)))
 
 
 def answered_buckets(response):
@@ -291,11 +300,13 @@ def answered_buckets(response):
 
 @pytest.fixture
 def dst_readings(plant, settings):
-    """Readings every 20 min around 2026-10-25, when Berlin's clocks go back: dev-1 and dev-2 in one location, dev-3 in another."""
+    """Readings every 20 min around the last day Berlin's clocks went back: dev-1 and dev-2 in one location, dev-3 in another."""
     settings.TIME_ZONE = "Europe/Berlin"
     south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=south)
-    times = every(datetime(2026, 10, 23, 20, 0, tzinfo=UTC), datetime(2026, 10, 27, 2, 0, tzinfo=UTC), timedelta(minutes=20))
+    times = every(
+        at_utc(FALL_BACK - timedelta(days=2), hour=20), at_utc(FALL_BACK + timedelta(days=2), hour=2), timedelta(minutes=20)
+    )
     rows = []
     for n, device in enumerate([*plant["devices"], dev3]):
 
@@ -321,8 +332,14 @@ def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settin
     settings.TIME_ZONE = zone
     roll_up()
     tz = ZoneInfo(zone)
-    start, end = datetime(2026, 10, 24, tzinfo=tz), datetime(2026, 10, 27, tzinfo=tz)
-    response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date=20261024&end_date=20261026&interval={interval}")
+    first, last = FALL_BACK - timedelta(days=1), FALL_BACK + timedelta(days=1)
+    start, end = (
+        datetime.combine(first, time.min, tzinfo=tz),
+        datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz),
+    )
+    response = staff_api.get(
+        f"/api/v1/aggregation/temperature/?start_date={first:%Y%m%d}&end_date={last:%Y%m%d}&interval={interval}"
+    )
     assert response.status_code == 200, response.content
     answer = response.json()
     assert (answer["metric"], answer["interval"]) == ("temperature", interval)
@@ -336,27 +353,29 @@ def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settin
 
 def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
     roll_up()
-    query = "start_date=20261025&end_date=20261025&loc_id=N-ASM-1-LA"
+    query = f"start_date={FALL_BACK:%Y%m%d}&end_date={FALL_BACK:%Y%m%d}&loc_id=N-ASM-1-LA"
     days = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=day").json()["results"][0]["buckets"]
-    assert [(d["start"], d["count"]) for d in days] == [("2026-10-25T00:00:00+02:00", 25 * 3 * 2)]
+    assert [(d["start"], d["count"]) for d in days] == [(f"{FALL_BACK}T00:00:00+02:00", 25 * 3 * 2)]
     hours = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=hour").json()["results"][0]["buckets"]
     assert len(hours) == 25
     assert [h["start"] for h in hours[1:5]] == [
-        "2026-10-25T01:00:00+02:00",
-        "2026-10-25T02:00:00+02:00",
-        "2026-10-25T02:00:00+01:00",
-        "2026-10-25T03:00:00+01:00",
+        f"{FALL_BACK}T01:00:00+02:00",
+        f"{FALL_BACK}T02:00:00+02:00",
+        f"{FALL_BACK}T02:00:00+01:00",
+        f"{FALL_BACK}T03:00:00+01:00",
     ]
     assert {h["count"] for h in hours} == {3 * 2}
 
 
 def test_it_aggregates_a_whole_month_of_one_device(dst_readings, staff_api):
     roll_up()
-    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=202610&end_date=2026&interval=day&device=dev-3")
+    response = staff_api.get(
+        f"/api/v1/aggregation/temperature/?start_date={FALL_BACK:%Y%m}&end_date={FALL_BACK:%Y}&interval=day&device=dev-3"
+    )
     assert response.status_code == 200, response.content
     (result,) = response.json()["results"]
     assert result["location"]["loc_id"] == "S-FOU-1-FU"
-    assert [b["start"][:10] for b in result["buckets"]] == ["2026-10-23", "2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27"]
+    assert [b["start"][:10] for b in result["buckets"]] == [str(FALL_BACK + timedelta(days=k)) for k in range(-2, 3)]
     assert sum(b["count"] for b in result["buckets"]) == sum(1 for loc_id, _, _ in dst_readings if loc_id == "S-FOU-1-FU")
 
 
@@ -398,7 +417,7 @@ def test_it_refuses_an_unknown_device_of_an_aggregation(plant, staff_api):
 @pytest.fixture
 def readings(plant):
     """25 temperature readings of dev-1 a minute apart, plus readings of other series that must not show."""
-    times = every(datetime(2026, 11, 2, 8, 0, tzinfo=UTC), datetime(2026, 11, 2, 8, 25, tzinfo=UTC), timedelta(minutes=1))
+    times = every(at_utc(RECENT_DAY, hour=8), at_utc(RECENT_DAY, hour=8) + timedelta(minutes=25), timedelta(minutes=1))
     dev1, dev2 = plant["devices"]
     store_readings(dev1, plant["temperature"], times, lambda at: 20 + at.minute / 10)
     store_readings(dev1, plant["humidity"], times, lambda at: 50.0)
@@ -421,7 +440,7 @@ def test_it_walks_all_readings_with_the_cursor(readings, staff_api):
 
 def test_it_limits_readings_to_start_and_end(readings, staff_api):
     response = staff_api.get(
-        "/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z"
+        f"/api/v1/readings/?device=dev-1&metric=temperature&start={RECENT_DAY}T09:10:00%2B01:00&end={RECENT_DAY}T08:15:00Z"
     )
     assert [r["value"] for r in response.data["results"]] == [value for at, value in readings[10:15]]
 

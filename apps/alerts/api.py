@@ -30,20 +30,7 @@ class ThresholdSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Threshold
-        fields = [
-            "id",
-            "metric",
-            "device",
-            "location",
-            "device_type",
-            "warning_min",
-            "warning_max",
-            "critical_min",
-            "critical_max",
-            "hysteresis",
-            "hold_seconds",
-            "enabled",
-        ]
+        fields = ["id", *Threshold.EDITABLE_FIELDS]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
 
     def validate(self, attrs):
@@ -130,16 +117,7 @@ class PlatformThresholdSerializer(serializers.Serializer):
         return {names.get(field, field): messages for field, messages in errors.items()}
 
 
-HUB_SCOPE_AND_BANDS = {
-    "metric",
-    "device",
-    "location",
-    "device_type",
-    "warning_min",
-    "warning_max",
-    "critical_min",
-    "critical_max",
-}
+HUB_SCOPE_AND_BANDS = {*Threshold.SCOPE_FIELDS, *Threshold.BAND_FIELDS}
 
 
 def platform_form(data):

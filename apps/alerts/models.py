@@ -21,6 +21,11 @@ class Threshold(models.Model):
     The most specific threshold wins: device > location > device type > global.
     """
 
+    # Whom a threshold is for, its bands, and what an editor sets (the API, the CSV/XLSX import).
+    SCOPE_FIELDS = ("metric", "device", "location", "device_type")
+    BAND_FIELDS = ("warning_min", "warning_max", "critical_min", "critical_max")
+    EDITABLE_FIELDS = (*SCOPE_FIELDS, *BAND_FIELDS, "hysteresis", "hold_seconds", "enabled")
+
     metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, related_name="thresholds")
     device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
     location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")

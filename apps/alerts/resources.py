@@ -18,20 +18,8 @@ class ThresholdResource(resources.ModelResource):
     class Meta:
         model = Threshold
         # A threshold is known by its metric and scope: importing a row updates the one of that scope.
-        import_id_fields = ["metric", "device", "location", "device_type"]
-        fields = [
-            "metric",
-            "device",
-            "location",
-            "device_type",
-            "warning_min",
-            "warning_max",
-            "critical_min",
-            "critical_max",
-            "hysteresis",
-            "hold_seconds",
-            "enabled",
-        ]
+        import_id_fields = list(Threshold.SCOPE_FIELDS)
+        fields = list(Threshold.EDITABLE_FIELDS)
         clean_model_instances = True
         skip_unchanged = True
         report_skipped = False
