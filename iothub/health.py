@@ -1,6 +1,7 @@
 """Liveness, readiness and Prometheus metrics of the web process."""
 
 import socket
+import ssl
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -37,9 +38,22 @@ MQTT_DISCONNECT = b"\xe0\x00"
 MQTT_CONNACK = 0x20
 
 
+def mqtt_connection(url):
+    """A socket to the broker of an mqtt:// or mqtts:// URL; over TLS the broker's certificate is checked
+    as the hub's MQTT clients check it (IOTHUB_MQTT_CA, or the system's CAs)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    conn = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883)), timeout=2)
+    if not tls:
+        return conn
+    context = ssl.create_default_context(cafile=settings.MQTT_CA or None)
+    if settings.MQTT_CERT:
+        context.load_cert_chain(settings.MQTT_CERT, settings.MQTT_KEY or None)
+    return context.wrap_socket(conn, server_hostname=parts.hostname)
+
+
 def check_mqtt():
-    url = urlsplit(settings.MQTT_URL)
-    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883), timeout=2) as conn:
+    with mqtt_connection(settings.MQTT_URL) as conn:
         conn.sendall(MQTT_CONNECT)
         answer = conn.recv(4)
         if not answer or answer[0] != MQTT_CONNACK:

@@ -253,3 +253,28 @@ def last_fall_back_day(before):
         if day < before:
             return day
     raise AssertionError("unreachable: a year always has one")
+
+
+def other_ca(directory):
+    """A CA certificate that did not sign the broker's."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=not the hub's CA",
+            "-keyout",
+            str(directory / "other.key"),
+            "-out",
+            str(directory / "other.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(directory / "other.crt")

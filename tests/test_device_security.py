@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from apps.devices import dynsec, services
 from apps.devices.models import Device
 from apps.telemetry.models import Reading
 
-from .support import eventually, now_ms
+from .support import eventually, now_ms, other_ca
 
 NOT_AUTHORIZED = 135
 BAD_CREDENTIALS = 134
@@ -398,31 +397,6 @@ def test_dynsec_errors_are_clear(unique):
 
 
 # --- TLS ------------------------------------------------------------------------------------------
-
-
-def other_ca(directory):
-    """A CA certificate that did not sign the broker's."""
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=not the hub's CA",
-            "-keyout",
-            str(directory / "other.key"),
-            "-out",
-            str(directory / "other.crt"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(directory / "other.crt")
 
 
 def test_the_secure_listener_speaks_only_tls_with_a_certificate_of_the_hub_ca(make_device, sessions, tmp_path):

@@ -1,5 +1,7 @@
 """Health endpoints against the real services."""
 
+import os
+
 from django.test import Client
 
 
@@ -31,6 +33,17 @@ def test_it_is_not_ready_when_mqtt_is_away(db, settings):
     response = Client().get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["mqtt"].startswith("error")
+
+
+def test_it_checks_a_tls_broker_against_the_hub_ca(db, settings, tmp_path):
+    from .support import other_ca
+
+    settings.MQTT_URL = os.environ["MQTTS_URL"]
+    assert Client().get("/readyz").json()["checks"]["mqtt"] == "ok"
+    settings.MQTT_CA = other_ca(tmp_path)
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert "certificate verify failed" in response.json()["checks"]["mqtt"]
 
 
 def test_it_checks_the_embedded_broker_without_making_it_warn(db, settings, caplog):
