@@ -250,3 +250,63 @@ def test_it_runs_alert_tasks_sent_as_json_and_as_orjson_on_a_real_worker(plant, 
     evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev2.pk, now)]})
     eventually(lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
                timeout=20, message="both tasks run by the worker")
+
+
+# --- shelving ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook(routes, http_sink):
+    """Only the webhook route on, and what it received."""
+    NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
+    return http_sink[1]
+
+
+def test_it_keeps_a_shelved_alert_quiet_and_announces_it_again_when_the_shelving_ends(plant, webhook, eager_celery):
+    evaluate(plant, [31.0])
+    alert = Alert.objects.get()
+    assert [body["event"] for _, body in webhook] == ["opened"]
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=30, note="sensor being recalibrated")
+    alert.refresh_from_db()
+    assert alert.state == "shelved" and alert.unshelved_state == "open"
+    assert alert.shelved_until == pytest.approx(timezone.now() + timedelta(minutes=30), abs=timedelta(seconds=5))
+    evaluate(plant, [36.0], start=time.time() + 1)  # escalates while shelved: recorded, not sent
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert notify.remind_unacknowledged() == []
+    assert services.expire_shelving() == []  # not yet
+    [unshelved] = services.expire_shelving(now=timezone.now() + timedelta(minutes=31))
+    assert (unshelved.pk, unshelved.state, unshelved.level, unshelved.shelved_until) == (alert.pk, "open", "critical", None)
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "shelved", "escalated", "unshelved"]
+    assert [(body["event"], body["alert"]["level"]) for _, body in webhook] == [("opened", "warning"), ("unshelved", "critical")]
+
+
+def test_it_resolves_a_shelved_alert_silently_and_keeps_an_acknowledgement_for_after_the_shelving(plant, webhook, eager_celery):
+    evaluate(plant, [31.0])
+    alert = Alert.objects.get()
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+    services.acknowledge_alert(alert_id=alert.pk, user=None, note="seen")
+    alert.refresh_from_db()
+    assert (alert.state, alert.unshelved_state) == ("shelved", "acknowledged")
+    services.unshelve_alert(alert_id=alert.pk, user=None)
+    alert.refresh_from_db()
+    assert (alert.state, alert.shelved_until) == ("acknowledged", None)
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+    evaluate(plant, [25.0], start=time.time() - 30)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert [body["event"] for _, body in webhook] == ["opened", "unshelved"]  # no "resolved" while shelved
+    with pytest.raises(services.AlertNotActive):
+        services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+
+
+def test_it_ends_shelvings_in_the_beat_task_on_a_real_worker(plant, hub, webhook):
+    from iothub.celery import enqueue
+
+    alert = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
+                                 opened_at=timezone.now(), last_value=36.0)
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=1)
+    Alert.objects.filter(pk=alert.pk).update(shelved_until=timezone.now() - timedelta(seconds=1))
+    hub.celery_worker()
+    enqueue("apps.alerts.tasks.expire_shelving", {})
+    eventually(lambda: webhook, timeout=30, message="the unshelved alert notified by the worker")
+    assert webhook[0][1]["event"] == "unshelved" and Alert.objects.get(pk=alert.pk).state == "open"

@@ -494,6 +494,36 @@ def test_it_refuses_an_overlong_note(alerts, staff_api):
     assert Alert.objects.get(pk=alerts["open"].pk).state == "open"
 
 
+def test_it_shelves_and_unshelves_an_alert(alerts, staff_api):
+    url = f"/api/v1/alerts/{alerts['acknowledged'].pk}"
+    shelved = staff_api.post(f"{url}/shelve/", {"minutes": 90, "note": "valve replaced, running in"}, format="json")
+    assert shelved.status_code == 200, shelved.data
+    until = datetime.fromisoformat(shelved.data["shelved_until"])
+    assert shelved.data["state"] == "shelved"
+    assert until == pytest.approx(timezone.now() + timedelta(minutes=90), abs=timedelta(seconds=10))
+    assert staff_api.get("/api/v1/alerts/?state=shelved").data["count"] == 1
+    unshelved = staff_api.post(f"{url}/unshelve/", {}, format="json")
+    assert (unshelved.status_code, unshelved.data["state"], unshelved.data["shelved_until"]) == (200, "acknowledged", None)
+    events = list(AlertEvent.objects.filter(alert=alerts["acknowledged"]).values_list("kind", "user__username", "note"))
+    assert events == [("shelved", "staff-user", "valve replaced, running in"), ("unshelved", "staff-user", "")]
+
+
+@pytest.mark.parametrize("minutes", [0, 1441, -5, "soon", None])
+def test_it_refuses_shelving_minutes_outside_a_day(alerts, staff_api, minutes):
+    response = staff_api.post(f"/api/v1/alerts/{alerts['open'].pk}/shelve/", {"minutes": minutes}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["minutes"]
+    assert Alert.objects.get(pk=alerts["open"].pk).state == "open"
+
+
+@pytest.mark.parametrize("action", ["shelve", "unshelve"])
+def test_it_answers_409_when_shelving_a_resolved_alert(alerts, staff_api, action):
+    response = staff_api.post(f"/api/v1/alerts/{alerts['resolved'].pk}/{action}/", {"minutes": 10}, format="json")
+    assert response.status_code == 409
+    assert "resolved" in str(response.data)
+    assert not AlertEvent.objects.filter(alert=alerts["resolved"]).exists()
+
+
 # --- dead letters, schema, throttling -----------------------------------------------------------
 
 

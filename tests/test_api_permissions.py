@@ -121,3 +121,12 @@ def test_it_guards_every_other_endpoint(endpoint_objects, method, url, expected,
     assert response.status_code == expected[role]
     if role == "anonymous":
         assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.parametrize("role", STAFF_READ)
+@pytest.mark.parametrize(("action", "body"), [("shelve", {"minutes": 5, "note": "calibration"}), ("unshelve", {})])
+def test_it_lets_staff_shelve_and_unshelve_alerts(endpoint_objects, role, action, body):
+    response = api_client(role).post(f"/api/v1/alerts/{endpoint_objects['alert']}/{action}/", body, format="json")
+    assert response.status_code == STAFF_READ[role]
+    if role == "anonymous":
+        assert response["WWW-Authenticate"] == "Token"

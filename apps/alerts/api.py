@@ -4,6 +4,7 @@ from copy import copy
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -12,12 +13,12 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
-from iothub.api import HubAPIMixin, IsPlantStaff, SlugRelatedField
+from iothub.api import Conflict, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
 from .models import Alert, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
-from .services import acknowledge_alert, resolve_alert
+from .services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 
 
 class ThresholdSerializer(serializers.ModelSerializer):
@@ -115,6 +116,12 @@ class AlertNoteSerializer(serializers.Serializer):
     note = serializers.CharField(max_length=1000, allow_blank=True, default="")
 
 
+class ShelveSerializer(AlertNoteSerializer):
+    """How long to shelve an alert (1 minute to 1 day) and why."""
+
+    minutes = serializers.IntegerField(min_value=1, max_value=1440)
+
+
 class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Alert history, newest first; plant staff acknowledge and resolve."""
 
@@ -140,4 +147,28 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
         body = AlertNoteSerializer(data=self.request.data)
         body.is_valid(raise_exception=True)
         change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
+        return Response(AlertSerializer(self.get_object()).data)
+
+    @extend_schema(request=ShelveSerializer, responses=AlertSerializer)
+    @action(detail=True, methods=["post"])
+    def shelve(self, request, pk=None):
+        """Shelve an active alert for `minutes` (1–1440): no notifications or reminders until then; 409 if resolved."""
+        body = ShelveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self.change_shelving(shelve_alert, **body.validated_data)
+
+    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @action(detail=True, methods=["post"])
+    def unshelve(self, request, pk=None):
+        """End a shelving early: the alert returns to its state and is notified again; 409 if resolved."""
+        body = AlertNoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self.change_shelving(unshelve_alert, **body.validated_data)
+
+    def change_shelving(self, change, **fields):
+        alert = self.get_object()
+        try:
+            change(alert_id=alert.pk, user=self.request.user, **fields)
+        except AlertNotActive as error:
+            raise Conflict(_("The alert is %(state)s.") % {"state": error.alert.state}) from error
         return Response(AlertSerializer(self.get_object()).data)

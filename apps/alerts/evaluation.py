@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from .models import Alert, AlertEvent
 from .thresholds import LEVEL_RANK, RANK_LEVEL, Bands
 
-ACTIVE_STATES = [Alert.State.OPEN, Alert.State.ACKNOWLEDGED]
-
 
 def hold_key(device_pk, metric_pk):
     return f"hold:{device_pk}:{metric_pk}"
@@ -62,7 +60,7 @@ class PairState:
         elif rank != self.rank:
             kind = AlertEvent.Kind.ESCALATED if rank > self.rank else AlertEvent.Kind.DEESCALATED
             if kind == AlertEvent.Kind.ESCALATED:
-                alert.state = Alert.State.OPEN  # an acknowledged warning that turns critical needs eyes again
+                alert.reopen()  # an acknowledged warning that turns critical needs eyes again
             alert.level = RANK_LEVEL[rank]
             self.event(kind, ts, value)
 

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Level(models.TextChoices):
@@ -87,9 +88,13 @@ class Alert(models.Model):
     system alert, without a device) the pipeline itself was unhealthy."""
 
     class State(models.TextChoices):
-        OPEN = "open", "open"
-        ACKNOWLEDGED = "acknowledged", "acknowledged"
-        RESOLVED = "resolved", "resolved"
+        OPEN = "open", _("open")
+        ACKNOWLEDGED = "acknowledged", _("acknowledged")
+        # Put aside by an operator for a bounded time (ISA-18.2): evaluated, recorded, not announced.
+        SHELVED = "shelved", _("shelved")
+        RESOLVED = "resolved", _("resolved")
+        # A crossing during a maintenance window: recorded, never announced, never active.
+        SUPPRESSED = "suppressed", _("suppressed")
 
     class Source(models.TextChoices):
         DEVICE = "device", "device"
@@ -113,6 +118,13 @@ class Alert(models.Model):
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
+    shelved_until = models.DateTimeField(
+        null=True, blank=True, help_text=_("While shelved: when the shelving ends. Kept if the alert resolved while shelved.")
+    )
+    unshelved_state = models.CharField(
+        max_length=16, blank=True, choices=[(State.OPEN, _("open")), (State.ACKNOWLEDGED, _("acknowledged"))],
+        help_text=_("While shelved: the state the alert returns to when its shelving ends."),
+    )
 
     class Meta:
         ordering = ["-opened_at"]
@@ -120,13 +132,13 @@ class Alert(models.Model):
             # One alert per (device, metric) that is not resolved: concurrent workers cannot open two.
             models.UniqueConstraint(
                 fields=["device", "metric"],
-                condition=~Q(state="resolved") & Q(source="device"),
+                condition=Q(state__in=["open", "acknowledged", "shelved"]) & Q(source="device"),
                 name="alert_one_active_per_device_metric",
                 nulls_distinct=False,
             ),
             models.UniqueConstraint(
                 fields=["subject"],
-                condition=~Q(state="resolved") & Q(source="system"),
+                condition=Q(state__in=["open", "acknowledged", "shelved"]) & Q(source="system"),
                 name="alert_one_active_per_system_subject",
             ),
             models.CheckConstraint(
@@ -134,7 +146,10 @@ class Alert(models.Model):
                 name="alert_device_iff_device_source",
             ),
         ]
-        indexes = [models.Index(fields=["state", "level"])]
+        indexes = [
+            models.Index(fields=["state", "level"]),
+            models.Index(fields=["shelved_until"], condition=Q(state="shelved"), name="alert_shelved_until"),
+        ]
 
     def __str__(self):
         return f"{self.level} {self.what} ({self.state})"
@@ -148,7 +163,25 @@ class Alert(models.Model):
 
     @property
     def is_active(self):
-        return self.state != self.State.RESOLVED
+        return self.state in ACTIVE_STATES
+
+    @property
+    def is_silenced(self):
+        """Shelved (or resolved while shelved): its changes are recorded but not notified."""
+        return self.shelved_until is not None
+
+    def reopen(self):
+        """It got worse: it needs eyes again, now or, if shelved, when its shelving ends."""
+        if self.state == self.State.SHELVED:
+            self.unshelved_state = self.State.OPEN
+        else:
+            self.state = self.State.OPEN
+
+
+# At most one alert per (device, metric) or system subject is in one of these; evaluation follows it.
+ACTIVE_STATES = [Alert.State.OPEN, Alert.State.ACKNOWLEDGED, Alert.State.SHELVED]
+# What operators are shown as needing attention (a shelved alert is shown apart).
+ANNUNCIATED_STATES = [Alert.State.OPEN, Alert.State.ACKNOWLEDGED]
 
 
 class AlertEvent(models.Model):
@@ -160,6 +193,9 @@ class AlertEvent(models.Model):
         DEESCALATED = "deescalated", "de-escalated"
         ACKNOWLEDGED = "acknowledged", "acknowledged"
         RESOLVED = "resolved", "resolved"
+        SHELVED = "shelved", _("shelved")
+        UNSHELVED = "unshelved", _("unshelved")
+        SUPPRESSED = "suppressed", _("suppressed by maintenance")
 
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -16,15 +16,23 @@ from apps.live.broadcast import push_alert
 from iothub.celery import enqueue
 
 from . import system
-from .evaluation import ACTIVE_STATES, PairState, hold_key
+from .evaluation import PairState, hold_key
 from .metrics import ALERT_CHANGES
-from .models import Alert, AlertEvent, Level, Threshold
+from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Threshold
 from .serializers import alert_json
 from .thresholds import LEVEL_RANK, Bands
 
 log = logging.getLogger(__name__)
 
-NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED}
+NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED, AlertEvent.Kind.UNSHELVED}
+
+
+class AlertNotActive(Exception):
+    """The alert is no longer active (resolved): it cannot be shelved or unshelved."""
+
+    def __init__(self, alert):
+        super().__init__(alert.state)
+        self.alert = alert
 
 
 def announce_on_commit(changes):
@@ -34,7 +42,8 @@ def announce_on_commit(changes):
     for alert, kind in changes:
         ALERT_CHANGES.labels(kind, alert.level).inc()
     ids = list(dict.fromkeys(alert.pk for alert, _ in changes))
-    to_notify = [(alert.pk, kind) for alert, kind in changes if kind in NOTIFIED_EVENTS]
+    # A shelved alert's changes are recorded and shown, not sent (ISA-18.2 shelving).
+    to_notify = [(alert.pk, kind) for alert, kind in changes if kind in NOTIFIED_EVENTS and not alert.is_silenced]
 
     def announce():
         for alert in Alert.objects.filter(pk__in=ids).select_related("device__location", "metric", "acknowledged_by"):
@@ -204,7 +213,10 @@ def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
         if alert.state == Alert.State.RESOLVED or alert.state == state:
             return alert
         now = timezone.now()
-        alert.state = state
+        if alert.state == Alert.State.SHELVED and state == Alert.State.ACKNOWLEDGED:
+            alert.unshelved_state = state  # stays shelved; acknowledged once the shelving ends
+        else:
+            alert.state = state
         setattr(alert, stamp_field, now)
         if state == Alert.State.ACKNOWLEDGED:
             alert.acknowledged_by = user
@@ -230,12 +242,65 @@ def resolve_alert(*, alert_id, user, note=""):
     )
 
 
+def shelve_alert(*, alert_id, user, minutes, note=""):
+    """Put an active alert aside for `minutes`: still evaluated and recorded, not notified, no
+    reminders, until the shelving ends (expire_shelving) or is ended early (unshelve_alert).
+    Shelving a shelved alert sets a new end. Raises AlertNotActive for a resolved alert."""
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().get(pk=alert_id)
+        if not alert.is_active:
+            raise AlertNotActive(alert)
+        now = timezone.now()
+        if alert.state != Alert.State.SHELVED:
+            alert.unshelved_state, alert.state = alert.state, Alert.State.SHELVED
+        alert.shelved_until = now + timedelta(minutes=minutes)
+        alert.save(update_fields=["state", "unshelved_state", "shelved_until"])
+        AlertEvent.objects.create(
+            alert=alert, kind=AlertEvent.Kind.SHELVED, at=now, level=alert.level, value=alert.last_value, user=user, note=note
+        )
+        announce_on_commit([(alert, AlertEvent.Kind.SHELVED)])
+    return alert
+
+
+def end_shelving(alert, *, at, user=None, note=""):
+    """Back to the state it would be in without shelving; announced (so notified) as unshelved."""
+    alert.state = alert.unshelved_state or Alert.State.OPEN
+    alert.shelved_until, alert.unshelved_state = None, ""
+    alert.save(update_fields=["state", "unshelved_state", "shelved_until"])
+    AlertEvent.objects.create(
+        alert=alert, kind=AlertEvent.Kind.UNSHELVED, at=at, level=alert.level, value=alert.last_value, user=user, note=note
+    )
+    return alert, AlertEvent.Kind.UNSHELVED
+
+
+def unshelve_alert(*, alert_id, user, note=""):
+    """End a shelving early; an active alert that is not shelved stays as it is. Raises
+    AlertNotActive for a resolved alert."""
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().get(pk=alert_id)
+        if not alert.is_active:
+            raise AlertNotActive(alert)
+        if alert.state == Alert.State.SHELVED:
+            announce_on_commit([end_shelving(alert, at=timezone.now(), user=user, note=note)])
+    return alert
+
+
+def expire_shelving(*, now=None):
+    """Beat: end every shelving whose time is up; returns the alerts unshelved."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = Alert.objects.select_for_update().filter(state=Alert.State.SHELVED, shelved_until__lte=now).order_by("pk")
+        changes = [end_shelving(alert, at=now) for alert in due]
+        announce_on_commit(changes)
+    return [alert for alert, _ in changes]
+
+
 # -- System alerts: the hub watching its own pipeline (apps.alerts.system measures it) ------------
 
 
 def apply_system_level(*, subject, value, level, now):
     """Open, escalate, de-escalate or resolve the system alert of `subject`; returns [(alert, event kind)]."""
-    alert = Alert.objects.select_for_update().filter(source=Alert.Source.SYSTEM, subject=subject).exclude(state=Alert.State.RESOLVED).first()
+    alert = Alert.objects.select_for_update().filter(source=Alert.Source.SYSTEM, subject=subject, state__in=ACTIVE_STATES).first()
     if alert is None:
         if level == Level.NORMAL:
             return []
@@ -255,7 +320,7 @@ def apply_system_level(*, subject, value, level, now):
             kind = AlertEvent.Kind.ESCALATED if rising else AlertEvent.Kind.DEESCALATED
             alert.level = level
             if rising:
-                alert.state = Alert.State.OPEN
+                alert.reopen()
         else:
             alert.save(update_fields=["last_value", "peak_value"])
             return []

@@ -48,3 +48,8 @@ def remind_unacknowledged():
 @shared_task
 def watch_pipeline():
     return len(services.watch_pipeline())
+
+
+@shared_task
+def expire_shelving():
+    return len(services.expire_shelving())

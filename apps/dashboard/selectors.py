@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import Q
 
-from apps.alerts.models import Alert
+from apps.alerts.models import ANNUNCIATED_STATES, Alert
 from apps.devices.models import Device, DeviceType, Location
 from apps.telemetry.latest import get_latest
 from apps.telemetry.metrics import pipeline_summaries
@@ -72,8 +72,9 @@ class PlantNode:
 
 
 def active_alerts():
-    """Every alert that is not resolved, as (id, warning|critical, loc_id): one query, a few bytes each."""
-    rows = Alert.objects.exclude(state=Alert.State.RESOLVED).values_list("pk", "level", "device__location__loc_id")
+    """Every alert that needs attention (not resolved, shelved or suppressed), as (id, warning|critical, loc_id):
+    one query, a few bytes each."""
+    rows = Alert.objects.filter(state__in=ANNUNCIATED_STATES).values_list("pk", "level", "device__location__loc_id")
     return [ActiveAlert(pk, alert_kind(level), loc_id) for pk, level, loc_id in rows]
 
 

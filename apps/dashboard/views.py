@@ -7,15 +7,16 @@ acting on alerts requires plant staff, as in the API.
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from apps.alerts.models import Alert
-from apps.alerts.selectors import effective_thresholds
-from apps.alerts.services import acknowledge_alert, resolve_alert
+from apps.alerts.models import ANNUNCIATED_STATES, Alert
+from apps.alerts.selectors import effective_thresholds, shelved_alerts
+from apps.alerts.services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 from apps.devices.models import Device, Location
 from apps.devices.selectors import live_device
 from apps.telemetry.selectors import device_status
@@ -33,6 +34,7 @@ PIPELINE_STATS = [
     ("dead_letters_per_s", "Dead letters/s"),
     ("load_percent", "Load of capacity"),
 ]
+SHELVE_CHOICES = [(15, _("15 min")), (60, _("1 hour")), (240, _("4 hours")), (480, _("8 hours")), (1440, _("24 hours"))]
 
 
 def alert_list():
@@ -54,7 +56,7 @@ def overview(request):
         "factories": Location.objects.order_by("factory").values_list("factory", flat=True).distinct(),
         "factory": factory,
         "query": query,
-        "open_alerts": alert_list().exclude(state=Alert.State.RESOLVED)[:FEED_LENGTH],
+        "open_alerts": alert_list().filter(state__in=ANNUNCIATED_STATES)[:FEED_LENGTH],
         "feed_length": FEED_LENGTH,
         "totals": {kind: sum(a.kind == kind for a in alerts) for kind in ("warning", "critical")},
         "active_alerts": {a.id: [a.kind, a.loc_id] for a in alerts},
@@ -99,8 +101,10 @@ def alert_console(request):
     """Alerts filtered by state, level and location; new ones appear live."""
     alerts = alert_list()
     state = request.GET.get("state", "active")
-    if state == "active":
-        alerts = alerts.exclude(state=Alert.State.RESOLVED)
+    shelved = None
+    if state == "active":  # what needs attention; shelved alerts apart, below
+        alerts = alerts.filter(state__in=ANNUNCIATED_STATES)
+        shelved = shelved_alerts()
     elif state in Alert.State.values:
         alerts = alerts.filter(state=state)
     level = request.GET.get("level")
@@ -111,7 +115,7 @@ def alert_console(request):
         alerts = alerts.filter(device__location__loc_id=loc_id)
     context = {"alerts": alerts[:200], "state": state, "level": level or "", "loc_id": loc_id or "",
                "states": ["active", *Alert.State.values, "all"], "levels": ["warning", "critical", "offline"],
-               "can_act": is_plant_staff(request.user)}
+               "can_act": is_plant_staff(request.user), "shelved": shelved, "shelve_choices": SHELVE_CHOICES}
     return render(request, "dashboard/alerts.html", context)
 
 
@@ -124,6 +128,34 @@ def alert_action(request, pk, action):
     change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
     get_object_or_404(Alert, pk=pk)
     change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
+    return back_to_console(request)
+
+
+@login_required
+@require_POST
+def alert_shelving(request, pk, action):
+    """Shelve an alert for one of SHELVE_CHOICES, or unshelve it (plant staff); a resolved alert stays as it is."""
+    if not is_plant_staff(request.user):
+        raise PermissionDenied("Only plant staff act on alerts.")
+    get_object_or_404(Alert, pk=pk)
+    note = request.POST.get("note", "")[:1000]
+    try:
+        if action == "shelve":
+            minutes = int(request.POST.get("minutes", ""))
+            if minutes not in dict(SHELVE_CHOICES):
+                raise ValueError(minutes)
+            shelve_alert(alert_id=pk, user=request.user, minutes=minutes, note=note)
+        else:
+            unshelve_alert(alert_id=pk, user=request.user, note=note)
+    except ValueError:
+        return HttpResponseBadRequest(_("Choose how long to shelve the alert."))
+    except AlertNotActive:
+        pass  # resolved meanwhile: the page shows it so
+    return back_to_console(request)
+
+
+def back_to_console(request):
+    """Back to the page the action was done from (if it is one of ours), else the console."""
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)
