@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
 
-from apps.alerts.api import AlertViewSet, ThresholdViewSet
+from apps.alerts.api import AlertViewSet, MaintenanceWindowViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
 from apps.telemetry.api import AggregationView, DeadLetterViewSet, ReadingViewSet, RealtimeView
 from apps.telemetry.http_ingest import IngestView
@@ -27,6 +27,7 @@ router.register("thresholds", ThresholdViewSet)
 router.register("readings", ReadingViewSet)
 router.register("alerts", AlertViewSet)
 router.register("deadletters", DeadLetterViewSet)
+router.register("maintenance-windows", MaintenanceWindowViewSet)
 
 urlpatterns = [
     path("v1/realtime/", RealtimeView.as_view(), name="realtime"),

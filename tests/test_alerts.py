@@ -11,7 +11,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.alerts import notify, services
-from apps.alerts.models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from apps.alerts.evaluation import as_datetime
+from apps.alerts.models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from apps.alerts.selectors import effective_thresholds
 from apps.devices.models import Device
 
@@ -310,3 +311,64 @@ def test_it_ends_shelvings_in_the_beat_task_on_a_real_worker(plant, hub, webhook
     enqueue("apps.alerts.tasks.expire_shelving", {})
     eventually(lambda: webhook, timeout=30, message="the unshelved alert notified by the worker")
     assert webhook[0][1]["event"] == "unshelved" and Alert.objects.get(pk=alert.pk).state == "open"
+
+
+# --- maintenance windows -------------------------------------------------------------------------
+
+
+def test_it_records_crossings_during_maintenance_as_suppressed_and_alerts_normally_after_it(plant, webhook, eager_celery):
+    dev1, dev2 = plant["devices"]
+    Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
+    now = time.time()
+    MaintenanceWindow.objects.create(location=plant["location"], reason="line overhaul",
+                                     start=as_datetime(now - 3600), end=as_datetime(now - 600))
+    # In the window: two crossings (the first escalates to critical, then returns to normal).
+    evaluate(plant, [31.0, 36.0, 37.0, 25.0, 32.0, 32.5], start=now - 3000, step=60)
+    assert not Alert.objects.filter(state__in=["open", "acknowledged"]).exists()
+    records = list(Alert.objects.filter(device=dev1, state="suppressed").order_by("opened_at"))
+    assert [(r.level, r.first_value, r.peak_value, r.resolved_at is not None) for r in records] == [
+        ("critical", 31.0, 37.0, True), ("warning", 32.0, 32.5, False),
+    ]
+    # After the window: the second crossing ends; a value still beyond opens an alert after its 60 s hold.
+    evaluate(plant, [32.0, 32.0], start=now - 590, step=30)
+    assert not Alert.objects.filter(state="open").exists()
+    assert Alert.objects.get(pk=records[1].pk).resolved_at.timestamp() == pytest.approx(now - 590)
+    evaluate(plant, [33.0], start=now - 520)
+    alert = Alert.objects.get(state="open")
+    assert alert.opened_at.timestamp() == pytest.approx(now - 590)
+    assert [body["event"] for _, body in webhook] == ["opened"]
+    assert [k for k, *_ in alert_history(dev1)] == ["suppressed", "suppressed", "opened"]
+    # The other device of the location had its own window too, and a device window covers only its device.
+    MaintenanceWindow.objects.create(device=dev2, reason="swap", start=as_datetime(now - 300), end=as_datetime(now + 300))
+    evaluate(plant, [36.0], device=1, start=now - 200)
+    evaluate(plant, [36.0], device=0, start=now - 200)
+    assert Alert.objects.get(device=dev2).state == "suppressed"
+    assert Alert.objects.get(device=dev1, state="open").level == "critical"
+
+
+def test_it_loads_the_maintenance_windows_of_a_batch_in_one_query(plant, django_assert_max_num_queries):
+    from apps.alerts.selectors import maintenance_by_device
+
+    dev1, dev2 = plant["devices"]
+    now = time.time()
+    MaintenanceWindow.objects.create(location=plant["location"], reason="a", start=as_datetime(now - 60), end=as_datetime(now + 60))
+    MaintenanceWindow.objects.create(device=dev2, reason="b", start=as_datetime(now + 120), end=as_datetime(now + 180))
+    MaintenanceWindow.objects.create(device=dev2, reason="later", start=as_datetime(now + 900), end=as_datetime(now + 960))
+    with django_assert_max_num_queries(1):
+        covered = maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now, end=now + 130)
+    assert {pk: sorted(windows) for pk, windows in covered.items()} == {dev1.pk: [(pytest.approx(now - 60), pytest.approx(now + 60))],
+                       dev2.pk: [(pytest.approx(now - 60), pytest.approx(now + 60)), (pytest.approx(now + 120), pytest.approx(now + 180))]}
+
+
+def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a_real_worker(plant, hub, publisher, webhook, unique):
+    dev1, dev2 = plant["devices"]
+    MaintenanceWindow.objects.create(device=dev1, reason="calibration", start=timezone.now() - timedelta(minutes=5),
+                                     end=timezone.now() + timedelta(minutes=30))
+    hub.ingest("--source", "mqtt", "--client-id", f"maintenance-ingest-{unique}")
+    hub.celery_worker()
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0})
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 36.0})
+    eventually(lambda: Alert.objects.filter(device=dev2, state="open").exists() and webhook, timeout=40, message="dev-2's alert")
+    record = Alert.objects.get(device=dev1)
+    assert (record.state, record.level, record.first_value) == ("suppressed", "critical", 36.0)
+    assert [body["alert"]["device"] for _, body in webhook] == ["dev-2"]

@@ -524,6 +524,53 @@ def test_it_answers_409_when_shelving_a_resolved_alert(alerts, staff_api, action
     assert not AlertEvent.objects.filter(alert=alerts["resolved"]).exists()
 
 
+# --- maintenance windows ---------------------------------------------------------------------------
+
+
+def window_body(**fields):
+    start = timezone.now() + timedelta(hours=1)
+    return {"loc_id": "N-ASM-1-LA", "start": start.isoformat(), "end": (start + timedelta(hours=2)).isoformat(),
+            "reason": "line overhaul", **fields}
+
+
+def test_it_round_trips_maintenance_windows(plant, admin_api, staff_api):
+    created = admin_api.post("/api/v1/maintenance-windows/", window_body(), format="json")
+    assert created.status_code == 201, created.data
+    assert (created.data["loc_id"], created.data["device"], created.data["created_by"]) == ("N-ASM-1-LA", None, "admin-user")
+    device_window = admin_api.post("/api/v1/maintenance-windows/", window_body(loc_id=None, device="dev-1"), format="json")
+    assert device_window.status_code == 201, device_window.data  # a device window may overlap its location's
+    moved = admin_api.patch(f"/api/v1/maintenance-windows/{created.data['id']}/", {"reason": "overhaul, part 2"}, format="json")
+    assert (moved.status_code, moved.data["reason"]) == (200, "overhaul, part 2")
+    listed = staff_api.get("/api/v1/maintenance-windows/?current=true&loc_id=N-ASM-1-LA")
+    assert [w["id"] for w in listed.data["results"]] == [created.data["id"]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"start": "2020-01-01T06:00:00Z", "end": "2020-01-01T08:00:00Z"}, "end"),  # in the past
+        ({"end": (timezone.now() - timedelta(hours=5)).isoformat()}, "end"),  # ends before it starts
+        ({"start": (timezone.now() + timedelta(hours=2)).isoformat()}, "start"),  # overlaps the existing one
+        ({"device": "dev-1"}, "non_field_errors"),  # a device and a location
+        ({"loc_id": None}, "non_field_errors"),  # neither
+        ({"loc_id": "NOWHERE"}, "loc_id"),
+        ({"reason": ""}, "reason"),
+    ],
+)
+def test_it_refuses_invalid_maintenance_windows_naming_the_field(plant, admin_api, fields, field):
+    assert admin_api.post("/api/v1/maintenance-windows/", window_body(), format="json").status_code == 201
+    response = admin_api.post("/api/v1/maintenance-windows/", window_body(**fields), format="json")
+    assert response.status_code == 400
+    assert list(response.data) == [field], response.data
+
+
+def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, staff_api):
+    record = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
+                                  state="suppressed", opened_at=timezone.now(), first_value=36.0)
+    response = staff_api.get("/api/v1/alerts/?device=dev-1")
+    assert [(a["id"], a["state"]) for a in response.data["results"]] == [(record.pk, "suppressed")]
+
+
 # --- dead letters, schema, throttling -----------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.alerts.models import Alert, Threshold
+from apps.alerts.models import Alert, MaintenanceWindow, Threshold
 from apps.devices.models import Device, DeviceType, Location, Metric
 from apps.telemetry.models import DeadLetter
 
@@ -58,6 +58,13 @@ RESOURCES = [
     Resource(
         "thresholds", None, lambda plant: Threshold.objects.create(metric=plant["humidity"], warning_max=70),
         {"metric": "humidity", "warning_min": 20},
+    ),
+    Resource(
+        "maintenance-windows", None,
+        lambda plant: MaintenanceWindow.objects.create(
+            device=plant["devices"][1], reason="pump swap", start=timezone.now() + timedelta(days=1), end=timezone.now() + timedelta(days=2),
+        ),
+        {"device": "dev-1", "start": "2999-01-01T06:00:00Z", "end": "2999-01-01T08:00:00Z", "reason": "calibration"},
     ),
 ]
 

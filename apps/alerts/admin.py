@@ -4,7 +4,7 @@ from django.utils.html import format_html_join
 from apps.devices.admin import DeviceAdmin, DeviceTypeAdmin, LocationAdmin
 from apps.devices.models import Device, DeviceType, Location
 
-from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from .models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from .selectors import effective_thresholds
 
 
@@ -79,6 +79,21 @@ class AlertAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "device", "location", "start", "end", "reason", "created_by"]
+    list_filter = ["location__factory"]
+    search_fields = ["device__device_id", "location__loc_id", "reason"]
+    autocomplete_fields = ["device", "location"]
+    readonly_fields = ["created_by", "created_at"]
+    date_hierarchy = "start"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(NotificationRoute)

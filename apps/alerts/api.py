@@ -4,6 +4,7 @@ from copy import copy
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
@@ -15,13 +16,27 @@ from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
 from iothub.api import Conflict, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
-from .models import Alert, Threshold
+from .models import Alert, MaintenanceWindow, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
 from .services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 
 
-class ThresholdSerializer(serializers.ModelSerializer):
+class ModelCleanSerializer(serializers.ModelSerializer):
+    """Validated as a whole by the model's own clean(), for a partial update too."""
+
+    def validate(self, attrs):
+        instance = copy(self.instance) if self.instance else self.Meta.model()
+        for field, value in attrs.items():
+            setattr(instance, field, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from error
+        return attrs
+
+
+class ThresholdSerializer(ModelCleanSerializer):
     """A threshold (design §6 threshold shape), validated by the model's own rules."""
 
     metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
@@ -38,16 +53,6 @@ class ThresholdSerializer(serializers.ModelSerializer):
             "critical_max", "hysteresis", "hold_seconds", "enabled",
         ]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
-
-    def validate(self, attrs):
-        threshold = copy(self.instance) if self.instance else Threshold()
-        for field, value in attrs.items():
-            setattr(threshold, field, value)
-        try:
-            threshold.clean()
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(serializers.as_serializer_error(error)) from error
-        return attrs
 
 
 class ThresholdFilterSet(django_filters.FilterSet):
@@ -97,6 +102,46 @@ class ThresholdViewSet(DeviceMasterViewSet):
             threshold = thresholds.get(effective[metric.pk].pk) if effective[metric.pk] else None
             rows.append({"metric": metric.key, "scope": threshold.scope_label if threshold else None, "threshold": threshold})
         return Response(EffectiveThresholdSerializer(rows, many=True).data)
+
+
+class MaintenanceWindowSerializer(ModelCleanSerializer):
+    """A maintenance window of one device or one location: {"device" or "loc_id", "start", "end", "reason"}."""
+
+    device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
+    loc_id = SlugRelatedField(source="location", slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = ["id", "device", "loc_id", "start", "end", "reason", "created_by", "created_at"]
+
+
+class MaintenanceWindowFilterSet(django_filters.FilterSet):
+    """Windows by target, and those still to come or running (`?current=true`)."""
+
+    device = django_filters.CharFilter(field_name="device__device_id")
+    loc_id = django_filters.CharFilter(field_name="location__loc_id")
+    current = django_filters.BooleanFilter(method="filter_current")
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = []
+
+    def filter_current(self, queryset, name, value):
+        now = timezone.now()
+        return queryset.filter(end__gt=now) if value else queryset.filter(end__lte=now)
+
+
+class MaintenanceWindowViewSet(DeviceMasterViewSet):
+    """Maintenance windows: admins write, plant staff read."""
+
+    queryset = MaintenanceWindow.objects.select_related("device", "location", "created_by")
+    serializer_class = MaintenanceWindowSerializer
+    filterset_class = MaintenanceWindowFilterSet
+
+    def perform_create(self, serializer):
+        serializer.validated_data["created_by"] = self.request.user
+        super().perform_create(serializer)
 
 
 class AlertFilterSet(location_filterset("device__location")):

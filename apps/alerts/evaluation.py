@@ -4,6 +4,10 @@ apps.alerts.services loads the state, runs it and writes what changed).
 Per (device, metric) with a threshold: a value beyond a band must stay there for the
 threshold's hold time before an alert opens; leaving a level takes clearing the hysteresis
 deadband, so a value wobbling around a limit opens one alert, not many.
+
+During a maintenance window of the device the machine stands still: a crossing opens a
+suppressed record instead (one per crossing, ended when the value returns to normal or the window
+ends), and a hold starts afresh after the window.
 """
 
 from dataclasses import dataclass, field
@@ -31,12 +35,20 @@ class PairState:
     alert: Alert | None
     breach_since: float | None
     events: list = field(default_factory=list)
+    maintenance: list = field(default_factory=list)  # (start ts, end ts) of the device's windows
+    suppressed: Alert | None = None  # the crossing being recorded during maintenance
+    touched: list = field(default_factory=list)  # suppressed records changed without an event
 
     @property
     def rank(self):
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
+        if any(start <= ts < end for start, end in self.maintenance):
+            self.suppress(ts, value)
+            return
+        if self.suppressed is not None:  # the first reading after the window ends its crossing
+            self.end_suppressed(ts)
         rank = self.bands.rank_from(value, self.rank)
         if self.alert is None:
             if rank == 0:
@@ -63,6 +75,33 @@ class PairState:
                 alert.reopen()  # an acknowledged warning that turns critical needs eyes again
             alert.level = RANK_LEVEL[rank]
             self.event(kind, ts, value)
+
+    def suppress(self, ts, value):
+        self.breach_since = None
+        record = self.suppressed
+        if record is None:
+            rank = self.bands.rank(value)
+            if rank:
+                self.suppressed = Alert(
+                    device_id=self.device_pk, metric_id=self.metric_pk, level=RANK_LEVEL[rank], state=Alert.State.SUPPRESSED,
+                    opened_at=as_datetime(ts), first_value=value, peak_value=value, last_value=value,
+                )
+                self.events.append((self.suppressed, AlertEvent(kind=AlertEvent.Kind.SUPPRESSED, at=as_datetime(ts), level=RANK_LEVEL[rank], value=value)))
+            return
+        rank = self.bands.rank_from(value, LEVEL_RANK[record.level])
+        record.last_value = value
+        if self.bands.excess(value) > self.bands.excess(record.peak_value):
+            record.peak_value = value
+        if rank > LEVEL_RANK[record.level]:
+            record.level = RANK_LEVEL[rank]
+        self.touched.append(record)
+        if rank == 0:
+            self.end_suppressed(ts)
+
+    def end_suppressed(self, ts):
+        self.suppressed.resolved_at = as_datetime(ts)
+        self.touched.append(self.suppressed)
+        self.suppressed = None
 
     def open(self, ts, value, rank):
         self.alert = Alert(

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -210,6 +211,51 @@ class AlertEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.alert_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class MaintenanceWindow(models.Model):
+    """A device, or every device of a location, out of service from `start` to `end`: its threshold
+    crossings open no alert and send nothing; each is recorded as a suppressed alert instead."""
+
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance_windows"
+    )
+    location = models.ForeignKey(
+        "devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance_windows"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    reason = models.CharField(max_length=500)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-start", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(device__isnull=False) & Q(location__isnull=True)) | (Q(device__isnull=True) & Q(location__isnull=False)),
+                name="maintenance_one_target",
+            ),
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="maintenance_ends_after_start"),
+        ]
+        indexes = [models.Index(fields=["end", "start"])]
+
+    def __str__(self):
+        return f"{self.device or self.location}: {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+
+    def clean(self):
+        if (self.device_id is None) == (self.location_id is None):
+            raise ValidationError(_("Choose a device or a location."))
+        if self.start is None or self.end is None:
+            return  # the fields' own errors say so
+        if self.end <= self.start:
+            raise ValidationError({"end": _("Must be after the start.")})
+        if self.end <= timezone.now():
+            raise ValidationError({"end": _("The window is over: it must end in the future.")})
+        target = {"device_id": self.device_id} if self.device_id else {"location_id": self.location_id}
+        overlapping = MaintenanceWindow.objects.filter(start__lt=self.end, end__gt=self.start, **target).exclude(pk=self.pk).first()
+        if overlapping:
+            raise ValidationError({"start": _("Overlaps the window %(window)s of the same target.") % {"window": overlapping}})
 
 
 class NotificationRoute(models.Model):

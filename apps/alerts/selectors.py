@@ -1,8 +1,10 @@
 """Reads of the alerts app."""
 
+from datetime import UTC, datetime
+
 from django.db.models import OuterRef, Subquery
 
-from .models import Alert, AlertEvent, Threshold
+from .models import Alert, AlertEvent, MaintenanceWindow, Threshold
 from .thresholds import ThresholdIndex
 
 
@@ -26,3 +28,21 @@ def shelved_alerts():
         .annotate(shelving_note=Subquery(last_shelving.values("note")[:1]))
         .order_by("shelved_until", "pk")
     )
+
+
+def maintenance_by_device(*, device_pks, start, end):
+    """device pk → [(start, end)] as epoch seconds of the maintenance windows that cover the device
+    (its own or its location's) somewhere between `start` and `end` (epoch seconds): one query,
+    usually answered from the index on `end` with no row."""
+    if not device_pks:
+        return {}
+    windows = MaintenanceWindow.objects.filter(start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC))
+    rows = (
+        windows.filter(device__in=device_pks).values_list("device", "start", "end")
+        .union(windows.filter(location__devices__in=device_pks).values_list("location__devices", "start", "end"), all=True)
+    )
+    covered = {}
+    for device_pk, window_start, window_end in rows:
+        if device_pk in device_pks:
+            covered.setdefault(device_pk, []).append((window_start.timestamp(), window_end.timestamp()))
+    return covered

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, DateTimeField, Exists, OuterRef, Value, When
+from django.db.models import Case, DateTimeField, Exists, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from . import system
 from .evaluation import PairState, hold_key
 from .metrics import ALERT_CHANGES
 from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Threshold
+from .selectors import maintenance_by_device
 from .serializers import alert_json
 from .thresholds import LEVEL_RANK, Bands
 
@@ -80,6 +81,8 @@ def save_pair(pair):
         changed.append((alert, event.kind))
     if pair.alert is not None and pair.alert.pk is not None and not changed:
         pair.alert.save(update_fields=["last_value", "peak_value"])
+    for record in {id(r): r for r in pair.touched}.values():
+        record.save(update_fields=["level", "last_value", "peak_value", "resolved_at"])
     return changed
 
 
@@ -93,14 +96,17 @@ def evaluate_readings(rows):
         by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
     thresholds = Threshold.objects.in_bulk({key[2] for key in by_pair})
     device_pks = {key[0] for key in by_pair}
+    times = [ts for readings in by_pair.values() for ts, _ in readings]
+    maintenance = maintenance_by_device(device_pks=device_pks, start=min(times, default=0), end=max(times, default=0))
     # Locked in primary-key order, so workers evaluating overlapping batches never deadlock.
-    active = {
-        (a.device_id, a.metric_id): a
-        for a in Alert.objects.select_for_update()
-        .filter(device_id__in=device_pks, state__in=ACTIVE_STATES)
+    active, suppressed = {}, {}
+    for a in (
+        Alert.objects.select_for_update()
+        .filter(Q(state__in=ACTIVE_STATES) | Q(state=Alert.State.SUPPRESSED, resolved_at=None), device_id__in=device_pks)
         .exclude(metric=None)
         .order_by("pk")
-    }
+    ):
+        (suppressed if a.state == Alert.State.SUPPRESSED else active)[(a.device_id, a.metric_id)] = a
     holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair])
     new_holds = {}
     ended_holds = []
@@ -115,6 +121,8 @@ def evaluate_readings(rows):
             bands=Bands.of(threshold),
             alert=active.get((device_pk, metric_pk)),
             breach_since=holds.get(hold_key(device_pk, metric_pk)),
+            maintenance=maintenance.get(device_pk, []),
+            suppressed=suppressed.get((device_pk, metric_pk)),
         )
         for ts, value in readings:
             pair.apply(ts, value)
@@ -210,7 +218,7 @@ def detect_offline(*, now=None):
 def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert_id)
-        if alert.state == Alert.State.RESOLVED or alert.state == state:
+        if not alert.is_active or alert.state == state:  # resolved stays resolved, suppressed stays a record
             return alert
         now = timezone.now()
         if alert.state == Alert.State.SHELVED and state == Alert.State.ACKNOWLEDGED:
