@@ -372,3 +372,57 @@ def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a
     record = Alert.objects.get(device=dev1)
     assert (record.state, record.level, record.first_value) == ("suppressed", "critical", 36.0)
     assert [body["alert"]["device"] for _, body in webhook] == ["dev-2"]
+
+
+# --- rate of change ----------------------------------------------------------------------------------
+
+
+def rate_threshold(plant, **fields):
+    """dev-1's temperature: no level limit within reach, a rate limit of 1 °C/min (critical 2.5) over 2 minutes."""
+    return Threshold.objects.create(metric=plant["temperature"], device=plant["devices"][0], warning_max=90, hysteresis=0.2,
+                                    rate_max=1.0, rate_critical_max=2.5, rate_window=120, **fields)
+
+
+def evaluate_with(threshold, plant, values, start, step=10.0):
+    rows = [(plant["devices"][0].pk, plant["temperature"].pk, start + i * step, v, threshold.pk) for i, v in enumerate(values)]
+    return services.process_stored_batch(rows=rows, last_seen=[])
+
+
+def test_it_alerts_on_a_value_changing_faster_than_its_rate_limit(plant):
+    threshold = rate_threshold(plant)
+    start = time.time() - 3600
+    flat = [20.0] * 13  # two minutes
+    evaluate_with(threshold, plant, flat, start)
+    assert not Alert.objects.exists()
+    # +0.3 °C every 10 s = 1.8 °C/min: a warning once the 2-minute window sees it; batches split anywhere.
+    rise = [20.0 + 0.3 * n for n in range(1, 13)]
+    evaluate_with(threshold, plant, rise[:5], start + 130)
+    evaluate_with(threshold, plant, rise[5:], start + 180)
+    alert = Alert.objects.get()
+    assert (alert.level, alert.state) == ("warning", "open")
+    # Then +1 °C every 10 s = 6 °C/min: critical. Then flat: the rate falls back and the alert resolves.
+    evaluate_with(threshold, plant, [24.6 + n for n in range(1, 7)], start + 250)
+    evaluate_with(threshold, plant, [30.6] * 15, start + 310)
+    alert.refresh_from_db()
+    assert (alert.last_value, alert.state) == (30.6, "resolved")
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "escalated", "deescalated", "resolved"]
+
+
+def test_it_ignores_a_slow_drift_and_holds_a_rate_breach_for_the_hold_time(plant):
+    threshold = rate_threshold(plant, hold_seconds=120)
+    start = time.time() - 3600
+    evaluate_with(threshold, plant, [20.0 + 0.1 * n for n in range(60)], start)  # 0.6 °C/min for 10 minutes
+    assert not Alert.objects.exists()
+    evaluate_with(threshold, plant, [25.9 - 0.3 * n for n in range(1, 10)], start + 600)  # falls at 1.8 °C/min, 90 s
+    assert not Alert.objects.exists()  # beyond the limit for less than the hold time
+    evaluate_with(threshold, plant, [23.2 - 0.3 * n for n in range(1, 13)], start + 690)
+    alert = Alert.objects.get()  # beyond since 680 s (the window's rate passed -1 °C/min), open from there at 800 s
+    assert (alert.level, alert.opened_at.timestamp()) == ("warning", pytest.approx(start + 680))
+
+
+def test_it_hands_every_reading_of_a_rate_threshold_to_evaluation(plant):
+    from apps.alerts.thresholds import Bands, significant_readings
+
+    rows = [(1, 2, float(ts), 20.0) for ts in range(50)]  # all normal and equal: one run for a level threshold
+    assert len(significant_readings(Bands.of(plant["threshold"]), rows)) == 2
+    assert significant_readings(Bands.of(rate_threshold(plant)), rows) == rows

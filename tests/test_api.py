@@ -146,6 +146,7 @@ def test_it_round_trips_a_threshold(plant, admin_api):
     body = {
         "metric": "humidity", "device": "dev-1", "location": None, "device_type": None, "warning_min": 20.0,
         "warning_max": 60.0, "critical_min": 10.0, "critical_max": 80.0, "hysteresis": 1.0, "hold_seconds": 30, "enabled": True,
+        "rate_max": None, "rate_critical_max": None, "rate_window": 300,
     }
     created = admin_api.post("/api/v1/thresholds/", body, format="json")
     assert created.status_code == 201, created.data
@@ -522,6 +523,19 @@ def test_it_answers_409_when_shelving_a_resolved_alert(alerts, staff_api, action
     assert response.status_code == 409
     assert "resolved" in str(response.data)
     assert not AlertEvent.objects.filter(alert=alerts["resolved"]).exists()
+
+
+def test_it_round_trips_a_rate_of_change_threshold_and_shows_it_in_force(plant, admin_api, staff_api):
+    body = {"metric": "temperature", "device": "dev-1", "rate_max": 1.5, "rate_critical_max": 4, "rate_window": 120}
+    created = admin_api.post("/api/v1/thresholds/", body, format="json")
+    assert created.status_code == 201, created.data
+    assert {k: created.data[k] for k in body} == {**body, "rate_critical_max": 4.0}
+    effective = {row["metric"]: row for row in staff_api.get("/api/v1/thresholds/effective/?device=dev-1").data}
+    assert (effective["temperature"]["scope"], effective["temperature"]["threshold"]["rate_max"]) == ("device dev-1", 1.5)
+    refused = admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {"rate_critical_max": 1}, format="json")
+    assert (refused.status_code, list(refused.data)) == (400, ["rate_critical_max"])
+    for field, value in [("rate_max", -1), ("rate_window", 5)]:
+        assert list(admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {field: value}, format="json").data) == [field]
 
 
 # --- maintenance windows ---------------------------------------------------------------------------

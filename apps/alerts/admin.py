@@ -11,7 +11,10 @@ from .selectors import effective_thresholds
 class ThresholdInline(admin.TabularInline):
     model = Threshold
     extra = 0
-    fields = ["metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+    fields = [
+        "metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds",
+        "rate_max", "rate_critical_max", "rate_window", "enabled",
+    ]
 
 
 # The device master's pages with the thresholds that apply to them: alerts extends the admin of
@@ -50,7 +53,7 @@ class DeviceWithThresholdsAdmin(DeviceAdmin):
 
 @admin.register(Threshold)
 class ThresholdAdmin(admin.ModelAdmin):
-    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "enabled"]
+    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "enabled"]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
     autocomplete_fields = ["device", "location"]

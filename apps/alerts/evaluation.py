@@ -21,6 +21,10 @@ def hold_key(device_pk, metric_pk):
     return f"hold:{device_pk}:{metric_pk}"
 
 
+def rate_key(device_pk, metric_pk):
+    return f"rate:{device_pk}:{metric_pk}"
+
+
 def as_datetime(ts):
     return datetime.fromtimestamp(ts, tz=UTC)
 
@@ -38,18 +42,20 @@ class PairState:
     maintenance: list = field(default_factory=list)  # (start ts, end ts) of the device's windows
     suppressed: Alert | None = None  # the crossing being recorded during maintenance
     touched: list = field(default_factory=list)  # suppressed records changed without an event
+    recent: list = field(default_factory=list)  # [(ts, value)] of the rate window, for rate thresholds
 
     @property
     def rank(self):
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
+        rate = self.rate_at(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
-            self.suppress(ts, value)
+            self.suppress(ts, value, rate)
             return
         if self.suppressed is not None:  # the first reading after the window ends its crossing
             self.end_suppressed(ts)
-        rank = self.bands.rank_from(value, self.rank)
+        rank = self.bands.rank_from(value, self.rank, rate)
         if self.alert is None:
             if rank == 0:
                 self.breach_since = None
@@ -76,11 +82,25 @@ class PairState:
             alert.level = RANK_LEVEL[rank]
             self.event(kind, ts, value)
 
-    def suppress(self, ts, value):
+    def rate_at(self, ts, value):
+        """Units per minute from the oldest reading of the rate window to this one; None for a
+        threshold without rate limits, or until readings span half the window (two close readings
+        would make any noise a steep rate)."""
+        if not self.bands.watches_rate:
+            return None
+        horizon = ts - self.bands.rate_window
+        self.recent = [(t, v) for t, v in self.recent if horizon <= t < ts]
+        self.recent.append((ts, value))
+        first_ts, first_value = self.recent[0]
+        if ts - first_ts < self.bands.rate_window / 2:
+            return None
+        return (value - first_value) * 60 / (ts - first_ts)
+
+    def suppress(self, ts, value, rate):
         self.breach_since = None
         record = self.suppressed
         if record is None:
-            rank = self.bands.rank(value)
+            rank = self.bands.rank_from(value, 0, rate)
             if rank:
                 self.suppressed = Alert(
                     device_id=self.device_pk, metric_id=self.metric_pk, level=RANK_LEVEL[rank], state=Alert.State.SUPPRESSED,
@@ -88,7 +108,7 @@ class PairState:
                 )
                 self.events.append((self.suppressed, AlertEvent(kind=AlertEvent.Kind.SUPPRESSED, at=as_datetime(ts), level=RANK_LEVEL[rank], value=value)))
             return
-        rank = self.bands.rank_from(value, LEVEL_RANK[record.level])
+        rank = self.bands.rank_from(value, LEVEL_RANK[record.level], rate)
         record.last_value = value
         if self.bands.excess(value) > self.bands.excess(record.peak_value):
             record.peak_value = value

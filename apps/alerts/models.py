@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -34,6 +35,18 @@ class Threshold(models.Model):
     critical_max = models.FloatField(null=True, blank=True)
     hysteresis = models.FloatField(default=0, help_text="Deadband a value must clear to leave a level.")
     hold_seconds = models.PositiveIntegerField(default=0, help_text="How long a value must stay beyond a band before an alert opens.")
+    rate_max = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text=_("Warning when the value rises or falls faster than this, in units per minute over the rate window."),
+    )
+    rate_critical_max = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text=_("Critical when the value rises or falls faster than this, in units per minute."),
+    )
+    rate_window = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(10)],
+        help_text=_("Seconds over which the rate of change is measured (from the oldest reading in it to the newest)."),
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -67,10 +80,12 @@ class Threshold(models.Model):
         scopes = [f for f in ("device", "location", "device_type") if getattr(self, f"{f}_id")]
         if len(scopes) > 1:
             raise ValidationError("Choose at most one scope: device, location or device type.")
-        bands = [self.warning_min, self.warning_max, self.critical_min, self.critical_max]
+        bands = [self.warning_min, self.warning_max, self.critical_min, self.critical_max, self.rate_max, self.rate_critical_max]
         if all(b is None for b in bands):
             raise ValidationError("Set at least one band limit.")
         errors = {}
+        if self.rate_max is not None and self.rate_critical_max is not None and self.rate_critical_max < self.rate_max:
+            errors["rate_critical_max"] = _("Must not be below the warning rate.")
         if self.warning_min is not None and self.warning_max is not None and self.warning_min >= self.warning_max:
             errors["warning_max"] = "Must be above warning min."
         if self.critical_min is not None and self.critical_max is not None and self.critical_min >= self.critical_max:

@@ -16,7 +16,7 @@ from apps.live.broadcast import push_alert
 from iothub.celery import enqueue
 
 from . import system
-from .evaluation import PairState, hold_key
+from .evaluation import PairState, hold_key, rate_key
 from .metrics import ALERT_CHANGES
 from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Threshold
 from .selectors import maintenance_by_device
@@ -94,7 +94,7 @@ def evaluate_readings(rows):
     by_pair = {}
     for device_pk, metric_pk, ts, value, threshold_pk in sorted(rows, key=lambda r: r[2]):
         by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
-    thresholds = Threshold.objects.in_bulk({key[2] for key in by_pair})
+    bands_of = {pk: Bands.of(t) for pk, t in Threshold.objects.in_bulk({key[2] for key in by_pair}).items() if t.enabled}
     device_pks = {key[0] for key in by_pair}
     times = [ts for readings in by_pair.values() for ts, _ in readings]
     maintenance = maintenance_by_device(device_pks=device_pks, start=min(times, default=0), end=max(times, default=0))
@@ -107,22 +107,24 @@ def evaluate_readings(rows):
         .order_by("pk")
     ):
         (suppressed if a.state == Alert.State.SUPPRESSED else active)[(a.device_id, a.metric_id)] = a
-    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair])
+    rate_pairs = {(d, m) for d, m, t in by_pair if t in bands_of and bands_of[t].watches_rate}
+    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair] + [rate_key(d, m) for d, m in rate_pairs])
     new_holds = {}
     ended_holds = []
     changed = []
     for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
-        threshold = thresholds.get(threshold_pk)
-        if threshold is None or not threshold.enabled:
+        bands = bands_of.get(threshold_pk)
+        if bands is None:
             continue
         pair = PairState(
             device_pk=device_pk,
             metric_pk=metric_pk,
-            bands=Bands.of(threshold),
+            bands=bands,
             alert=active.get((device_pk, metric_pk)),
             breach_since=holds.get(hold_key(device_pk, metric_pk)),
             maintenance=maintenance.get(device_pk, []),
             suppressed=suppressed.get((device_pk, metric_pk)),
+            recent=holds.get(rate_key(device_pk, metric_pk), []),
         )
         for ts, value in readings:
             pair.apply(ts, value)
@@ -133,6 +135,8 @@ def evaluate_readings(rows):
             ended_holds.append(key)
         elif pair.breach_since is not None and holds.get(key) != pair.breach_since:
             new_holds[key] = pair.breach_since
+        if pair.bands.watches_rate:
+            new_holds[rate_key(device_pk, metric_pk)] = pair.recent
     if new_holds:
         cache.set_many(new_holds, timeout=86400)
     if ended_holds:

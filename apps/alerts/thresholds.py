@@ -21,10 +21,20 @@ class Bands:
     critical_max: float | None
     hysteresis: float
     hold_seconds: int
+    rate_max: float | None = None
+    rate_critical_max: float | None = None
+    rate_window: int = 300
 
     @classmethod
     def of(cls, t):
-        return cls(t.pk, t.warning_min, t.warning_max, t.critical_min, t.critical_max, t.hysteresis, t.hold_seconds)
+        return cls(
+            t.pk, t.warning_min, t.warning_max, t.critical_min, t.critical_max, t.hysteresis, t.hold_seconds,
+            t.rate_max, t.rate_critical_max, t.rate_window,
+        )
+
+    @property
+    def watches_rate(self):
+        return self.rate_max is not None or self.rate_critical_max is not None
 
     def rank(self, value, margin=0.0):
         """0 normal, 1 warning, 2 critical; `margin` pulls every limit inward (for hysteresis)."""
@@ -38,12 +48,25 @@ class Bands:
             return 1
         return 0
 
-    def rank_from(self, value, current_rank):
-        """The level of `value` for a pair now at `current_rank`: leaving a level takes clearing the deadband."""
-        rank = self.rank(value)
+    def rate_rank(self, rate, margin=0.0):
+        """0, 1 or 2 for a rate of change (units per minute, either direction); None: not measured yet."""
+        if rate is None:
+            return 0
+        speed = abs(rate)
+        if self.rate_critical_max is not None and speed > self.rate_critical_max - margin:
+            return 2
+        if self.rate_max is not None and speed > self.rate_max - margin:
+            return 1
+        return 0
+
+    def rank_from(self, value, current_rank, rate=None):
+        """The level of `value` (and of its rate of change) for a pair now at `current_rank`: leaving a
+        level takes clearing the deadband (the hysteresis, in units per minute for the rate)."""
+        rank = max(self.rank(value), self.rate_rank(rate))
         if rank >= current_rank:
             return rank
-        return max(rank, min(current_rank, self.rank(value, self.hysteresis)))
+        held = max(self.rank(value, self.hysteresis), self.rate_rank(rate, self.hysteresis))
+        return max(rank, min(current_rank, held))
 
     def status(self, value):
         return RANK_LEVEL[self.rank(value)]
@@ -66,6 +89,8 @@ def significant_readings(bands, rows):
     where the first of them put it; of such a run only the first (when a breach starts), the most
     extreme (the peak) and the last (the current value) matter.
     """
+    if bands.watches_rate:
+        return rows  # a rate needs the readings in between
     values = [row[-1] for row in rows]
     low, high = min(values), max(values)
     if not any((bands.rank(low), bands.rank(high), bands.rank(low, bands.hysteresis), bands.rank(high, bands.hysteresis))):
