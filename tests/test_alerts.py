@@ -426,3 +426,62 @@ def test_it_hands_every_reading_of_a_rate_threshold_to_evaluation(plant):
     rows = [(1, 2, float(ts), 20.0) for ts in range(50)]  # all normal and equal: one run for a level threshold
     assert len(significant_readings(Bands.of(plant["threshold"]), rows)) == 2
     assert significant_readings(Bands.of(rate_threshold(plant)), rows) == rows
+
+
+# --- predictive alerts -------------------------------------------------------------------------------
+
+
+def predicting_threshold(plant):
+    """dev-1's temperature: warning above 32, critical above 35, a warning when the 10-minute trend reaches 35 within 10 minutes."""
+    return Threshold.objects.create(metric=plant["temperature"], device=plant["devices"][0], warning_max=32, critical_max=35,
+                                    hysteresis=0.5, predict_minutes=10, predict_window=10)
+
+
+def evaluate_series(threshold, plant, series, batch=15):
+    """[(ts, value)] evaluated in batches, as the ingest hands them over."""
+    for start in range(0, len(series), batch):
+        part = series[start : start + batch]
+        evaluate_with(threshold, plant, [v for _, v in part], part[0][0], step=part[1][0] - part[0][0] if len(part) > 1 else 20.0)
+
+
+def test_it_predicts_the_critical_crossing_of_a_ramp_within_ten_percent(plant):
+    import random
+
+    noise = random.Random(21)
+    threshold = predicting_threshold(plant)
+    start = time.time() - 7200
+    # 0.5 °C per minute from 20 °C, a reading every 20 s with ±0.1 °C noise: 35 °C at 30 minutes.
+    ramp = [(start + 20 * n, 20 + 0.5 * (20 * n / 60) + noise.uniform(-0.1, 0.1)) for n in range(67)]  # 22 minutes
+    evaluate_series(threshold, plant, ramp)
+    alert = Alert.objects.get()
+    opened = alert.opened_at.timestamp()
+    assert (alert.level, alert.first_value < 32) == ("warning", True)  # before the level itself warns
+    true_crossing = start + 30 * 60
+    remaining = true_crossing - opened
+    assert abs(alert.predicted_critical_at.timestamp() - true_crossing) <= 0.1 * remaining
+    assert 8 * 60 <= remaining <= 10 * 60 + 20
+    # The trend turns: the value levels off at 30.5 °C and the predictive warning resolves.
+    flat = [(start + 22 * 60 + 20 * n, 30.5 + noise.uniform(-0.1, 0.1)) for n in range(1, 46)]
+    evaluate_series(threshold, plant, flat)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "resolved"]
+
+
+def test_it_predicts_nothing_from_noise_around_a_flat_line(plant):
+    import random
+
+    noise = random.Random(7)
+    threshold = predicting_threshold(plant)
+    start = time.time() - 7200
+    evaluate_series(threshold, plant, [(start + 20 * n, 28 + noise.uniform(-2, 2)) for n in range(360)])  # two hours
+    assert not Alert.objects.exists()
+
+
+def test_it_says_when_a_predictive_warning_expects_the_critical_limit(plant, webhook, eager_celery):
+    threshold = predicting_threshold(plant)
+    now = time.time()
+    evaluate_series(threshold, plant, [(now - 744 + 24 * n, 24 + 0.5 * (24 * n / 60)) for n in range(32)])  # 30.2 °C now
+    [(_, body)] = webhook
+    assert body["subject"] == "[WARNING] dev-1 temperature = 30.2 opened predicted to reach critical in ~10 minutes"
+    assert body["alert"]["predicted_critical_at"]

@@ -146,7 +146,7 @@ def test_it_round_trips_a_threshold(plant, admin_api):
     body = {
         "metric": "humidity", "device": "dev-1", "location": None, "device_type": None, "warning_min": 20.0,
         "warning_max": 60.0, "critical_min": 10.0, "critical_max": 80.0, "hysteresis": 1.0, "hold_seconds": 30, "enabled": True,
-        "rate_max": None, "rate_critical_max": None, "rate_window": 300,
+        "rate_max": None, "rate_critical_max": None, "rate_window": 300, "predict_minutes": None, "predict_window": 15,
     }
     created = admin_api.post("/api/v1/thresholds/", body, format="json")
     assert created.status_code == 201, created.data
@@ -534,7 +534,7 @@ def test_it_round_trips_a_rate_of_change_threshold_and_shows_it_in_force(plant, 
     assert (effective["temperature"]["scope"], effective["temperature"]["threshold"]["rate_max"]) == ("device dev-1", 1.5)
     refused = admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {"rate_critical_max": 1}, format="json")
     assert (refused.status_code, list(refused.data)) == (400, ["rate_critical_max"])
-    for field, value in [("rate_max", -1), ("rate_window", 5)]:
+    for field, value in [("rate_max", -1), ("rate_window", 5), ("predict_minutes", 10), ("predict_window", 1)]:
         assert list(admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {field: value}, format="json").data) == [field]
 
 

@@ -13,7 +13,7 @@ class ThresholdInline(admin.TabularInline):
     extra = 0
     fields = [
         "metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds",
-        "rate_max", "rate_critical_max", "rate_window", "enabled",
+        "rate_max", "rate_critical_max", "rate_window", "predict_minutes", "predict_window", "enabled",
     ]
 
 
@@ -53,7 +53,7 @@ class DeviceWithThresholdsAdmin(DeviceAdmin):
 
 @admin.register(Threshold)
 class ThresholdAdmin(admin.ModelAdmin):
-    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "enabled"]
+    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "predict_minutes", "enabled"]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
     autocomplete_fields = ["device", "location"]

@@ -50,7 +50,8 @@ class ThresholdSerializer(ModelCleanSerializer):
         model = Threshold
         fields = [
             "id", "metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min",
-            "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "rate_window", "enabled",
+            "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "rate_window",
+            "predict_minutes", "predict_window", "enabled",
         ]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
 

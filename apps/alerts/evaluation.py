@@ -21,8 +21,8 @@ def hold_key(device_pk, metric_pk):
     return f"hold:{device_pk}:{metric_pk}"
 
 
-def rate_key(device_pk, metric_pk):
-    return f"rate:{device_pk}:{metric_pk}"
+def history_key(device_pk, metric_pk):
+    return f"history:{device_pk}:{metric_pk}"
 
 
 def as_datetime(ts):
@@ -42,20 +42,21 @@ class PairState:
     maintenance: list = field(default_factory=list)  # (start ts, end ts) of the device's windows
     suppressed: Alert | None = None  # the crossing being recorded during maintenance
     touched: list = field(default_factory=list)  # suppressed records changed without an event
-    recent: list = field(default_factory=list)  # [(ts, value)] of the rate window, for rate thresholds
+    recent: list = field(default_factory=list)  # [(ts, value)] of the rate and trend windows
 
     @property
     def rank(self):
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
-        rate = self.rate_at(ts, value)
+        rate, minutes_to_critical = self.remember(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
             self.suppress(ts, value, rate)
             return
         if self.suppressed is not None:  # the first reading after the window ends its crossing
             self.end_suppressed(ts)
-        rank = self.bands.rank_from(value, self.rank, rate)
+        rank = self.bands.rank_from(value, self.rank, rate, minutes_to_critical)
+        predicted = None if minutes_to_critical is None or rank != 1 else as_datetime(ts + 60 * minutes_to_critical)
         if self.alert is None:
             if rank == 0:
                 self.breach_since = None
@@ -63,10 +64,11 @@ class PairState:
             if self.breach_since is None:
                 self.breach_since = ts
             if ts - self.breach_since >= self.bands.hold_seconds:
-                self.open(ts, value, rank)
+                self.open(ts, value, rank, predicted)
             return
         alert = self.alert
         alert.last_value = value
+        alert.predicted_critical_at = predicted
         if self.bands.excess(value) > self.bands.excess(alert.peak_value):
             alert.peak_value = value
         if rank == 0:
@@ -82,16 +84,25 @@ class PairState:
             alert.level = RANK_LEVEL[rank]
             self.event(kind, ts, value)
 
-    def rate_at(self, ts, value):
-        """Units per minute from the oldest reading of the rate window to this one; None for a
-        threshold without rate limits, or until readings span half the window (two close readings
-        would make any noise a steep rate)."""
-        if not self.bands.watches_rate:
-            return None
-        horizon = ts - self.bands.rate_window
+    def remember(self, ts, value):
+        """Keep the reading in the pair's recent history; returns (rate, minutes to critical): None, None
+        for a threshold that watches neither."""
+        bands = self.bands
+        if not bands.history_seconds:
+            return None, None
+        horizon = ts - bands.history_seconds
         self.recent = [(t, v) for t, v in self.recent if horizon <= t < ts]
         self.recent.append((ts, value))
-        first_ts, first_value = self.recent[0]
+        rate = self.rate(ts, value) if bands.watches_rate else None
+        trend_start = ts - 60 * bands.predict_window
+        minutes = bands.minutes_to_critical([r for r in self.recent if r[0] >= trend_start]) if bands.predict_minutes else None
+        return rate, minutes
+
+    def rate(self, ts, value):
+        """Units per minute from the oldest reading of the rate window to this one; None until
+        readings span half the window (two close readings would make any noise a steep rate)."""
+        horizon = ts - self.bands.rate_window
+        first_ts, first_value = next((t, v) for t, v in self.recent if t >= horizon)
         if ts - first_ts < self.bands.rate_window / 2:
             return None
         return (value - first_value) * 60 / (ts - first_ts)
@@ -123,8 +134,9 @@ class PairState:
         self.touched.append(self.suppressed)
         self.suppressed = None
 
-    def open(self, ts, value, rank):
+    def open(self, ts, value, rank, predicted):
         self.alert = Alert(
+            predicted_critical_at=predicted,
             device_id=self.device_pk,
             metric_id=self.metric_pk,
             level=RANK_LEVEL[rank],

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -47,6 +47,14 @@ class Threshold(models.Model):
         default=300, validators=[MinValueValidator(10)],
         help_text=_("Seconds over which the rate of change is measured (from the oldest reading in it to the newest)."),
     )
+    predict_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text=_("Warn when the trend predicts a critical limit within this many minutes."),
+    )
+    predict_window = models.PositiveIntegerField(
+        default=15, validators=[MinValueValidator(2), MaxValueValidator(240)],
+        help_text=_("Minutes of readings the trend is fitted to (least squares)."),
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -84,6 +92,8 @@ class Threshold(models.Model):
         if all(b is None for b in bands):
             raise ValidationError("Set at least one band limit.")
         errors = {}
+        if self.predict_minutes is not None and self.critical_min is None and self.critical_max is None:
+            errors["predict_minutes"] = _("A prediction needs a critical limit to predict.")
         if self.rate_max is not None and self.rate_critical_max is not None and self.rate_critical_max < self.rate_max:
             errors["rate_critical_max"] = _("Must not be below the warning rate.")
         if self.warning_min is not None and self.warning_max is not None and self.warning_min >= self.warning_max:
@@ -134,6 +144,9 @@ class Alert(models.Model):
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
+    predicted_critical_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("While a predictive warning: when the trend reaches the critical limit."),
+    )
     shelved_until = models.DateTimeField(
         null=True, blank=True, help_text=_("While shelved: when the shelving ends. Kept if the alert resolved while shelved.")
     )

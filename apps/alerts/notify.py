@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.db.models import Max, Min, Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from iothub.celery import enqueue
 
@@ -40,9 +41,13 @@ def describe(alert, event):
         where = f"{location.factory} / {location.building} / {location.name or location.loc_id}"
     else:
         where = "the hub's pipeline"
+    prediction = ""
+    if alert.predicted_critical_at and alert.is_active:
+        minutes = max(round((alert.predicted_critical_at - timezone.now()).total_seconds() / 60), 1)
+        prediction = " " + gettext("predicted to reach critical in ~%(minutes)d minutes") % {"minutes": minutes}
     return (
-        f"[{alert.level.upper()}] {alert.what}{value} {event}",
-        f"{alert.what} at {where}: {alert.level} alert {event} "
+        f"[{alert.level.upper()}] {alert.what}{value} {event}{prediction}",
+        f"{alert.what} at {where}: {alert.level} alert {event}{prediction} "
         f"(first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
     )
 

@@ -16,7 +16,7 @@ from apps.live.broadcast import push_alert
 from iothub.celery import enqueue
 
 from . import system
-from .evaluation import PairState, hold_key, rate_key
+from .evaluation import PairState, history_key, hold_key
 from .metrics import ALERT_CHANGES
 from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Threshold
 from .selectors import maintenance_by_device
@@ -80,7 +80,7 @@ def save_pair(pair):
         event.save()
         changed.append((alert, event.kind))
     if pair.alert is not None and pair.alert.pk is not None and not changed:
-        pair.alert.save(update_fields=["last_value", "peak_value"])
+        pair.alert.save(update_fields=["last_value", "peak_value", "predicted_critical_at"])
     for record in {id(r): r for r in pair.touched}.values():
         record.save(update_fields=["level", "last_value", "peak_value", "resolved_at"])
     return changed
@@ -107,8 +107,8 @@ def evaluate_readings(rows):
         .order_by("pk")
     ):
         (suppressed if a.state == Alert.State.SUPPRESSED else active)[(a.device_id, a.metric_id)] = a
-    rate_pairs = {(d, m) for d, m, t in by_pair if t in bands_of and bands_of[t].watches_rate}
-    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair] + [rate_key(d, m) for d, m in rate_pairs])
+    history_pairs = {(d, m) for d, m, t in by_pair if t in bands_of and bands_of[t].history_seconds}
+    holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair] + [history_key(d, m) for d, m in history_pairs])
     new_holds = {}
     ended_holds = []
     changed = []
@@ -124,7 +124,7 @@ def evaluate_readings(rows):
             breach_since=holds.get(hold_key(device_pk, metric_pk)),
             maintenance=maintenance.get(device_pk, []),
             suppressed=suppressed.get((device_pk, metric_pk)),
-            recent=holds.get(rate_key(device_pk, metric_pk), []),
+            recent=holds.get(history_key(device_pk, metric_pk), []),
         )
         for ts, value in readings:
             pair.apply(ts, value)
@@ -135,8 +135,8 @@ def evaluate_readings(rows):
             ended_holds.append(key)
         elif pair.breach_since is not None and holds.get(key) != pair.breach_since:
             new_holds[key] = pair.breach_since
-        if pair.bands.watches_rate:
-            new_holds[rate_key(device_pk, metric_pk)] = pair.recent
+        if pair.bands.history_seconds:
+            new_holds[history_key(device_pk, metric_pk)] = pair.recent
     if new_holds:
         cache.set_many(new_holds, timeout=86400)
     if ended_holds:
