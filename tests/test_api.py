@@ -585,6 +585,64 @@ def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, s
     assert [(a["id"], a["state"]) for a in response.data["results"]] == [(record.pk, "suppressed")]
 
 
+# --- alarm KPIs -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alarm_history(plant, settings):
+    """One plant day (2026-03-02, Berlin) of alarms: a flood with chatter on dev-1, three on dev-2, one in South."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    berlin = ZoneInfo("Europe/Berlin")
+    dev1, dev2 = plant["devices"]
+    dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South"))
+    day = datetime(2026, 3, 2, tzinfo=berlin)
+
+    def openings(device, times):
+        alert = Alert.objects.create(device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0])
+        for at in times:
+            AlertEvent.objects.create(alert=alert, kind="opened", at=at, level="warning")
+        return alert
+
+    flood_start = day + timedelta(hours=10)
+    openings(dev1, [flood_start + timedelta(seconds=s) for s in [0, 20, 40, *range(120, 480, 40)]])
+    shelved = openings(dev2, [day + timedelta(hours=h) for h in (14, 15, 16)])
+    AlertEvent.objects.create(alert=shelved, kind="shelved", at=day + timedelta(hours=16, minutes=5), level="warning")
+    openings(dev3, [day + timedelta(hours=23, minutes=59)])
+    AlertEvent.objects.create(alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning")  # the day before
+    suppressed = Alert.objects.create(device=dev1, metric=plant["humidity"], level="warning", state="suppressed", opened_at=day)
+    AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
+    Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
+    Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
+    return day
+
+
+def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
+    response = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302")
+    assert response.status_code == 200, response.data
+    kpis = response.data
+    assert (kpis["alarms"], kpis["alarms_per_hour"]) == (16, {"average": round(16 / 24, 3), "peak": 12, "target": 6})
+    assert (kpis["peak_alarms_per_10min"], kpis["alarms_per_10min"]["average"]) == (12, round(16 / 144, 3))
+    assert kpis["flood_percent"] == round(100 / 144, 3)
+    assert kpis["chattering"] == [{"device": "dev-1", "metric": "temperature", "alarms": 12, "chattering": 1}]
+    assert kpis["top"] == [
+        {"device": "dev-1", "metric": "temperature", "alarms": 12, "share_percent": 75.0},
+        {"device": "dev-2", "metric": "temperature", "alarms": 3, "share_percent": 18.75},
+        {"device": "dev-3", "metric": "temperature", "alarms": 1, "share_percent": 6.25},
+    ]
+    assert (kpis["stale"], kpis["shelved"], kpis["suppressed"]) == (1, 1, 1)
+    north = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302&loc_id=N-ASM-1-LA").data
+    assert (north["alarms"], [t["device"] for t in north["top"]], north["stale"]) == (15, ["dev-1", "dev-2"], 1)
+    south = staff_api.get("/api/v1/alerts/kpis/?start=20260301&end=20260302&factory=South").data
+    assert (south["alarms"], south["suppressed"], south["alarms_per_hour"]["average"]) == (2, 1, round(2 / 48, 3))
+
+
+@pytest.mark.parametrize(("query", "field"), [("start=20260302", "end"), ("start=2026-03-02&end=20260302", "start"),
+                                              ("start=20260303&end=20260302", "end")])
+def test_it_refuses_bad_kpi_periods_naming_the_field(plant, staff_api, query, field):
+    response = staff_api.get(f"/api/v1/alerts/kpis/?{query}")
+    assert (response.status_code, list(response.data)) == (400, [field])
+
+
 # --- dead letters, schema, throttling -----------------------------------------------------------
 
 

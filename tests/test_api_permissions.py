@@ -110,6 +110,8 @@ OTHER_REQUESTS = [
     ("post", "/api/v1/readings/", admin_write(405)),
     ("get", "/api/v1/alerts/?state=open", STAFF_READ),
     ("get", "/api/v1/alerts/{alert}/", STAFF_READ),
+    ("get", "/api/v1/alerts/kpis/?start=20260101&end=20260131", STAFF_READ),
+    ("get", "/api/v1/maintenance-windows/", STAFF_READ),
     ("post", "/api/v1/alerts/{alert}/acknowledge/", STAFF_READ),
     ("post", "/api/v1/alerts/{alert}/resolve/", STAFF_READ),
     ("delete", "/api/v1/alerts/{alert}/", {"anonymous": 401, "plain": 403, "staff": 405, "admin": 405}),

@@ -14,8 +14,11 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
+from apps.devices.selectors import devices_at
+from apps.telemetry.api import LocationQuerySerializer, PlantPeriodField
 from iothub.api import Conflict, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
+from .kpis import alarm_kpis
 from .models import Alert, MaintenanceWindow, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
@@ -168,6 +171,35 @@ class ShelveSerializer(AlertNoteSerializer):
     minutes = serializers.IntegerField(min_value=1, max_value=1440)
 
 
+class KpiQuerySerializer(LocationQuerySerializer):
+    """A span of plant local days and, optionally, where (factory, building, floor or loc_id)."""
+
+    start = PlantPeriodField(help_text=_("From the start of this day (yyyyMMdd; or a month yyyyMM, a year yyyy)."))
+    end = PlantPeriodField(help_text=_("To the end of this day (yyyyMMdd; or a month yyyyMM, a year yyyy)."))
+
+    def validate(self, attrs):
+        if attrs["end"].end <= attrs["start"].start:
+            raise serializers.ValidationError({"end": _("Must not end before start begins.")})
+        return attrs
+
+
+class AlarmKpisSerializer(serializers.Serializer):
+    """EEMUA 191 / ISA-18.2 alarm KPIs of a period (schema only)."""
+
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    alarms = serializers.IntegerField()
+    alarms_per_hour = serializers.DictField(help_text=_("average, peak, and the EEMUA 191 target (6)"))
+    alarms_per_10min = serializers.DictField(help_text=_("average and peak"))
+    peak_alarms_per_10min = serializers.IntegerField()
+    flood_percent = serializers.FloatField(help_text=_("share of 10-minute periods with more than 10 alarms"))
+    chattering = serializers.ListField(child=serializers.DictField(), help_text=_("alarms opened 3 times or more within a minute"))
+    stale = serializers.IntegerField(help_text=_("alarms active for more than 24 hours at the end of the period"))
+    top = serializers.ListField(child=serializers.DictField(), help_text=_("the 10 most frequent alarms and their share"))
+    shelved = serializers.IntegerField()
+    suppressed = serializers.IntegerField()
+
+
 class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Alert history, newest first; plant staff acknowledge and resolve."""
 
@@ -218,3 +250,14 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
         except AlertNotActive as error:
             raise Conflict(_("The alert is %(state)s.") % {"state": error.alert.state}) from error
         return Response(AlertSerializer(self.get_object()).data)
+
+    @extend_schema(parameters=[KpiQuerySerializer], responses=AlarmKpisSerializer)
+    @action(detail=False, filterset_class=None, pagination_class=None)
+    def kpis(self, request):
+        """Alarm KPIs (EEMUA 191 / ISA-18.2) of `?start=yyyyMMdd&end=yyyyMMdd`, for the plant or `?loc_id=` (or factory, building, floor)."""
+        query = KpiQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        where = {name: params.get(name) for name in ("factory", "building", "floor", "loc_id")}
+        devices = devices_at(**where) if any(where.values()) else None
+        return Response(alarm_kpis(start=params["start"].start, end=params["end"].end, devices=devices, now=timezone.now()))

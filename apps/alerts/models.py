@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -233,12 +235,36 @@ class AlertEvent(models.Model):
     value = models.FloatField(null=True, blank=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     note = models.TextField(blank=True)
+    # The alert's device and metric, copied so that alarm KPIs read one table (apps.alerts.kpis).
+    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
+    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
+    chattering = models.BooleanField(
+        default=False, help_text=_("An opening that is the third or later of the same alarm within a minute (EEMUA 191).")
+    )
 
     class Meta:
         ordering = ["at", "id"]
+        indexes = [
+            models.Index(fields=["kind", "at", "device"], include=["metric", "chattering"], name="alertevent_kpis"),
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.alert_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding and self.alert_id is not None:
+            self.device_id, self.metric_id = self.alert.device_id, self.alert.metric_id
+            if self.kind == self.Kind.OPENED and self.device_id is not None:
+                earlier = AlertEvent.objects.filter(
+                    kind=self.Kind.OPENED, device_id=self.device_id, metric_id=self.metric_id,
+                    at__gt=self.at - CHATTER_SPAN, at__lte=self.at,
+                )
+                self.chattering = earlier.count() >= CHATTER_ACTIVATIONS - 1
+        super().save(*args, **kwargs)
+
+
+CHATTER_SPAN = timedelta(minutes=1)
+CHATTER_ACTIVATIONS = 3
 
 
 class MaintenanceWindow(models.Model):
