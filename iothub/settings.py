@@ -205,6 +205,7 @@ CELERY_BEAT_SCHEDULE = {
     "detect-offline": {"task": "apps.alerts.tasks.detect_offline", "schedule": 30.0},
     "remind-unacknowledged": {"task": "apps.alerts.tasks.remind_unacknowledged", "schedule": 60.0},
     "send-due-summaries": {"task": "apps.alerts.tasks.send_due_summaries", "schedule": 30.0},
+    "refresh-alarm-rollups": {"task": "apps.alerts.tasks.refresh_alarm_rollups", "schedule": 60.0},
     "expire-shelving": {"task": "apps.alerts.tasks.expire_shelving", "schedule": 30.0},
     "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 import urllib.request
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +18,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.alerts import services
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
@@ -613,6 +614,7 @@ def alarm_history(plant, settings):
     AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
     Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
     Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
+    assert services.refresh_alarm_rollups() == [date(2026, 3, 1), date(2026, 3, 2)]  # beat's rollups of the days with events
     return day
 
 

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
-from apps.devices.selectors import devices_at
+from apps.devices.selectors import locations_at
 from apps.telemetry.api import LocationQuerySerializer, PlantPeriodField
 from iothub.api import Conflict, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
@@ -254,10 +254,11 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(parameters=[KpiQuerySerializer], responses=AlarmKpisSerializer)
     @action(detail=False, filterset_class=None, pagination_class=None)
     def kpis(self, request):
-        """Alarm KPIs (EEMUA 191 / ISA-18.2) of `?start=yyyyMMdd&end=yyyyMMdd`, for the plant or `?loc_id=` (or factory, building, floor)."""
+        """Alarm KPIs (EEMUA 191 / ISA-18.2) of `?start=yyyyMMdd&end=yyyyMMdd`, for the plant or `?loc_id=` (or factory,
+        building, floor); from rollups that beat refreshes every minute."""
         query = KpiQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
         where = {name: params.get(name) for name in ("factory", "building", "floor", "loc_id")}
-        devices = devices_at(**where) if any(where.values()) else None
-        return Response(alarm_kpis(start=params["start"].start, end=params["end"].end, devices=devices, now=timezone.now()))
+        locations = locations_at(**where) if any(where.values()) else None
+        return Response(alarm_kpis(start=params["start"].start, end=params["end"].end, locations=locations, now=timezone.now()))

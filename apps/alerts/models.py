@@ -1,4 +1,5 @@
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -261,6 +262,12 @@ class AlertEvent(models.Model):
                 )
                 self.chattering = earlier.count() >= CHATTER_ACTIVATIONS - 1
         super().save(*args, **kwargs)
+        if self.device_id is not None:  # its day's KPI rollups are recomputed by beat
+            AlarmDirtyDay.objects.bulk_create([AlarmDirtyDay(day=plant_date(self.at))], ignore_conflicts=True)
+
+
+def plant_date(at):
+    return at.astimezone(ZoneInfo(settings.TIME_ZONE)).date()
 
 
 CHATTER_SPAN = timedelta(minutes=1)
@@ -310,6 +317,51 @@ class MaintenanceWindow(models.Model):
         overlapping = MaintenanceWindow.objects.filter(start__lt=self.end, end__gt=self.start, **target).exclude(pk=self.pk).first()
         if overlapping:
             raise ValidationError({"start": _("Overlaps the window %(window)s of the same target.") % {"window": overlapping}})
+
+
+class AlarmDirtyDay(models.Model):
+    """A plant-local day with alert events since its alarm rollups were last computed; written in the
+    same transaction as the event, so no event is ever left out of the KPIs."""
+
+    day = models.DateField(primary_key=True)
+
+    def __str__(self):
+        return f"{self.day:%Y-%m-%d}"
+
+
+class AlarmBucket(models.Model):
+    """Alarms opened in a 10-minute period at one location, or in the whole plant (location empty)."""
+
+    start = models.DateTimeField()
+    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    opened = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["start", "location"], name="alarmbucket_unique", nulls_distinct=False)]
+        indexes = [models.Index(fields=["location", "start"], include=["opened"], name="alarmbucket_location")]
+
+    def __str__(self):
+        return f"{self.start:%Y-%m-%d %H:%M} {self.location or 'plant'}: {self.opened}"
+
+
+class AlarmDay(models.Model):
+    """One alarm's (device, metric) events of a plant-local day: openings, chattering ones, shelvings, suppressions."""
+
+    day = models.DateField()
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="+")
+    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    location = models.ForeignKey("devices.Location", on_delete=models.CASCADE, related_name="+", help_text=_("The device's location that day."))
+    opened = models.PositiveIntegerField(default=0)
+    chattering = models.PositiveIntegerField(default=0)
+    shelved = models.PositiveIntegerField(default=0)
+    suppressed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "device", "metric"], name="alarmday_unique", nulls_distinct=False)]
+        indexes = [models.Index(fields=["location", "day"], name="alarmday_location")]
+
+    def __str__(self):
+        return f"{self.day:%Y-%m-%d} {self.device_id}/{self.metric_id}: {self.opened}"
 
 
 class NotificationRoute(models.Model):

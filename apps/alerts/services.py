@@ -3,8 +3,10 @@ apps.alerts.evaluation, its results written here), offline detection, system ale
 side of the lifecycle (acknowledge, resolve). Each change is an AlertEvent row, announced on commit."""
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, Exists, OuterRef, Q, Value, When
@@ -18,7 +20,7 @@ from iothub.celery import enqueue
 from . import system
 from .evaluation import PairState, history_key, hold_key
 from .metrics import ALERT_CHANGES
-from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Threshold
+from .models import ACTIVE_STATES, AlarmBucket, AlarmDay, AlarmDirtyDay, Alert, AlertEvent, Level, Threshold
 from .selectors import maintenance_by_device
 from .serializers import alert_json
 from .thresholds import LEVEL_RANK, Bands
@@ -305,6 +307,51 @@ def expire_shelving(*, now=None):
         changes = [end_shelving(alert, at=now) for alert in due]
         announce_on_commit(changes)
     return [alert for alert, _ in changes]
+
+
+# -- Alarm KPI rollups (apps.alerts.kpis reads them) ------------------------------------------------
+
+
+def refresh_alarm_rollups():
+    """Beat: recompute the AlarmBucket and AlarmDay rows of every day marked dirty by new alert
+    events; returns the days. A day is unmarked before it is recomputed, so an event committed
+    meanwhile marks it again for the next run."""
+    with transaction.atomic():
+        days = sorted(AlarmDirtyDay.objects.select_for_update(skip_locked=True).values_list("day", flat=True))
+        AlarmDirtyDay.objects.filter(day__in=days).delete()
+    for day in days:
+        recompute_alarm_day(day)
+    return days
+
+
+def recompute_alarm_day(day):
+    tz = ZoneInfo(settings.TIME_ZONE)
+    start = datetime.combine(day, time.min, tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+    kinds = [AlertEvent.Kind.OPENED, AlertEvent.Kind.SHELVED, AlertEvent.Kind.SUPPRESSED]
+    events = AlertEvent.objects.filter(kind__in=kinds, at__gte=start, at__lt=end, device__isnull=False).order_by()
+    buckets, alarms = {}, {}
+    for kind, at, device_pk, metric_pk, chattering, location_pk in events.values_list(
+        "kind", "at", "device", "metric", "chattering", "device__location"
+    ):
+        counts = alarms.setdefault(
+            (device_pk, metric_pk), {"location_id": location_pk, "opened": 0, "chattering": 0, "shelved": 0, "suppressed": 0}
+        )
+        counts[kind] += 1
+        if kind == AlertEvent.Kind.OPENED:
+            counts["chattering"] += chattering
+            bucket = datetime.fromtimestamp(at.timestamp() // 600 * 600, tz=UTC)
+            for where in (None, location_pk):
+                buckets[(bucket, where)] = buckets.get((bucket, where), 0) + 1
+    with transaction.atomic():
+        AlarmBucket.objects.filter(start__gte=start, start__lt=end).delete()
+        AlarmDay.objects.filter(day=day).delete()
+        AlarmBucket.objects.bulk_create(
+            AlarmBucket(start=bucket, location_id=where, opened=count) for (bucket, where), count in buckets.items()
+        )
+        AlarmDay.objects.bulk_create(
+            AlarmDay(day=day, device_id=device_pk, metric_id=metric_pk, **counts) for (device_pk, metric_pk), counts in alarms.items()
+        )
 
 
 # -- System alerts: the hub watching its own pipeline (apps.alerts.system measures it) ------------

@@ -53,3 +53,8 @@ def watch_pipeline():
 @shared_task
 def expire_shelving():
     return len(services.expire_shelving())
+
+
+@shared_task
+def refresh_alarm_rollups():
+    return len(services.refresh_alarm_rollups())
