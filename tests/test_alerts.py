@@ -14,7 +14,7 @@ from apps.alerts import notify, services
 from apps.alerts.evaluation import as_datetime
 from apps.alerts.models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from apps.alerts.selectors import effective_thresholds
-from apps.devices.models import Device
+from apps.devices.models import Device, Location
 
 from .support import eventually, now_ms
 from .test_end_to_end import alerts_of, collect_ws, session_cookie
@@ -485,3 +485,30 @@ def test_it_says_when_a_predictive_warning_expects_the_critical_limit(plant, web
     [(_, body)] = webhook
     assert body["subject"] == "[WARNING] dev-1 temperature = 30.2 opened predicted to reach critical in ~10 minutes"
     assert body["alert"]["predicted_critical_at"]
+
+
+# --- alert storms ------------------------------------------------------------------------------------
+
+
+def test_it_folds_an_alert_storm_at_a_location_into_one_storm_alert(plant, settings, client, django_user_model):
+    settings.IOTHUB = {**settings.IOTHUB, "STORM_ALERTS": 3, "STORM_WINDOW": 600}
+    south = Device.objects.create(device_id="dev-9", device_type=plant["type"],
+                                  location=Location.objects.create(loc_id="S-1", factory="South"))
+    now = timezone.now()
+    north = []
+    for n in range(4):
+        device, metric = plant["devices"][n % 2], [plant["temperature"], plant["humidity"]][n // 2]
+        north.append(Alert.objects.create(device=device, metric=metric, level="warning", opened_at=now))
+        AlertEvent.objects.create(alert=north[-1], kind="opened", at=now - timedelta(minutes=n), level="warning")
+    alone = Alert.objects.create(device=south, metric=plant["temperature"], level="warning", opened_at=now)
+    AlertEvent.objects.create(alert=alone, kind="opened", at=now, level="warning")
+    [(storm, kind)] = services.watch_storms()
+    assert (kind, storm.subject, storm.level, storm.last_value) == ("opened", "storm:N-ASM-1-LA", "warning", 4.0)
+    assert services.watch_storms() == []  # still storming: no new change
+    client.force_login(django_user_model.objects.create_user("operator", is_staff=True))
+    page = client.get("/alerts/")
+    assert sorted(a.pk for a in page.context["alerts"]) == sorted([storm.pk, alone.pk])  # the four folded into the storm
+    assert "N-ASM-1-LA: 4 alerts opened within 10 minutes" in page.content.decode()
+    assert len(client.get("/alerts/?loc_id=N-ASM-1-LA").context["alerts"]) == 4  # the storm's alerts, one click away
+    [(resolved, kind)] = services.watch_storms(now=now + timedelta(minutes=11))
+    assert (resolved.pk, kind, resolved.state) == (storm.pk, "resolved", "resolved")

@@ -131,7 +131,8 @@ class Alert(models.Model):
 
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
     subject = models.CharField(
-        max_length=32, blank=True, help_text="What a system alert is about, e.g. kafka_lag or dead_letter_rate."
+        max_length=80, blank=True,
+        help_text="What a system alert is about, e.g. kafka_lag, dead_letter_rate or storm:<loc_id> (an alert storm at a location).",
     )
     device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
     metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")

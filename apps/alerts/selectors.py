@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from django.db.models import OuterRef, Subquery
 
-from .models import Alert, AlertEvent, MaintenanceWindow, Threshold
+from .models import ANNUNCIATED_STATES, Alert, AlertEvent, MaintenanceWindow, Threshold
 from .thresholds import ThresholdIndex
 
 
@@ -28,6 +28,14 @@ def shelved_alerts():
         .annotate(shelving_note=Subquery(last_shelving.values("note")[:1]))
         .order_by("shelved_until", "pk")
     )
+
+
+def location_storms():
+    """Active storm alerts, each with the `loc_id` it is about (see services.watch_storms)."""
+    storms = list(Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith="storm:", state__in=ANNUNCIATED_STATES))
+    for storm in storms:
+        storm.loc_id = storm.subject.removeprefix("storm:")
+    return storms
 
 
 def maintenance_by_device(*, device_pks, start, end):

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, DateTimeField, Exists, OuterRef, Q, Value, When
+from django.db.models import Case, Count, DateTimeField, Exists, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -386,6 +386,33 @@ def apply_system_level(*, subject, value, level, now):
         alert.save()
     AlertEvent.objects.create(alert=alert, kind=kind, at=now, level=alert.level, value=value)
     return [(alert, kind)]
+
+
+STORM_PREFIX = "storm:"
+
+
+def watch_storms(*, now=None):
+    """Beat: a location where more than STORM_ALERTS alerts opened within STORM_WINDOW seconds gets
+    one storm alert (a system alert "storm:<loc_id>", its value the count), resolved when the count
+    falls back; the console folds the location's alerts into it. Returns the changes."""
+    config = settings.IOTHUB
+    now = now or timezone.now()
+    counts = dict(
+        AlertEvent.objects.filter(kind=AlertEvent.Kind.OPENED, at__gt=now - timedelta(seconds=config["STORM_WINDOW"]), device__isnull=False)
+        .values_list("device__location__loc_id").annotate(n=Count("pk")).order_by()
+    )
+    storming = {f"{STORM_PREFIX}{loc_id}": count for loc_id, count in counts.items() if count > config["STORM_ALERTS"]}
+    active = set(
+        Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith=STORM_PREFIX, state__in=ACTIVE_STATES).values_list("subject", flat=True)
+    )
+    with transaction.atomic():
+        changes = []
+        for subject in sorted(active | set(storming)):
+            count = storming.get(subject, counts.get(subject.removeprefix(STORM_PREFIX), 0))
+            level = Level.WARNING if subject in storming else Level.NORMAL
+            changes += apply_system_level(subject=subject, value=float(count), level=level, now=now)
+        announce_on_commit(changes)
+    return changes
 
 
 def watch_pipeline(*, now=None):

@@ -58,3 +58,8 @@ def expire_shelving():
 @shared_task
 def refresh_alarm_rollups():
     return len(services.refresh_alarm_rollups())
+
+
+@shared_task
+def watch_storms():
+    return len(services.watch_storms())

@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from apps.alerts.models import ANNUNCIATED_STATES, Alert
-from apps.alerts.selectors import effective_thresholds, shelved_alerts
+from apps.alerts.selectors import effective_thresholds, location_storms, shelved_alerts
 from apps.alerts.services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 from apps.devices.models import Device, Location
 from apps.devices.selectors import live_device
@@ -101,9 +101,10 @@ def alert_console(request):
     """Alerts filtered by state, level and location; new ones appear live."""
     alerts = alert_list()
     state = request.GET.get("state", "active")
-    shelved = None
-    if state == "active":  # what needs attention; shelved alerts apart, below
-        alerts = alerts.filter(state__in=ANNUNCIATED_STATES)
+    shelved, storms = None, []
+    if state == "active":  # what needs attention: a storm's alerts folded into its storm alert, shelved ones apart
+        storms = [] if request.GET.get("loc_id") else location_storms()
+        alerts = alerts.filter(state__in=ANNUNCIATED_STATES).exclude(device__location__loc_id__in=[s.loc_id for s in storms])
         shelved = shelved_alerts()
     elif state in Alert.State.values:
         alerts = alerts.filter(state=state)
@@ -115,7 +116,8 @@ def alert_console(request):
         alerts = alerts.filter(device__location__loc_id=loc_id)
     context = {"alerts": alerts[:200], "state": state, "level": level or "", "loc_id": loc_id or "",
                "states": ["active", *Alert.State.values, "all"], "levels": ["warning", "critical", "offline"],
-               "can_act": is_plant_staff(request.user), "shelved": shelved, "shelve_choices": SHELVE_CHOICES}
+               "can_act": is_plant_staff(request.user), "shelved": shelved, "shelve_choices": SHELVE_CHOICES,
+               "storms": storms, "storm_minutes": settings.IOTHUB["STORM_WINDOW"] // 60}
     return render(request, "dashboard/alerts.html", context)
 
 
