@@ -192,3 +192,24 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
     )
     assert browser.find_elements(By.CSS_SELECTOR, "#spark-messages_per_s path.js-fill")
     screenshot(browser, "health")
+
+
+def test_it_shelves_an_alert_from_the_console_and_shows_it_apart(live_hub, browser, plant):
+    alert = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
+                                 opened_at=timezone.now(), first_value=36.0, peak_value=36.0, last_value=36.0)
+    log_in(browser, live_hub)
+    browser.get(f"{live_hub}/alerts/")
+    row = browser.find_element(By.CSS_SELECTOR, f'#alert-rows tr[data-alert="{alert.pk}"]')
+    row.find_element(By.CSS_SELECTOR, "select[name=minutes] option[value='60']").click()
+    row.find_element(By.CSS_SELECTOR, "form.shelve input[name=note]").send_keys("pump swap")
+    row.find_element(By.CSS_SELECTOR, "button.shelve").click()
+    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, f'#shelved-rows tr[data-alert="{alert.pk}"]')
+    )
+    assert not browser.find_elements(By.CSS_SELECTOR, f'#alert-rows tr[data-alert="{alert.pk}"]')
+    assert "pump swap" in browser.find_element(By.ID, "shelved-rows").text
+    for width, height in [(390, 844), (820, 1180), (1920, 1080)]:
+        browser.set_window_size(width, height)
+        screenshot(browser, f"alerts-shelved-{width}")
+    alert.refresh_from_db()
+    assert alert.state == "shelved"
