@@ -346,7 +346,7 @@ def test_it_records_crossings_during_maintenance_as_suppressed_and_alerts_normal
     assert Alert.objects.get(device=dev1, state="open").level == "critical"
 
 
-def test_it_loads_the_maintenance_windows_of_a_batch_in_one_query(plant, django_assert_max_num_queries):
+def test_it_loads_the_maintenance_windows_of_a_batch_in_one_or_two_queries(plant, django_assert_max_num_queries):
     from apps.alerts.selectors import maintenance_by_device
 
     dev1, dev2 = plant["devices"]
@@ -354,7 +354,9 @@ def test_it_loads_the_maintenance_windows_of_a_batch_in_one_query(plant, django_
     MaintenanceWindow.objects.create(location=plant["location"], reason="a", start=as_datetime(now - 60), end=as_datetime(now + 60))
     MaintenanceWindow.objects.create(device=dev2, reason="b", start=as_datetime(now + 120), end=as_datetime(now + 180))
     MaintenanceWindow.objects.create(device=dev2, reason="later", start=as_datetime(now + 900), end=as_datetime(now + 960))
-    with django_assert_max_num_queries(1):
+    with django_assert_max_num_queries(1):  # the usual case: no window
+        assert maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now + 200, end=now + 800) == {}
+    with django_assert_max_num_queries(2):  # the windows, and the devices of location windows
         covered = maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now, end=now + 130)
     assert {pk: sorted(windows) for pk, windows in covered.items()} == {dev1.pk: [(pytest.approx(now - 60), pytest.approx(now + 60))],
                        dev2.pk: [(pytest.approx(now - 60), pytest.approx(now + 60)), (pytest.approx(now + 120), pytest.approx(now + 180))]}

@@ -4,6 +4,8 @@ from datetime import UTC, datetime
 
 from django.db.models import OuterRef, Subquery
 
+from apps.devices.models import Device
+
 from .models import ANNUNCIATED_STATES, Alert, AlertEvent, MaintenanceWindow, Threshold
 from .thresholds import ThresholdIndex
 
@@ -40,17 +42,25 @@ def location_storms():
 
 def maintenance_by_device(*, device_pks, start, end):
     """device pk → [(start, end)] as epoch seconds of the maintenance windows that cover the device
-    (its own or its location's) somewhere between `start` and `end` (epoch seconds): one query,
-    usually answered from the index on `end` with no row."""
-    if not device_pks:
-        return {}
-    windows = MaintenanceWindow.objects.filter(start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC))
-    rows = (
-        windows.filter(device__in=device_pks).values_list("device", "start", "end")
-        .union(windows.filter(location__devices__in=device_pks).values_list("location__devices", "start", "end"), all=True)
+    (its own or its location's) somewhere between `start` and `end` (epoch seconds).
+
+    On the evaluation hot path: one small query on the index of `end`, which usually finds no
+    window; the devices of location windows only when there are such windows."""
+    windows = list(
+        MaintenanceWindow.objects.filter(start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC))
+        .values_list("device", "location", "start", "end")
     )
+    if not windows or not device_pks:
+        return {}
+    location_pks = {location for _, location, _, _ in windows if location}
+    at_location = {}
+    if location_pks:
+        for device_pk, location_pk in Device.objects.filter(pk__in=device_pks, location__in=location_pks).values_list("pk", "location"):
+            at_location.setdefault(location_pk, []).append(device_pk)
     covered = {}
-    for device_pk, window_start, window_end in rows:
-        if device_pk in device_pks:
-            covered.setdefault(device_pk, []).append((window_start.timestamp(), window_end.timestamp()))
+    for device_pk, location_pk, window_start, window_end in windows:
+        span = (window_start.timestamp(), window_end.timestamp())
+        for pk in [device_pk] if device_pk else at_location.get(location_pk, []):
+            if pk in device_pks:
+                covered.setdefault(pk, []).append(span)
     return covered
