@@ -21,7 +21,6 @@ VAR_DIR = BASE_DIR / "var"
 env = environ.Env()
 
 
-
 def process_name():
     """What this process runs: its manage.py command, "web" (daphne) or "celery" (worker, beat)."""
     program = Path(sys.argv[0])
@@ -150,7 +149,9 @@ elif env.bool("IOTHUB_DB_POOL", default=False):
     # open a PostgreSQL connection, and the unused ones would linger until garbage-collected.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 2, "max_size": env.int("IOTHUB_DB_POOL_SIZE", default=20), "timeout": 10,
+        "min_size": 2,
+        "max_size": env.int("IOTHUB_DB_POOL_SIZE", default=20),
+        "timeout": 10,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -172,9 +173,7 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {
-        "default": {"BACKEND": "iothub.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}
-    }
+    CACHES = {"default": {"BACKEND": "iothub.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": NAMESPACE}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}

@@ -143,8 +143,14 @@ def plant(transactional_db):
     location = Location.objects.create(loc_id="N-ASM-1-LA", factory="North", building="Assembly", floor="1", area="Line A")
     devices = [Device.objects.create(device_id=f"dev-{n}", device_type=device_type, location=location) for n in (1, 2)]
     threshold = Threshold.objects.create(metric=temperature, warning_max=30, critical_max=35, hysteresis=1)
-    return {"temperature": temperature, "humidity": humidity, "type": device_type, "location": location,
-            "devices": devices, "threshold": threshold}
+    return {
+        "temperature": temperature,
+        "humidity": humidity,
+        "type": device_type,
+        "location": location,
+        "devices": devices,
+        "threshold": threshold,
+    }
 
 
 @pytest.fixture
@@ -193,5 +199,3 @@ def eager_celery():
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
-
-

@@ -59,8 +59,18 @@ class HubProcesses:
 
     def celery_worker(self):
         proc = self.start(
-            "-A", "iothub", "worker", "--pool", "threads", "--concurrency", "2", "--without-mingle",
-            "--without-gossip", "--loglevel", "INFO", program=[sys.executable, "-m", "celery"],
+            "-A",
+            "iothub",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+            program=[sys.executable, "-m", "celery"],
         )
         self.wait_for_output(proc, "ready.")
         return proc
@@ -109,7 +119,11 @@ def free_port():
 def manage(url, *args, **env):
     """Run a manage.py command as its own process against the database at `url`; returns its output."""
     done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "DATABASE_URL": url, "TIME_ZONE": "Europe/Berlin", **env},
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -41,8 +41,17 @@ def test_it_deactivates_devices_with_an_action(admin_client_):
 
 def test_it_refuses_a_threshold_with_inconsistent_bands(admin_client_, plant):
     url = reverse("admin:alerts_threshold_add")
-    response = admin_client_.post(url, {"metric": plant["temperature"].pk, "warning_max": 30, "critical_max": 20,
-                                        "hysteresis": 0, "hold_seconds": 0, "enabled": "on"})
+    response = admin_client_.post(
+        url,
+        {
+            "metric": plant["temperature"].pk,
+            "warning_max": 30,
+            "critical_max": 20,
+            "hysteresis": 0,
+            "hold_seconds": 0,
+            "enabled": "on",
+        },
+    )
     assert response.status_code == 200
     assert "Must not be below warning max." in response.content.decode()
 

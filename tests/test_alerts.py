@@ -163,9 +163,7 @@ def test_it_folds_an_alert_storm_into_one_summary(routes, http_sink, eager_celer
     _, received, _ = http_sink
     NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
     NotificationRoute.objects.filter(pk=routes["webhook"].pk).update(max_per_window=2)
-    alerts = [
-        Alert.objects.create(device=device, level="offline", opened_at=timezone.now()) for device in Device.objects.all()
-    ]
+    alerts = [Alert.objects.create(device=device, level="offline", opened_at=timezone.now()) for device in Device.objects.all()]
     for event in ["opened", "escalated", "resolved"]:
         for alert in alerts:
             notify.notify_alert_change(alert_id=alert.pk, event=event)
@@ -213,13 +211,20 @@ def test_it_reminds_about_an_unacknowledged_critical_alert(routes, smtp_sink, ea
 def test_it_notifies_by_email_and_webhooks_from_a_real_worker(routes, hub, publisher, smtp_sink, http_sink, unique):
     _, mails = smtp_sink
     _, hooks, _ = http_sink
-    hub.env.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_sink[0]))
+    hub.env.update(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp_sink[0])
+    )
     hub.ingest("--source", "mqtt", "--client-id", f"notify-ingest-{unique}")
     hub.celery_worker()
     cookie = session_cookie()
-    messages = asyncio.run(collect_ws(
-        cookie, "/ws/live/", lambda: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0}), alerts_of,
-    ))
+    messages = asyncio.run(
+        collect_ws(
+            cookie,
+            "/ws/live/",
+            lambda: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0}),
+            alerts_of,
+        )
+    )
     assert alerts_of(messages)[0]["level"] == "critical"
     eventually(lambda: len(mails) == 1 and len(hooks) == 2, message="e-mail and two webhook calls")
     recipients, mail = mails[0]
@@ -249,8 +254,11 @@ def test_it_runs_alert_tasks_sent_as_json_and_as_orjson_on_a_real_worker(plant, 
     assert evaluate_batch.app.conf.task_serializer == "orjson"
     evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev1.pk, now)]}, serializer="json")  # an older hub's
     evaluate_batch.apply_async(kwargs={"rows": [], "last_seen": [(dev2.pk, now)]})
-    eventually(lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
-               timeout=20, message="both tasks run by the worker")
+    eventually(
+        lambda: Device.objects.filter(pk__in=[dev1.pk, dev2.pk], last_seen_at__isnull=False).count() == 2,
+        timeout=20,
+        message="both tasks run by the worker",
+    )
 
 
 # --- shelving ----------------------------------------------------------------------------------
@@ -303,8 +311,9 @@ def test_it_resolves_a_shelved_alert_silently_and_keeps_an_acknowledgement_for_a
 def test_it_ends_shelvings_in_the_beat_task_on_a_real_worker(plant, hub, webhook):
     from iothub.celery import enqueue
 
-    alert = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
-                                 opened_at=timezone.now(), last_value=36.0)
+    alert = Alert.objects.create(
+        device=plant["devices"][0], metric=plant["temperature"], level="critical", opened_at=timezone.now(), last_value=36.0
+    )
     services.shelve_alert(alert_id=alert.pk, user=None, minutes=1)
     Alert.objects.filter(pk=alert.pk).update(shelved_until=timezone.now() - timedelta(seconds=1))
     hub.celery_worker()
@@ -320,14 +329,16 @@ def test_it_records_crossings_during_maintenance_as_suppressed_and_alerts_normal
     dev1, dev2 = plant["devices"]
     Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
     now = time.time()
-    MaintenanceWindow.objects.create(location=plant["location"], reason="line overhaul",
-                                     start=as_datetime(now - 3600), end=as_datetime(now - 600))
+    MaintenanceWindow.objects.create(
+        location=plant["location"], reason="line overhaul", start=as_datetime(now - 3600), end=as_datetime(now - 600)
+    )
     # In the window: two crossings (the first escalates to critical, then returns to normal).
     evaluate(plant, [31.0, 36.0, 37.0, 25.0, 32.0, 32.5], start=now - 3000, step=60)
     assert not Alert.objects.filter(state__in=["open", "acknowledged"]).exists()
     records = list(Alert.objects.filter(device=dev1, state="suppressed").order_by("opened_at"))
     assert [(r.level, r.first_value, r.peak_value, r.resolved_at is not None) for r in records] == [
-        ("critical", 31.0, 37.0, True), ("warning", 32.0, 32.5, False),
+        ("critical", 31.0, 37.0, True),
+        ("warning", 32.0, 32.5, False),
     ]
     # After the window: the second crossing ends; a value still beyond opens an alert after its 60 s hold.
     evaluate(plant, [32.0, 32.0], start=now - 590, step=30)
@@ -351,21 +362,28 @@ def test_it_loads_the_maintenance_windows_of_a_batch_in_one_or_two_queries(plant
 
     dev1, dev2 = plant["devices"]
     now = time.time()
-    MaintenanceWindow.objects.create(location=plant["location"], reason="a", start=as_datetime(now - 60), end=as_datetime(now + 60))
+    MaintenanceWindow.objects.create(
+        location=plant["location"], reason="a", start=as_datetime(now - 60), end=as_datetime(now + 60)
+    )
     MaintenanceWindow.objects.create(device=dev2, reason="b", start=as_datetime(now + 120), end=as_datetime(now + 180))
     MaintenanceWindow.objects.create(device=dev2, reason="later", start=as_datetime(now + 900), end=as_datetime(now + 960))
     with django_assert_max_num_queries(1):  # the usual case: no window
         assert maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now + 200, end=now + 800) == {}
     with django_assert_max_num_queries(2):  # the windows, and the devices of location windows
         covered = maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now, end=now + 130)
-    assert {pk: sorted(windows) for pk, windows in covered.items()} == {dev1.pk: [(pytest.approx(now - 60), pytest.approx(now + 60))],
-                       dev2.pk: [(pytest.approx(now - 60), pytest.approx(now + 60)), (pytest.approx(now + 120), pytest.approx(now + 180))]}
+    assert {pk: sorted(windows) for pk, windows in covered.items()} == {
+        dev1.pk: [(pytest.approx(now - 60), pytest.approx(now + 60))],
+        dev2.pk: [(pytest.approx(now - 60), pytest.approx(now + 60)), (pytest.approx(now + 120), pytest.approx(now + 180))],
+    }
 
 
-def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a_real_worker(plant, hub, publisher, webhook, unique):
+def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a_real_worker(
+    plant, hub, publisher, webhook, unique
+):
     dev1, dev2 = plant["devices"]
-    MaintenanceWindow.objects.create(device=dev1, reason="calibration", start=timezone.now() - timedelta(minutes=5),
-                                     end=timezone.now() + timedelta(minutes=30))
+    MaintenanceWindow.objects.create(
+        device=dev1, reason="calibration", start=timezone.now() - timedelta(minutes=5), end=timezone.now() + timedelta(minutes=30)
+    )
     hub.ingest("--source", "mqtt", "--client-id", f"maintenance-ingest-{unique}")
     hub.celery_worker()
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0})
@@ -381,8 +399,16 @@ def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a
 
 def rate_threshold(plant, **fields):
     """dev-1's temperature: no level limit within reach, a rate limit of 1 °C/min (critical 2.5) over 2 minutes."""
-    return Threshold.objects.create(metric=plant["temperature"], device=plant["devices"][0], warning_max=90, hysteresis=0.2,
-                                    rate_max=1.0, rate_critical_max=2.5, rate_window=120, **fields)
+    return Threshold.objects.create(
+        metric=plant["temperature"],
+        device=plant["devices"][0],
+        warning_max=90,
+        hysteresis=0.2,
+        rate_max=1.0,
+        rate_critical_max=2.5,
+        rate_window=120,
+        **fields,
+    )
 
 
 def evaluate_with(threshold, plant, values, start, step=10.0):
@@ -435,8 +461,15 @@ def test_it_hands_every_reading_of_a_rate_threshold_to_evaluation(plant):
 
 def predicting_threshold(plant):
     """dev-1's temperature: warning above 32, critical above 35, a warning when the 10-minute trend reaches 35 within 10 minutes."""
-    return Threshold.objects.create(metric=plant["temperature"], device=plant["devices"][0], warning_max=32, critical_max=35,
-                                    hysteresis=0.5, predict_minutes=10, predict_window=10)
+    return Threshold.objects.create(
+        metric=plant["temperature"],
+        device=plant["devices"][0],
+        warning_max=32,
+        critical_max=35,
+        hysteresis=0.5,
+        predict_minutes=10,
+        predict_window=10,
+    )
 
 
 def evaluate_series(threshold, plant, series, batch=15):
@@ -494,8 +527,9 @@ def test_it_says_when_a_predictive_warning_expects_the_critical_limit(plant, web
 
 def test_it_folds_an_alert_storm_at_a_location_into_one_storm_alert(plant, settings, client, django_user_model):
     settings.IOTHUB = {**settings.IOTHUB, "STORM_ALERTS": 3, "STORM_WINDOW": 600}
-    south = Device.objects.create(device_id="dev-9", device_type=plant["type"],
-                                  location=Location.objects.create(loc_id="S-1", factory="South"))
+    south = Device.objects.create(
+        device_id="dev-9", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
+    )
     now = timezone.now()
     north = []
     for n in range(4):

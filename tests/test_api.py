@@ -74,11 +74,18 @@ def every(start, end, step):
 
 def test_it_round_trips_a_device(plant, admin_api):
     created = admin_api.post(
-        "/api/v1/devices/", {"device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA"}, format="json"
+        "/api/v1/devices/",
+        {"device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA"},
+        format="json",
     )
     assert created.status_code == 201, created.data
     assert created.data == {
-        "device_id": "dev-9", "name": "Press 9", "device_type": "env", "location": "N-ASM-1-LA", "is_active": True, "last_seen_at": None,
+        "device_id": "dev-9",
+        "name": "Press 9",
+        "device_type": "env",
+        "location": "N-ASM-1-LA",
+        "is_active": True,
+        "last_seen_at": None,
     }
     Location.objects.create(loc_id="S-FOU-1-FU", factory="South", building="Foundry", floor="1")
     moved = admin_api.patch("/api/v1/devices/dev-9/", {"location": "S-FOU-1-FU", "is_active": False}, format="json")
@@ -111,7 +118,9 @@ def test_it_filters_devices_by_location_type_and_state(plant, staff_api):
 
 
 def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
-    response = admin_api.post("/api/v1/devices/", {"device_id": "dev-9", "device_type": "env", "location": "NOWHERE"}, format="json")
+    response = admin_api.post(
+        "/api/v1/devices/", {"device_id": "dev-9", "device_type": "env", "location": "NOWHERE"}, format="json"
+    )
     assert response.status_code == 400
     assert list(response.data) == ["location"]
     assert not Device.objects.filter(device_id="dev-9").exists()
@@ -125,12 +134,24 @@ def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
 
 
 def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
-    location = {"loc_id": "S-FOU-1-FU", "factory": "South", "building": "Foundry", "floor": "1", "area": "Furnaces", "name": "Furnaces"}
+    location = {
+        "loc_id": "S-FOU-1-FU",
+        "factory": "South",
+        "building": "Foundry",
+        "floor": "1",
+        "area": "Furnaces",
+        "name": "Furnaces",
+    }
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
     metric = {"key": "pressure", "unit": "bar", "label": "Pressure"}
     assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
-    device_type = {"name": "press-sensor", "metrics": ["pressure", "temperature"], "primary_metric": "pressure", "expected_interval": 30}
+    device_type = {
+        "name": "press-sensor",
+        "metrics": ["pressure", "temperature"],
+        "primary_metric": "pressure",
+        "expected_interval": 30,
+    }
     created = admin_api.post("/api/v1/device-types/", device_type, format="json")
     assert created.status_code == 201, created.data
     assert admin_api.get("/api/v1/device-types/press-sensor/").data == device_type
@@ -145,15 +166,30 @@ def test_it_refuses_a_primary_metric_the_type_does_not_report(plant, admin_api):
 
 def test_it_round_trips_a_threshold(plant, admin_api):
     body = {
-        "metric": "humidity", "device": "dev-1", "location": None, "device_type": None, "warning_min": 20.0,
-        "warning_max": 60.0, "critical_min": 10.0, "critical_max": 80.0, "hysteresis": 1.0, "hold_seconds": 30, "enabled": True,
-        "rate_max": None, "rate_critical_max": None, "rate_window": 300, "predict_minutes": None, "predict_window": 15,
+        "metric": "humidity",
+        "device": "dev-1",
+        "location": None,
+        "device_type": None,
+        "warning_min": 20.0,
+        "warning_max": 60.0,
+        "critical_min": 10.0,
+        "critical_max": 80.0,
+        "hysteresis": 1.0,
+        "hold_seconds": 30,
+        "enabled": True,
+        "rate_max": None,
+        "rate_critical_max": None,
+        "rate_window": 300,
+        "predict_minutes": None,
+        "predict_window": 15,
     }
     created = admin_api.post("/api/v1/thresholds/", body, format="json")
     assert created.status_code == 201, created.data
     url = f"/api/v1/thresholds/{created.data['id']}/"
     assert admin_api.get(url).data == {"id": created.data["id"], **body}
-    assert [t["id"] for t in admin_api.get("/api/v1/thresholds/?device=dev-1&metric=humidity").data["results"]] == [created.data["id"]]
+    assert [t["id"] for t in admin_api.get("/api/v1/thresholds/?device=dev-1&metric=humidity").data["results"]] == [
+        created.data["id"]
+    ]
     assert admin_api.get("/api/v1/thresholds/?location=N-ASM-1-LA").data["results"] == []
     changed = admin_api.patch(url, {"device": None, "location": "N-ASM-1-LA", "warning_max": 65}, format="json")
     assert changed.status_code == 200, changed.data
@@ -197,11 +233,13 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
     ts = int(timezone.now().timestamp() * 1000)
-    store_latest([
-        {"device": "dev-1", "metric": "temperature", "value": 31.5, "ts": ts, "status": "warning"},
-        {"device": "dev-1", "metric": "humidity", "value": 40.0, "ts": ts, "status": None},
-        {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
-    ])
+    store_latest(
+        [
+            {"device": "dev-1", "metric": "temperature", "value": 31.5, "ts": ts, "status": "warning"},
+            {"device": "dev-1", "metric": "humidity", "value": 40.0, "ts": ts, "status": None},
+            {"device": "dev-3", "metric": "temperature", "value": 20.0, "ts": ts, "status": "normal"},
+        ]
+    )
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
     assert response.status_code == 200, response.content
     answer = response.json()
@@ -295,6 +333,7 @@ def dst_readings(plant, settings):
     times = every(datetime(2026, 10, 23, 20, 0, tzinfo=UTC), datetime(2026, 10, 27, 2, 0, tzinfo=UTC), timedelta(minutes=20))
     rows = []
     for n, device in enumerate([*plant["devices"], dev3]):
+
         def value_of(at, n=n):
             return round(20 + n + (at.timestamp() % 7919) / 1000, 3)
 
@@ -307,8 +346,10 @@ def dst_readings(plant, settings):
 @pytest.mark.parametrize(
     ("zone", "interval", "bucket_of"),
     [
-        ("Europe/Berlin", "hour", local_hour), ("Europe/Berlin", "day", local_day),
-        ("Asia/Kolkata", "hour", local_hour), ("Asia/Kolkata", "day", local_day),
+        ("Europe/Berlin", "hour", local_hour),
+        ("Europe/Berlin", "day", local_day),
+        ("Asia/Kolkata", "hour", local_hour),
+        ("Asia/Kolkata", "day", local_day),
     ],
 )
 def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settings, staff_api, zone, interval, bucket_of):
@@ -336,7 +377,10 @@ def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
     hours = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=hour").json()["results"][0]["buckets"]
     assert len(hours) == 25
     assert [h["start"] for h in hours[1:5]] == [
-        "2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00", "2026-10-25T03:00:00+01:00",
+        "2026-10-25T01:00:00+02:00",
+        "2026-10-25T02:00:00+02:00",
+        "2026-10-25T02:00:00+01:00",
+        "2026-10-25T03:00:00+01:00",
     ]
     assert {h["count"] for h in hours} == {3 * 2}
 
@@ -397,7 +441,9 @@ def test_it_walks_all_readings_with_the_cursor(readings, staff_api):
 
 
 def test_it_limits_readings_to_start_and_end(readings, staff_api):
-    response = staff_api.get("/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z")
+    response = staff_api.get(
+        "/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z"
+    )
     assert [r["value"] for r in response.data["results"]] == [value for at, value in readings[10:15]]
 
 
@@ -416,7 +462,9 @@ def test_it_streams_readings_as_csv(readings):
 
     async def download():
         response = await AsyncClient().get(
-            "/api/v1/readings/", {"device": "dev-1", "metric": "temperature", "format": "csv"}, headers={"authorization": f"Token {token}"}
+            "/api/v1/readings/",
+            {"device": "dev-1", "metric": "temperature", "format": "csv"},
+            headers={"authorization": f"Token {token}"},
         )
         return response, b"".join([chunk async for chunk in response.streaming_content])
 
@@ -442,7 +490,9 @@ def alerts(plant):
     dev1, dev2 = plant["devices"]
     now = timezone.now()
     return {
-        "open": Alert.objects.create(device=dev1, metric=plant["temperature"], level="warning", opened_at=now, first_value=31, peak_value=32),
+        "open": Alert.objects.create(
+            device=dev1, metric=plant["temperature"], level="warning", opened_at=now, first_value=31, peak_value=32
+        ),
         "acknowledged": Alert.objects.create(
             device=dev2, metric=plant["temperature"], level="critical", state="acknowledged", opened_at=now - timedelta(hours=1)
         ),
@@ -466,8 +516,13 @@ def test_it_lists_alerts_newest_first_with_filters(alerts, staff_api):
     assert staff_api.get("/api/v1/alerts/?state=closed").status_code == 400
     detail = staff_api.get(f"/api/v1/alerts/{alerts['open'].pk}/").data
     assert {k: detail[k] for k in ("device", "metric", "level", "state", "first_value", "peak_value", "location")} == {
-        "device": "dev-1", "metric": "temperature", "level": "warning", "state": "open",
-        "first_value": 31.0, "peak_value": 32.0, "location": "N-ASM-1-LA",
+        "device": "dev-1",
+        "metric": "temperature",
+        "level": "warning",
+        "state": "open",
+        "first_value": 31.0,
+        "peak_value": 32.0,
+        "location": "N-ASM-1-LA",
     }
 
 
@@ -476,7 +531,9 @@ def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
     acknowledged = staff_api.post(f"{url}/acknowledge/", {"note": "Door left open"}, format="json")
     assert acknowledged.status_code == 200, acknowledged.data
     assert (acknowledged.data["state"], acknowledged.data["acknowledged_by"], acknowledged.data["note"]) == (
-        "acknowledged", "staff-user", "Door left open",
+        "acknowledged",
+        "staff-user",
+        "Door left open",
     )
     resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
     assert resolved.status_code == 200, resolved.data
@@ -544,8 +601,13 @@ def test_it_round_trips_a_rate_of_change_threshold_and_shows_it_in_force(plant, 
 
 def window_body(**fields):
     start = timezone.now() + timedelta(hours=1)
-    return {"loc_id": "N-ASM-1-LA", "start": start.isoformat(), "end": (start + timedelta(hours=2)).isoformat(),
-            "reason": "line overhaul", **fields}
+    return {
+        "loc_id": "N-ASM-1-LA",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=2)).isoformat(),
+        "reason": "line overhaul",
+        **fields,
+    }
 
 
 def test_it_round_trips_maintenance_windows(plant, admin_api, staff_api):
@@ -580,8 +642,14 @@ def test_it_refuses_invalid_maintenance_windows_naming_the_field(plant, admin_ap
 
 
 def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, staff_api):
-    record = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
-                                  state="suppressed", opened_at=timezone.now(), first_value=36.0)
+    record = Alert.objects.create(
+        device=plant["devices"][0],
+        metric=plant["temperature"],
+        level="critical",
+        state="suppressed",
+        opened_at=timezone.now(),
+        first_value=36.0,
+    )
     response = staff_api.get("/api/v1/alerts/?device=dev-1")
     assert [(a["id"], a["state"]) for a in response.data["results"]] == [(record.pk, "suppressed")]
 
@@ -595,11 +663,15 @@ def alarm_history(plant, settings):
     settings.TIME_ZONE = "Europe/Berlin"
     berlin = ZoneInfo("Europe/Berlin")
     dev1, dev2 = plant["devices"]
-    dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South"))
+    dev3 = Device.objects.create(
+        device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
+    )
     day = datetime(2026, 3, 2, tzinfo=berlin)
 
     def openings(device, times):
-        alert = Alert.objects.create(device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0])
+        alert = Alert.objects.create(
+            device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0]
+        )
         for at in times:
             AlertEvent.objects.create(alert=alert, kind="opened", at=at, level="warning")
         return alert
@@ -609,7 +681,9 @@ def alarm_history(plant, settings):
     shelved = openings(dev2, [day + timedelta(hours=h) for h in (14, 15, 16)])
     AlertEvent.objects.create(alert=shelved, kind="shelved", at=day + timedelta(hours=16, minutes=5), level="warning")
     openings(dev3, [day + timedelta(hours=23, minutes=59)])
-    AlertEvent.objects.create(alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning")  # the day before
+    AlertEvent.objects.create(
+        alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning"
+    )  # the day before
     suppressed = Alert.objects.create(device=dev1, metric=plant["humidity"], level="warning", state="suppressed", opened_at=day)
     AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
     Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
@@ -638,8 +712,10 @@ def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
     assert (south["alarms"], south["suppressed"], south["alarms_per_hour"]["average"]) == (2, 1, round(2 / 48, 3))
 
 
-@pytest.mark.parametrize(("query", "field"), [("start=20260302", "end"), ("start=2026-03-02&end=20260302", "start"),
-                                              ("start=20260303&end=20260302", "end")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("start=20260302", "end"), ("start=2026-03-02&end=20260302", "start"), ("start=20260303&end=20260302", "end")],
+)
 def test_it_refuses_bad_kpi_periods_naming_the_field(plant, staff_api, query, field):
     response = staff_api.get(f"/api/v1/alerts/kpis/?{query}")
     assert (response.status_code, list(response.data)) == (400, [field])
@@ -650,13 +726,19 @@ def test_it_refuses_bad_kpi_periods_naming_the_field(plant, staff_api, query, fi
 
 def test_it_shows_dead_letters_to_admins_only(plant, admin_api, staff_api):
     now = timezone.now()
-    DeadLetter.objects.create(source="mqtt", topic="sensors/x", received_at=now, payload="{", reason="malformed_json", detail="line 1")
+    DeadLetter.objects.create(
+        source="mqtt", topic="sensors/x", received_at=now, payload="{", reason="malformed_json", detail="line 1"
+    )
     DeadLetter.objects.create(source="kafka", topic="sensors/y", received_at=now, payload="{}", reason="unknown_device")
     response = admin_api.get("/api/v1/deadletters/?reason=malformed_json")
     assert response.status_code == 200
     (row,) = response.data["results"]
     assert {k: v for k, v in row.items() if k not in ("id", "received_at")} == {
-        "source": "mqtt", "topic": "sensors/x", "payload": "{", "reason": "malformed_json", "detail": "line 1",
+        "source": "mqtt",
+        "topic": "sensors/x",
+        "payload": "{",
+        "reason": "malformed_json",
+        "detail": "line 1",
     }
     assert len(admin_api.get("/api/v1/deadletters/?source=kafka").data["results"]) == 1
     assert staff_api.get("/api/v1/deadletters/").status_code == 403
@@ -699,7 +781,9 @@ def test_it_shows_the_threshold_in_force_for_each_metric_of_a_device(plant, staf
 def test_it_accepts_any_valid_iso_offset_for_readings(readings, staff_api):
     # +22:00 is valid ISO 8601 for Python but not for PostgreSQL: found by schemathesis.
     for fmt in ("json", "csv"):
-        response = staff_api.get(f"/api/v1/readings/?device=dev-1&metric=temperature&end=2025-07-22T00:37:00%2B22:00&format={fmt}")
+        response = staff_api.get(
+            f"/api/v1/readings/?device=dev-1&metric=temperature&end=2025-07-22T00:37:00%2B22:00&format={fmt}"
+        )
         assert response.status_code == 200
 
 
@@ -740,7 +824,9 @@ def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, h
 
     before = server_connections()
     for _ in range(40):
-        request = urllib.request.Request(f"{base}/api/v1/realtime/?loc_id=N-ASM-1-LA", headers={"Authorization": f"Token {token}"})
+        request = urllib.request.Request(
+            f"{base}/api/v1/realtime/?loc_id=N-ASM-1-LA", headers={"Authorization": f"Token {token}"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
     assert server_connections() - before <= 3

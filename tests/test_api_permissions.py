@@ -47,22 +47,31 @@ RESOURCES = [
     Resource("locations", "loc_id", lambda plant: Location.objects.create(loc_id="SPARE", factory="South"), {"factory": "South"}),
     Resource("metrics", "key", lambda plant: Metric.objects.create(key="spare"), {"unit": "ppm"}),
     Resource(
-        "device-types", "name", spare_device_type,
+        "device-types",
+        "name",
+        spare_device_type,
         {"metrics": ["temperature"], "primary_metric": "temperature", "expected_interval": 30},
     ),
     Resource(
-        "devices", "device_id",
+        "devices",
+        "device_id",
         lambda plant: Device.objects.create(device_id="spare", device_type=plant["type"], location=plant["location"]),
         {"device_type": "env", "location": "N-ASM-1-LA"},
     ),
     Resource(
-        "thresholds", None, lambda plant: Threshold.objects.create(metric=plant["humidity"], warning_max=70),
+        "thresholds",
+        None,
+        lambda plant: Threshold.objects.create(metric=plant["humidity"], warning_max=70),
         {"metric": "humidity", "warning_min": 20},
     ),
     Resource(
-        "maintenance-windows", None,
+        "maintenance-windows",
+        None,
         lambda plant: MaintenanceWindow.objects.create(
-            device=plant["devices"][1], reason="pump swap", start=timezone.now() + timedelta(days=1), end=timezone.now() + timedelta(days=2),
+            device=plant["devices"][1],
+            reason="pump swap",
+            start=timezone.now() + timedelta(days=1),
+            end=timezone.now() + timedelta(days=2),
         ),
         {"device": "dev-1", "start": "2999-01-01T06:00:00Z", "end": "2999-01-01T08:00:00Z", "reason": "calibration"},
     ),
@@ -95,8 +104,12 @@ def test_it_lets_staff_read_and_admins_write_the_device_master(plant, resource, 
 @pytest.fixture
 def endpoint_objects(plant):
     dev1 = plant["devices"][0]
-    alert = Alert.objects.create(device=dev1, metric=plant["temperature"], level="warning", opened_at=timezone.now() - timedelta(minutes=5))
-    dead_letter = DeadLetter.objects.create(source="mqtt", topic="sensors/x", received_at=timezone.now(), payload="{", reason="malformed_json")
+    alert = Alert.objects.create(
+        device=dev1, metric=plant["temperature"], level="warning", opened_at=timezone.now() - timedelta(minutes=5)
+    )
+    dead_letter = DeadLetter.objects.create(
+        source="mqtt", topic="sensors/x", received_at=timezone.now(), payload="{", reason="malformed_json"
+    )
     return {"alert": alert.pk, "deadletter": dead_letter.pk}
 
 

@@ -20,7 +20,7 @@ def test_it_publishes_every_message_in_order_within_its_window(unique):
     try:
         payloads = [orjson.dumps({"n": n, "pad": "x" * (n % 300)}) for n in range(1000)]  # some over 127 bytes
         for first in range(0, 1000, 250):  # more than a window per call
-            publisher.publish([(mqtt_string(topic), payload) for payload in payloads[first:first + 250]])
+            publisher.publish([(mqtt_string(topic), payload) for payload in payloads[first : first + 250]])
             assert publisher.published - publisher.acknowledged <= 100
         publisher.read_acks(until=0)
         assert publisher.acknowledged == 1000

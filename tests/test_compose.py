@@ -66,18 +66,31 @@ def deployment(tmp_path_factory):
         if value == "change-me" or key in REQUIRED:
             env[key] = f"{key.lower().replace('_', '-')}-{secrets.token_hex(8)}"
     # Not compose.yaml's defaults, so that the tests see these values come from .env.
-    env.update(APP_IMAGE_TAG="test", WEB_BIND_ADDRESS="127.0.0.2", WEB_PORT="18000",
-               MQTT_BIND_ADDRESS="127.0.0.3", MQTT_PORT="11883", MQTT_INGEST_USER="test-ingest")
+    env.update(
+        APP_IMAGE_TAG="test",
+        WEB_BIND_ADDRESS="127.0.0.2",
+        WEB_PORT="18000",
+        MQTT_BIND_ADDRESS="127.0.0.3",
+        MQTT_PORT="11883",
+        MQTT_INGEST_USER="test-ingest",
+    )
     write_env(directory / ".env", env)
     return Deployment(directory, env)
 
 
 def compose(directory, *args):
     """scripts/compose.sh ARGS in `directory`, without the caller's settings of Compose variables."""
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in REFERENCED and not key.startswith(("COMPOSE_", "DOCKER_"))}
-    return subprocess.run([ROOT / "scripts" / "compose.sh", *map(str, args)], cwd=directory, env=environment,
-                          capture_output=True, text=True, timeout=600)
+    environment = {
+        key: value for key, value in os.environ.items() if key not in REFERENCED and not key.startswith(("COMPOSE_", "DOCKER_"))
+    }
+    return subprocess.run(
+        [ROOT / "scripts" / "compose.sh", *map(str, args)],
+        cwd=directory,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def resolve(deployment, variant):
@@ -119,8 +132,11 @@ def test_variant_resolves_with_the_settings_of_env(deployment, variant):
     assert services["timescaledb"]["environment"]["POSTGRES_PASSWORD"] == env["POSTGRES_PASSWORD"]
 
     # Only the web UI/API and MQTT are published, where .env says.
-    published = {name: [(port["host_ip"], port["published"], port["target"]) for port in service["ports"]]
-                 for name, service in services.items() if service.get("ports")}
+    published = {
+        name: [(port["host_ip"], port["published"], port["target"]) for port in service["ports"]]
+        for name, service in services.items()
+        if service.get("ports")
+    }
     assert published == {
         "web": [(env["WEB_BIND_ADDRESS"], env["WEB_PORT"], 8000)],
         "mosquitto": [(env["MQTT_BIND_ADDRESS"], env["MQTT_PORT"], 1883)],
@@ -132,14 +148,14 @@ def test_variant_resolves_with_the_settings_of_env(deployment, variant):
 def test_kafka_variant_runs_two_ingest_replicas_on_kafka(deployment):
     services = resolve(deployment, "kafka")["services"]
     assert services["ingest"]["deploy"]["replicas"] == 2
-    assert all(service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-               for service in services.values() if "build" in service)
+    assert all(
+        service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" for service in services.values() if "build" in service
+    )
 
 
 def test_mqtt_variant_never_looks_for_kafka(deployment):
     services = resolve(deployment, "mqtt")["services"]
-    assert all(service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == ""
-               for service in services.values() if "build" in service)
+    assert all(service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "" for service in services.values() if "build" in service)
     # Each member of the shared subscription has its own stable client id, and waits for the broker.
     for name in MQTT_INGEST:
         command = services[name]["command"]
@@ -156,12 +172,18 @@ def test_compose_refuses_to_run_without_a_required_variable(deployment, name):
     assert f"required variable {name} is missing a value: {REQUIRED[name]}" in result.stderr
 
 
-@pytest.mark.parametrize("overlay, error", [
-    ("services:\n  web:\n    restart_policy: always\n", "services.web.restart_policy"),  # not in the schema
-    ("services:\n  web:\n    depends_on: [nosuch]\n", 'service "web" depends on undefined service "nosuch"'),
-], ids=["unknown-key", "undefined-service"])
+@pytest.mark.parametrize(
+    "overlay, error",
+    [
+        ("services:\n  web:\n    restart_policy: always\n", "services.web.restart_policy"),  # not in the schema
+        ("services:\n  web:\n    depends_on: [nosuch]\n", 'service "web" depends on undefined service "nosuch"'),
+    ],
+    ids=["unknown-key", "undefined-service"],
+)
 def test_compose_rejects_an_invalid_overlay(deployment, tmp_path, overlay, error):
     (tmp_path / "overlay.yaml").write_text(overlay)
-    result = compose(deployment.directory, "--env-file", ".env", "-f", "docker/compose.yaml", "-f", tmp_path / "overlay.yaml", "config")
+    result = compose(
+        deployment.directory, "--env-file", ".env", "-f", "docker/compose.yaml", "-f", tmp_path / "overlay.yaml", "config"
+    )
     assert result.returncode != 0
     assert error in result.stderr

@@ -122,7 +122,9 @@ def test_it_draws_the_device_chart_with_threshold_bands(live_hub, browser, publi
     points = browser.execute_script("return document.getElementById('chart-temperature').data[0].y.length")
     assert points == 10
     # Warning and critical bands above 30 and 35 °C are drawn as shapes.
-    shapes = browser.execute_script("return document.getElementById('chart-temperature').layout.shapes.map(s => [s.y0, s.fillcolor])")
+    shapes = browser.execute_script(
+        "return document.getElementById('chart-temperature').layout.shapes.map(s => [s.y0, s.fillcolor])"
+    )
     assert [s[0] for s in shapes] == [30, 35]
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-temperature .shapelayer path")
     # A new reading streams into the chart.
@@ -144,7 +146,9 @@ def test_it_draws_a_month_of_history_from_hourly_rollups_with_a_min_max_band(liv
 
     Reading.objects.bulk_create(
         Reading(device=device, metric=metric, time=t + timedelta(minutes=spread * 5), value=value(base, t, spread))
-        for t in hours for spread in (0, 4) for metric, base in ((temperature, 22.0), (humidity, 45.0))
+        for t in hours
+        for spread in (0, 4)
+        for metric, base in ((temperature, 22.0), (humidity, 45.0))
     )
     recompute_range(hours[-1], newest + timedelta(hours=1))
     log_in(browser, live_hub)
@@ -154,7 +158,9 @@ def test_it_draws_a_month_of_history_from_hourly_rollups_with_a_min_max_band(liv
         "return document.getElementById('chart-temperature').data.map(t => [t.name, t.y, t.fill || null])"
     )
     assert [(name, len(y), fill) for name, y, fill in traces] == [
-        ("min", len(hours), None), ("max", len(hours), "tonexty"), ("avg", len(hours), None)
+        ("min", len(hours), None),
+        ("max", len(hours), "tonexty"),
+        ("avg", len(hours), None),
     ]
     (_, low, _), (_, high, _), (_, avg, _) = traces
     assert [hi - lo for lo, hi in zip(low, high, strict=True)] == pytest.approx([4] * len(hours))
@@ -187,16 +193,25 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
     assert "malformed JSON" in browser.find_element(By.ID, "dead-letter-reasons").text
     # The sparklines keep what the page has polled.
     WebDriverWait(browser, 20, poll_frequency=0.5).until(
-        lambda b: publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 23.0}) or b.execute_script(
-            "return document.getElementById('spark-messages_per_s').data[0].y.length") >= 8
+        lambda b: (
+            publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 23.0})
+            or b.execute_script("return document.getElementById('spark-messages_per_s').data[0].y.length") >= 8
+        )
     )
     assert browser.find_elements(By.CSS_SELECTOR, "#spark-messages_per_s path.js-fill")
     screenshot(browser, "health")
 
 
 def test_it_shelves_an_alert_from_the_console_and_shows_it_apart(live_hub, browser, plant):
-    alert = Alert.objects.create(device=plant["devices"][0], metric=plant["temperature"], level="critical",
-                                 opened_at=timezone.now(), first_value=36.0, peak_value=36.0, last_value=36.0)
+    alert = Alert.objects.create(
+        device=plant["devices"][0],
+        metric=plant["temperature"],
+        level="critical",
+        opened_at=timezone.now(),
+        first_value=36.0,
+        peak_value=36.0,
+        last_value=36.0,
+    )
     log_in(browser, live_hub)
     browser.get(f"{live_hub}/alerts/")
     row = browser.find_element(By.CSS_SELECTOR, f'#alert-rows tr[data-alert="{alert.pk}"]')

@@ -32,17 +32,22 @@ def make_plant(db):
         device_type = DeviceType.objects.create(name="env", primary_metric=temperature, expected_interval=10)
         device_type.metrics.add(temperature, humidity)
         locations = [
-            Location.objects.create(loc_id=f"{factory[0]}-{floor}-{area}", factory=factory, building="Main", floor=floor, area=area)
-            for factory in ("North", "South") for floor, area in (("1", "A"), ("2", "B"))
+            Location.objects.create(
+                loc_id=f"{factory[0]}-{floor}-{area}", factory=factory, building="Main", floor=floor, area=area
+            )
+            for factory in ("North", "South")
+            for floor, area in (("1", "A"), ("2", "B"))
         ]
         Device.objects.bulk_create(
             Device(device_id=f"dev-{n:04d}", device_type=device_type, location=locations[n % len(locations)])
             for n in range(devices)
         )
-        store_latest([
-            {"device": f"dev-{n:04d}", "metric": "temperature", "value": 20.0 + n % 10, "ts": now_ms(), "status": "normal"}
-            for n in range(devices)
-        ])
+        store_latest(
+            [
+                {"device": f"dev-{n:04d}", "metric": "temperature", "value": 20.0 + n % 10, "ts": now_ms(), "status": "normal"}
+                for n in range(devices)
+            ]
+        )
         return {"locations": locations, "temperature": temperature, "humidity": humidity, "type": device_type}
 
     return make
@@ -56,14 +61,22 @@ def staff_client(client, django_user_model):
 
 def open_alert(device_id, metric, level, state=Alert.State.OPEN):
     return Alert.objects.create(
-        device=Device.objects.get(device_id=device_id), metric=metric, level=level, state=state,
-        opened_at=timezone.now(), first_value=36.0, peak_value=36.0, last_value=36.0,
+        device=Device.objects.get(device_id=device_id),
+        metric=metric,
+        level=level,
+        state=state,
+        opened_at=timezone.now(),
+        first_value=36.0,
+        peak_value=36.0,
+        last_value=36.0,
     )
 
 
 def pills(html, selector_attr, value):
     """The (critical, warning) pill counts in the header of the element with selector_attr=value."""
-    match = re.search(rf'{selector_attr}="{re.escape(value)}"[^>]*>\s*<header>.*?<span class="counts">(.*?)</span></span>', html, re.S)
+    match = re.search(
+        rf'{selector_attr}="{re.escape(value)}"[^>]*>\s*<header>.*?<span class="counts">(.*?)</span></span>', html, re.S
+    )
     counts = dict(re.findall(r'data-level="(\w+)" data-count="(\d+)"', match.group(1)))
     return int(counts["critical"]), int(counts["warning"])
 
@@ -91,7 +104,9 @@ def test_it_sends_anonymous_users_to_the_login_page(client, make_plant, method, 
 
 
 @pytest.mark.parametrize("devices", [1, 40, 400])
-def test_it_renders_the_overview_with_a_fixed_number_of_queries_at_any_plant_size(staff_client, make_plant, devices, django_assert_num_queries):
+def test_it_renders_the_overview_with_a_fixed_number_of_queries_at_any_plant_size(
+    staff_client, make_plant, devices, django_assert_num_queries
+):
     plant = make_plant(devices)
     for n in range(min(devices, 6)):
         open_alert(f"dev-{n:04d}", plant["temperature"], "warning" if n % 2 else "critical")
@@ -120,12 +135,22 @@ def test_it_counts_open_alerts_at_every_level_of_the_tree(staff_client, make_pla
     assert pills(html, "data-loc", "N-2-B") == (1, 0)  # offline counts as critical
     assert pills(html, "data-loc", "S-1-A") == (0, 1)
     assert pills(html, "data-loc", "S-2-B") == (0, 0)
-    floors = re.findall(r'<div class="floor" data-counts>\s*<header><h4>Floor (\w+)</h4><span class="counts">(.*?)</span></span>', html, re.S)
+    floors = re.findall(
+        r'<div class="floor" data-counts>\s*<header><h4>Floor (\w+)</h4><span class="counts">(.*?)</span></span>', html, re.S
+    )
     assert [(floor, re.findall(r'data-count="(\d+)"', counts)) for floor, counts in floors] == [
-        ("1", ["1", "2"]), ("2", ["1", "0"]), ("1", ["0", "1"]), ("2", ["0", "0"])
+        ("1", ["1", "2"]),
+        ("2", ["1", "0"]),
+        ("1", ["0", "1"]),
+        ("2", ["0", "0"]),
     ]
-    factories = re.findall(r'<section class="factory" data-counts>\s*<header><h2>(\w+)</h2><span class="counts">(.*?)</span></span>', html, re.S)
-    assert [(name, re.findall(r'data-count="(\d+)"', counts)) for name, counts in factories] == [("North", ["2", "2"]), ("South", ["0", "1"])]
+    factories = re.findall(
+        r'<section class="factory" data-counts>\s*<header><h2>(\w+)</h2><span class="counts">(.*?)</span></span>', html, re.S
+    )
+    assert [(name, re.findall(r'data-count="(\d+)"', counts)) for name, counts in factories] == [
+        ("North", ["2", "2"]),
+        ("South", ["0", "1"]),
+    ]
     assert 'id="total-warning" data-level="warning" data-count="3"' in html
     assert 'id="total-critical" data-level="critical" data-count="2"' in html
 
@@ -144,7 +169,9 @@ def test_it_draws_history_from_raw_readings_hourly_and_daily_rollups(staff_clien
     # Every 2 h for 40 days, at half past, the newest between 30 and 90 minutes ago.
     newest = (timezone.now() - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
     times = [newest - timedelta(hours=h) for h in range(0, 24 * 40, 2)]
-    Reading.objects.bulk_create(Reading(device=device, metric=plant["temperature"], time=t, value=20.0 + t.hour % 5) for t in times)
+    Reading.objects.bulk_create(
+        Reading(device=device, metric=plant["temperature"], time=t, value=20.0 + t.hour % 5) for t in times
+    )
     recompute_range(times[-1], newest + timedelta(hours=1))
 
     def chart(query):
@@ -215,12 +242,36 @@ def test_it_shelves_from_the_console_and_shows_shelved_alerts_apart(staff_client
 def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client):
     at = timezone.now().timestamp() - 3
     summaries = [
-        {"name": "ingest-a", "source": "kafka", "at": at, "messages_per_s": 900.0, "readings_per_s": 1800.0,
-         "dead_letters_per_s": 9.0, "messages": 9000, "readings": 18000, "dead_letters": 90,
-         "dead_letters_by_reason": {"malformed_json": 60, "unknown_device": 30}, "latency_p50": 0.02, "latency_p99": 0.25, "kafka_lag": 120},
-        {"name": "ingest-b", "source": "kafka", "at": at, "messages_per_s": 100.0, "readings_per_s": 200.0,
-         "dead_letters_per_s": 1.0, "messages": 1000, "readings": 2000, "dead_letters": 10,
-         "dead_letters_by_reason": {"unknown_device": 10}, "latency_p50": 0.01, "latency_p99": 0.5, "kafka_lag": 30},
+        {
+            "name": "ingest-a",
+            "source": "kafka",
+            "at": at,
+            "messages_per_s": 900.0,
+            "readings_per_s": 1800.0,
+            "dead_letters_per_s": 9.0,
+            "messages": 9000,
+            "readings": 18000,
+            "dead_letters": 90,
+            "dead_letters_by_reason": {"malformed_json": 60, "unknown_device": 30},
+            "latency_p50": 0.02,
+            "latency_p99": 0.25,
+            "kafka_lag": 120,
+        },
+        {
+            "name": "ingest-b",
+            "source": "kafka",
+            "at": at,
+            "messages_per_s": 100.0,
+            "readings_per_s": 200.0,
+            "dead_letters_per_s": 1.0,
+            "messages": 1000,
+            "readings": 2000,
+            "dead_letters": 10,
+            "dead_letters_by_reason": {"unknown_device": 10},
+            "latency_p50": 0.01,
+            "latency_p99": 0.5,
+            "kafka_lag": 30,
+        },
     ]
     # Written where ingest processes write them: the real cache (Redis).
     cache.set(INDEX_KEY, {s["name"]: s["at"] for s in summaries}, timeout=None)
@@ -241,8 +292,13 @@ def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client):
 
 def test_it_shows_the_latest_dead_letters_to_staff_with_the_admin_link_for_superusers(client, db, django_user_model):
     for n in range(25):
-        DeadLetter.objects.create(source="mqtt", topic=f"sensors/ghost-{n}", received_at=timezone.now() + timedelta(seconds=n),
-                                  payload='{"temperature": 20}', reason=DeadLetter.Reason.UNKNOWN_DEVICE)
+        DeadLetter.objects.create(
+            source="mqtt",
+            topic=f"sensors/ghost-{n}",
+            received_at=timezone.now() + timedelta(seconds=n),
+            payload='{"temperature": 20}',
+            reason=DeadLetter.Reason.UNKNOWN_DEVICE,
+        )
     admin_link = reverse("admin:telemetry_deadletter_changelist")
 
     client.force_login(django_user_model.objects.create_user("viewer"))

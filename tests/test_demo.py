@@ -25,9 +25,15 @@ def test_it_runs_the_whole_hub_with_zero_infrastructure(tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "runhub.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "manage.py", "runhub", "--port", str(web_port), "--rate", "50"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runhub", "--port", str(web_port), "--rate", "50"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
+
             def password():
                 assert proc.poll() is None, log_path.read_text()
                 found = re.search(r"log in as admin / (\S+)", log_path.read_text())

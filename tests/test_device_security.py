@@ -33,7 +33,9 @@ def accepted(puback):
 def secure_url():
     url = os.environ.get("MQTT_SECURE_URL")
     if not url or not dynsec.admin_url():
-        pytest.fail("MQTT_SECURE_URL and MQTT_ADMIN_URL are not set: run scripts/services.sh up, then eval \"$(scripts/services.sh env)\"")
+        pytest.fail(
+            'MQTT_SECURE_URL and MQTT_ADMIN_URL are not set: run scripts/services.sh up, then eval "$(scripts/services.sh env)"'
+        )
     return url
 
 
@@ -204,7 +206,12 @@ def test_a_device_cannot_publish_for_another_device_or_subscribe(make_device, se
     services.provision_mqtt_credentials(device=other)
     other_topic = f"sensors/{other.device_id}"
     forbidden = [other_topic, f"{other_topic}/x", f"sensors/{device.device_id}x", f"sensors-{device.device_id}"]
-    for topic in [f"{other_topic}/#", f"sensors/{device.device_id}x", f"sensors-{device.device_id}", f"sensors/{device.device_id}"]:
+    for topic in [
+        f"{other_topic}/#",
+        f"sensors/{device.device_id}x",
+        f"sensors-{device.device_id}",
+        f"sensors/{device.device_id}",
+    ]:
         assert admin_reader.subscribe(topic) == 1
 
     sensor = sessions(device.device_id, password, client_id=device.device_id)
@@ -224,7 +231,10 @@ def test_a_device_cannot_publish_for_another_device_or_subscribe(make_device, se
 def test_wrong_or_missing_credentials_are_refused_at_connect(make_device, sessions, unique):
     device = make_device()
     services.provision_mqtt_credentials(device=device)
-    assert sessions(device.device_id, "not-the-password", client_id=device.device_id).connect() in (NOT_AUTHORIZED, BAD_CREDENTIALS)
+    assert sessions(device.device_id, "not-the-password", client_id=device.device_id).connect() in (
+        NOT_AUTHORIZED,
+        BAD_CREDENTIALS,
+    )
     assert sessions("sec-nobody-here", "whatever").connect() in (NOT_AUTHORIZED, BAD_CREDENTIALS)
     assert sessions().connect() in (NOT_AUTHORIZED, BAD_CREDENTIALS)  # anonymous: only on the other listener
     # A device without MQTT credentials has no account at all.
@@ -299,8 +309,12 @@ def test_unticking_active_in_the_change_form_disables_the_account(make_device, s
     password = services.provision_mqtt_credentials(device=device)
     url = reverse("admin:devices_device_change", args=[device.pk])
     form = {
-        "device_id": device.device_id, "name": "", "device_type": plant["type"].pk, "location": plant["location"].pk,
-        "thresholds-TOTAL_FORMS": "0", "thresholds-INITIAL_FORMS": "0",
+        "device_id": device.device_id,
+        "name": "",
+        "device_type": plant["type"].pk,
+        "location": plant["location"].pk,
+        "thresholds-TOTAL_FORMS": "0",
+        "thresholds-INITIAL_FORMS": "0",
     }  # is_active left out: unticked
     response = admin_site.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]

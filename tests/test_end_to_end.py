@@ -75,7 +75,14 @@ def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, re
     )
 
     # PostgreSQL: every valid reading, once.
-    rows = eventually(lambda: list(Reading.objects.filter(device__device_id__in=["dev-1", "dev-2"]).order_by("device_id", "metric_id").values_list("device__device_id", "metric__key", "value")), message="readings")
+    rows = eventually(
+        lambda: list(
+            Reading.objects.filter(device__device_id__in=["dev-1", "dev-2"])
+            .order_by("device_id", "metric_id")
+            .values_list("device__device_id", "metric__key", "value")
+        ),
+        message="readings",
+    )
     assert sorted(rows) == [("dev-1", "humidity", 40.0), ("dev-1", "temperature", 36.5), ("dev-2", "temperature", 21.0)]
 
     # Redis: the latest value with its status, through the real Redis server.
@@ -87,7 +94,12 @@ def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, re
     assert pushed["temperature"]["status"] == "critical" and pushed["temperature"]["value"] == 36.5
     assert pushed["humidity"]["status"] is None  # no humidity threshold in this plant
     alert_msg = alerts_of(messages)[0]
-    assert (alert_msg["device"], alert_msg["metric"], alert_msg["level"], alert_msg["state"]) == ("dev-1", "temperature", "critical", "open")
+    assert (alert_msg["device"], alert_msg["metric"], alert_msg["level"], alert_msg["state"]) == (
+        "dev-1",
+        "temperature",
+        "critical",
+        "open",
+    )
 
     # The alert row, opened by the Celery worker.
     alert = Alert.objects.get(device__device_id="dev-1")

@@ -42,7 +42,11 @@ def test_it_exports_ingest_and_worker_metrics_for_prometheus(plant, hub, publish
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return response.read().decode()
 
-    eventually(lambda: 'iothub_ingest_dead_letters_total{reason="unknown_device"} 1.0' in scrape(ingest_port), message="ingest metrics")
+    eventually(
+        lambda: 'iothub_ingest_dead_letters_total{reason="unknown_device"} 1.0' in scrape(ingest_port), message="ingest metrics"
+    )
     ingest = scrape(ingest_port)
     assert "iothub_ingest_messages_total 2.0" in ingest and "iothub_ingest_latency_seconds_bucket" in ingest
-    eventually(lambda: 'iothub_alert_changes_total{event="opened",level="critical"} 1.0' in scrape(worker_port), message="worker metrics")
+    eventually(
+        lambda: 'iothub_alert_changes_total{event="opened",level="critical"} 1.0' in scrape(worker_port), message="worker metrics"
+    )

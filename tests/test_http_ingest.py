@@ -69,7 +69,10 @@ def test_a_valid_token_stores_readings_of_every_payload_form(plant, token):
 
     named = post({"ts": ts, "temperature": 23.5, "humidity": 41.0}, token)
     compact = post({"id": "dev-1", "ts": ts + 1000, "v": 24.0}, token)
-    batch = post([{"ts": ts + 2000, "temperature": 25.0}, {"ts": datetime.fromtimestamp((ts + 3000) / 1000, UTC).isoformat(), "v": 26.0}], token)
+    batch = post(
+        [{"ts": ts + 2000, "temperature": 25.0}, {"ts": datetime.fromtimestamp((ts + 3000) / 1000, UTC).isoformat(), "v": 26.0}],
+        token,
+    )
 
     assert (named.status_code, named.json()) == (202, {"stored": 2, "readings": 2, "rejected": []})
     assert (compact.status_code, compact.json()["stored"]) == (202, 1)
@@ -287,7 +290,9 @@ def test_it_ingests_through_daphne(plant, hub):
 
     def send(body, token=token):
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}{URL}", data=body, method="POST",
+            f"http://127.0.0.1:{port}{URL}",
+            data=body,
+            method="POST",
             headers={"Authorization": f"Device {token}", "Content-Type": "application/json"},
         )
         try:
@@ -297,7 +302,10 @@ def test_it_ingests_through_daphne(plant, hub):
             return error.code, orjson.loads(error.read())
 
     ts = now_ms()
-    assert send(orjson.dumps({"ts": ts, "temperature": 22.0, "humidity": 50.0})) == (202, {"stored": 2, "readings": 2, "rejected": []})
+    assert send(orjson.dumps({"ts": ts, "temperature": 22.0, "humidity": 50.0})) == (
+        202,
+        {"stored": 2, "readings": 2, "rejected": []},
+    )
     assert readings("dev-2") == [("humidity", 50.0, ts / 1000), ("temperature", 22.0, ts / 1000)]
     status, answer = send(b"[" + b'{"v": 1.0},' * 20000 + b'{"v": 1.0}]')
     assert (status, answer["rejected"][0]["reason"]) == (413, "too_large")

@@ -11,16 +11,21 @@ from .support import eventually, now_ms
 
 
 def consume_all(topic, count, timeout=30):
-    consumer = Consumer({
-        "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
-        "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+            "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     records = []
     try:
-        eventually(lambda: records.extend(r for r in consumer.consume(count, 1.0) if not r.error()) or len(records) >= count,
-                   timeout=timeout, message=f"{count} records on {topic}")
+        eventually(
+            lambda: records.extend(r for r in consumer.consume(count, 1.0) if not r.error()) or len(records) >= count,
+            timeout=timeout,
+            message=f"{count} records on {topic}",
+        )
     finally:
         consumer.close()
     return records
@@ -55,7 +60,9 @@ def test_it_bridges_mqtt_into_kafka_and_ingests_from_kafka(plant, hub, publisher
     # The bridge keyed each message by device id and kept the MQTT topic as a header.
     records = consume_all(hub.env["IOTHUB_KAFKA_TOPIC"], 3)
     assert sorted((r.key(), dict(r.headers())["topic"]) for r in records) == [
-        (b"dev-1", b"sensors/dev-1"), (b"dev-2", b"sensors/dev-2"), (b"dev-2", b"sensors/dev-2/zone-b"),
+        (b"dev-1", b"sensors/dev-1"),
+        (b"dev-2", b"sensors/dev-2"),
+        (b"dev-2", b"sensors/dev-2/zone-b"),
     ]
     # Rejected input also lands on the dead-letter topic, with its reason.
     [dead_record] = consume_all(hub.env["IOTHUB_KAFKA_DEADLETTER_TOPIC"], 1)

@@ -13,8 +13,10 @@ def check_merges(expected_store):
     store_latest([latest_item("dev-1", "humidity", 40.0, 900, None), latest_item("dev-1", "temperature", 19.0, 500)])
     store_latest([latest_item("dev-2", "temperature", 31.5, 2000, "critical")])
     assert expected_store() == {
-        "dev-1": {"temperature": {"value": 21.5, "status": "normal", "ts": 1000},
-                  "humidity": {"value": 40.0, "status": None, "ts": 900}},
+        "dev-1": {
+            "temperature": {"value": 21.5, "status": "normal", "ts": 1000},
+            "humidity": {"value": 40.0, "status": None, "ts": 900},
+        },
         "dev-2": {"temperature": {"value": 31.5, "status": "critical", "ts": 2000}},
     }
 

@@ -13,7 +13,9 @@ KEY_COLUMNS = """
 SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
 WHERE i.indrelid = 'telemetry_reading'::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)
 """
-READINGS = "SELECT d.device_id, r.time, r.value FROM telemetry_reading r JOIN devices_device d ON d.id = r.device_id ORDER BY 1, 2"
+READINGS = (
+    "SELECT d.device_id, r.time, r.value FROM telemetry_reading r JOIN devices_device d ON d.id = r.device_id ORDER BY 1, 2"
+)
 
 
 @pytest.fixture

@@ -112,7 +112,9 @@ def test_it_stores_what_arrived_during_a_slow_batch_without_waiting_another_inte
             batches[-1].append(time.monotonic() - first_done[0])
             stop.set()
 
-    runner = threading.Thread(target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 1.0, "stop": stop})
+    runner = threading.Thread(
+        target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 1.0, "stop": stop}
+    )
     runner.start()
     runner.join(15)
     assert not runner.is_alive(), "the source did not stop"
@@ -147,7 +149,9 @@ def test_it_holds_no_more_unacknowledged_messages_than_its_receive_maximum(uniqu
         if len(received) >= 2000:
             stop.set()
 
-    runner = threading.Thread(target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 0.05, "stop": stop})
+    runner = threading.Thread(
+        target=source.run, args=(on_batch,), kwargs={"batch_size": 100, "flush_interval": 0.05, "stop": stop}
+    )
     runner.start()
     runner.join(30)
     assert not runner.is_alive(), "the source did not stop"

@@ -23,7 +23,11 @@ REASONS = set(DeadLetter.Reason.values)
 NOW = time.time()
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=30,
 )
@@ -32,8 +36,12 @@ topics = st.sampled_from(["sensors/s001t", "sensors/s001t/x", "sensors/other", "
 
 def check(payload, topic):
     batch = validate_messages(
-        [Message("mqtt", topic, payload, NOW)], master=MASTER, now=NOW,
-        max_bytes=65536, max_future_skew=300, max_past_age=86400,
+        [Message("mqtt", topic, payload, NOW)],
+        master=MASTER,
+        now=NOW,
+        max_bytes=65536,
+        max_future_skew=300,
+        max_past_age=86400,
     )
     if batch.rejections:
         [rejection] = batch.rejections

@@ -17,9 +17,21 @@ from .support import ROOT, eventually, now_ms
 
 
 def test_it_passes_the_deploy_checklist_with_production_settings(hub_env):
-    env = {**hub_env, "SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0", "IOTHUB_HTTPS": "1", "ALLOWED_HOSTS": "hub.plant.example"}
-    run = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **hub_env,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
+        "IOTHUB_HTTPS": "1",
+        "ALLOWED_HOSTS": "hub.plant.example",
+    }
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 

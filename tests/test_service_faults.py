@@ -51,8 +51,12 @@ class ResilientPublisher:
 
     def __init__(self):
         url = urlsplit(settings.MQTT_URL)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fault-pub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311, clean_session=False)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"fault-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(0.2, 2)
@@ -140,12 +144,19 @@ def outage(service, seconds_down):
     answers (or once a quick restart is over already, if it was quicker than our polling). The
     service is back when the block is left, failed or not; the figure is the seconds it was away."""
     began = time.monotonic()
-    restart = subprocess.Popen(["scripts/services.sh", "restart", service, str(seconds_down)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    restart = subprocess.Popen(
+        ["scripts/services.sh", "restart", service, str(seconds_down)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     away = {}
     try:
         address = service_address(service)
-        eventually(lambda: not answers(address) or restart.poll() is not None, timeout=120, interval=0.05, message=f"{service} down")
+        eventually(
+            lambda: not answers(address) or restart.poll() is not None, timeout=120, interval=0.05, message=f"{service} down"
+        )
         yield away
     finally:
         output, _ = restart.communicate(timeout=180)
@@ -210,8 +221,9 @@ def start_pipeline(hub, service, name, metrics_port, schedule):
     hub.ingest("--source", source, "--client-id", name, "--metrics-port", str(metrics_port))
     hub.celery_worker()
     if service == "redis":  # beat talks to the broker only
-        beat = hub.start("-A", "iothub", "beat", "--schedule", str(schedule), "--loglevel", "INFO",
-                         program=[sys.executable, "-m", "celery"])
+        beat = hub.start(
+            "-A", "iothub", "beat", "--schedule", str(schedule), "--loglevel", "INFO", program=[sys.executable, "-m", "celery"]
+        )
         hub.wait_for_output(beat, "beat: Starting")
     return hub.web()
 
@@ -219,7 +231,14 @@ def start_pipeline(hub, service, name, metrics_port, schedule):
 @pytest.mark.parametrize("seconds_down", OUTAGES.values(), ids=OUTAGES.keys())
 @pytest.mark.parametrize("service", ["mosquitto", "redis", "postgres", "kafka"])
 def test_it_survives_a_service_outage_without_loss_or_duplicates(
-    plant, hub, unique, resilient_publisher, tmp_path, service, seconds_down, capsys,
+    plant,
+    hub,
+    unique,
+    resilient_publisher,
+    tmp_path,
+    service,
+    seconds_down,
+    capsys,
 ):
     name, metrics_port = f"svc-ingest-{unique}", free_port()
     web = start_pipeline(hub, service, name, metrics_port, tmp_path / "beat-schedule")
@@ -241,19 +260,27 @@ def test_it_survives_a_service_outage_without_loss_or_duplicates(
     count = stored()
     distinct = len(set(Reading.objects.filter(device__device_id="dev-1").values_list("value", flat=True)))
     with capsys.disabled():
-        print(f"\n  {service} away {away['seconds']:.1f} s (down for {seconds_down} s): all stored {recovered_after:.1f} s "
-              f"after it; stored {count}/{STREAM}, lost {STREAM - distinct}, duplicated {count - distinct}")
+        print(
+            f"\n  {service} away {away['seconds']:.1f} s (down for {seconds_down} s): all stored {recovered_after:.1f} s "
+            f"after it; stored {count}/{STREAM}, lost {STREAM - distinct}, duplicated {count - distinct}"
+        )
     assert (count, distinct) == (STREAM, STREAM)
 
     for proc, _ in hub.procs:
         assert proc.poll() is None, f"{proc.args[1:5]} exited:\n{Path(proc.log_path).read_text()[-4000:]}"
-    eventually(lambda: Alert.objects.filter(device__device_id="dev-2", state=Alert.State.OPEN).exists(), timeout=60,
-               message="the alert of the crossing sent during the outage, opened by the worker")
+    eventually(
+        lambda: Alert.objects.filter(device__device_id="dev-2", state=Alert.State.OPEN).exists(),
+        timeout=60,
+        message="the alert of the crossing sent during the outage, opened by the worker",
+    )
     assert live_push_of(lambda: probe.publish("dev-2", {"ts": now_ms(), "humidity": 55.5}), "dev-2", "humidity", 55.5)
-    eventually(lambda: Reading.objects.filter(device__device_id="dev-2", metric__key="humidity").exists(),
-               message="a reading sent after the outage, stored")
-    eventually(lambda: get_latest(["dev-2"]).get("dev-2", {}).get("humidity", {}).get("value") == 55.5,
-               message="its latest value")
+    eventually(
+        lambda: Reading.objects.filter(device__device_id="dev-2", metric__key="humidity").exists(),
+        message="a reading sent after the outage, stored",
+    )
+    eventually(
+        lambda: get_latest(["dev-2"]).get("dev-2", {}).get("humidity", {}).get("value") == 55.5, message="its latest value"
+    )
     eventually(lambda: published_since(name, back_at), message="a pipeline summary published after the outage")
     assert get(f"{web}/healthz") == (200, b"ok")
     eventually(lambda: get(f"{web}/readyz")[0] == 200, timeout=30, message="/readyz ready again")

@@ -16,19 +16,27 @@ GOOD_KEY = secrets.token_urlsafe(50)
 def run(*command, **env):
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG")}
     done = subprocess.run(
-        [sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**base, "DJANGO_SETTINGS_MODULE": "iothub.settings", **env},
     )
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({}, "SECRET_KEY is not set"),
-    ({"SECRET_KEY": "change-me"}, "SECRET_KEY is a published placeholder"),
-    ({"SECRET_KEY": "iothub-demo-only-not-secret"}, "SECRET_KEY is a published placeholder"),
-    ({"SECRET_KEY": "a" * 60}, "SECRET_KEY is too weak"),
-    ({"SECRET_KEY": "short-but-varied-1234"}, "SECRET_KEY is too weak"),
-], ids=["unset", "env-example-placeholder", "demo-key", "five-different-characters-needed", "too-short"])
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "SECRET_KEY is not set"),
+        ({"SECRET_KEY": "change-me"}, "SECRET_KEY is a published placeholder"),
+        ({"SECRET_KEY": "iothub-demo-only-not-secret"}, "SECRET_KEY is a published placeholder"),
+        ({"SECRET_KEY": "a" * 60}, "SECRET_KEY is too weak"),
+        ({"SECRET_KEY": "short-but-varied-1234"}, "SECRET_KEY is too weak"),
+    ],
+    ids=["unset", "env-example-placeholder", "demo-key", "five-different-characters-needed", "too-short"],
+)
 def test_a_process_refuses_to_start_with_a_known_or_weak_secret(env, named):
     code, output = run("manage.py", "check", **env)
     assert code != 0

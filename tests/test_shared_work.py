@@ -30,8 +30,12 @@ def run_together(work, key, compute, release):
     for _ in threads:
         assert arrived.acquire(timeout=5)
     # The callers that are not computing wait on the first caller's future (its condition).
-    eventually(lambda: key in work.running and len(work.running[key]._condition._waiters) == CALLERS - 1,
-               timeout=5, interval=0.01, message="every caller inside work.run")
+    eventually(
+        lambda: key in work.running and len(work.running[key]._condition._waiters) == CALLERS - 1,
+        timeout=5,
+        interval=0.01,
+        message="every caller inside work.run",
+    )
     release.set()
     for thread in threads:
         thread.join(5)

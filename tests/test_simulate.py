@@ -20,7 +20,9 @@ def test_it_seeds_demo_master_data_idempotently(transactional_db):
     assert Device.objects.filter(device_id__startswith="sim-").count() == 30
     assert Device.objects.get(device_id="sim-00001").device_type.primary_metric.key == "temperature"
     assert set(Device.objects.get(device_id="sim-00030").device_type.metrics.values_list("key", flat=True)) == {
-        "temperature", "humidity", "pcv_temperature"
+        "temperature",
+        "humidity",
+        "pcv_temperature",
     }
     assert Location.objects.values("factory").distinct().count() == 2
     assert Threshold.objects.count() == 3
@@ -38,7 +40,11 @@ def test_it_simulates_a_scenario_at_the_asked_rate(hub, unique):
     hub.ingest("--source", "mqtt", "--client-id", f"sim-ingest-{unique}")
     run = subprocess.run(
         [sys.executable, "manage.py", "simulate", "--devices", "20", "--rate", "200", "--duration", "3", "--scenario", "city"],
-        cwd=ROOT, env=hub.env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=hub.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     published = int(run.stdout.split("done, ")[1].split(" published")[0].replace(",", ""))

@@ -92,7 +92,9 @@ def test_maintain_storage_prints_each_change_and_nothing_the_second_time(plant):
     today = datetime.now(UTC).date()
     old_day = today - timedelta(days=35)
     ensure_partitions(today=old_day, days_back=0, days_ahead=0)
-    HourlyRollup.objects.create(device=dev, metric=metric, bucket=datetime.now(UTC) - timedelta(days=400), min=1, max=1, sum=1, count=1)
+    HourlyRollup.objects.create(
+        device=dev, metric=metric, bucket=datetime.now(UTC) - timedelta(days=400), min=1, max=1, sum=1, count=1
+    )
     out = io.StringIO()
     call_command("maintain_storage", stdout=out)
     lines = out.getvalue().splitlines()
@@ -136,7 +138,9 @@ def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_r
     metrics = [plant["temperature"].pk, plant["humidity"].pk]
     readings = [
         (d.pk, m, start + rng.randrange(0, 40 * 3600), round(rng.uniform(0, 40), 2))
-        for d in plant["devices"] for m in metrics for _ in range(300)
+        for d in plant["devices"]
+        for m in metrics
+        for _ in range(300)
     ]
     readings = list({(r[0], r[1], r[2]): r for r in readings}.values())  # one value per (device, metric, time)
     with transaction.atomic():
@@ -187,20 +191,24 @@ def test_it_moves_a_devices_recomputed_buckets_to_its_new_location(plant):
 
 
 def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path):
-    csv_text = "\n".join([
-        "device,time,metric,value",
-        "dev-1,2026-01-10T10:00:00Z,temperature,21.5",
-        "dev-1,1768039260000,temperature,22.0",
-        "dev-2,2026-01-10T10:30:00+00:00,humidity,40",
-        "ghost,2026-01-10T10:00:00Z,temperature,1",
-        "dev-1,2026-01-10T11:00:00Z,temperature,warm",
-    ])
+    csv_text = "\n".join(
+        [
+            "device,time,metric,value",
+            "dev-1,2026-01-10T10:00:00Z,temperature,21.5",
+            "dev-1,1768039260000,temperature,22.0",
+            "dev-2,2026-01-10T10:30:00+00:00,humidity,40",
+            "ghost,2026-01-10T10:00:00Z,temperature,1",
+            "dev-1,2026-01-10T11:00:00Z,temperature,warm",
+        ]
+    )
     ensure_partitions(today=date(2026, 1, 10), days_back=1, days_ahead=1)
     path = tmp_path / "history.csv"
     path.write_text(csv_text)
     call_command("import_readings", str(path), stdout=io.StringIO())
     assert sorted(Reading.objects.values_list("device__device_id", "metric__key", "value")) == [
-        ("dev-1", "temperature", 21.5), ("dev-1", "temperature", 22.0), ("dev-2", "humidity", 40.0),
+        ("dev-1", "temperature", 21.5),
+        ("dev-1", "temperature", 22.0),
+        ("dev-2", "humidity", 40.0),
     ]
     assert sorted(DeadLetter.objects.values_list("source", "reason")) == [("csv", "bad_value"), ("csv", "unknown_device")]
     out = io.StringIO()
@@ -217,6 +225,11 @@ def test_it_keeps_the_newest_raw_readings_when_a_chart_range_holds_too_many(plan
     dev = plant["devices"][0]
     now = datetime.now(UTC).timestamp()
     store([(dev.pk, plant["temperature"].pk, now - 100 + i, float(i)) for i in range(10)])
-    points = readings_between(device=dev, metric=plant["temperature"], start=datetime.fromtimestamp(now - 200, UTC),
-                              end=datetime.fromtimestamp(now + 1, UTC), limit=3)
+    points = readings_between(
+        device=dev,
+        metric=plant["temperature"],
+        start=datetime.fromtimestamp(now - 200, UTC),
+        end=datetime.fromtimestamp(now + 1, UTC),
+        limit=3,
+    )
     assert [value for _, value in points] == [7.0, 8.0, 9.0]

@@ -22,8 +22,13 @@ def test_it_raises_a_critical_alert_when_no_ingest_process_reports(plant):
 
 
 def test_it_warns_on_kafka_lag_and_resolves_when_the_consumer_catches_up(plant, hub, publisher, unique, settings):
-    settings.IOTHUB = {**settings.IOTHUB, "KAFKA_TOPIC": hub.env["IOTHUB_KAFKA_TOPIC"], "KAFKA_GROUP": hub.env["IOTHUB_KAFKA_GROUP"],
-                       "KAFKA_LAG_WARNING": 40, "KAFKA_LAG_CRITICAL": 1000}
+    settings.IOTHUB = {
+        **settings.IOTHUB,
+        "KAFKA_TOPIC": hub.env["IOTHUB_KAFKA_TOPIC"],
+        "KAFKA_GROUP": hub.env["IOTHUB_KAFKA_GROUP"],
+        "KAFKA_LAG_WARNING": 40,
+        "KAFKA_LAG_CRITICAL": 1000,
+    }
     bridge = hub.start("bridge", "--client-id", f"lag-bridge-{unique}")
     hub.wait_for_output(bridge, "subscribed")
     consumer = hub.ingest("--source", "kafka")
@@ -55,6 +60,7 @@ def test_it_warns_on_a_dead_letter_rate_above_one_percent_and_resolves_after(pla
     watch_pipeline()
     alert = system_alert("dead_letter_rate")
     assert alert.level == "warning" and alert.last_value == pytest.approx(0.05, abs=0.005)
+
     # Clean traffic only: once the bad messages leave the 12 s window, the alert resolves.
     def clean_and_check():
         publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 20})

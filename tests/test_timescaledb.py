@@ -79,8 +79,7 @@ def utc_hour(at):
 
 def view_rows(url, view, key):
     return {
-        (row[0], row[1]): row[2:]
-        for row in query(url, f"SELECT {key}, bucket, min, max, sum, count FROM {view} ORDER BY 1, 2")
+        (row[0], row[1]): row[2:] for row in query(url, f"SELECT {key}, bucket, min, max, sum, count FROM {view} ORDER BY 1, 2")
     }
 
 
@@ -96,7 +95,9 @@ def last_fall_back_day(before):
 
 def jobs_config(url):
     """{(procedure, relation): config} of the policies."""
-    rows = query(url, "SELECT proc_name, hypertable_name, config FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL")
+    rows = query(
+        url, "SELECT proc_name, hypertable_name, config FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
+    )
     return {(proc, relation): config for proc, relation, config in rows}
 
 
@@ -112,13 +113,22 @@ def run_every_job_and_check_the_scheduler(url):
         query(url, "SELECT alter_job(%s, next_start => now())", [job_id])
 
     def ran_again():
-        runs = dict(query(url, f"SELECT job_id, total_runs {POLICY_JOB_STATS} "
-                               "AND last_run_status IS NOT NULL AND job_status <> 'Running'"))
+        runs = dict(
+            query(
+                url, f"SELECT job_id, total_runs {POLICY_JOB_STATS} AND last_run_status IS NOT NULL AND job_status <> 'Running'"
+            )
+        )
         return all(runs.get(job_id, 0) > before for job_id, before in jobs.items())
 
     eventually(ran_again, timeout=120, interval=0.5, message="a run of every policy job by the scheduler")
-    assert query(url, "SELECT job_id, last_run_status, total_failures FROM timescaledb_information.job_stats "
-                      "WHERE total_failures > 0 OR last_run_status <> 'Success'") == []
+    assert (
+        query(
+            url,
+            "SELECT job_id, last_run_status, total_failures FROM timescaledb_information.job_stats "
+            "WHERE total_failures > 0 OR last_run_status <> 'Success'",
+        )
+        == []
+    )
     assert query(url, "SELECT job_id, proc_name, sqlerrcode, err_message FROM timescaledb_information.job_errors") == []
 
 
@@ -151,7 +161,10 @@ def test_it_keeps_rollups_as_continuous_aggregates_with_policies(timescaledb, tm
     assert query(url, KEY_COLUMNS) == [("device_id",), ("metric_id",), ("time",)]
     assert query(url, "SELECT count(*) FROM telemetry_reading") == [(len(rows),)]
     assert sorted(query(url, "SELECT view_name FROM timescaledb_information.continuous_aggregates")) == [
-        ("telemetry_dailyrollup",), ("telemetry_hourlyrollup",), ("telemetry_locationdailyrollup",), ("telemetry_locationhourlyrollup",),
+        ("telemetry_dailyrollup",),
+        ("telemetry_hourlyrollup",),
+        ("telemetry_locationdailyrollup",),
+        ("telemetry_locationhourlyrollup",),
     ]
     assert "0 new readings" in manage(url, "import_readings", path, **env)  # redelivered: stored once
     manage(url, "backfill", "--start", span[0], "--end", span[1], **env)
@@ -173,8 +186,9 @@ def test_it_keeps_rollups_as_continuous_aggregates_with_policies(timescaledb, tm
     late = [("sim-00002", late_hour + timedelta(minutes=5), 99.0)]
     manage(url, "import_readings", readings_csv(tmp_path / "late.csv", late), **env)
     manage(url, "shell", "-c", "from apps.telemetry.tasks import refresh_dirty_rollups; refresh_dirty_rollups()", **env)
-    hour = query(url, "SELECT max, count FROM telemetry_hourlyrollup WHERE device_id = %s AND bucket = %s",
-                 [pks["sim-00002"], late_hour])
+    hour = query(
+        url, "SELECT max, count FROM telemetry_hourlyrollup WHERE device_id = %s AND bucket = %s", [pks["sim-00002"], late_hour]
+    )
     assert hour == [(99.0, 4)]
 
     # Policies as the settings ask.
@@ -192,7 +206,9 @@ def test_it_keeps_rollups_as_continuous_aggregates_with_policies(timescaledb, tm
     assert query(url, "SELECT count(*) FROM telemetry_reading") == [(len(rows) + 2,)]
 
     # A device can still be deleted with aggregates in place.
-    manage(url, "shell", "-c", "from apps.devices.models import Device; Device.objects.filter(device_id='sim-00005').delete()", **env)
+    manage(
+        url, "shell", "-c", "from apps.devices.models import Device; Device.objects.filter(device_id='sim-00005').delete()", **env
+    )
     assert query(url, "SELECT count(*) FROM devices_device WHERE device_id = 'sim-00005'") == [(0,)]
 
     run_every_job_and_check_the_scheduler(url)
@@ -204,8 +220,15 @@ DEFAULT_POLICIES = {
     ("policy_retention", "telemetry_reading"): ("drop_after", "30 days"),
     ("policy_retention", "telemetry_hourlyrollup"): ("drop_after", "365 days"),
     ("policy_retention", "telemetry_locationhourlyrollup"): ("drop_after", "365 days"),
-    **{("policy_refresh_continuous_aggregate", view): ("start_offset", "8 days") for view in (
-        "telemetry_hourlyrollup", "telemetry_locationhourlyrollup", "telemetry_dailyrollup", "telemetry_locationdailyrollup")},
+    **{
+        ("policy_refresh_continuous_aggregate", view): ("start_offset", "8 days")
+        for view in (
+            "telemetry_hourlyrollup",
+            "telemetry_locationhourlyrollup",
+            "telemetry_dailyrollup",
+            "telemetry_locationdailyrollup",
+        )
+    },
 }
 
 
@@ -228,30 +251,50 @@ def test_it_creates_every_policy_and_a_second_run_changes_nothing(migrated_times
     run_every_job_and_check_the_scheduler(url)
 
 
-@pytest.mark.parametrize(("settings", "changed"), [
-    ({"IOTHUB_RETENTION_DAYS": "90"}, {("policy_retention", "telemetry_reading"): "90 days"}),
-    ({"IOTHUB_HOURLY_RETENTION_DAYS": "400"}, {
-        ("policy_retention", "telemetry_hourlyrollup"): "400 days",
-        ("policy_retention", "telemetry_locationhourlyrollup"): "400 days",
-    }),
-    ({"IOTHUB_MAX_PAST_AGE": "172800"}, {
-        ("policy_compression", "telemetry_reading"): "3 days",
-        **{(proc, view): "3 days" for proc, view in DEFAULT_POLICIES if proc == "policy_refresh_continuous_aggregate"},
-    }),
-    # Refresh windows never reach further back than raw readings are kept.
-    ({"IOTHUB_RETENTION_DAYS": "5"}, {
-        ("policy_retention", "telemetry_reading"): "5 days",
-        **{(proc, view): "4 days 23:00:00" for proc, view in DEFAULT_POLICIES if proc == "policy_refresh_continuous_aggregate"},
-    }),
-    # Every policy at once, hourly-aggregate retention included.
-    ({"IOTHUB_MAX_PAST_AGE": "172800", "IOTHUB_HOURLY_RETENTION_DAYS": "400", "IOTHUB_RETENTION_DAYS": "60"}, {
-        ("policy_compression", "telemetry_reading"): "3 days",
-        ("policy_retention", "telemetry_reading"): "60 days",
-        ("policy_retention", "telemetry_hourlyrollup"): "400 days",
-        ("policy_retention", "telemetry_locationhourlyrollup"): "400 days",
-        **{(proc, view): "3 days" for proc, view in DEFAULT_POLICIES if proc == "policy_refresh_continuous_aggregate"},
-    }),
-], ids=["retention", "hourly-retention", "max-past-age", "short-retention", "all-at-once"])
+@pytest.mark.parametrize(
+    ("settings", "changed"),
+    [
+        ({"IOTHUB_RETENTION_DAYS": "90"}, {("policy_retention", "telemetry_reading"): "90 days"}),
+        (
+            {"IOTHUB_HOURLY_RETENTION_DAYS": "400"},
+            {
+                ("policy_retention", "telemetry_hourlyrollup"): "400 days",
+                ("policy_retention", "telemetry_locationhourlyrollup"): "400 days",
+            },
+        ),
+        (
+            {"IOTHUB_MAX_PAST_AGE": "172800"},
+            {
+                ("policy_compression", "telemetry_reading"): "3 days",
+                **{(proc, view): "3 days" for proc, view in DEFAULT_POLICIES if proc == "policy_refresh_continuous_aggregate"},
+            },
+        ),
+        # Refresh windows never reach further back than raw readings are kept.
+        (
+            {"IOTHUB_RETENTION_DAYS": "5"},
+            {
+                ("policy_retention", "telemetry_reading"): "5 days",
+                **{
+                    (proc, view): "4 days 23:00:00"
+                    for proc, view in DEFAULT_POLICIES
+                    if proc == "policy_refresh_continuous_aggregate"
+                },
+            },
+        ),
+        # Every policy at once, hourly-aggregate retention included.
+        (
+            {"IOTHUB_MAX_PAST_AGE": "172800", "IOTHUB_HOURLY_RETENTION_DAYS": "400", "IOTHUB_RETENTION_DAYS": "60"},
+            {
+                ("policy_compression", "telemetry_reading"): "3 days",
+                ("policy_retention", "telemetry_reading"): "60 days",
+                ("policy_retention", "telemetry_hourlyrollup"): "400 days",
+                ("policy_retention", "telemetry_locationhourlyrollup"): "400 days",
+                **{(proc, view): "3 days" for proc, view in DEFAULT_POLICIES if proc == "policy_refresh_continuous_aggregate"},
+            },
+        ),
+    ],
+    ids=["retention", "hourly-retention", "max-past-age", "short-retention", "all-at-once"],
+)
 def test_it_applies_a_changed_setting_to_every_policy_it_touches(migrated_timescaledb, settings, changed):
     url = migrated_timescaledb
     defaults = {job: value for job, (_, value) in DEFAULT_POLICIES.items()}
@@ -268,11 +311,15 @@ def test_it_applies_a_changed_setting_to_every_policy_it_touches(migrated_timesc
     assert policies(url) == defaults
 
 
-@pytest.mark.parametrize(("settings", "named"), [
-    ({"IOTHUB_RETENTION_DAYS": "90", "IOTHUB_HOURLY_RETENTION_DAYS": "3"}, "IOTHUB_HOURLY_RETENTION_DAYS (3) must be longer"),
-    ({"IOTHUB_MAX_PAST_AGE": "172800", "IOTHUB_RETENTION_DAYS": "1"}, "IOTHUB_RETENTION_DAYS must be at least 2"),
-    ({"IOTHUB_RETENTION_DAYS": "90", "IOTHUB_MAX_PAST_AGE": "-1"}, "IOTHUB_MAX_PAST_AGE must not be negative"),
-], ids=["hourly-retention-inside-refresh-window", "retention-under-two-days", "negative-max-past-age"])
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"IOTHUB_RETENTION_DAYS": "90", "IOTHUB_HOURLY_RETENTION_DAYS": "3"}, "IOTHUB_HOURLY_RETENTION_DAYS (3) must be longer"),
+        ({"IOTHUB_MAX_PAST_AGE": "172800", "IOTHUB_RETENTION_DAYS": "1"}, "IOTHUB_RETENTION_DAYS must be at least 2"),
+        ({"IOTHUB_RETENTION_DAYS": "90", "IOTHUB_MAX_PAST_AGE": "-1"}, "IOTHUB_MAX_PAST_AGE must not be negative"),
+    ],
+    ids=["hourly-retention-inside-refresh-window", "retention-under-two-days", "negative-max-past-age"],
+)
 def test_it_refuses_settings_the_policies_cannot_follow_and_changes_nothing(migrated_timescaledb, settings, named):
     """TimescaleDB's alter_job takes any interval, a negative one included: the hub checks first."""
     url = migrated_timescaledb
@@ -289,16 +336,21 @@ def test_it_keeps_rollup_tables_that_hold_history_the_readings_no_longer_have(ti
     manage(url, "migrate", "alerts", "--verbosity", "0")
     manage(url, "migrate", "devices", "--verbosity", "0")
     manage(url, "seed_demo", "--devices", "2")
-    (device, metric) = query(url, "SELECT d.id, m.id FROM devices_device d, devices_metric m "
-                                  "WHERE d.device_id = 'sim-00001' AND m.key = 'temperature'")[0]
+    (device, metric) = query(
+        url, "SELECT d.id, m.id FROM devices_device d, devices_metric m WHERE d.device_id = 'sim-00001' AND m.key = 'temperature'"
+    )[0]
     today = datetime.now(BERLIN).date()
     old_day = datetime.combine(today - timedelta(days=500), datetime.min.time(), tzinfo=BERLIN).astimezone(UTC)
-    query(url, "INSERT INTO telemetry_dailyrollup (device_id, metric_id, bucket, min, max, sum, count) "
-               "VALUES (%s, %s, %s, 1, 3, 4, 2)", [device, metric, old_day])
+    query(
+        url,
+        "INSERT INTO telemetry_dailyrollup (device_id, metric_id, bucket, min, max, sum, count) VALUES (%s, %s, %s, 1, 3, 4, 2)",
+        [device, metric, old_day],
+    )
     assert "they stay tables" in manage(url, "migrate")
     assert query(url, "SELECT count(*) FROM timescaledb_information.continuous_aggregates") == [(0,)]
     assert query(url, "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL ORDER BY 1") == [
-        ("policy_compression",), ("policy_retention",),
+        ("policy_compression",),
+        ("policy_retention",),
     ]
     # Rollups keep being recomputed into the tables, the old day stays.
     day = today - timedelta(days=2)
@@ -306,6 +358,7 @@ def test_it_keeps_rollup_tables_that_hold_history_the_readings_no_longer_have(ti
     manage(url, "import_readings", readings_csv(tmp_path / "r.csv", [("sim-00001", at, 21.0)]))
     manage(url, "backfill", "--start", str(day), "--end", str(day + timedelta(days=1)))
     assert query(url, "SELECT bucket, count FROM telemetry_dailyrollup ORDER BY bucket") == [
-        (old_day, 2), (datetime.combine(day, datetime.min.time(), tzinfo=BERLIN).astimezone(UTC), 1),
+        (old_day, 2),
+        (datetime.combine(day, datetime.min.time(), tzinfo=BERLIN).astimezone(UTC), 1),
     ]
     run_every_job_and_check_the_scheduler(url)

@@ -22,11 +22,14 @@ def test_policy_intervals_follow_the_settings():
         assert policy_intervals()[3] == timedelta(days=5) - timedelta(hours=1)
 
 
-@pytest.mark.parametrize(("changes", "named"), [
-    ({"MAX_PAST_AGE": -1}, "IOTHUB_MAX_PAST_AGE"),
-    ({"RETENTION_DAYS": 1}, "IOTHUB_RETENTION_DAYS"),
-    ({"HOURLY_RETENTION_DAYS": 8, "MAX_PAST_AGE": 7 * 86400, "RETENTION_DAYS": 30}, "IOTHUB_HOURLY_RETENTION_DAYS"),
-])
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"MAX_PAST_AGE": -1}, "IOTHUB_MAX_PAST_AGE"),
+        ({"RETENTION_DAYS": 1}, "IOTHUB_RETENTION_DAYS"),
+        ({"HOURLY_RETENTION_DAYS": 8, "MAX_PAST_AGE": 7 * 86400, "RETENTION_DAYS": 30}, "IOTHUB_HOURLY_RETENTION_DAYS"),
+    ],
+)
 def test_policy_intervals_refuse_what_the_policies_cannot_follow(changes, named):
     with iothub_settings(**changes), pytest.raises(PolicySettingsError, match=named):
         policy_intervals()

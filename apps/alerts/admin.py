@@ -12,8 +12,19 @@ class ThresholdInline(admin.TabularInline):
     model = Threshold
     extra = 0
     fields = [
-        "metric", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds",
-        "rate_max", "rate_critical_max", "rate_window", "predict_minutes", "predict_window", "enabled",
+        "metric",
+        "warning_min",
+        "warning_max",
+        "critical_min",
+        "critical_max",
+        "hysteresis",
+        "hold_seconds",
+        "rate_max",
+        "rate_critical_max",
+        "rate_window",
+        "predict_minutes",
+        "predict_window",
+        "enabled",
     ]
 
 
@@ -46,14 +57,28 @@ class DeviceWithThresholdsAdmin(DeviceAdmin):
         effective = effective_thresholds(device=obj, metrics=metrics)
         thresholds = Threshold.objects.in_bulk([b.pk for b in effective.values() if b])
         return format_html_join(
-            "", "<div>{}: {}</div>",
+            "",
+            "<div>{}: {}</div>",
             ((m.key, thresholds[effective[m.pk].pk] if effective[m.pk] else "none") for m in metrics),
         )
 
 
 @admin.register(Threshold)
 class ThresholdAdmin(admin.ModelAdmin):
-    list_display = ["metric", "scope_label", "warning_min", "warning_max", "critical_min", "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "predict_minutes", "enabled"]
+    list_display = [
+        "metric",
+        "scope_label",
+        "warning_min",
+        "warning_max",
+        "critical_min",
+        "critical_max",
+        "hysteresis",
+        "hold_seconds",
+        "rate_max",
+        "rate_critical_max",
+        "predict_minutes",
+        "enabled",
+    ]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
     autocomplete_fields = ["device", "location"]
@@ -72,7 +97,18 @@ class AlertEventInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ["id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "acknowledged_by", "resolved_at"]
+    list_display = [
+        "id",
+        "device",
+        "metric",
+        "level",
+        "state",
+        "opened_at",
+        "first_value",
+        "peak_value",
+        "acknowledged_by",
+        "resolved_at",
+    ]
     list_filter = ["state", "level", "metric", "device__location__factory", "device__location__building"]
     search_fields = ["device__device_id", "device__location__loc_id"]
     list_select_related = ["device", "metric", "acknowledged_by"]
@@ -101,7 +137,18 @@ class MaintenanceWindowAdmin(admin.ModelAdmin):
 
 @admin.register(NotificationRoute)
 class NotificationRouteAdmin(admin.ModelAdmin):
-    list_display = ["name", "transport", "target", "min_level", "factory", "location", "max_per_window", "window_seconds", "renotify_after", "enabled"]
+    list_display = [
+        "name",
+        "transport",
+        "target",
+        "min_level",
+        "factory",
+        "location",
+        "max_per_window",
+        "window_seconds",
+        "renotify_after",
+        "enabled",
+    ]
     list_filter = ["transport", "min_level", "enabled"]
     search_fields = ["name", "target", "factory"]
     autocomplete_fields = ["location"]

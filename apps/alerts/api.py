@@ -45,16 +45,28 @@ class ThresholdSerializer(ModelCleanSerializer):
     metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
     device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
     location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
-    device_type = SlugRelatedField(
-        slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False
-    )
+    device_type = SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all(), allow_null=True, required=False)
 
     class Meta:
         model = Threshold
         fields = [
-            "id", "metric", "device", "location", "device_type", "warning_min", "warning_max", "critical_min",
-            "critical_max", "hysteresis", "hold_seconds", "rate_max", "rate_critical_max", "rate_window",
-            "predict_minutes", "predict_window", "enabled",
+            "id",
+            "metric",
+            "device",
+            "location",
+            "device_type",
+            "warning_min",
+            "warning_max",
+            "critical_min",
+            "critical_max",
+            "hysteresis",
+            "hold_seconds",
+            "rate_max",
+            "rate_critical_max",
+            "rate_window",
+            "predict_minutes",
+            "predict_window",
+            "enabled",
         ]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
 
@@ -112,7 +124,9 @@ class MaintenanceWindowSerializer(ModelCleanSerializer):
     """A maintenance window of one device or one location: {"device" or "loc_id", "start", "end", "reason"}."""
 
     device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
-    loc_id = SlugRelatedField(source="location", slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False)
+    loc_id = SlugRelatedField(
+        source="location", slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False
+    )
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -193,7 +207,9 @@ class AlarmKpisSerializer(serializers.Serializer):
     alarms_per_10min = serializers.DictField(help_text=_("average and peak"))
     peak_alarms_per_10min = serializers.IntegerField()
     flood_percent = serializers.FloatField(help_text=_("share of 10-minute periods with more than 10 alarms"))
-    chattering = serializers.ListField(child=serializers.DictField(), help_text=_("alarms opened 3 times or more within a minute"))
+    chattering = serializers.ListField(
+        child=serializers.DictField(), help_text=_("alarms opened 3 times or more within a minute")
+    )
     stale = serializers.IntegerField(help_text=_("alarms active for more than 24 hours at the end of the period"))
     top = serializers.ListField(child=serializers.DictField(), help_text=_("the 10 most frequent alarms and their share"))
     shelved = serializers.IntegerField()

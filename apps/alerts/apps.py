@@ -13,9 +13,11 @@ class AlertsConfig(AppConfig):
         from .thresholds import load_threshold_index, significant_readings
 
         # Ingest learns from here which readings matter to alerts and where stored batches go.
-        provide_alert_rules(AlertRules(
-            tables=(Threshold,),
-            load=load_threshold_index,
-            significant_readings=significant_readings,
-            evaluation_task="apps.alerts.tasks.evaluate_batch",
-        ))
+        provide_alert_rules(
+            AlertRules(
+                tables=(Threshold,),
+                load=load_threshold_index,
+                significant_readings=significant_readings,
+                evaluation_task="apps.alerts.tasks.evaluate_batch",
+            )
+        )

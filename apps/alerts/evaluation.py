@@ -114,10 +114,21 @@ class PairState:
             rank = self.bands.rank_from(value, 0, rate)
             if rank:
                 self.suppressed = Alert(
-                    device_id=self.device_pk, metric_id=self.metric_pk, level=RANK_LEVEL[rank], state=Alert.State.SUPPRESSED,
-                    opened_at=as_datetime(ts), first_value=value, peak_value=value, last_value=value,
+                    device_id=self.device_pk,
+                    metric_id=self.metric_pk,
+                    level=RANK_LEVEL[rank],
+                    state=Alert.State.SUPPRESSED,
+                    opened_at=as_datetime(ts),
+                    first_value=value,
+                    peak_value=value,
+                    last_value=value,
                 )
-                self.events.append((self.suppressed, AlertEvent(kind=AlertEvent.Kind.SUPPRESSED, at=as_datetime(ts), level=RANK_LEVEL[rank], value=value)))
+                self.events.append(
+                    (
+                        self.suppressed,
+                        AlertEvent(kind=AlertEvent.Kind.SUPPRESSED, at=as_datetime(ts), level=RANK_LEVEL[rank], value=value),
+                    )
+                )
             return
         rank = self.bands.rank_from(value, LEVEL_RANK[record.level], rate)
         record.last_value = value

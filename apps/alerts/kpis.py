@@ -38,7 +38,10 @@ def alarm_kpis(*, start, end, locations=None, now):
         stale = stale.filter(device__location__in=locations)
     per_bucket = {int((at - start).total_seconds() // TEN_MINUTES): count for at, count in per_bucket.items()}
     per_alarm = list(
-        days.values_list("device", "metric").annotate(alarms=Sum("opened"), chatters=Sum("chattering")).order_by().filter(alarms__gt=0)
+        days.values_list("device", "metric")
+        .annotate(alarms=Sum("opened"), chatters=Sum("chattering"))
+        .order_by()
+        .filter(alarms__gt=0)
     )
     totals = days.aggregate(shelved=Sum("shelved"), suppressed=Sum("suppressed"))
     total = sum(per_bucket.values())
@@ -54,16 +57,17 @@ def alarm_kpis(*, start, end, locations=None, now):
         "start": start,
         "end": end,
         "alarms": total,
-        "alarms_per_hour": {"average": round(total / (periods / 6), 3), "peak": max(per_hour.values(), default=0),
-                            "target": MANAGEABLE_PER_HOUR},
+        "alarms_per_hour": {
+            "average": round(total / (periods / 6), 3),
+            "peak": max(per_hour.values(), default=0),
+            "target": MANAGEABLE_PER_HOUR,
+        },
         "alarms_per_10min": {"average": round(total / periods, 3), "peak": peak},
         "peak_alarms_per_10min": peak,
         "flood_percent": round(100 * sum(count > FLOOD_ALARMS for count in per_bucket.values()) / periods, 3),
         "chattering": [{**names[(d, m)], "alarms": count, "chattering": chatters} for d, m, count, chatters in chattering],
         "stale": stale.count(),
-        "top": [
-            {**names[(d, m)], "alarms": count, "share_percent": round(100 * count / total, 2)} for d, m, count, _ in top
-        ],
+        "top": [{**names[(d, m)], "alarms": count, "share_percent": round(100 * count / total, 2)} for d, m, count, _ in top],
         "shelved": totals["shelved"] or 0,
         "suppressed": totals["suppressed"] or 0,
     }

@@ -37,25 +37,35 @@ class Threshold(models.Model):
     critical_min = models.FloatField(null=True, blank=True)
     critical_max = models.FloatField(null=True, blank=True)
     hysteresis = models.FloatField(default=0, help_text="Deadband a value must clear to leave a level.")
-    hold_seconds = models.PositiveIntegerField(default=0, help_text="How long a value must stay beyond a band before an alert opens.")
+    hold_seconds = models.PositiveIntegerField(
+        default=0, help_text="How long a value must stay beyond a band before an alert opens."
+    )
     rate_max = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
         help_text=_("Warning when the value rises or falls faster than this, in units per minute over the rate window."),
     )
     rate_critical_max = models.FloatField(
-        null=True, blank=True, validators=[MinValueValidator(0)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
         help_text=_("Critical when the value rises or falls faster than this, in units per minute."),
     )
     rate_window = models.PositiveIntegerField(
-        default=300, validators=[MinValueValidator(10)],
+        default=300,
+        validators=[MinValueValidator(10)],
         help_text=_("Seconds over which the rate of change is measured (from the oldest reading in it to the newest)."),
     )
     predict_minutes = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
         help_text=_("Warn when the trend predicts a critical limit within this many minutes."),
     )
     predict_window = models.PositiveIntegerField(
-        default=15, validators=[MinValueValidator(2), MaxValueValidator(240)],
+        default=15,
+        validators=[MinValueValidator(2), MaxValueValidator(240)],
         help_text=_("Minutes of readings the trend is fitted to (least squares)."),
     )
     enabled = models.BooleanField(default=True)
@@ -131,7 +141,8 @@ class Alert(models.Model):
 
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
     subject = models.CharField(
-        max_length=80, blank=True,
+        max_length=80,
+        blank=True,
         help_text="What a system alert is about, e.g. kafka_lag, dead_letter_rate or storm:<loc_id> (an alert storm at a location).",
     )
     device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
@@ -149,13 +160,17 @@ class Alert(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
     predicted_critical_at = models.DateTimeField(
-        null=True, blank=True, help_text=_("While a predictive warning: when the trend reaches the critical limit."),
+        null=True,
+        blank=True,
+        help_text=_("While a predictive warning: when the trend reaches the critical limit."),
     )
     shelved_until = models.DateTimeField(
         null=True, blank=True, help_text=_("While shelved: when the shelving ends. Kept if the alert resolved while shelved.")
     )
     unshelved_state = models.CharField(
-        max_length=16, blank=True, choices=[(State.OPEN, _("open")), (State.ACKNOWLEDGED, _("acknowledged"))],
+        max_length=16,
+        blank=True,
+        choices=[(State.OPEN, _("open")), (State.ACKNOWLEDGED, _("acknowledged"))],
         help_text=_("While shelved: the state the alert returns to when its shelving ends."),
     )
 
@@ -238,8 +253,12 @@ class AlertEvent(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     note = models.TextField(blank=True)
     # The alert's device and metric, copied so that alarm KPIs read one table (apps.alerts.kpis).
-    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
-    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False)
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    metric = models.ForeignKey(
+        "devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     chattering = models.BooleanField(
         default=False, help_text=_("An opening that is the third or later of the same alarm within a minute (EEMUA 191).")
     )
@@ -258,8 +277,11 @@ class AlertEvent(models.Model):
             self.device_id, self.metric_id = self.alert.device_id, self.alert.metric_id
             if self.kind == self.Kind.OPENED and self.device_id is not None:
                 earlier = AlertEvent.objects.filter(
-                    kind=self.Kind.OPENED, device_id=self.device_id, metric_id=self.metric_id,
-                    at__gt=self.at - CHATTER_SPAN, at__lte=self.at,
+                    kind=self.Kind.OPENED,
+                    device_id=self.device_id,
+                    metric_id=self.metric_id,
+                    at__gt=self.at - CHATTER_SPAN,
+                    at__lte=self.at,
                 )
                 self.chattering = earlier.count() >= CHATTER_ACTIVATIONS - 1
         super().save(*args, **kwargs)
@@ -295,7 +317,8 @@ class MaintenanceWindow(models.Model):
         ordering = ["-start", "pk"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(device__isnull=False) & Q(location__isnull=True)) | (Q(device__isnull=True) & Q(location__isnull=False)),
+                condition=(Q(device__isnull=False) & Q(location__isnull=True))
+                | (Q(device__isnull=True) & Q(location__isnull=False)),
                 name="maintenance_one_target",
             ),
             models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="maintenance_ends_after_start"),
@@ -315,7 +338,9 @@ class MaintenanceWindow(models.Model):
         if self.end <= timezone.now():
             raise ValidationError({"end": _("The window is over: it must end in the future.")})
         target = {"device_id": self.device_id} if self.device_id else {"location_id": self.location_id}
-        overlapping = MaintenanceWindow.objects.filter(start__lt=self.end, end__gt=self.start, **target).exclude(pk=self.pk).first()
+        overlapping = (
+            MaintenanceWindow.objects.filter(start__lt=self.end, end__gt=self.start, **target).exclude(pk=self.pk).first()
+        )
         if overlapping:
             raise ValidationError({"start": _("Overlaps the window %(window)s of the same target.") % {"window": overlapping}})
 
@@ -351,7 +376,9 @@ class AlarmDay(models.Model):
     day = models.DateField()
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="+")
     metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    location = models.ForeignKey("devices.Location", on_delete=models.CASCADE, related_name="+", help_text=_("The device's location that day."))
+    location = models.ForeignKey(
+        "devices.Location", on_delete=models.CASCADE, related_name="+", help_text=_("The device's location that day.")
+    )
     opened = models.PositiveIntegerField(default=0)
     chattering = models.PositiveIntegerField(default=0)
     shelved = models.PositiveIntegerField(default=0)

@@ -77,7 +77,10 @@ def notify_alert_change(*, alert_id, event):
             recent = route.notifications.filter(created_at__gte=since).exclude(status=Notification.Status.FOLDED).count()
             folded = recent >= route.max_per_window
             notification = Notification.objects.create(
-                route=route, alert=alert, kind=Notification.Kind.CHANGE, event=event,
+                route=route,
+                alert=alert,
+                kind=Notification.Kind.CHANGE,
+                event=event,
                 status=Notification.Status.FOLDED if folded else Notification.Status.PENDING,
             )
         if not folded:
@@ -88,7 +91,9 @@ def send_due_summaries(*, now=None):
     """Beat: for every route whose oldest folded change is a window old, one summary of all its folded changes."""
     now = now or timezone.now()
     summaries = []
-    for route in NotificationRoute.objects.filter(notifications__status=Notification.Status.FOLDED, notifications__summary_of=None).distinct():
+    for route in NotificationRoute.objects.filter(
+        notifications__status=Notification.Status.FOLDED, notifications__summary_of=None
+    ).distinct():
         with transaction.atomic():
             route = NotificationRoute.objects.select_for_update().get(pk=route.pk)
             folded = route.notifications.filter(status=Notification.Status.FOLDED, summary_of=None)
@@ -104,7 +109,9 @@ def send_due_summaries(*, now=None):
 
 def deliver(*, notification_id):
     """Send one notification; TemporaryError propagates so the task retries it."""
-    notification = Notification.objects.select_related("route", "alert__device__location", "alert__metric").get(pk=notification_id)
+    notification = Notification.objects.select_related("route", "alert__device__location", "alert__metric").get(
+        pk=notification_id
+    )
     if notification.status == Notification.Status.SENT:
         return
     notification.attempts += 1
@@ -137,7 +144,9 @@ def remind_unacknowledged(*, now=None):
             last = route.notifications.filter(alert=alert).aggregate(last=Max("created_at"))["last"]
             if last is None or now - last < timedelta(seconds=route.renotify_after):
                 continue
-            notification = Notification.objects.create(route=route, alert=alert, kind=Notification.Kind.REMINDER, event="reminder")
+            notification = Notification.objects.create(
+                route=route, alert=alert, kind=Notification.Kind.REMINDER, event="reminder"
+            )
             enqueue("apps.alerts.tasks.deliver_notification", {"notification_id": notification.pk})
             reminded.append(notification)
     return reminded

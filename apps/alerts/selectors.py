@@ -12,9 +12,7 @@ from .thresholds import ThresholdIndex
 
 def effective_thresholds(*, device, metrics):
     """metric pk → the Bands that apply to `device` (most specific threshold wins)."""
-    index = ThresholdIndex(
-        Threshold.objects.filter(enabled=True, metric__in=metrics)
-    )
+    index = ThresholdIndex(Threshold.objects.filter(enabled=True, metric__in=metrics))
     return {
         m.pk: index.resolve(device_pk=device.pk, location_pk=device.location_id, type_pk=device.device_type_id, metric_pk=m.pk)
         for m in metrics
@@ -47,15 +45,18 @@ def maintenance_by_device(*, device_pks, start, end):
     On the evaluation hot path: one small query on the index of `end`, which usually finds no
     window; the devices of location windows only when there are such windows."""
     windows = list(
-        MaintenanceWindow.objects.filter(start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC))
-        .values_list("device", "location", "start", "end")
+        MaintenanceWindow.objects.filter(
+            start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC)
+        ).values_list("device", "location", "start", "end")
     )
     if not windows or not device_pks:
         return {}
     location_pks = {location for _, location, _, _ in windows if location}
     at_location = {}
     if location_pks:
-        for device_pk, location_pk in Device.objects.filter(pk__in=device_pks, location__in=location_pks).values_list("pk", "location"):
+        for device_pk, location_pk in Device.objects.filter(pk__in=device_pks, location__in=location_pks).values_list(
+            "pk", "location"
+        ):
             at_location.setdefault(location_pk, []).append(device_pk)
     covered = {}
     for device_pk, location_pk, window_start, window_end in windows:

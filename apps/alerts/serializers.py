@@ -14,8 +14,24 @@ class AlertSerializer(serializers.ModelSerializer):
     class Meta:
         model = Alert
         fields = [
-            "id", "device", "metric", "level", "state", "opened_at", "first_value", "peak_value", "last_value",
-            "acknowledged_at", "acknowledged_by", "resolved_at", "note", "location", "source", "subject", "shelved_until", "predicted_critical_at",
+            "id",
+            "device",
+            "metric",
+            "level",
+            "state",
+            "opened_at",
+            "first_value",
+            "peak_value",
+            "last_value",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "note",
+            "location",
+            "source",
+            "subject",
+            "shelved_until",
+            "predicted_critical_at",
         ]
         read_only_fields = fields
 

@@ -244,15 +244,23 @@ def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
 
 def acknowledge_alert(*, alert_id, user, note=""):
     return change_alert_state(
-        alert_id=alert_id, user=user, note=note, state=Alert.State.ACKNOWLEDGED,
-        kind=AlertEvent.Kind.ACKNOWLEDGED, stamp_field="acknowledged_at",
+        alert_id=alert_id,
+        user=user,
+        note=note,
+        state=Alert.State.ACKNOWLEDGED,
+        kind=AlertEvent.Kind.ACKNOWLEDGED,
+        stamp_field="acknowledged_at",
     )
 
 
 def resolve_alert(*, alert_id, user, note=""):
     return change_alert_state(
-        alert_id=alert_id, user=user, note=note, state=Alert.State.RESOLVED,
-        kind=AlertEvent.Kind.RESOLVED, stamp_field="resolved_at",
+        alert_id=alert_id,
+        user=user,
+        note=note,
+        state=Alert.State.RESOLVED,
+        kind=AlertEvent.Kind.RESOLVED,
+        stamp_field="resolved_at",
     )
 
 
@@ -350,7 +358,8 @@ def recompute_alarm_day(day):
             AlarmBucket(start=bucket, location_id=where, opened=count) for (bucket, where), count in buckets.items()
         )
         AlarmDay.objects.bulk_create(
-            AlarmDay(day=day, device_id=device_pk, metric_id=metric_pk, **counts) for (device_pk, metric_pk), counts in alarms.items()
+            AlarmDay(day=day, device_id=device_pk, metric_id=metric_pk, **counts)
+            for (device_pk, metric_pk), counts in alarms.items()
         )
 
 
@@ -364,8 +373,13 @@ def apply_system_level(*, subject, value, level, now):
         if level == Level.NORMAL:
             return []
         alert = Alert.objects.create(
-            source=Alert.Source.SYSTEM, subject=subject, level=level, opened_at=now,
-            first_value=value, peak_value=value, last_value=value,
+            source=Alert.Source.SYSTEM,
+            subject=subject,
+            level=level,
+            opened_at=now,
+            first_value=value,
+            peak_value=value,
+            last_value=value,
         )
         kind = AlertEvent.Kind.OPENED
     else:
@@ -398,12 +412,18 @@ def watch_storms(*, now=None):
     config = settings.IOTHUB
     now = now or timezone.now()
     counts = dict(
-        AlertEvent.objects.filter(kind=AlertEvent.Kind.OPENED, at__gt=now - timedelta(seconds=config["STORM_WINDOW"]), device__isnull=False)
-        .values_list("device__location__loc_id").annotate(n=Count("pk")).order_by()
+        AlertEvent.objects.filter(
+            kind=AlertEvent.Kind.OPENED, at__gt=now - timedelta(seconds=config["STORM_WINDOW"]), device__isnull=False
+        )
+        .values_list("device__location__loc_id")
+        .annotate(n=Count("pk"))
+        .order_by()
     )
     storming = {f"{STORM_PREFIX}{loc_id}": count for loc_id, count in counts.items() if count > config["STORM_ALERTS"]}
     active = set(
-        Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith=STORM_PREFIX, state__in=ACTIVE_STATES).values_list("subject", flat=True)
+        Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith=STORM_PREFIX, state__in=ACTIVE_STATES).values_list(
+            "subject", flat=True
+        )
     )
     with transaction.atomic():
         changes = []

@@ -29,7 +29,15 @@ def pipeline_measurements(*, now=None):
     p99 = max(p99s, default=0.0)
     measurements["latency_p99"] = (p99, Level.WARNING if p99 > config["LATENCY_P99_WARNING"] else Level.NORMAL)
     if settings.KAFKA_BOOTSTRAP_SERVERS:
-        lag = consumer_group_lag(servers=settings.KAFKA_BOOTSTRAP_SERVERS, group=config["KAFKA_GROUP"], topic=config["KAFKA_TOPIC"])
-        level = Level.CRITICAL if lag > config["KAFKA_LAG_CRITICAL"] else Level.WARNING if lag > config["KAFKA_LAG_WARNING"] else Level.NORMAL
+        lag = consumer_group_lag(
+            servers=settings.KAFKA_BOOTSTRAP_SERVERS, group=config["KAFKA_GROUP"], topic=config["KAFKA_TOPIC"]
+        )
+        level = (
+            Level.CRITICAL
+            if lag > config["KAFKA_LAG_CRITICAL"]
+            else Level.WARNING
+            if lag > config["KAFKA_LAG_WARNING"]
+            else Level.NORMAL
+        )
         measurements["kafka_lag"] = (lag, level)
     return measurements

@@ -15,8 +15,13 @@ log = logging.getLogger(__name__)
 def evaluate_batch(*, rows, last_seen, batch_id=""):
     """A stored batch of readings → alert changes. Rows of pairs without a threshold never come here."""
     changes = services.process_stored_batch(rows=rows, last_seen=last_seen)
-    log.log(logging.INFO if changes else logging.DEBUG, "batch evaluated: %d readings, %d alert changes",
-            len(rows), len(changes), extra={"batch_id": batch_id})
+    log.log(
+        logging.INFO if changes else logging.DEBUG,
+        "batch evaluated: %d readings, %d alert changes",
+        len(rows),
+        len(changes),
+        extra={"batch_id": batch_id},
+    )
     return len(changes)
 
 

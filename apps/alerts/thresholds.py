@@ -31,8 +31,18 @@ class Bands:
     @classmethod
     def of(cls, t):
         return cls(
-            t.pk, t.warning_min, t.warning_max, t.critical_min, t.critical_max, t.hysteresis, t.hold_seconds,
-            t.rate_max, t.rate_critical_max, t.rate_window, t.predict_minutes, t.predict_window,
+            t.pk,
+            t.warning_min,
+            t.warning_max,
+            t.critical_min,
+            t.critical_max,
+            t.hysteresis,
+            t.hold_seconds,
+            t.rate_max,
+            t.rate_critical_max,
+            t.rate_window,
+            t.predict_minutes,
+            t.predict_window,
         )
 
     @property
@@ -83,7 +93,9 @@ class Bands:
         if rank >= current_rank:
             return rank
         held = max(
-            self.rank(value, self.hysteresis), self.rate_rank(rate, self.hysteresis), self.trend_rank(minutes_to_critical, held=True)
+            self.rank(value, self.hysteresis),
+            self.rate_rank(rate, self.hysteresis),
+            self.trend_rank(minutes_to_critical, held=True),
         )
         return max(rank, min(current_rank, held))
 

@@ -505,8 +505,8 @@ class RatePublisher:
             except IndexError:  # not even the whole length yet
                 length, start = math.inf, 0
             if len(self.received) >= start + length:
-                kind, body = self.received[0], self.received[start:start + length]
-                self.received = self.received[start + length:]
+                kind, body = self.received[0], self.received[start : start + length]
+                self.received = self.received[start + length :]
                 return kind, body
             self.sock.settimeout(self.timeout)
             data = self.sock.recv(65536)
@@ -525,7 +525,7 @@ class RatePublisher:
     def publish(self, messages):
         """Send [(topic as mqtt_string, payload), ...] QoS 1, a window's worth per write."""
         for first in range(0, len(messages), self.window):
-            chunk = messages[first:first + self.window]
+            chunk = messages[first : first + self.window]
             self.read_acks(until=self.window - len(chunk))
             packets = []
             for topic, payload in chunk:
@@ -589,7 +589,11 @@ class FirstLast:
     def result(self):
         if self.first is None or self.last == self.first:
             raise BenchError(f"{self.count:,} arrived at once: too few to measure a rate")
-        return {"count": self.count, "seconds": self.last - self.first, "rate": (self.count - self.first_count) / (self.last - self.first)}
+        return {
+            "count": self.count,
+            "seconds": self.last - self.first,
+            "rate": (self.count - self.first_count) / (self.last - self.first),
+        }
 
 
 def ratio(numerator, denominator):
@@ -656,7 +660,11 @@ def produce_backlog(*, servers, topic, count, devices, start_ms):
     started = time.monotonic()
     for n, readings in backlog_readings(count, devices, 1, start_ms):
         mqtt_topic = device_topic(n)
-        record = {"key": mqtt_topic.split("/", 1)[1].encode(), "value": encode_payload(readings), "headers": [("topic", mqtt_topic.encode())]}
+        record = {
+            "key": mqtt_topic.split("/", 1)[1].encode(),
+            "value": encode_payload(readings),
+            "headers": [("topic", mqtt_topic.encode())],
+        }
         while True:
             try:
                 producer.produce(topic, **record)
@@ -673,7 +681,9 @@ def consume_bare(*, servers, topic, group, expected, timeout):
     """A bare confluent-kafka consumer reading the topic from the start; counts records, nothing else."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": servers, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
     consumer.subscribe([topic])
     seen = FirstLast(expected)
     cpu = time.process_time()
@@ -803,7 +813,8 @@ class Profiler:
         log = open(self.directory / f"{label}.py-spy.log", "wb")
         return subprocess.Popen(
             [self.py_spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--output", str(output)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def summarise(self, label, top=30):
@@ -983,8 +994,9 @@ class StoredLatencyProbe(threading.Thread):
                 conn.execute("SET plan_cache_mode = force_generic_plan")
                 newest = dict.fromkeys(self.device_pks, datetime.fromtimestamp(0, tz=UTC))
                 while not self.stopped.is_set():
-                    rows = conn.execute(NEWER_READINGS, [list(newest), list(newest.values()), self.metric],
-                                        prepare=True).fetchall()
+                    rows = conn.execute(
+                        NEWER_READINGS, [list(newest), list(newest.values()), self.metric], prepare=True
+                    ).fetchall()
                     now = time.time()
                     for device, at in rows:
                         self.samples.append((now - at.timestamp()) * 1000)
@@ -1137,8 +1149,9 @@ class BenchRun:
 
     def mqtt_ingest(self, label, *, group, database=None):
         """An MQTT ingest in shared group `group` whose client id is the run name of `label`."""
-        return self.ingest(label, "--source", "mqtt", "--client-id", self.name(label), database=database,
-                           IOTHUB_MQTT_SHARED_GROUP=group)
+        return self.ingest(
+            label, "--source", "mqtt", "--client-id", self.name(label), database=database, IOTHUB_MQTT_SHARED_GROUP=group
+        )
 
     def clear_redis(self):
         """Delete this run's cache and channel-layer keys and its Celery queue (no worker consumes it)."""
@@ -1194,8 +1207,13 @@ class Summary:
     def table(self):
         header = ("benchmark", "figure", "value", "target", "verdict")
         rows = [
-            (f.section, f.name + (f" ({f.note})" if f.note else ""), format_value(f.value, f.unit),
-             f"{f.target[0]} {format_value(f.target[1], f.unit)}" if f.target else "", f.verdict())
+            (
+                f.section,
+                f.name + (f" ({f.note})" if f.note else ""),
+                format_value(f.value, f.unit),
+                f"{f.target[0]} {format_value(f.target[1], f.unit)}" if f.target else "",
+                f.verdict(),
+            )
             for f in self.figures
         ]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

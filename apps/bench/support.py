@@ -141,8 +141,22 @@ def celery_worker_command(run, *, concurrency=2, pool="prefork", loglevel="INFO"
     """argv of `celery -A iothub worker` with a run-unique node name (mingle and gossip off: the
     worker shares Redis with others and must not wait for or talk to them)."""
     return [
-        sys.executable, "-m", "celery", "-A", "iothub", "worker", "--pool", pool, "--concurrency", str(concurrency),
-        "-n", f"{run.name('worker')}@%h", "--without-mingle", "--without-gossip", "--loglevel", loglevel,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "iothub",
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "-n",
+        f"{run.name('worker')}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        loglevel,
     ]
 
 
@@ -220,15 +234,22 @@ class BenchCommand(BaseCommand):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.database = BenchDatabase(server_url, options["database"])
         self.prepared = False
-        self.say(f"{self.command_name()} run {run_id}: database {self.database.name}, namespace bench-{run_id}; logs in {log_dir}")
+        self.say(
+            f"{self.command_name()} run {run_id}: database {self.database.name}, namespace bench-{run_id}; logs in {log_dir}"
+        )
         self.describe_machine(server_url)
         started = time.monotonic()
         try:
             with ExitStack() as stack:
                 run = BenchRun(
-                    database=self.database, mqtt_url=self.broker_url(stack, log_dir),
-                    kafka_servers=settings.KAFKA_BOOTSTRAP_SERVERS, redis_url=settings.REDIS_URL, log_dir=log_dir,
-                    timeout=options["timeout"], write=self.say, run_id=run_id,
+                    database=self.database,
+                    mqtt_url=self.broker_url(stack, log_dir),
+                    kafka_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                    redis_url=settings.REDIS_URL,
+                    log_dir=log_dir,
+                    timeout=options["timeout"],
+                    write=self.say,
+                    run_id=run_id,
                 )
                 stack.callback(self.clean_up, run)
                 self.run_benchmark(run, stack)
@@ -244,7 +265,9 @@ class BenchCommand(BaseCommand):
     def check_environment(self):
         url = os.environ.get("DATABASE_URL", "")
         if not url.startswith("postgres"):
-            raise CommandError(f'{self.command_name()} needs DATABASE_URL of a PostgreSQL server: eval "$(scripts/services.sh env)"')
+            raise CommandError(
+                f'{self.command_name()} needs DATABASE_URL of a PostgreSQL server: eval "$(scripts/services.sh env)"'
+            )
         if not settings.REDIS_URL:
             raise CommandError(f"{self.command_name()} needs REDIS_URL (latest values, channel layer, Celery)")
         return url
@@ -265,7 +288,11 @@ class BenchCommand(BaseCommand):
         self.prepared = True
         with self.database.connect() as conn:
             present = count_rows(conn, "devices_device")
-        more = " (more than asked: seed_demo keeps the devices of earlier runs; --drop-database starts afresh)" if present > devices else ""
+        more = (
+            " (more than asked: seed_demo keeps the devices of earlier runs; --drop-database starts afresh)"
+            if present > devices
+            else ""
+        )
         self.say(f"  database ready in {time.monotonic() - started:.0f} s with {present:,} devices{more}")
 
     def clean_up(self, run):

@@ -112,9 +112,13 @@ def chart_series(*, metrics, history, thresholds, resolution):
             "unit": metric.unit,
             "x": [chart_time(p[0]) for p in points],
             "y": [p[1] for p in points],
-            "bands": None if bands is None else {
-                "warning_min": bands.warning_min, "warning_max": bands.warning_max,
-                "critical_min": bands.critical_min, "critical_max": bands.critical_max,
+            "bands": None
+            if bands is None
+            else {
+                "warning_min": bands.warning_min,
+                "warning_max": bands.warning_max,
+                "critical_min": bands.critical_min,
+                "critical_max": bands.critical_max,
             },
         }
         if resolution != Resolution.RAW:

@@ -116,8 +116,10 @@ def plant_tree(*, factory=None, query="", alerts=()):
         devices = devices.filter(location__factory=factory)
     if query:
         devices = devices.filter(
-            Q(device_id__icontains=query) | Q(name__icontains=query)
-            | Q(location__loc_id__icontains=query) | Q(location__name__icontains=query)
+            Q(device_id__icontains=query)
+            | Q(name__icontains=query)
+            | Q(location__loc_id__icontains=query)
+            | Q(location__name__icontains=query)
         )
     rows = list(devices.order_by("location_id", "device_id").values_list("device_id", "device_type_id", "location_id"))
     device_types = DeviceType.objects.prefetch_related("metrics").in_bulk({type_pk for _, type_pk, _ in rows})
@@ -167,9 +169,8 @@ def device_history(*, device, metrics, start, end, resolution):
     if resolution == Resolution.RAW:
         return {m.pk: readings_between(device=device, metric=m, start=start, end=end) for m in metrics}
     rows = (
-        ROLLUPS[resolution].objects.filter(
-            device=device, metric__in=metrics, bucket__gte=first_bucket(resolution, start), bucket__lt=end
-        )
+        ROLLUPS[resolution]
+        .objects.filter(device=device, metric__in=metrics, bucket__gte=first_bucket(resolution, start), bucket__lt=end)
         .order_by("metric_id", "bucket")
         .values_list("metric_id", "bucket", "sum", "count", "min", "max")
     )

@@ -79,7 +79,9 @@ def device_detail(request, device_id):
         "end": window.end.isoformat(),
         "time_zone": settings.TIME_ZONE,
         "series": chart_series(
-            metrics=metrics, history=history, thresholds=effective_thresholds(device=device, metrics=metrics),
+            metrics=metrics,
+            history=history,
+            thresholds=effective_thresholds(device=device, metrics=metrics),
             resolution=window.resolution,
         ),
     }
@@ -114,10 +116,19 @@ def alert_console(request):
     loc_id = request.GET.get("loc_id")
     if loc_id:
         alerts = alerts.filter(device__location__loc_id=loc_id)
-    context = {"alerts": alerts[:200], "state": state, "level": level or "", "loc_id": loc_id or "",
-               "states": ["active", *Alert.State.values, "all"], "levels": ["warning", "critical", "offline"],
-               "can_act": is_plant_staff(request.user), "shelved": shelved, "shelve_choices": SHELVE_CHOICES,
-               "storms": storms, "storm_minutes": settings.IOTHUB["STORM_WINDOW"] // 60}
+    context = {
+        "alerts": alerts[:200],
+        "state": state,
+        "level": level or "",
+        "loc_id": loc_id or "",
+        "states": ["active", *Alert.State.values, "all"],
+        "levels": ["warning", "critical", "offline"],
+        "can_act": is_plant_staff(request.user),
+        "shelved": shelved,
+        "shelve_choices": SHELVE_CHOICES,
+        "storms": storms,
+        "storm_minutes": settings.IOTHUB["STORM_WINDOW"] // 60,
+    }
     return render(request, "dashboard/alerts.html", context)
 
 

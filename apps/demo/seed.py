@@ -66,7 +66,16 @@ def seed_demo(*, devices):
     )
     for key, wmin, wmax, cmin, cmax, hysteresis in DEMO_THRESHOLDS:
         Threshold.objects.get_or_create(
-            metric=metrics[key], device=None, location=None, device_type=None,
-            defaults={"warning_min": wmin, "warning_max": wmax, "critical_min": cmin, "critical_max": cmax, "hysteresis": hysteresis},
+            metric=metrics[key],
+            device=None,
+            location=None,
+            device_type=None,
+            defaults={
+                "warning_min": wmin,
+                "warning_max": wmax,
+                "critical_min": cmin,
+                "critical_max": cmax,
+                "hysteresis": hysteresis,
+            },
         )
     return device_type

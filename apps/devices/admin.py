@@ -34,8 +34,15 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
     list_display = [
-        "device_id", "name", "device_type", "location", "is_active", "last_seen_at", "mqtt_credentials",
-        "http_token", "dashboard_link",
+        "device_id",
+        "name",
+        "device_type",
+        "location",
+        "is_active",
+        "last_seen_at",
+        "mqtt_credentials",
+        "http_token",
+        "dashboard_link",
     ]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
     search_fields = ["device_id", "name", "location__loc_id", "location__name"]

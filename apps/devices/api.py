@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 def audit(request, instance, action_flag):
     """Record who changed what through the API in the admin's log (Admin › Log entries)."""
     LogEntry.objects.log_actions(
-        request.user.pk, [instance], action_flag, change_message=f"via API ({request.method} {request.path})",
+        request.user.pk,
+        [instance],
+        action_flag,
+        change_message=f"via API ({request.method} {request.path})",
         single_object=True,
     )
 

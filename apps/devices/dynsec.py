@@ -259,10 +259,18 @@ def set_device_credentials(dynsec, *, device_id, password, enabled):
     take over another connection's session (MQTT lets a CONNECT with a client id in use close the
     older connection — the hub's ingest included, whatever account it uses)."""
     role = device_role(device_id)
-    ensure_role(dynsec, role, [("publishClientSend", topic) for topic in device_topics(device_id)],
-                textname=f"iothub device {device_id}")
-    ensure_client(dynsec, username=device_id, password=password, rolename=role, enabled=enabled,
-                  clientid=device_id, textname=f"iothub device {device_id}")
+    ensure_role(
+        dynsec, role, [("publishClientSend", topic) for topic in device_topics(device_id)], textname=f"iothub device {device_id}"
+    )
+    ensure_client(
+        dynsec,
+        username=device_id,
+        password=password,
+        rolename=role,
+        enabled=enabled,
+        clientid=device_id,
+        textname=f"iothub device {device_id}",
+    )
 
 
 def delete_device_credentials(dynsec, *, device_id):
@@ -289,5 +297,6 @@ def service_acls():
 def set_service_credentials(dynsec, *, username, password):
     """A service account for `ingest --source mqtt` and `bridge` (their MQTT_URL credentials)."""
     ensure_role(dynsec, SERVICE_ROLE, service_acls(), textname="iothub ingest and bridge")
-    ensure_client(dynsec, username=username, password=password, rolename=SERVICE_ROLE, enabled=True,
-                  textname="iothub service account")
+    ensure_client(
+        dynsec, username=username, password=password, rolename=SERVICE_ROLE, enabled=True, textname="iothub service account"
+    )

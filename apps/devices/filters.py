@@ -46,4 +46,3 @@ class DeviceFilterSet(location_filterset("location")):
     class Meta:
         model = Device
         fields = ["is_active"]
-

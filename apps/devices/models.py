@@ -48,9 +48,7 @@ class DeviceType(models.Model):
         related_name="+",
         help_text="The metric of compact payloads {id, ts, v}.",
     )
-    expected_interval = models.PositiveIntegerField(
-        default=60, help_text="Seconds between two readings of a healthy device."
-    )
+    expected_interval = models.PositiveIntegerField(default=60, help_text="Seconds between two readings of a healthy device.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -79,12 +77,20 @@ class Device(models.Model):
     # digests are kept. Set by apps.devices.services, which saves with update_fields, so
     # updated_at (the ingest device cache's change marker) does not move.
     mqtt_password_hash = models.CharField(
-        "MQTT password digest", max_length=64, blank=True, editable=False,
+        "MQTT password digest",
+        max_length=64,
+        blank=True,
+        editable=False,
         help_text="SHA-256 of the device's MQTT password; empty: no MQTT credentials issued.",
     )
     mqtt_password_rotated_at = models.DateTimeField("MQTT password set at", null=True, blank=True, editable=False)
     ingest_token_prefix = models.CharField(
-        "HTTP ingest token prefix", max_length=16, unique=True, null=True, blank=True, editable=False,
+        "HTTP ingest token prefix",
+        max_length=16,
+        unique=True,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="The clear prefix of the device's HTTP ingest token, to look it up.",
     )
     ingest_token_hash = models.CharField("HTTP ingest token digest", max_length=64, blank=True, editable=False)

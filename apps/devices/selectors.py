@@ -31,7 +31,9 @@ def locations_at(*, factory=None, building=None, floor=None, loc_id=None):
 
 def devices_at(*, factory=None, building=None, floor=None, loc_id=None, active_only=False):
     """Devices filtered by location fields, in plant order."""
-    devices = Device.objects.filter(**location_filters("location__", factory=factory, building=building, floor=floor, loc_id=loc_id))
+    devices = Device.objects.filter(
+        **location_filters("location__", factory=factory, building=building, floor=floor, loc_id=loc_id)
+    )
     if active_only:
         devices = devices.filter(is_active=True)
     return devices.order_by("location__factory", "location__building", "location__floor", "location__loc_id", "device_id")
@@ -81,7 +83,9 @@ def type_view(device_type):
 
 def live_device(device):
     """The LiveDevice of one Device (with its type and location)."""
-    return LiveDevice(device.device_id, device.name, device.is_active, location_json(device.location), *type_view(device.device_type))
+    return LiveDevice(
+        device.device_id, device.name, device.is_active, location_json(device.location), *type_view(device.device_type)
+    )
 
 
 def load_plant():
@@ -97,4 +101,6 @@ def load_plant():
     return Plant(locations=tuple((location, tuple(at)) for location, _, at in locations.values()))
 
 
-PLANT = MasterSnapshot(load=load_plant, tables=(Location, Metric, DeviceType, DeviceType.metrics.through, Device), refresh_seconds=0)
+PLANT = MasterSnapshot(
+    load=load_plant, tables=(Location, Metric, DeviceType, DeviceType.metrics.through, Device), refresh_seconds=0
+)

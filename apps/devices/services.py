@@ -123,4 +123,3 @@ def revoke_ingest_token(*, device):
     device.ingest_token_hash = ""
     device.ingest_token_issued_at = None
     device.save(update_fields=["ingest_token_prefix", "ingest_token_hash", "ingest_token_issued_at"])
-

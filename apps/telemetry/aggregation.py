@@ -71,7 +71,9 @@ def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id
     buckets, starts = {}, {}  # the locations share their buckets' starts: one datetime each
     for location_pk, epoch, low, high, total, count in fetch_rows(rows):
         start = starts.get(epoch) or starts.setdefault(epoch, datetime.fromtimestamp(epoch, tz))
-        buckets.setdefault(location_pk, []).append({"start": start, "min": low, "max": high, "avg": total / count, "count": count})
+        buckets.setdefault(location_pk, []).append(
+            {"start": start, "min": low, "max": high, "avg": total / count, "count": count}
+        )
     return [
         {"location": location_json(location), "buckets": buckets[location.pk]}
         for location in Location.objects.filter(pk__in=buckets)

@@ -152,7 +152,10 @@ class AggregationView(HubAPIMixin, APIView):
     """Min, max, avg and count of a metric per hour or plant local day, per location."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("metric", str, OpenApiParameter.PATH, description="Metric key."), AggregationQuerySerializer],
+        parameters=[
+            OpenApiParameter("metric", str, OpenApiParameter.PATH, description="Metric key."),
+            AggregationQuerySerializer,
+        ],
         responses=AggregationSerializer,
     )
     def get(self, request, metric):
@@ -162,15 +165,22 @@ class AggregationView(HubAPIMixin, APIView):
         query = AggregationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        return rendered_answer(request, lambda: {
-            "metric": found.key,
-            "interval": params["interval"],
-            "results": aggregate_readings(
-                metric=found, start=params["start_date"].start, end=params["end_date"].end, interval=params["interval"],
-                tz=plant_tz(), locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
-                device_id=params.get("device") or None,
-            ),
-        })
+        return rendered_answer(
+            request,
+            lambda: {
+                "metric": found.key,
+                "interval": params["interval"],
+                "results": aggregate_readings(
+                    metric=found,
+                    start=params["start_date"].start,
+                    end=params["end_date"].end,
+                    interval=params["interval"],
+                    tz=plant_tz(),
+                    locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
+                    device_id=params.get("device") or None,
+                ),
+            },
+        )
 
 
 class ReadingSerializer(serializers.ModelSerializer):
@@ -280,7 +290,9 @@ class ReadingViewSet(HubAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "format", str, enum=["json", "csv"],
+                "format",
+                str,
+                enum=["json", "csv"],
                 description="csv: every matching reading as one streamed CSV (time,device,metric,value), not paginated.",
             )
         ],
@@ -289,7 +301,11 @@ class ReadingViewSet(HubAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     def list(self, request, *args, **kwargs):
         if request.accepted_renderer.format != CSVRenderer.format:
             return super().list(request, *args, **kwargs)
-        rows = self.filter_queryset(self.get_queryset()).order_by("time").values_list("time", "device__device_id", "metric__key", "value")
+        rows = (
+            self.filter_queryset(self.get_queryset())
+            .order_by("time")
+            .values_list("time", "device__device_id", "metric__key", "value")
+        )
         response = StreamingHttpResponse(async_chunks(started(csv_chunks(rows))), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="readings.csv"'
         return response

@@ -220,8 +220,9 @@ class IngestView(APIView):
             413: OpenApiResponse(IngestResultSerializer, description="Larger than the payload limit (dead-lettered)."),
             429: OpenApiResponse(description="Too many requests with this token."),
         },
-        examples=[OpenApiExample("named metrics", value={"ts": 1755398445123, "temperature": 23.5, "humidity": 41.0},
-                                 request_only=True)],
+        examples=[
+            OpenApiExample("named metrics", value={"ts": 1755398445123, "temperature": 23.5, "humidity": 41.0}, request_only=True)
+        ],
         tags=["ingest"],
     )
     def post(self, request):

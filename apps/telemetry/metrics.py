@@ -10,15 +10,19 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES = Counter("iothub_ingest_messages_total", "Messages received by ingest")
 READINGS = Counter("iothub_ingest_readings_total", "Valid readings stored (including redeliveries)")
 DEAD_LETTERS = Counter("iothub_ingest_dead_letters_total", "Rejected messages", ["reason"])
-BATCH_SIZE = Histogram("iothub_ingest_batch_messages", "Messages per stored batch", buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000))
+BATCH_SIZE = Histogram(
+    "iothub_ingest_batch_messages", "Messages per stored batch", buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000)
+)
 LATENCY = Histogram(
-    "iothub_ingest_latency_seconds", "Reading timestamp → stored (commit)",
+    "iothub_ingest_latency_seconds",
+    "Reading timestamp → stored (commit)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 KAFKA_LAG = Gauge("iothub_ingest_kafka_lag", "Kafka consumer lag of this process (messages)")
 HANDOFFS_HELD = Gauge("iothub_ingest_alert_handoffs_held", "Stored batches held for alert evaluation while the broker is away")
 HANDOFFS_DROPPED = Counter(
-    "iothub_ingest_alert_handoffs_dropped_total", "Held batches dropped beyond the limit: never evaluated for alerts",
+    "iothub_ingest_alert_handoffs_dropped_total",
+    "Held batches dropped beyond the limit: never evaluated for alerts",
 )
 
 SUMMARY_EVERY = 5.0

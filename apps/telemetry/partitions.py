@@ -20,9 +20,7 @@ def timescaledb_available(cursor):
 
 
 def is_hypertable(cursor):
-    cursor.execute(
-        "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
-    )
+    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
     if cursor.fetchone() is None:
         return False
     cursor.execute("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [PARENT])
@@ -138,6 +136,5 @@ def rekey_reading_table(schema_editor, model):
         # Dropping id drops the old primary key (id, time) with it, in every partition or chunk.
         cursor.execute(f"ALTER TABLE {PARENT} DROP COLUMN id")
         cursor.execute(
-            f"ALTER TABLE {PARENT} DROP CONSTRAINT reading_device_metric_time, "
-            "ADD PRIMARY KEY (device_id, metric_id, time)"
+            f"ALTER TABLE {PARENT} DROP CONSTRAINT reading_device_metric_time, ADD PRIMARY KEY (device_id, metric_id, time)"
         )

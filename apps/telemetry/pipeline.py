@@ -66,10 +66,15 @@ def describe_rows(rows, *, devices, master):
         _, _, ts, value = pair_rows[-1]
         if ts > last_seen.get(device_pk, 0):
             last_seen[device_pk] = ts
-        items.append({
-            "device": device.device_id, "metric": master.metric_keys[metric_pk], "value": value,
-            "ts": int(ts * 1000), "status": bands.status(value) if bands else None,
-        })
+        items.append(
+            {
+                "device": device.device_id,
+                "metric": master.metric_keys[metric_pk],
+                "value": value,
+                "ts": int(ts * 1000),
+                "status": bands.status(value) if bands else None,
+            }
+        )
         if bands:
             evaluate_rows += [(d, m, t, v, bands.pk) for d, m, t, v in significant_readings(bands, pair_rows)]
     return items, evaluate_rows, last_seen
@@ -118,10 +123,20 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         if not historical:
             transaction.on_commit(partial(after_commit, batch_id, rows, batch.devices, master, publisher))
     log_level = logging.INFO if batch.rejections else logging.DEBUG
-    log.log(log_level, "batch stored: %d messages, %d readings (%d new), %d rejected",
-            len(messages), len(rows), stored, len(batch.rejections), extra={"batch_id": batch_id})
+    log.log(
+        log_level,
+        "batch stored: %d messages, %d readings (%d new), %d rejected",
+        len(messages),
+        len(rows),
+        stored,
+        len(batch.rejections),
+        extra={"batch_id": batch_id},
+    )
     sample = rows[:: max(1, len(rows) // LATENCY_SAMPLES)]
     return BatchResult(
-        messages=len(messages), readings=len(rows), stored=stored, rejections=batch.rejections,
+        messages=len(messages),
+        readings=len(rows),
+        stored=stored,
+        rejections=batch.rejections,
         sample_ts=[ts for _, _, ts, _ in sample],
     )

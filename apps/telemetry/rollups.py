@@ -44,7 +44,9 @@ def hour_start(at, offset):
 def mark_dirty_hours(rows):
     """rows: (device_pk, metric_pk, ts_seconds, value). Call in the transaction that stores them."""
     hours = {ts // 3600 for _, _, ts, _ in rows}
-    DirtyHour.objects.bulk_create([DirtyHour(hour=datetime.fromtimestamp(h * 3600, tz=UTC)) for h in hours], ignore_conflicts=True)
+    DirtyHour.objects.bulk_create(
+        [DirtyHour(hour=datetime.fromtimestamp(h * 3600, tz=UTC)) for h in hours], ignore_conflicts=True
+    )
 
 
 def upsert(model, rows, key=("device", "metric", "bucket")):
@@ -70,8 +72,11 @@ def replace_location_rollups(model, rows, **buckets):
     fresh = {(row["location_id"], row["metric_id"], row["bucket"]) for row in rows}
     with transaction.atomic():
         upsert(model, rows, key=("location", "metric", "bucket"))
-        stale = [pk for pk, *key in model.objects.filter(**buckets).values_list("pk", "location_id", "metric_id", "bucket")
-                 if tuple(key) not in fresh]
+        stale = [
+            pk
+            for pk, *key in model.objects.filter(**buckets).values_list("pk", "location_id", "metric_id", "bucket")
+            if tuple(key) not in fresh
+        ]
         model.objects.filter(pk__in=stale).delete()
 
 
@@ -156,7 +161,9 @@ def refresh_dirty_aggregates(*, limit):
     """TimescaleDB: refresh the buckets of the dirty hours. A refresh cannot run inside a
     transaction, so the hours are taken off the list first, and put back should a refresh fail."""
     with transaction.atomic():
-        hours = sorted(DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour").values_list("hour", flat=True)[:limit])
+        hours = sorted(
+            DirtyHour.objects.select_for_update(skip_locked=True).order_by("hour").values_list("hour", flat=True)[:limit]
+        )
         DirtyHour.objects.filter(hour__in=hours).delete()
     try:
         for start, end in hour_ranges(hours):

@@ -103,7 +103,8 @@ def policy_intervals():
     if config["RETENTION_DAYS"] < 2:
         raise PolicySettingsError(
             f"IOTHUB_RETENTION_DAYS must be at least 2 (it is {config['RETENTION_DAYS']}): "
-            "a daily rollup is refreshed from a whole local day of raw readings")
+            "a daily rollup is refreshed from a whole local day of raw readings"
+        )
     settled = settled_after()
     retention = timedelta(days=config["RETENTION_DAYS"])
     hourly_retention = timedelta(days=config["HOURLY_RETENTION_DAYS"])
@@ -113,7 +114,8 @@ def policy_intervals():
         raise PolicySettingsError(
             f"IOTHUB_HOURLY_RETENTION_DAYS ({config['HOURLY_RETENTION_DAYS']}) must be longer than the "
             f"aggregates' refresh window ({refresh_window.days} days, from IOTHUB_MAX_PAST_AGE and "
-            "IOTHUB_RETENTION_DAYS): each refresh would rebuild the hours retention has just dropped")
+            "IOTHUB_RETENTION_DAYS): each refresh would rebuild the hours retention has just dropped"
+        )
     return settled, retention, hourly_retention, refresh_window
 
 
@@ -121,20 +123,44 @@ def wanted_policies():
     """(relation, job procedure, config key, interval, SQL adding the policy) as the settings ask."""
     compress_after, retention, hourly_retention, refresh_window = policy_intervals()
     policies = [
-        (PARENT, "policy_compression", "compress_after", compress_after,
-         "SELECT add_compression_policy(%s, compress_after => %s, if_not_exists => true)"),
-        (PARENT, "policy_retention", "drop_after", retention,
-         "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"),
+        (
+            PARENT,
+            "policy_compression",
+            "compress_after",
+            compress_after,
+            "SELECT add_compression_policy(%s, compress_after => %s, if_not_exists => true)",
+        ),
+        (
+            PARENT,
+            "policy_retention",
+            "drop_after",
+            retention,
+            "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)",
+        ),
     ]
     if not rollups_are_aggregates():
         return policies
     for view in HOURLY_VIEWS:
-        policies.append((view, "policy_retention", "drop_after", hourly_retention,
-                         "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)"))
+        policies.append(
+            (
+                view,
+                "policy_retention",
+                "drop_after",
+                hourly_retention,
+                "SELECT add_retention_policy(%s, drop_after => %s, if_not_exists => true)",
+            )
+        )
     for view in (*HOURLY_VIEWS, *DAILY_VIEWS):
-        policies.append((view, "policy_refresh_continuous_aggregate", "start_offset", refresh_window,
-                         "SELECT add_continuous_aggregate_policy(%s, start_offset => %s, end_offset => NULL, "
-                         "schedule_interval => INTERVAL '1 minute', if_not_exists => true)"))
+        policies.append(
+            (
+                view,
+                "policy_refresh_continuous_aggregate",
+                "start_offset",
+                refresh_window,
+                "SELECT add_continuous_aggregate_policy(%s, start_offset => %s, end_offset => NULL, "
+                "schedule_interval => INTERVAL '1 minute', if_not_exists => true)",
+            )
+        )
     return policies
 
 
@@ -163,8 +189,10 @@ def ensure_policies():
         cursor.execute("SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [PARENT])
         if not cursor.fetchone()[0]:
             # Segments per (device, metric), newest first: what charts and the last-hour query read.
-            cursor.execute(f"ALTER TABLE {PARENT} SET (timescaledb.compress, "
-                           "timescaledb.compress_segmentby = 'device_id, metric_id', timescaledb.compress_orderby = 'time DESC')")
+            cursor.execute(
+                f"ALTER TABLE {PARENT} SET (timescaledb.compress, "
+                "timescaledb.compress_segmentby = 'device_id, metric_id', timescaledb.compress_orderby = 'time DESC')"
+            )
             changed.append(f"compression enabled on {PARENT}")
         for relation, proc, key, interval, add_sql in policies:
             cursor.execute(JOB_OF, {"key": key, "interval": interval, "proc": proc, "relation": relation})

@@ -31,7 +31,7 @@ class ReadAheadSocket:
     def recv(self, size):
         if self.position == len(self.chunk):
             self.chunk, self.position = self.sock.recv(self.CHUNK), 0  # b"" at the end of the stream
-        data = self.chunk[self.position:self.position + size]
+        data = self.chunk[self.position : self.position + size]
         self.position += len(data)
         return data
 
@@ -88,7 +88,7 @@ class ConsumerClient(mqtt.Client):
             return super()._handle_publish()
         try:
             (length,) = TWO_BYTES.unpack_from(packet)
-            topic = str(packet[2:2 + length], "utf-8")
+            topic = str(packet[2 : 2 + length], "utf-8")
             (mid,) = TWO_BYTES.unpack_from(packet, 2 + length)
             position = 4 + length
             if self._protocol == mqtt.MQTTv5:
@@ -111,7 +111,11 @@ class MqttSource:
 
     def __init__(self, *, url, client_id, topic, protocol=5, session_expiry=86400, receive_maximum=10000):
         self.client, self.connect_kwargs = mqtt_client(
-            url, client_id=client_id, protocol=protocol, session_expiry=session_expiry, manual_ack=True,
+            url,
+            client_id=client_id,
+            protocol=protocol,
+            session_expiry=session_expiry,
+            manual_ack=True,
             client_class=ConsumerClient,
         )
         if protocol == 5:

@@ -71,8 +71,10 @@ class Command(BenchCommand):
             self.measure(conn, end=end)
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE alerts_alertevent, alerts_notification, alerts_alert, alerts_alarmbucket, alerts_alarmday, "
-                     "alerts_alarmdirtyday RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE alerts_alertevent, alerts_notification, alerts_alert, alerts_alarmbucket, alerts_alarmday, "
+            "alerts_alarmdirtyday RESTART IDENTITY CASCADE"
+        )
         conn.execute("DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username = %s)", [BENCH_USER])
         conn.execute("DELETE FROM auth_user WHERE username = %s", [BENCH_USER])
 
@@ -80,16 +82,24 @@ class Command(BenchCommand):
         options = self.options
         alerts = options["events"] // 3
         devices = demo_device_pks(conn, options["devices"])
-        self.say(f"\n== load: {alerts * 3:,} alert events ({alerts:,} alerts) over {options['days']} days on "
-                 f"{len(devices):,} devices ({machine_load()}) ==")
+        self.say(
+            f"\n== load: {alerts * 3:,} alert events ({alerts:,} alerts) over {options['days']} days on "
+            f"{len(devices):,} devices ({machine_load()}) =="
+        )
         started = time.monotonic()
         chunk = 100_000
         conn.execute("SELECT setseed(0.21)")  # the same history on every run
         for first in range(0, alerts, chunk):
             with conn.transaction():
                 after = conn.execute("SELECT coalesce(max(id), 0) FROM alerts_alert").fetchone()[0]
-                params = {"devices": devices, "metric": metric_pk(conn, "temperature"), "start": start, "end": end,
-                          "alerts": min(chunk, alerts - first), "after": after}
+                params = {
+                    "devices": devices,
+                    "metric": metric_pk(conn, "temperature"),
+                    "start": start,
+                    "end": end,
+                    "alerts": min(chunk, alerts - first),
+                    "after": after,
+                }
                 conn.execute(ALERTS, params)
                 conn.execute(EVENTS, params)
             done = min(first + chunk, alerts)
@@ -101,16 +111,28 @@ class Command(BenchCommand):
             raise BenchError(f"{events:,} events loaded, {options['events']:,} asked")
         self.say(f"  loaded and vacuumed in {time.monotonic() - started:.0f} s")
         # Loaded by SQL, not by AlertEvent.save: mark the days as the hub would, then beat's refresh.
-        conn.execute("INSERT INTO alerts_alarmdirtyday (day) SELECT DISTINCT (at AT TIME ZONE %s)::date FROM alerts_alertevent "
-                     "ON CONFLICT DO NOTHING", [settings.TIME_ZONE])
+        conn.execute(
+            "INSERT INTO alerts_alarmdirtyday (day) SELECT DISTINCT (at AT TIME ZONE %s)::date FROM alerts_alertevent "
+            "ON CONFLICT DO NOTHING",
+            [settings.TIME_ZONE],
+        )
         started = time.monotonic()
         days = refresh_alarm_rollups()
         seconds = time.monotonic() - started
-        buckets, alarm_days = (conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("alerts_alarmbucket", "alerts_alarmday"))
-        self.say(f"  rollups of {len(days)} days in {seconds:.1f} s ({seconds / len(days) * 1000:.0f} ms a day): "
-                 f"{buckets:,} 10-minute buckets, {alarm_days:,} alarm days")
-        self.summary.add("alarm KPIs", "rollup refresh of one day", seconds / len(days) * 1000, "ms",
-                         note=f"{events / len(days):,.0f} events a day")
+        buckets, alarm_days = (
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("alerts_alarmbucket", "alerts_alarmday")
+        )
+        self.say(
+            f"  rollups of {len(days)} days in {seconds:.1f} s ({seconds / len(days) * 1000:.0f} ms a day): "
+            f"{buckets:,} 10-minute buckets, {alarm_days:,} alarm days"
+        )
+        self.summary.add(
+            "alarm KPIs",
+            "rollup refresh of one day",
+            seconds / len(days) * 1000,
+            "ms",
+            note=f"{events / len(days):,.0f} events a day",
+        )
 
     def measure(self, conn, *, end):
         options = self.options
@@ -139,10 +161,18 @@ class Command(BenchCommand):
                 return response.json()
 
             samples, answer = time_calls(call, runs=options["runs"], budget=options["budget"], warmup=3)
-            self.say(f"  {name}: {stats_text(samples)}; {answer['alarms']:,} alarms, peak {answer['peak_alarms_per_10min']}/10 min, "
-                     f"{answer['shelved']:,} shelved, {answer['suppressed']:,} suppressed")
+            self.say(
+                f"  {name}: {stats_text(samples)}; {answer['alarms']:,} alarms, peak {answer['peak_alarms_per_10min']}/10 min, "
+                f"{answer['shelved']:,} shelved, {answer['suppressed']:,} suppressed"
+            )
             stats = latency_stats(samples)
             section = "alarm KPIs"
             self.summary.add(section, f"{name} p50", stats["p50"], "ms")
-            self.summary.add(section, f"{name} p99", stats["p99"], "ms", target=("<=", TARGET_P99_MS) if targeted else None,
-                             note=f"n={stats['n']}")
+            self.summary.add(
+                section,
+                f"{name} p99",
+                stats["p99"],
+                "ms",
+                target=("<=", TARGET_P99_MS) if targeted else None,
+                note=f"n={stats['n']}",
+            )

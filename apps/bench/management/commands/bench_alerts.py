@@ -180,8 +180,17 @@ class Outcome:
             self.several += 1
         else:
             self.none += 1
-        self.rows.append((crossing.device, crossing.value, f"{crossing.published_at:.3f}", len(alerts),
-                          "" if latency is None else f"{latency:.1f}", first_state, resolved))
+        self.rows.append(
+            (
+                crossing.device,
+                crossing.value,
+                f"{crossing.published_at:.3f}",
+                len(alerts),
+                "" if latency is None else f"{latency:.1f}",
+                first_state,
+                resolved,
+            )
+        )
 
     def write_csv(self, path):
         with open(path, "w", newline="") as f:
@@ -213,13 +222,21 @@ class Command(BenchCommand):
         parser.add_argument("--rate", type=float, default=5000, help="background load, messages/s (manage.py simulate)")
         parser.add_argument("--duration", type=float, default=20, help="seconds of threshold crossings")
         parser.add_argument("--sim-devices", type=int, default=1000, help="devices of the background load (3 metrics each)")
-        parser.add_argument("--crossing-devices", type=int, default=5, help="dedicated devices crossing the threshold every second")
+        parser.add_argument(
+            "--crossing-devices", type=int, default=5, help="dedicated devices crossing the threshold every second"
+        )
         parser.add_argument("--warmup", type=float, default=10, help="seconds of background load before the first crossing")
         parser.add_argument("--drain", type=float, default=20, help="seconds to wait for the last alerts after the crossings")
         parser.add_argument("--worker-pool", default="threads", help="celery worker --pool (docker/compose.yaml: threads)")
-        parser.add_argument("--worker-concurrency", type=int, default=8, help="celery worker --concurrency (docker/compose.yaml: 8)")
-        parser.add_argument("--broker", choices=["private", "services"], default="private",
-                            help="private (default): a Mosquitto of the run's own; services: MQTT_URL (shared with others)")
+        parser.add_argument(
+            "--worker-concurrency", type=int, default=8, help="celery worker --concurrency (docker/compose.yaml: 8)"
+        )
+        parser.add_argument(
+            "--broker",
+            choices=["private", "services"],
+            default="private",
+            help="private (default): a Mosquitto of the run's own; services: MQTT_URL (shared with others)",
+        )
 
     def broker_url(self, stack, log_dir):
         if self.options["broker"] == "services":
@@ -267,8 +284,15 @@ class Command(BenchCommand):
             cpu = {name: process_cpu_seconds(p.process.pid) - cpu_before[name] for name, p in processes.items()}
             self.wait_for_alerts(probe, crossings)
             progress = simulator_progress(simulator)
-        return Measured(crossings=crossings, seconds=seconds, messages=probe.messages, other_alerts=probe.other_alerts,
-                        peaks=monitor.peaks(), cpu=cpu, simulator=progress)
+        return Measured(
+            crossings=crossings,
+            seconds=seconds,
+            messages=probe.messages,
+            other_alerts=probe.other_alerts,
+            peaks=monitor.peaks(),
+            cpu=cpu,
+            simulator=progress,
+        )
 
     # ----------------------------------------------------------------------------------------
     # processes
@@ -276,10 +300,16 @@ class Command(BenchCommand):
     def start_processes(self, run, stack):
         """Celery worker and MQTT ingest, ready; stopped when the stack closes."""
         options = self.options
-        worker = stack.enter_context(HubProcess(
-            "worker", celery_worker_command(run, pool=options["worker_pool"], concurrency=options["worker_concurrency"],
-                                            loglevel="DEBUG"),
-            env=run.env(), log_dir=run.log_dir))
+        worker = stack.enter_context(
+            HubProcess(
+                "worker",
+                celery_worker_command(
+                    run, pool=options["worker_pool"], concurrency=options["worker_concurrency"], loglevel="DEBUG"
+                ),
+                env=run.env(),
+                log_dir=run.log_dir,
+            )
+        )
         ingest = stack.enter_context(run.mqtt_ingest("ingest", group=run.name("mqtt")))
         worker.wait_for_output("ready.", timeout=120)
         ingest.wait_ready(timeout=120)
@@ -289,8 +319,17 @@ class Command(BenchCommand):
     def simulator(self, run):
         options = self.options
         seconds = options["warmup"] + options["duration"] + options["drain"] + 30
-        command = manage_command("simulate", "--devices", str(options["sim_devices"]), "--rate", str(options["rate"]),
-                                 "--duration", str(seconds), "--scenario", "factory")
+        command = manage_command(
+            "simulate",
+            "--devices",
+            str(options["sim_devices"]),
+            "--rate",
+            str(options["rate"]),
+            "--duration",
+            str(seconds),
+            "--scenario",
+            "factory",
+        )
         process = HubProcess("simulate", command, env=run.env(), log_dir=run.log_dir)
         process.wait_for_output("simulate: ", timeout=60)
         self.say(f"  simulate: {options['sim_devices']:,} devices, {options['rate']:,.0f} messages/s (3 metrics each)")
@@ -353,16 +392,24 @@ class Command(BenchCommand):
         progress, achieved = measured.simulator
         self.say(f"\n== results ({machine_load()}) ==")
         self.say(f"  publish → alert on the channel layer: {stats_text(outcome.latencies)}")
-        self.say(f"  crossings: {count}; exactly one alert: {outcome.exactly_one}; none: {outcome.none}; several: {outcome.several}; "
-                 f"first message 'open': {outcome.first_state_open}; resolved again: {outcome.resolved}")
-        self.say(f"  background: simulator {progress}; {measured.stored:,} readings stored; "
-                 f"{measured.other_alerts} alert messages of other devices")
+        self.say(
+            f"  crossings: {count}; exactly one alert: {outcome.exactly_one}; none: {outcome.none}; several: {outcome.several}; "
+            f"first message 'open': {outcome.first_state_open}; resolved again: {outcome.resolved}"
+        )
+        self.say(
+            f"  background: simulator {progress}; {measured.stored:,} readings stored; "
+            f"{measured.other_alerts} alert messages of other devices"
+        )
         self.say(f"  peak ingest lag {lag if lag is None else round(lag, 2)} s, peak Celery queue in Redis {queued} tasks")
-        self.say("  CPU during the crossings: " + ", ".join(
-            f"{name} {value:.1f} s ({value / measured.seconds:.0%})" for name, value in measured.cpu.items()))
+        self.say(
+            "  CPU during the crossings: "
+            + ", ".join(f"{name} {value:.1f} s ({value / measured.seconds:.0%})" for name, value in measured.cpu.items())
+        )
         section = "alerts"
         self.summary.add(section, "publish → live.alert p50", stats["p50"], "ms")
-        self.summary.add(section, "publish → live.alert p99", stats["p99"], "ms", target=("<=", TARGET_P99_MS), note=f"n={stats['n']}")
+        self.summary.add(
+            section, "publish → live.alert p99", stats["p99"], "ms", target=("<=", TARGET_P99_MS), note=f"n={stats['n']}"
+        )
         self.summary.add(section, "crossings with exactly one alert", outcome.exactly_one, f"of {count}", target=(">=", count))
         self.summary.add(section, "alerts resolved again", outcome.resolved, f"of {count}")
         self.summary.add(section, "background load published", achieved, "msg/s", note=f"asked {self.options['rate']:,.0f}")
@@ -371,12 +418,21 @@ class Command(BenchCommand):
 
     def report_worker(self, facts):
         """What the worker's log says: tasks received, evaluated and failed, batch sizes."""
-        self.say(f"  worker: {facts['received']} evaluate_batch tasks received, {facts['evaluated']} evaluated, "
-                 f"{facts['failed']} failed ({facts['deadlocks']} by a PostgreSQL deadlock) by the time it stopped; "
-                 f"median batch {facts['median_rows']} readings")
-        self.summary.add("alerts", "evaluate_batch tasks evaluated", facts["evaluated"], "tasks",
-                         note=f"of {facts['received']} received; median {facts['median_rows']} readings")
-        self.summary.add("alerts", "evaluate_batch tasks failed", facts["failed"], "tasks", note=f"{facts['deadlocks']} deadlocks")
+        self.say(
+            f"  worker: {facts['received']} evaluate_batch tasks received, {facts['evaluated']} evaluated, "
+            f"{facts['failed']} failed ({facts['deadlocks']} by a PostgreSQL deadlock) by the time it stopped; "
+            f"median batch {facts['median_rows']} readings"
+        )
+        self.summary.add(
+            "alerts",
+            "evaluate_batch tasks evaluated",
+            facts["evaluated"],
+            "tasks",
+            note=f"of {facts['received']} received; median {facts['median_rows']} readings",
+        )
+        self.summary.add(
+            "alerts", "evaluate_batch tasks failed", facts["failed"], "tasks", note=f"{facts['deadlocks']} deadlocks"
+        )
 
     def profile_evaluation(self, batch_rows, log_dir):
         """One batch of normal readings through process_stored_batch in this process, with the worker and
@@ -385,8 +441,10 @@ class Command(BenchCommand):
         samples, _ = time_calls(lambda: process_stored_batch(rows=rows, last_seen=last_seen), runs=5, budget=30)
         median = latency_stats(samples)["p50"]
         self.say(f"\n== one batch of {len(rows):,} readings evaluated in-process, no contention ({machine_load()}) ==")
-        self.say(f"  process_stored_batch: {stats_text(samples)} = {len(rows) / median * 1000:,.0f} readings/s per thread; "
-                 f"needed: {self.options['rate'] * 3:,.0f} readings/s")
+        self.say(
+            f"  process_stored_batch: {stats_text(samples)} = {len(rows) / median * 1000:,.0f} readings/s per thread; "
+            f"needed: {self.options['rate'] * 3:,.0f} readings/s"
+        )
         profiler = cProfile.Profile()
         profiler.runcall(process_stored_batch, rows=rows, last_seen=last_seen)
         profiler.dump_stats(log_dir / "evaluation.prof")
@@ -414,8 +472,11 @@ def normal_batch(size, devices):
 def hub_functions(profiler, prefix):
     """(function, cumulative seconds) of the profiled functions under `prefix`, slowest first."""
     stats = pstats.Stats(profiler).stats
-    found = [(f"{path.split('apps/', 1)[1]}:{name}", cumulative)
-             for (path, _, name), (_, _, _, cumulative, _) in stats.items() if prefix in path]
+    found = [
+        (f"{path.split('apps/', 1)[1]}:{name}", cumulative)
+        for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+        if prefix in path
+    ]
     return sorted(found, key=lambda item: -item[1])
 
 

@@ -136,12 +136,22 @@ class Command(BenchCommand):
         parser.add_argument("--factory", default="Plant North", help="factory of the realtime request")
         parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients of the second measurement")
         parser.add_argument("--requests", type=int, default=200, help="requests per endpoint and concurrency")
-        parser.add_argument("--budget", type=float, default=60, help="seconds per endpoint and concurrency (at least 20 requests)")
-        parser.add_argument("--web-processes", type=int, default=1,
-                            help="daphne processes sharing one listening socket (design §8: daphne replicas)")
-        parser.add_argument("--updates", type=int, default=1000,
-                            help="devices per second whose latest values change while the API is measured, as ingest would "
-                                 "write them (default: 10,000 devices reporting every 10 s)")
+        parser.add_argument(
+            "--budget", type=float, default=60, help="seconds per endpoint and concurrency (at least 20 requests)"
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=1,
+            help="daphne processes sharing one listening socket (design §8: daphne replicas)",
+        )
+        parser.add_argument(
+            "--updates",
+            type=int,
+            default=1000,
+            help="devices per second whose latest values change while the API is measured, as ingest would "
+            "write them (default: 10,000 devices reporting every 10 s)",
+        )
 
     def run_benchmark(self, run, stack):
         options = self.options
@@ -153,27 +163,39 @@ class Command(BenchCommand):
             start, end = self.generate_rollups(conn)
             headers = {"Authorization": f"Token {staff_token(run.run_id)}"}
             # The per-token throttle (6000/min by default) would cap the clients, not measure the API.
-            ports = daphne_replicas(stack, count=options["web_processes"], env=run.env(IOTHUB_API_RATE="1000000/min"),
-                                    log_dir=run.log_dir)
+            ports = daphne_replicas(
+                stack, count=options["web_processes"], env=run.env(IOTHUB_API_RATE="1000000/min"), log_dir=run.log_dir
+            )
             self.say(f"  daphne serving the bench database on 127.0.0.1, port(s) {', '.join(map(str, ports))}")
             updates = stack.enter_context(LatestUpdates(device_keys, per_second=options["updates"]))
-            self.say(f"  latest values of {options['updates']:,} devices per second changing meanwhile (store_latest, every 0.1 s)")
+            self.say(
+                f"  latest values of {options['updates']:,} devices per second changing meanwhile (store_latest, every 0.1 s)"
+            )
             for endpoint in self.endpoints(start, end):
                 self.bench_endpoint(ports, endpoint, headers, run.log_dir)
             self.say(f"\n  latest-value updates: {updates.devices:,} device documents written during the measurements")
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup")
-        conn.execute("DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
-                     [BENCH_USER_PREFIX + "%"])
+        conn.execute(
+            "TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup"
+        )
+        conn.execute(
+            "DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
+            [BENCH_USER_PREFIX + "%"],
+        )
         conn.execute("DELETE FROM auth_user WHERE username LIKE %s", [BENCH_USER_PREFIX + "%"])
 
     def endpoints(self, start, end):
         last_day = end - timedelta(days=1)
         aggregation = {"start_date": f"{start:%Y%m%d}", "end_date": f"{last_day:%Y%m%d}", "interval": "hour"}
         return [
-            Endpoint(f"realtime, factory {self.options['factory']}", f"/api/v1/realtime/?{urlencode({'factory': self.options['factory']})}"),
-            Endpoint(f"aggregation, {self.options['days']} days hourly", f"/api/v1/aggregation/temperature/?{urlencode(aggregation)}"),
+            Endpoint(
+                f"realtime, factory {self.options['factory']}",
+                f"/api/v1/realtime/?{urlencode({'factory': self.options['factory']})}",
+            ),
+            Endpoint(
+                f"aggregation, {self.options['days']} days hourly", f"/api/v1/aggregation/temperature/?{urlencode(aggregation)}"
+            ),
         ]
 
     # ----------------------------------------------------------------------------------------
@@ -193,8 +215,9 @@ class Command(BenchCommand):
         end = datetime.combine(timezone.now().astimezone(plant_tz()).date(), dtime.min, tzinfo=plant_tz())
         start = end - timedelta(days=days)
         started = time.monotonic()
-        rows = hourly_rollup_rows(device_pks=demo_device_pks(conn, devices), metric=metric_pk(conn, "temperature"),
-                                  start=start, hours=days * 24)
+        rows = hourly_rollup_rows(
+            device_pks=demo_device_pks(conn, devices), metric=metric_pk(conn, "temperature"), start=start, hours=days * 24
+        )
         with conn.transaction(), conn.cursor() as cursor:
             with cursor.copy(f"COPY telemetry_hourlyrollup {ROLLUP_COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(ROLLUP_TYPES)
@@ -203,9 +226,13 @@ class Command(BenchCommand):
             hourly = cursor.rowcount
         recompute_location_hours(start, end)
         recompute_days(local_dates(start, end, plant_tz()))
-        conn.execute("ANALYZE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup")
-        self.say(f"  rollups: {hourly:,} hourly rows ({devices:,} devices × {days} days) and their daily rows "
-                 f"in {time.monotonic() - started:.0f} s")
+        conn.execute(
+            "ANALYZE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup"
+        )
+        self.say(
+            f"  rollups: {hourly:,} hourly rows ({devices:,} devices × {days} days) and their daily rows "
+            f"in {time.monotonic() - started:.0f} s"
+        )
         return start, end
 
     # ----------------------------------------------------------------------------------------
@@ -218,16 +245,26 @@ class Command(BenchCommand):
         http_latencies(ports, endpoint.path, headers, clients=len(ports), requests=warm, budget=0, minimum=warm)
         missed = False
         for clients in dict.fromkeys((1, options["clients"])):
-            measured = http_latencies(ports, endpoint.path, headers, clients=clients, requests=options["requests"],
-                                      budget=options["budget"])
+            measured = http_latencies(
+                ports, endpoint.path, headers, clients=clients, requests=options["requests"], budget=options["budget"]
+            )
             stats = latency_stats(measured.samples)
-            self.say(f"  {clients} client(s): {stats_text(measured.samples)}; {measured.throughput:,.1f} requests/s; "
-                     f"{measured.response_bytes / 1024:,.0f} KiB per response ({machine_load()})")
+            self.say(
+                f"  {clients} client(s): {stats_text(measured.samples)}; {measured.throughput:,.1f} requests/s; "
+                f"{measured.response_bytes / 1024:,.0f} KiB per response ({machine_load()})"
+            )
             section = f"api/{endpoint.key}"
             for p in ("p50", "p95", "p99"):
-                self.summary.add(section, f"{clients} client(s) {p}", stats[p], "ms", target=("<=", TARGET_MS) if p == "p99" else None)
-            self.summary.add(section, f"{clients} client(s) throughput", measured.throughput, "requests/s",
-                             note=f"{measured.response_bytes / 1024:,.0f} KiB each")
+                self.summary.add(
+                    section, f"{clients} client(s) {p}", stats[p], "ms", target=("<=", TARGET_MS) if p == "p99" else None
+                )
+            self.summary.add(
+                section,
+                f"{clients} client(s) throughput",
+                measured.throughput,
+                "requests/s",
+                note=f"{measured.response_bytes / 1024:,.0f} KiB each",
+            )
             missed = missed or stats["p99"] > TARGET_MS
         if missed:
             self.profile(endpoint, headers, log_dir)
@@ -246,8 +283,10 @@ class Command(BenchCommand):
         if response.status_code != 200:
             raise BenchError(f"in-process GET {endpoint.path}: HTTP {response.status_code}")
         sql_ms = sum(float(q["time"]) for q in queries.captured_queries) * 1000
-        self.say(f"  profile (in-process, under cProfile): {total:,.0f} ms in all, {len(queries.captured_queries)} SQL "
-                 f"statements taking {sql_ms:,.0f} ms (without cProfile overhead)")
+        self.say(
+            f"  profile (in-process, under cProfile): {total:,.0f} ms in all, {len(queries.captured_queries)} SQL "
+            f"statements taking {sql_ms:,.0f} ms (without cProfile overhead)"
+        )
         path = log_dir / f"profile-{endpoint.key}"
         profiler.dump_stats(f"{path}.prof")
         self.say("  by cumulative time:")
@@ -263,7 +302,13 @@ class Command(BenchCommand):
 def latest_items(device_keys, ts):
     """store_latest items: every metric of each (device_id, metric keys), values varying by device and time."""
     return [
-        {"device": device_id, "metric": key, "value": round(20 + (hash(device_id) + ts) % 1000 / 100, 2), "ts": ts, "status": "normal"}
+        {
+            "device": device_id,
+            "metric": key,
+            "value": round(20 + (hash(device_id) + ts) % 1000 / 100, 2),
+            "ts": ts,
+            "status": "normal",
+        }
         for device_id, keys in device_keys
         for key in keys
     ]

@@ -81,7 +81,9 @@ class Command(BaseCommand):
         parser.add_argument("--devices", type=int, default=10_000)
         parser.add_argument("--rate", type=int, default=5_000, help="live readings per second (default 5000)")
         parser.add_argument("--duration", type=float, default=10.0, help="seconds of live updates (default 10)")
-        parser.add_argument("--interval", type=float, default=0.25, help="seconds between pushes, as IOTHUB_LIVE_PUSH_INTERVAL (default 0.25)")
+        parser.add_argument(
+            "--interval", type=float, default=0.25, help="seconds between pushes, as IOTHUB_LIVE_PUSH_INTERVAL (default 0.25)"
+        )
         parser.add_argument("--loads", type=int, default=3, help="page loads timed for the first render (default 3)")
         parser.add_argument("--timeout", type=float, default=600, help="seconds before the run is killed (default 600)")
         parser.add_argument("--keep-database", action="store_true", help=f"keep {BENCH_DATABASE} afterwards")
@@ -133,7 +135,8 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(16)
         get_user_model().objects.create_user("bench", password=password, is_staff=True)
         pairs = list(
-            Device.objects.filter(device_id__startswith="sim-").order_by("device_id")
+            Device.objects.filter(device_id__startswith="sim-")
+            .order_by("device_id")
             .values_list("device_id", "device_type__metrics__key")
         )
         store_latest(reading_items(pairs, start=0, count=len(pairs), ts=int(time.time() * 1000)))
@@ -149,7 +152,9 @@ class Command(BaseCommand):
             self.progress(f"pushing {rate:,} readings/s for {duration:g} s")
             live = live_updates(browser, pairs, rate=rate, duration=duration, interval=interval)
             chromium = browser.capabilities.get("browserVersion", "?")
-        self.report(devices=devices, rate=rate, duration=duration, interval=interval, renders=renders, live=live, chromium=chromium)
+        self.report(
+            devices=devices, rate=rate, duration=duration, interval=interval, renders=renders, live=live, chromium=chromium
+        )
 
     def progress(self, text):
         self.stderr.write(f"bench_dashboard: {text}")
@@ -158,13 +163,18 @@ class Command(BaseCommand):
         out = self.stdout.write
         first = renders[0]
         out(f"\nbench_dashboard --devices {devices} --rate {rate} --duration {duration:g} --interval {interval:g}")
-        out(f"Chromium {chromium} headless, {os.cpu_count()} CPUs shared by daphne, Redis, PostgreSQL, Chromium and this command\n")
+        out(
+            f"Chromium {chromium} headless, {os.cpu_count()} CPUs shared by daphne, Redis, PostgreSQL, Chromium and this command\n"
+        )
         out(f"Overview first render: {first['cells']:,} cells, {first['bytes'] / 1e6:.1f} MB of HTML; ms after navigation start")
         header = "".join(f"{f'load {n + 1}':>9}" for n in range(len(renders)))
         out(f"  {'':<34}{header}{'median':>9}")
         for key, label in [
-            ("server", "server (request → first byte)"), ("responseEnd", "responseEnd"),
-            ("firstPaint", "first contentful paint"), ("domContentLoaded", "domContentLoaded"), ("load", "load"),
+            ("server", "server (request → first byte)"),
+            ("responseEnd", "responseEnd"),
+            ("firstPaint", "first contentful paint"),
+            ("domContentLoaded", "domContentLoaded"),
+            ("load", "load"),
         ]:
             values = [r[key] for r in renders]
             row = "".join(f"{v:>9.0f}" for v in values)
@@ -240,7 +250,9 @@ def reading_items(pairs, *, start, count, ts):
     for n in range(start, start + count):
         device, metric = pairs[n % len(pairs)]
         value = 18.0 + (n * 7919 % 151) / 10  # 18.0 … 33.0, changing at every push: mostly normal, some warnings
-        items.append({"device": device, "metric": metric, "value": value, "ts": ts, "status": "warning" if value > 30 else "normal"})
+        items.append(
+            {"device": device, "metric": metric, "value": value, "ts": ts, "status": "warning" if value > 30 else "normal"}
+        )
     return items
 
 
@@ -250,8 +262,15 @@ def open_alerts():
     now = timezone.now()
     pks = Device.objects.order_by("device_id").values_list("pk", flat=True)[::ALERT_EVERY]
     Alert.objects.bulk_create(
-        Alert(device_id=pk, metric=temperature, level="warning" if n % 2 else "critical", opened_at=now,
-              first_value=31.0, peak_value=31.0, last_value=31.0)
+        Alert(
+            device_id=pk,
+            metric=temperature,
+            level="warning" if n % 2 else "critical",
+            opened_at=now,
+            first_value=31.0,
+            peak_value=31.0,
+            last_value=31.0,
+        )
         for n, pk in enumerate(pks)
     )
 
@@ -284,10 +303,15 @@ def first_render(browser, base_url):
 
 def live_updates(browser, pairs, *, rate, duration, interval):
     """Instrument the page, push the readings, and collect the page's measurements."""
-    wait_until(lambda: browser.execute_script("return document.getElementById('conn').textContent.includes('live')"),
-               timeout=30, what="the live WebSocket")
+    wait_until(
+        lambda: browser.execute_script("return document.getElementById('conn').textContent.includes('live')"),
+        timeout=30,
+        what="the live WebSocket",
+    )
     browser.execute_script(INSTRUMENT)
-    sent = asyncio.run(push_readings(pairs, per_push=round(rate * interval), pushes=round(duration / interval), interval=interval))
+    sent = asyncio.run(
+        push_readings(pairs, per_push=round(rate * interval), pushes=round(duration / interval), interval=interval)
+    )
     time.sleep(1.5)  # the last pushes reach the page
     browser.execute_script("window.benchStats.stopped = true")
     return {**browser.execute_script("return window.benchStats"), "sent": sent}

@@ -87,11 +87,19 @@ class Command(BaseCommand):
     help = "Benchmark the ingest pipeline on real services: throughput, latency, scale, kafka, memory."
 
     def add_arguments(self, parser):
-        parser.add_argument("--only", type=sections_arg, default=list(SECTIONS),
-                            help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+        parser.add_argument(
+            "--only",
+            type=sections_arg,
+            default=list(SECTIONS),
+            help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+        )
         parser.add_argument("--messages", type=int, default=100_000, help="backlog of throughput, scale and kafka")
-        parser.add_argument("--readings-per-message", type=int, default=20, help="gateway array size of the second throughput run")
-        parser.add_argument("--devices", type=int, default=500, help="demo devices in the bench database; backlogs round-robin over them")
+        parser.add_argument(
+            "--readings-per-message", type=int, default=20, help="gateway array size of the second throughput run"
+        )
+        parser.add_argument(
+            "--devices", type=int, default=500, help="demo devices in the bench database; backlogs round-robin over them"
+        )
         parser.add_argument("--rates", type=ints_arg, default=[1000, 5000, 10000], help="latency: messages/s, comma-separated")
         parser.add_argument("--duration", type=float, default=15.0, help="latency: seconds per rate")
         parser.add_argument("--latency-devices", type=int, default=300, help="latency: devices the publisher round-robins over")
@@ -99,9 +107,13 @@ class Command(BaseCommand):
         parser.add_argument("--memory-devices", type=int, default=100_000, help="memory: devices in the device master")
         parser.add_argument("--memory-messages", type=int, default=20_000, help="memory: messages processed before measuring")
         parser.add_argument("--database", default="iothub_bench", help="bench database (memory uses <name>_memory)")
-        parser.add_argument("--broker", choices=["private", "services"], default="private",
-                            help="private (default): a Mosquitto of the run's own; services: MQTT_URL, which every "
-                                 "other sensors/# subscriber on that broker would also receive")
+        parser.add_argument(
+            "--broker",
+            choices=["private", "services"],
+            default="private",
+            help="private (default): a Mosquitto of the run's own; services: MQTT_URL, which every "
+            "other sensors/# subscriber on that broker would also receive",
+        )
         parser.add_argument("--timeout", type=float, default=300, help="seconds any single wait may take")
         parser.add_argument("--profile", metavar="DIR", help="profile every ingest process into DIR (slows them down)")
         parser.add_argument("--profiler", choices=["cprofile", "py-spy"], default="cprofile")
@@ -129,15 +141,22 @@ class Command(BaseCommand):
         self.say(f"bench_ingest run {run_id}: {', '.join(options['only'])}; logs in {log_dir}")
         for line in machine_description(server_url, settings.REDIS_URL):
             self.say(f"  {line}")
-        self.databases = {"main": BenchDatabase(server_url, options["database"]),
-                          "memory": BenchDatabase(server_url, f"{options['database']}_memory")}
+        self.databases = {
+            "main": BenchDatabase(server_url, options["database"]),
+            "memory": BenchDatabase(server_url, f"{options['database']}_memory"),
+        }
         self.prepared = set()
         failures = []
         with ExitStack() as stack:
             run = BenchRun(
-                database=self.databases["main"], mqtt_url=self.broker(stack, log_dir),
-                kafka_servers=settings.KAFKA_BOOTSTRAP_SERVERS, redis_url=settings.REDIS_URL, log_dir=log_dir,
-                timeout=options["timeout"], write=self.say, run_id=run_id,
+                database=self.databases["main"],
+                mqtt_url=self.broker(stack, log_dir),
+                kafka_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                redis_url=settings.REDIS_URL,
+                log_dir=log_dir,
+                timeout=options["timeout"],
+                write=self.say,
+                run_id=run_id,
                 profiler=Profiler(options["profiler"], options["profile"], options["py_spy"]) if options["profile"] else None,
             )
             stack.callback(self.clean_up, run)
@@ -211,11 +230,21 @@ class Command(BaseCommand):
 
     def publish(self, run, *, count, per_message, start_ms, devices):
         """Publish a backlog from a child process; prints and returns its rate."""
-        result = run_child(publish_backlog, url=run.mqtt_url, client_id=run.name(f"pub{next(self.names)}"), count=count,
-                           devices=devices, per_message=per_message, start_ms=start_ms, timeout=run.timeout)
+        result = run_child(
+            publish_backlog,
+            url=run.mqtt_url,
+            client_id=run.name(f"pub{next(self.names)}"),
+            count=count,
+            devices=devices,
+            per_message=per_message,
+            start_ms=start_ms,
+            timeout=run.timeout,
+        )
         published_rate = rate(count, result["seconds"])
-        self.say(f"  published {count:,} QoS 1 messages ({count * per_message:,} readings) in {result['seconds']:.1f} s: "
-                 f"{published_rate:,.0f} msg/s")
+        self.say(
+            f"  published {count:,} QoS 1 messages ({count * per_message:,} readings) in {result['seconds']:.1f} s: "
+            f"{published_rate:,.0f} msg/s"
+        )
         return published_rate
 
     def drain_ingest(self, run, conn, processes, backlog, label):
@@ -227,8 +256,10 @@ class Command(BaseCommand):
         cpu = sum(p.cpu_since_ready() for p in processes)
         rss = ", ".join(f"{p.memory()['rss']:.0f}" for p in processes)
         dead = count_rows(conn, "telemetry_deadletter")
-        self.say(f"  {label}: {drain.rows:,} rows in {drain.seconds:.1f} s = {drain.rate:,.0f} rows/s; "
-                 f"CPU {cpu:.1f} s = {cpu / expected * 1e6:.0f} µs/row (RSS {rss} MB, {dead} dead letters)")
+        self.say(
+            f"  {label}: {drain.rows:,} rows in {drain.seconds:.1f} s = {drain.rate:,.0f} rows/s; "
+            f"CPU {cpu:.1f} s = {cpu / expected * 1e6:.0f} µs/row (RSS {rss} MB, {dead} dead letters)"
+        )
         if dead:
             raise BenchError(f"{label}: {dead} messages were rejected; see telemetry_deadletter in the bench database")
         return drain, cpu
@@ -255,8 +286,10 @@ class Command(BaseCommand):
 
         bare = run_child(drain_bare, url=run.mqtt_url, client_id=run.name(f"{label}-bare"), expected=count, timeout=run.timeout)
         bare_rate = bare["rate"]
-        self.say(f"  bare paho subscriber: {bare['count']:,} messages in {bare['seconds']:.1f} s = {bare_rate:,.0f} msg/s; "
-                 f"CPU {bare['cpu'] / count * 1e6:.0f} µs/message")
+        self.say(
+            f"  bare paho subscriber: {bare['count']:,} messages in {bare['seconds']:.1f} s = {bare_rate:,.0f} msg/s; "
+            f"CPU {bare['cpu'] / count * 1e6:.0f} µs/message"
+        )
 
         with database.connect() as conn:
             truncate_readings(conn)
@@ -277,15 +310,25 @@ class Command(BaseCommand):
 
     def copy_baseline(self, run, conn, section, count, per_message, start_ms, ingest_rows_rate):
         """The same rows written by psycopg alone: raw binary COPY, and the pipeline's store SQL without its Python."""
-        rows = copy_rows(count=count, devices=self.options["devices"], per_message=per_message, start_ms=start_ms,
-                         device_pks=demo_device_pks(conn, self.options["devices"]), metric=metric_pk(conn, "temperature"))
+        rows = copy_rows(
+            count=count,
+            devices=self.options["devices"],
+            per_message=per_message,
+            start_ms=start_ms,
+            device_pks=demo_device_pks(conn, self.options["devices"]),
+            metric=metric_pk(conn, "temperature"),
+        )
         raw_rate = rate(len(rows), raw_copy_seconds(conn, rows))
         direct_rate = rate(len(rows), direct_copy_seconds(conn, rows))
         batch_rows = settings.IOTHUB["BATCH_SIZE"] * per_message
         store_rate = rate(len(rows), store_sql_seconds(conn, rows, batch_rows))
-        self.say(f"  psycopg binary COPY into a scratch table: {raw_rate:,.0f} rows/s; ingest = {times(ratio(ingest_rows_rate, raw_rate))} COPY")
+        self.say(
+            f"  psycopg binary COPY into a scratch table: {raw_rate:,.0f} rows/s; ingest = {times(ratio(ingest_rows_rate, raw_rate))} COPY"
+        )
         self.say(f"  COPY straight into telemetry_reading (indexes, no ON CONFLICT): {direct_rate:,.0f} rows/s")
-        self.say(f"  store SQL alone (binary COPY into telemetry_reading, {batch_rows:,} rows/transaction): {store_rate:,.0f} rows/s")
+        self.say(
+            f"  store SQL alone (binary COPY into telemetry_reading, {batch_rows:,} rows/transaction): {store_rate:,.0f} rows/s"
+        )
         self.summary.add(section, "raw COPY", raw_rate, "rows/s")
         self.summary.add(section, "COPY into telemetry_reading", direct_rate, "rows/s")
         self.summary.add(section, "store SQL alone", store_rate, "rows/s")
@@ -298,27 +341,44 @@ class Command(BaseCommand):
         """Fixed publish rates; publish → stored (row visible) and publish → channel layer group `live`."""
         rates, devices = self.options["rates"], self.options["latency_devices"]
         database = self.main_database(run)
-        with database.connect() as conn, run.mqtt_ingest("latency-ingest", group=run.name("latency")) as ingest, \
-                LiveLatencyProbe(run.namespace) as live:
+        with (
+            database.connect() as conn,
+            run.mqtt_ingest("latency-ingest", group=run.name("latency")) as ingest,
+            LiveLatencyProbe(run.namespace) as live,
+        ):
             ingest.wait_ready()
             self.say(f"  warm-up: 2 s at {min(rates):,} msg/s")
             self.latency_at(run, conn, live, rate=min(rates), duration=2, devices=devices)
             for target_rate in rates:
-                self.report_latency(target_rate, *self.latency_at(run, conn, live, target_rate, self.options["duration"], devices))
+                self.report_latency(
+                    target_rate, *self.latency_at(run, conn, live, target_rate, self.options["duration"], devices)
+                )
             self.say(f"  ingest RSS {ingest.memory()['rss']:.0f} MB")
 
     def latency_at(self, run, conn, live, rate, duration, devices):
         """One fixed-rate run; returns (achieved rate, stored stats, live stats)."""
         truncate_readings(conn)
         live.take()
-        sampled = demo_device_pks(conn, devices)[::max(1, devices // LATENCY_SAMPLE_DEVICES)]
+        sampled = demo_device_pks(conn, devices)[:: max(1, devices // LATENCY_SAMPLE_DEVICES)]
         probe = StoredLatencyProbe(run.database.url, device_pks=sampled, metric=metric_pk(conn, "temperature"))
         probe.start()
         try:
-            result = run_child(publish_at_rate, url=run.mqtt_url, client_id=run.name(f"pub{next(self.names)}"), rate=rate,
-                               duration=duration, devices=devices, timeout=run.timeout)
-            wait_for_rows(StoredRows(conn, messages=result["published"], devices=devices), timeout=run.timeout,
-                          write=self.say, label=f"{rate:,} msg/s", measure=False)
+            result = run_child(
+                publish_at_rate,
+                url=run.mqtt_url,
+                client_id=run.name(f"pub{next(self.names)}"),
+                rate=rate,
+                duration=duration,
+                devices=devices,
+                timeout=run.timeout,
+            )
+            wait_for_rows(
+                StoredRows(conn, messages=result["published"], devices=devices),
+                timeout=run.timeout,
+                write=self.say,
+                label=f"{rate:,} msg/s",
+                measure=False,
+            )
             time.sleep(2 * settings.IOTHUB["LIVE_PUSH_INTERVAL"] + 0.5)  # the last coalesced push
         finally:
             stored = probe.stop()
@@ -328,8 +388,10 @@ class Command(BaseCommand):
     def report_latency(self, target_rate, achieved, stored, live):
         section = f"latency/{target_rate // 1000}k"
         show = lambda s: " ".join(f"{k} {s[k]:.0f}" if s[k] is not None else f"{k} n/a" for k in ("p50", "p95", "p99", "max"))  # noqa: E731
-        self.say(f"  {target_rate:,} msg/s (achieved {achieved:,.0f}): stored ms {show(stored)} (n={stored['n']:,}); "
-                 f"WebSocket (channel layer) ms {show(live)} (n={live['n']:,})")
+        self.say(
+            f"  {target_rate:,} msg/s (achieved {achieved:,.0f}): stored ms {show(stored)} (n={stored['n']:,}); "
+            f"WebSocket (channel layer) ms {show(live)} (n={live['n']:,})"
+        )
         at_target = target_rate >= 10_000
         self.summary.add(section, "publish rate achieved", achieved, "msg/s")
         self.summary.add(section, "stored p50", stored["p50"], "ms", target=(("<=", 40) if at_target else None))
@@ -352,8 +414,10 @@ class Command(BaseCommand):
         self.say(f"-- {count:,} single-reading messages, queued for 1 and for 2 ingest processes (shared subscription)")
         self.publish(run, count=count, per_message=1, start_ms=backlog_start_ms(count, 1), devices=devices)
         with database.connect() as conn:
-            rates = {n: self.drain_with(run, conn, [partial(run.mqtt_ingest, label, group=group) for label in labels])
-                     for n, (group, labels) in layouts.items()}
+            rates = {
+                n: self.drain_with(run, conn, [partial(run.mqtt_ingest, label, group=group) for label in labels])
+                for n, (group, labels) in layouts.items()
+            }
         self.report_scale("scale/mqtt", rates)
 
     def drain_with(self, run, conn, starters, before_drain=None):
@@ -385,14 +449,28 @@ class Command(BaseCommand):
         create_kafka_topics(run.kafka_servers, [*topics.values(), deadletter], partitions)
         try:
             self.produce(run, topics["bare"])
-            bare = run_child(consume_bare, servers=run.kafka_servers, topic=topics["bare"], group=run.name("kafka-bare"),
-                             expected=count, timeout=run.timeout)
-            self.say(f"  bare confluent-kafka consumer: {bare['count']:,} records in {bare['seconds']:.2f} s = "
-                     f"{bare['rate']:,.0f}/s; CPU {bare['cpu'] / count * 1e6:.1f} µs/record")
+            bare = run_child(
+                consume_bare,
+                servers=run.kafka_servers,
+                topic=topics["bare"],
+                group=run.name("kafka-bare"),
+                expected=count,
+                timeout=run.timeout,
+            )
+            self.say(
+                f"  bare confluent-kafka consumer: {bare['count']:,} records in {bare['seconds']:.2f} s = "
+                f"{bare['rate']:,.0f}/s; CPU {bare['cpu'] / count * 1e6:.1f} µs/record"
+            )
             with database.connect() as conn:
-                rates = {n: self.drain_with(run, conn, self.kafka_ingests(run, n, topics[n], deadletter),
-                                            before_drain=partial(self.produce_when_assigned, run, topics[n]))
-                         for n in (1, 2)}
+                rates = {
+                    n: self.drain_with(
+                        run,
+                        conn,
+                        self.kafka_ingests(run, n, topics[n], deadletter),
+                        before_drain=partial(self.produce_when_assigned, run, topics[n]),
+                    )
+                    for n in (1, 2)
+                }
         finally:
             for failure in delete_kafka_topics(run.kafka_servers, [*topics.values(), deadletter]):
                 self.stderr.write(f"kafka: could not delete topic {failure}")
@@ -404,9 +482,16 @@ class Command(BaseCommand):
 
     def produce(self, run, topic):
         count, partitions = self.options["messages"], self.options["kafka_partitions"]
-        seconds = produce_backlog(servers=run.kafka_servers, topic=topic, count=count, devices=self.options["devices"],
-                                  start_ms=backlog_start_ms(count, 1))
-        self.say(f"  produced {count:,} records into {topic} ({partitions} partitions) in {seconds:.1f} s: {rate(count, seconds):,.0f}/s")
+        seconds = produce_backlog(
+            servers=run.kafka_servers,
+            topic=topic,
+            count=count,
+            devices=self.options["devices"],
+            start_ms=backlog_start_ms(count, 1),
+        )
+        self.say(
+            f"  produced {count:,} records into {topic} ({partitions} partitions) in {seconds:.1f} s: {rate(count, seconds):,.0f}/s"
+        )
 
     def produce_when_assigned(self, run, topic, processes):
         """Once every consumer of the group owns partitions of the (empty) topic, produce the backlog into it:
@@ -416,8 +501,12 @@ class Command(BaseCommand):
         self.produce(run, topic)
 
     def kafka_ingests(self, run, n, topic, deadletter):
-        env = {"IOTHUB_KAFKA_TOPIC": topic, "IOTHUB_KAFKA_DEADLETTER_TOPIC": deadletter,
-               "IOTHUB_KAFKA_GROUP": run.name(f"kafka{n}"), "IOTHUB_KAFKA_PARTITIONS": str(self.options["kafka_partitions"])}
+        env = {
+            "IOTHUB_KAFKA_TOPIC": topic,
+            "IOTHUB_KAFKA_DEADLETTER_TOPIC": deadletter,
+            "IOTHUB_KAFKA_GROUP": run.name(f"kafka{n}"),
+            "IOTHUB_KAFKA_PARTITIONS": str(self.options["kafka_partitions"]),
+        }
         return [partial(run.ingest, f"kafka{n}-ingest{i + 1}", "--source", "kafka", **env) for i in range(n)]
 
     # ----------------------------------------------------------------------------------------
@@ -432,12 +521,19 @@ class Command(BaseCommand):
             idle = ingest.memory()
             self.say(f"  ingest subscribed, device master not loaded yet: RSS {idle['rss']:.0f} MB")
             self.publish(run, count=count, per_message=1, start_ms=backlog_start_ms(count, 1), devices=devices)
-            wait_for_rows(StoredRows(conn, messages=count, devices=devices), timeout=run.timeout, write=self.say,
-                          label="memory ingest", measure=False)
+            wait_for_rows(
+                StoredRows(conn, messages=count, devices=devices),
+                timeout=run.timeout,
+                write=self.say,
+                label="memory ingest",
+                measure=False,
+            )
             time.sleep(1)
             loaded = ingest.memory()
-        self.say(f"  after {count:,} messages with {devices:,} devices in the master: RSS {loaded['rss']:.0f} MB, "
-                 f"peak {loaded['peak']:.0f} MB")
+        self.say(
+            f"  after {count:,} messages with {devices:,} devices in the master: RSS {loaded['rss']:.0f} MB, "
+            f"peak {loaded['peak']:.0f} MB"
+        )
         self.summary.add("memory", f"RSS, {devices // 1000}k devices", loaded["rss"], "MB", target=("<=", 250))
         self.summary.add("memory", "peak RSS (VmHWM)", loaded["peak"], "MB", target=("<=", 250))
         self.summary.add("memory", "RSS before the master loaded", idle["rss"], "MB")

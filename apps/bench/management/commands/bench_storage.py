@@ -108,8 +108,10 @@ class CpuMeter:
     def report(self, wall):
         client = time.process_time() - self.client
         server = process_cpu_seconds(self.backend_pid) - self.server
-        return (f"CPU: this process {client:.1f} s ({client / wall:.0%} of wall), "
-                f"PostgreSQL backend {server:.1f} s ({server / wall:.0%} of wall)")
+        return (
+            f"CPU: this process {client:.1f} s ({client / wall:.0%} of wall), "
+            f"PostgreSQL backend {server:.1f} s ({server / wall:.0%} of wall)"
+        )
 
 
 def mb(value):
@@ -125,13 +127,19 @@ class Command(BenchCommand):
         parser.add_argument("--sensors", type=int, default=1000, help="devices sim-00001… that report")
         parser.add_argument("--days", type=int, default=30, help="days of data (ends at the last local midnight)")
         parser.add_argument("--interval", type=int, default=60, help="seconds between two readings of a sensor")
-        parser.add_argument("--load-limit", type=float, default=1800,
-                            help="seconds the COPY may take; loading stops after the day that passes it")
-        parser.add_argument("--rollup-chunk-days", type=int, default=1,
-                            help="recompute_range per this many days (progress, bounded memory); 0 = one call for the range")
+        parser.add_argument(
+            "--load-limit", type=float, default=1800, help="seconds the COPY may take; loading stops after the day that passes it"
+        )
+        parser.add_argument(
+            "--rollup-chunk-days",
+            type=int,
+            default=1,
+            help="recompute_range per this many days (progress, bounded memory); 0 = one call for the range",
+        )
         parser.add_argument("--runs", type=int, default=20, help="timed runs per query (after one warm-up)")
-        parser.add_argument("--query-budget", type=float, default=60,
-                            help="seconds per query; slow queries stop early (at least 3 runs)")
+        parser.add_argument(
+            "--query-budget", type=float, default=60, help="seconds per query; slow queries stop early (at least 3 runs)"
+        )
         parser.add_argument("--factory", default="Plant North", help="factory of the whole-factory aggregates")
 
     def run_benchmark(self, run, stack):
@@ -148,8 +156,10 @@ class Command(BenchCommand):
             self.query_times(span)
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE telemetry_reading, telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, "
-                     "telemetry_locationdailyrollup, telemetry_dirtyhour")
+        conn.execute(
+            "TRUNCATE telemetry_reading, telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, "
+            "telemetry_locationdailyrollup, telemetry_dirtyhour"
+        )
 
     # ----------------------------------------------------------------------------------------
     # load
@@ -157,8 +167,10 @@ class Command(BenchCommand):
     def create_partitions(self, span):
         started = time.monotonic()
         created = ensure_partitions(days_back=math.ceil(span.days) + 1, days_ahead=1, today=span.end.date())
-        self.say(f"  partitions: {len(created)} daily partitions created in {time.monotonic() - started:.1f} s "
-                 f"for {span.start:%Y-%m-%d %H:%M} … {span.end:%Y-%m-%d %H:%M %Z}")
+        self.say(
+            f"  partitions: {len(created)} daily partitions created in {time.monotonic() - started:.1f} s "
+            f"for {span.start:%Y-%m-%d %H:%M} … {span.end:%Y-%m-%d %H:%M %Z}"
+        )
 
     def load(self, conn, span):
         """COPY the readings one day per transaction; returns (the span loaded, rows)."""
@@ -166,22 +178,29 @@ class Command(BenchCommand):
         total = sensors * int(span.days * 86400 // interval)
         sensor_pks = demo_device_pks(conn, sensors)
         metric = metric_pk(conn, "temperature")
-        self.say(f"\n== load: {sensors:,} sensors × {span.days:.0f} days × 1 reading / {interval} s = {total:,} rows "
-                 f"by binary COPY into telemetry_reading ({machine_load()}) ==")
+        self.say(
+            f"\n== load: {sensors:,} sensors × {span.days:.0f} days × 1 reading / {interval} s = {total:,} rows "
+            f"by binary COPY into telemetry_reading ({machine_load()}) =="
+        )
         rows, started = 0, time.monotonic()
         cpu = CpuMeter(conn)
         loaded_until = span.start
         for number, (day_start, day_end) in enumerate(span.day_chunks(), 1):
             day_started = time.monotonic()
             with conn.transaction(), conn.cursor() as cursor:
-                copy_into(cursor, "telemetry_reading",
-                          reading_rows(sensor_pks=sensor_pks, metric=metric, start=day_start, end=day_end, interval=interval))
+                copy_into(
+                    cursor,
+                    "telemetry_reading",
+                    reading_rows(sensor_pks=sensor_pks, metric=metric, start=day_start, end=day_end, interval=interval),
+                )
                 day_rows = cursor.rowcount
             rows, loaded_until = rows + day_rows, day_end
             elapsed = time.monotonic() - started
-            self.say(f"  day {number}/{span.days:.0f} ({day_start:%Y-%m-%d}): {rows:,}/{total:,} rows, "
-                     f"{rows / elapsed:,.0f} rows/s overall, {day_rows / (time.monotonic() - day_started):,.0f} rows/s this day "
-                     f"({machine_load()})")
+            self.say(
+                f"  day {number}/{span.days:.0f} ({day_start:%Y-%m-%d}): {rows:,}/{total:,} rows, "
+                f"{rows / elapsed:,.0f} rows/s overall, {day_rows / (time.monotonic() - day_started):,.0f} rows/s this day "
+                f"({machine_load()})"
+            )
             if elapsed > self.options["load_limit"] and day_end < span.end:
                 self.say(f"  load limit of {self.options['load_limit']:.0f} s reached: stopping at {day_end:%Y-%m-%d}")
                 break
@@ -205,12 +224,19 @@ class Command(BenchCommand):
         by_kind = dict(conn.execute(INDEX_SIZES).fetchall())
         millions = rows / MILLION
         self.say(f"\n== size: {rows:,} rows in {partitions} partitions ==")
-        for name, size in (("heap", heap), ("primary key (device, metric, time)", by_kind.get(True, 0)),
-                           ("other indexes", by_kind.get(False, 0)), ("indexes", indexes), ("total", total)):
+        for name, size in (
+            ("heap", heap),
+            ("primary key (device, metric, time)", by_kind.get(True, 0)),
+            ("other indexes", by_kind.get(False, 0)),
+            ("indexes", indexes),
+            ("total", total),
+        ):
             self.say(f"  {name}: {mb(size):,.0f} MB = {mb(size) / millions:,.1f} MB per million rows = {size / rows:.0f} B/row")
         self.summary.add("storage/size", "table (heap) per million rows", mb(heap) / millions, "MB")
         self.summary.add("storage/size", "indexes per million rows", mb(indexes) / millions, "MB")
-        self.summary.add("storage/size", "total per million rows", mb(total) / millions, "MB", note=f"{mb(total) / 1024:.2f} GB in all")
+        self.summary.add(
+            "storage/size", "total per million rows", mb(total) / millions, "MB", note=f"{mb(total) / 1024:.2f} GB in all"
+        )
 
     # ----------------------------------------------------------------------------------------
     # rollups
@@ -223,15 +249,24 @@ class Command(BenchCommand):
         for number, (start, end) in enumerate(chunks, 1):
             recompute_range(start, end)
             elapsed = time.monotonic() - started
-            self.say(f"  {number}/{len(chunks)} ({start:%Y-%m-%d}): {elapsed:.0f} s, {rows * number / len(chunks) / elapsed:,.0f} readings/s")
+            self.say(
+                f"  {number}/{len(chunks)} ({start:%Y-%m-%d}): {elapsed:.0f} s, {rows * number / len(chunks) / elapsed:,.0f} readings/s"
+            )
         seconds = time.monotonic() - started
         conn.execute("ANALYZE telemetry_hourlyrollup, telemetry_dailyrollup")
         hourly = conn.execute("SELECT count(*) FROM telemetry_hourlyrollup").fetchone()[0]
         daily = conn.execute("SELECT count(*) FROM telemetry_dailyrollup").fetchone()[0]
-        self.say(f"  rollups of {rows:,} readings in {seconds:.0f} s = {rows / seconds:,.0f} readings/s → "
-                 f"{hourly:,} hourly and {daily:,} daily rows")
-        self.summary.add("storage/rollups", "recompute_range, whole range", seconds, "s",
-                         note=f"{len(chunks)} call(s); {hourly:,} hourly + {daily:,} daily rows")
+        self.say(
+            f"  rollups of {rows:,} readings in {seconds:.0f} s = {rows / seconds:,.0f} readings/s → "
+            f"{hourly:,} hourly and {daily:,} daily rows"
+        )
+        self.summary.add(
+            "storage/rollups",
+            "recompute_range, whole range",
+            seconds,
+            "s",
+            note=f"{len(chunks)} call(s); {hourly:,} hourly + {daily:,} daily rows",
+        )
         self.summary.add("storage/rollups", "rollup rate", rows / seconds, "readings/s")
 
     # ----------------------------------------------------------------------------------------
@@ -244,13 +279,31 @@ class Command(BenchCommand):
         params = {"origin": span.start, "start": span.start, "end": span.end, "metric": metric.pk}
         self.say(f"\n== queries: warm, up to {self.options['runs']} runs each ({machine_load()}) ==")
         cases = [
-            ("device, last hour, raw readings", True,
-             lambda: readings_between(device=device, metric=metric, start=span.end - timedelta(hours=1), end=span.end)),
-            (f"device, {span.days:.0f} days hourly, raw", False, lambda: fetch_all(RAW_DEVICE_HOURLY, {**params, "device": device.pk})),
-            (f"device, {span.days:.0f} days hourly, rollup", True,
-             lambda: aggregate(metric, span, "hour", locations_at(), device.device_id)),
-            (f"factory, {span.days:.0f} days daily, raw", False, lambda: fetch_all(RAW_FACTORY_DAILY, {**params, "factory": factory})),
-            (f"factory, {span.days:.0f} days daily, rollup", True, lambda: aggregate(metric, span, "day", locations_at(factory=factory))),
+            (
+                "device, last hour, raw readings",
+                True,
+                lambda: readings_between(device=device, metric=metric, start=span.end - timedelta(hours=1), end=span.end),
+            ),
+            (
+                f"device, {span.days:.0f} days hourly, raw",
+                False,
+                lambda: fetch_all(RAW_DEVICE_HOURLY, {**params, "device": device.pk}),
+            ),
+            (
+                f"device, {span.days:.0f} days hourly, rollup",
+                True,
+                lambda: aggregate(metric, span, "hour", locations_at(), device.device_id),
+            ),
+            (
+                f"factory, {span.days:.0f} days daily, raw",
+                False,
+                lambda: fetch_all(RAW_FACTORY_DAILY, {**params, "factory": factory}),
+            ),
+            (
+                f"factory, {span.days:.0f} days daily, rollup",
+                True,
+                lambda: aggregate(metric, span, "day", locations_at(factory=factory)),
+            ),
         ]
         results = {}
         for name, served, call in cases:
@@ -284,8 +337,9 @@ def fetch_all(sql, params):
 
 
 def aggregate(metric, span, interval, locations, device_id=None):
-    return aggregate_readings(metric=metric, start=span.start, end=span.end, interval=interval, tz=plant_tz(),
-                              locations=locations, device_id=device_id)
+    return aggregate_readings(
+        metric=metric, start=span.start, end=span.end, interval=interval, tz=plant_tz(), locations=locations, device_id=device_id
+    )
 
 
 def result_size(result):

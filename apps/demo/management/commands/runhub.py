@@ -21,7 +21,9 @@ from iothub.celery import run_beat_inline
 
 
 class Command(BaseCommand):
-    help = "The whole hub in one process on embedded defaults: web, ingest, simulated sensors (and an MQTT broker if none answers)."
+    help = (
+        "The whole hub in one process on embedded defaults: web, ingest, simulated sensors (and an MQTT broker if none answers)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -51,15 +53,25 @@ class Command(BaseCommand):
 
         def started():
             loop = asyncio.get_event_loop()
-            tasks.append(loop.create_task(background(
-                run_ingest, source="mqtt", client_id="iothub-runhub-ingest", batch_size=settings.IOTHUB["BATCH_SIZE"],
-                flush_interval=settings.IOTHUB["FLUSH_INTERVAL"], mqtt_protocol=protocol,
-            )))
+            tasks.append(
+                loop.create_task(
+                    background(
+                        run_ingest,
+                        source="mqtt",
+                        client_id="iothub-runhub-ingest",
+                        batch_size=settings.IOTHUB["BATCH_SIZE"],
+                        flush_interval=settings.IOTHUB["FLUSH_INTERVAL"],
+                        mqtt_protocol=protocol,
+                    )
+                )
+            )
             tasks.append(loop.create_task(background(run_beat_inline)))
             if not no_simulate:
-                tasks.append(loop.create_task(
-                    background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
-                ))
+                tasks.append(
+                    loop.create_task(
+                        background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
+                    )
+                )
             self.stdout.write(
                 f"\nrunhub: dashboard on http://127.0.0.1:{port}/  — log in as admin / {password}\n"
                 f"runhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n"

@@ -20,7 +20,14 @@ class Command(BaseCommand):
         rate = rate or profile.natural_rate(devices)
         self.stdout.write(f"simulate: {scenario} for {duration or '∞'} s → {settings.MQTT_URL}")
         try:
-            simulate(url=settings.MQTT_URL, devices=devices, rate=rate, duration=duration, scenario=scenario,
-                     seed=seed, write=self.stdout.write)
+            simulate(
+                url=settings.MQTT_URL,
+                devices=devices,
+                rate=rate,
+                duration=duration,
+                scenario=scenario,
+                seed=seed,
+                write=self.stdout.write,
+            )
         except KeyboardInterrupt:
             pass

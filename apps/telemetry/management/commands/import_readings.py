@@ -53,5 +53,7 @@ class Command(BaseCommand):
                 stored, rejected, total = stored + result.stored, rejected + len(result.rejections), total + len(batch)
                 self.stdout.write(f"\rimport: {total:,} rows ({total / (time.monotonic() - started):,.0f}/s)", ending="")
                 self.stdout.flush()
-        self.stdout.write(f"\nimport: {total:,} rows, {stored:,} new readings, {rejected:,} dead letters; "
-                          "run `manage.py backfill` or wait for beat to refresh the rollups")
+        self.stdout.write(
+            f"\nimport: {total:,} rows, {stored:,} new readings, {rejected:,} dead letters; "
+            "run `manage.py backfill` or wait for beat to refresh the rollups"
+        )
