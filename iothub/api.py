@@ -1,20 +1,29 @@
 """What every API view of the hub shares: permissions, per-token throttling, pagination, errors.
 
 Plant staff read, only admins (superusers) write, unless a view says otherwise; other
-logged-in users are refused (403), anonymous callers are asked to authenticate (401).
+logged-in users are refused (403), anonymous callers are asked to authenticate (401). A
+read-only personal token reads only.
+
+Every error under /api/ is JSON of one shape (DRF's): an object whose keys are the fields in
+error, `non_field_errors` for a body as a whole, or `detail` for the request as a whole (401,
+403, 404, 405, 409, 429, 500), and whose values are lists of messages. Errors about an item of
+a list or a nested object are keyed by their path, e.g. `metrics.1`.
 """
 
 import threading
 from concurrent.futures import Future
 
 from django.db import connection
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
+from django.views.defaults import page_not_found, server_error
+from drf_orjson_renderer.renderers import ORJSONRenderer
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+from rest_framework.views import exception_handler
 
 
 def is_admin(user):
@@ -89,10 +98,15 @@ class PerTokenRateThrottle(FixedWindowRateThrottle, UserRateThrottle):
 
 
 class HubAPIMixin:
-    """What every API view shares: staff read, admins write, throttled per token."""
+    """What every API view shares: staff read, admins write, read-only tokens read, throttled per token."""
 
     permission_classes = [StaffReadAdminWrite]
     throttle_classes = [PerTokenRateThrottle]
+
+    def check_permissions(self, request):
+        super().check_permissions(request)
+        if request.method not in SAFE_METHODS and not getattr(request.auth, "can_write", True):
+            self.permission_denied(request, message="This API token is read-only.", code="read_only_token")
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -169,8 +183,80 @@ class SlugRelatedField(serializers.SlugRelatedField):
 
 
 class Conflict(exceptions.APIException):
-    """409: the object is still referred to."""
+    """409: the object is still referred to, or an action does not fit its state.
+
+    `fields` add messages under other keys than `detail`, e.g. {"state": ["resolved"]}."""
 
     status_code = 409
     default_detail = "The object is still in use."
     default_code = "conflict"
+
+    def __init__(self, detail=None, code=None, **fields):
+        super().__init__(detail, code)
+        self.fields = fields
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape (schema only): {"detail" | a field | "non_field_errors": [messages]}."""
+
+    detail = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+def error_messages(detail, key=None):
+    """DRF error details (a message, or lists and dicts of them, nested) → {key: [messages]}: the
+    field's name, its path for nested ones ("metrics.1"), non_field_errors at the top."""
+    if isinstance(detail, dict):
+        parts = [(f"{key}.{name}" if key else str(name), value) for name, value in detail.items()]
+    elif isinstance(detail, list):
+        parts = [
+            (f"{key}.{index}" if key and isinstance(value, (dict, list)) else key, value) for index, value in enumerate(detail)
+        ]
+    else:
+        return {key or "non_field_errors": [str(detail)]}
+    flat = {}
+    for child, value in parts:
+        for path, messages in error_messages(value, child).items():
+            flat.setdefault(path, []).extend(messages)
+    return flat
+
+
+def api_exception_handler(exc, context):
+    """DRF's handler, then the one error shape (module docstring), always rendered as JSON (a CSV
+    or browsable-API request that fails gets JSON too)."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: api_server_error answers
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_messages(response.data) or {"non_field_errors": ["Invalid input."]}
+    else:
+        detail = response.data.get("detail", response.data) if isinstance(response.data, dict) else response.data
+        if isinstance(detail, dict):  # simplejwt's InvalidToken: {"detail", "code", "messages"}
+            detail = detail.get("detail", "Invalid token.")
+        response.data = {"detail": [str(detail)], **error_messages(getattr(exc, "fields", {}))}
+    request = context["request"]
+    request.accepted_renderer, request.accepted_media_type = ORJSONRenderer(), ORJSONRenderer.media_type
+    return response
+
+
+def document_paths_once(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook: a path served with and without its trailing slash (the
+    platform's paths) is documented once, without it."""
+    paths = {path for path, *_ in endpoints}
+    return [endpoint for endpoint in endpoints if not (endpoint[0].endswith("/") and endpoint[0][:-1] in paths)]
+
+
+def answers_json(request):
+    """Under /api/ every answer is JSON, errors outside DRF's views too (unknown path, server error)."""
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request, exception):
+    if answers_json(request):
+        return JsonResponse({"detail": ["Not found."]}, status=404)
+    return page_not_found(request, exception)
+
+
+def api_server_error(request):
+    if answers_json(request):
+        return JsonResponse({"detail": ["Server error."]}, status=500)
+    return server_error(request)

@@ -8,11 +8,13 @@ for production (`scripts/services.sh env` prints them for the local services).
 
 import importlib.util
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 import orjson
 import plotly
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,8 +39,8 @@ PROCESS = process_name()
 # (iothub/settings_test.py). Everything else fails closed: it does not start with a secret key
 # everybody knows, nor without the Redis its process needs (docs/security.md).
 DEMO = PROCESS == "runhub"
-DEMO_SECRET_KEY = "iothub-demo-only-not-secret"
-KNOWN_SECRETS = {DEMO_SECRET_KEY, "change-me", "changeme", "secret"}
+DEMO_SECRET_KEY = "iothub-demo-only-not-secret-never-deploy-it"  # 32+ bytes: it signs the demo's JWTs
+KNOWN_SECRETS = {DEMO_SECRET_KEY, "iothub-demo-only-not-secret", "change-me", "changeme", "secret"}
 # Commands that read neither the secret key nor a service (collectstatic runs at image build time).
 OFFLINE_COMMANDS = {"collectstatic", "compilemessages", "makemessages", "makemigrations", "help"}
 PROCESSES_NEEDING_REDIS = {"web", "celery", "ingest", "runserver"}
@@ -80,6 +82,24 @@ if env.bool("IOTHUB_HTTPS", default=False):
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Headers on every page (docs/security.md): the app's own assets only, inline scripts by nonce;
+# X-Content-Type-Options nosniff and Referrer-Policy same-origin are Django's defaults.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],  # Plotly writes the styles of its charts into the page
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],  # the API and the WebSocket of this host
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -91,15 +111,22 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "apps.accounts",
+    "import_export",
     "apps.devices",
     "apps.telemetry",
     "apps.alerts",
     "apps.dashboard",
     "apps.demo",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    "csp",
 ]
 # Development tooling: the benchmark commands, where the package is present (not in the Docker image).
 if importlib.util.find_spec("apps.bench"):
@@ -109,11 +136,16 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "apps.accounts.middleware.RequireSecondFactor",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into iothub.lockout's answer
 ]
 
 ROOT_URLCONF = "iothub.urls"
@@ -215,6 +247,11 @@ CELERY_BEAT_SCHEDULE = {
 MQTT_URL = env("MQTT_URL", default="mqtt://127.0.0.1:1883")
 # The dynamic-security admin of Mosquitto: the web process provisions device credentials with it.
 MQTT_ADMIN_URL = env("MQTT_ADMIN_URL", default="")
+# TLS (mqtts:// URLs): the CA that signed the broker's certificate (unset: the system's CAs), and an
+# optional client certificate and key of the hub's own.
+MQTT_CA = env("IOTHUB_MQTT_CA", default="")
+MQTT_CERT = env("IOTHUB_MQTT_CERT", default="")
+MQTT_KEY = env("IOTHUB_MQTT_KEY", default="")
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="")
 
 # Ingest tunables (documented in README.md).
@@ -262,10 +299,31 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# A second factor (apps.accounts): staff who enrolled an authenticator give a code before the admin
+# opens; with IOTHUB_REQUIRE_2FA=1 every superuser must enrol.
+IOTHUB_REQUIRE_2FA = env.bool("IOTHUB_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = "iothub"
+# Login brute force (django-axes): after IOTHUB_LOGIN_FAILURE_LIMIT failed logins for one username
+# or from one address within IOTHUB_LOGIN_LOCKOUT_MINUTES, further attempts (dashboard login, admin
+# login, API token endpoints) are refused for that long. Attempts and failures are kept in the
+# database, listed in the admin ("Axes"), where deleting an attempt unlocks it.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("IOTHUB_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("IOTHUB_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_USE_ATTEMPT_EXPIRATION = True  # a failure counts for the cool-off window, then expires
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_LOCKOUT_CALLABLE = "iothub.lockout.locked_out"
+AXES_VERBOSE = False  # no banner at every process start; lockouts are logged as warnings
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed login as a row: the audit trail in the admin
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The operator's language: the browser's, or the one chosen in the dashboard's header.
+LANGUAGES = [("en", "English"), ("ko", "한국어")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# Admin imports are all or nothing: a file with a bad row saves no row.
+IMPORT_EXPORT_USE_TRANSACTIONS = True
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
@@ -276,8 +334,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every star
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 REST_FRAMEWORK = {
+    # Personal API tokens (apps.accounts), JWT for integrators, the dashboard's session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.accounts.authentication.APITokenAuthentication",
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -288,19 +348,48 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "iothub.api.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "iothub.api.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "api": env("IOTHUB_API_RATE", default="6000/min"),
         "ingest": env("IOTHUB_INGEST_RATE", default="600/min"),
     },
 }
+# JWT (POST /api/v1/auth/token/): short-lived access tokens; each refresh hands out a new
+# refresh token and blacklists the one used, so a stolen refresh token works once at most.
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_ACCESS_SECONDS", default=300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env.int("IOTHUB_JWT_REFRESH_SECONDS", default=86400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "iothub API",
     "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "**Getting a credential.** A personal API token: create, name and revoke yours on the hub's "
+        "[API tokens](/accounts/tokens/) page (logged in), or on the server run "
+        "`python manage.py api_token USERNAME --name NAME [--write]`; send it as `Authorization: Token <key>`. "
+        "Read-only tokens only read. Or a JWT: `POST /api/v1/auth/token/` with username and password → "
+        "`{access, refresh}`; send `Authorization: Bearer <access>` (5 minutes); `POST /api/v1/auth/token/refresh/` "
+        "gives the next pair (each refresh token works once).\n\n"
+        '**Errors** are JSON of one shape: `{"<field>" | "non_field_errors" | "detail": ["message", …]}`.\n\n'
+        "Endpoints tagged **compatibility** serve the plant platform's realtime and aggregation services in its "
+        "paths and shapes (docs/compatibility.md)."
+    ),
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "PREPROCESSING_HOOKS": ["iothub.api.document_paths_once"],
+    "TAGS": [
+        {
+            "name": "compatibility",
+            "description": "The plant platform's realtime and aggregation services, in its paths and shapes "
+            "(docs/compatibility.md); thresholds/ also take its flat form.",
+        },
+    ],
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
@@ -333,6 +422,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "daphne": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # a line per failed login at INFO; lockouts stay visible
         "amqtt": {"level": "WARNING"},
         "transitions": {"level": "WARNING"},
         "kombu": {"level": "ERROR"},

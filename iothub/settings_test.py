@@ -8,3 +8,6 @@ import secrets
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 from iothub.settings import *  # noqa: E402, F403
+
+# Logins in tests need no key stretching: a fast hasher keeps them from dominating the run.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -13,3 +13,12 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"
 fi
+# The test tools from npm (package.json: axe-core for the accessibility tests), with the development requirements.
+if [ "$requirements" != requirements.txt ]; then
+  npm_stamp="node_modules/.installed-$(sha1sum package-lock.json | cut -c1-12)"
+  if [ ! -f "$npm_stamp" ]; then
+    echo "bootstrap: installing package-lock.json (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+    touch "$npm_stamp"
+  fi
+fi

@@ -447,11 +447,13 @@ status_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Mosquitto 2.0 — 127.0.0.1:$MQTT_PORT (anonymous) and 127.0.0.1:$MQTT_SECURE_PORT (dynamic security)
+# Mosquitto 2.0 — 127.0.0.1:$MQTT_PORT (anonymous) and 127.0.0.1:$MQTT_SECURE_PORT (TLS, dynamic security)
 #
 # Two listeners with per_listener_settings: $MQTT_PORT stays anonymous for the test suite and
-# local tools; $MQTT_SECURE_PORT requires a login checked by the dynamic-security plugin
-# (device accounts provisioned by the hub, see docs/security.md). The plugin's clients, roles
+# local tools; $MQTT_SECURE_PORT speaks TLS only, with a server certificate of a local CA made
+# once ($MQTT_DIR/tls/ca.crt, exported by `env` as IOTHUB_MQTT_CA), and requires a login checked
+# by the dynamic-security plugin (device accounts provisioned by the hub, see docs/security.md):
+# passwords and readings never cross the network in clear text. The plugin's clients, roles
 # and ACLs live in $MQTT_DIR/dynamic-security.json, created once with an admin account whose
 # generated password is kept in $MQTT_DIR/admin.env (mode 600) and exported by `env` as
 # MQTT_ADMIN_URL. An existing file is kept on every later run.
@@ -464,8 +466,33 @@ MQTT_ADMIN_ENV="$MQTT_DIR/admin.env"
 MQTT_ADMIN_USER_DEFAULT=iothub-admin
 DYNSEC_CREATED=   # set by ensure_dynsec when it initialised a new file
 
+MQTT_TLS="$MQTT_DIR/tls"
+
 install_mosquitto() {
-  need_pkg mosquitto mosquitto-clients
+  need_pkg mosquitto mosquitto-clients openssl
+}
+
+# A local CA and a server certificate for 127.0.0.1/localhost, made once (kept on later runs, so
+# devices configured with the CA keep working).
+ensure_mqtt_tls() {
+  [[ -s $MQTT_TLS/ca.crt && -s $MQTT_TLS/server.crt && -s $MQTT_TLS/server.key ]] && return 0
+  mkdir -p "$MQTT_TLS"
+  local log="$MQTT_TLS/openssl.log"
+  say "mosquitto: making a local CA and server certificate in $MQTT_TLS"
+  (
+    set -e
+    cd "$MQTT_TLS"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=iothub local MQTT CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf '%s\n' "subjectAltName=IP:$HOST,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile server.ext -out server.crt
+    chmod 644 ca.crt server.crt
+  ) >"$log" 2>&1 || { show_log "$log"; die "mosquitto: could not make the TLS certificates"; }
 }
 
 # Where the Debian package put the plugin (/usr/lib/<multiarch>/ on Debian 12).
@@ -541,7 +568,7 @@ ready_mosquitto() {
 # The secure listener answers the admin through the plugin's control API. mosquitto_ctrl exits
 # 0 even when the login is refused, so look for the answer itself.
 ready_mosquitto_secure() {
-  timeout 10 mosquitto_ctrl -h "$HOST" -p "$MQTT_SECURE_PORT" -i "iothub-ready-$$" \
+  timeout 10 mosquitto_ctrl -h "$HOST" -p "$MQTT_SECURE_PORT" -i "iothub-ready-$$" --cafile "$MQTT_TLS/ca.crt" \
     -u "$(admin_env_get MQTT_ADMIN_USER)" -P "$(admin_env_get MQTT_ADMIN_PASSWORD)" \
     dynsec getDefaultACLAccess publishClientSend 2>/dev/null | grep -q '^publishClientSend'
 }
@@ -582,8 +609,14 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
 listener $MQTT_PORT $HOST
 allow_anonymous true
 
-# Authenticated (MQTT_SECURE_URL): devices and the hub's service accounts, ACLs per client.
+# TLS and authenticated (MQTT_SECURE_URL, mqtts://): devices and the hub's service accounts,
+# ACLs per client. Client certificates are optional (docs/security.md).
 listener $MQTT_SECURE_PORT $HOST
+cafile $MQTT_TLS/ca.crt
+certfile $MQTT_TLS/server.crt
+keyfile $MQTT_TLS/server.key
+tls_version tlsv1.2
+require_certificate false
 allow_anonymous false
 plugin $plugin
 plugin_opt_config_file $DYNSEC_FILE
@@ -597,6 +630,7 @@ start_mosquitto() {
     # Started by an older version of this script (e.g. without the secure listener): restart
     # with the new configuration. SIGTERM saves persistent sessions; clients reconnect.
     ensure_dynsec
+    ensure_mqtt_tls
     write_mosquitto_conf "$conf.new"
     # A dynamic-security file created just now is only read at start.
     if [[ -z $DYNSEC_CREATED ]] && cmp -s "$conf" "$conf.new"; then
@@ -618,6 +652,7 @@ start_mosquitto() {
   check_port_free mosquitto-secure "$MQTT_SECURE_PORT"
   rm -f "$MQTT_PID"
   ensure_dynsec
+  ensure_mqtt_tls
   write_mosquitto_conf "$conf"
   say "mosquitto: starting…"
   # Config errors are printed before the log file is opened: keep them in start.log.
@@ -626,7 +661,7 @@ start_mosquitto() {
   wait_for "$START_TIMEOUT" ready_mosquitto || { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: not answering on $HOST:$MQTT_PORT"; }
   wait_for "$START_TIMEOUT" ready_mosquitto_secure ||
     { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: the admin is refused on $HOST:$MQTT_SECURE_PORT"; }
-  say "mosquitto: ready on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (authenticated)"
+  say "mosquitto: ready on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (TLS, authenticated)"
 }
 
 stop_mosquitto() {
@@ -815,7 +850,9 @@ status_kafka() {
 # Chromium — not a service: the browser tests need it, and this is where we install things.
 
 install_chromium() {
-  need_pkg chromium chromium-driver
+  # gettext: makemessages/compilemessages (the i18n test); fonts-noto-cjk: Korean in the browser
+  # tests and the screenshot gallery. (npm, for axe-core in bootstrap.sh, comes with Node.js.)
+  need_pkg chromium chromium-driver gettext fonts-noto-cjk
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -948,10 +985,15 @@ export TIMESCALEDB_URL=postgres://iothub:iothub@$HOST:$TSDB_PORT/iothub
 export REDIS_URL=redis://$HOST:$REDIS_PORT/0
 export CELERY_BROKER_URL=redis://$HOST:$REDIS_PORT/1
 export MQTT_URL=mqtt://$HOST:$MQTT_PORT
-export MQTT_SECURE_URL=mqtt://$HOST:$MQTT_SECURE_PORT
+export MQTT_SECURE_URL=mqtts://$HOST:$MQTT_SECURE_PORT
+export MQTTS_URL=mqtts://$HOST:$MQTT_SECURE_PORT
 export KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
 EOF
   if [[ -r $DEV_SECRET ]]; then printf 'export SECRET_KEY=%s\n' "$(cat "$DEV_SECRET")"; fi
+  # The CA of the TLS listener (that of a Mosquitto another checkout started, if it runs).
+  local ca="$MQTT_TLS/ca.crt"
+  [[ -r $ca ]] || ca="$(dirname "$(running_admin_env)")/tls/ca.crt"
+  if [[ -r $ca ]]; then printf 'export IOTHUB_MQTT_CA=%s\n' "$ca"; fi
   # The dynamic-security admin (the hub provisions device credentials with it); absent until
   # `up` has created it, or when admin.env is not readable by this user. A Mosquitto reused from
   # another checkout of this machine keeps its admin.env beside its own config.
@@ -960,7 +1002,7 @@ EOF
   admin_user=$(admin_env_get MQTT_ADMIN_USER)
   admin_password=$(admin_env_get MQTT_ADMIN_PASSWORD)
   if [[ -n $admin_user && -n $admin_password ]]; then
-    printf 'export MQTT_ADMIN_URL=mqtt://%s:%s@%s:%s\n' "$admin_user" "$admin_password" "$HOST" "$MQTT_SECURE_PORT"
+    printf 'export MQTT_ADMIN_URL=mqtts://%s:%s@%s:%s\n' "$admin_user" "$admin_password" "$HOST" "$MQTT_SECURE_PORT"
   fi
 }
 

@@ -9,6 +9,7 @@ scripts/compose.sh version   # builds the Compose CLI once per machine (kept in 
 eval "$(scripts/services.sh env)"
 # Static checks first (configuration in pyproject.toml): lint, import layering, complete migrations.
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/lint-imports
 .venv/bin/python manage.py makemigrations --check --dry-run
 # A Redis namespace of its own, so a run never meets another run's keys, pushes or tasks.

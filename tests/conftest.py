@@ -11,12 +11,12 @@ import pytest
 import redis
 from django.conf import settings
 
-from .support import HubProcesses, free_port
+from .support import HubProcesses, api_client, free_port
 
 REQUIRED = ["DATABASE_URL", "TIMESCALEDB_URL", "REDIS_URL", "MQTT_URL", "KAFKA_BOOTSTRAP_SERVERS"]
 # Modules whose tests need no service (pure functions); every other module is marked `services`,
 # so `pytest -m "not services"` runs these in seconds on a machine with nothing started.
-SERVICE_FREE_MODULES = {"test_payloads", "test_payload_properties", "test_units", "test_settings_guard"}
+SERVICE_FREE_MODULES = {"test_payloads", "test_payload_properties", "test_units", "test_settings_guard", "test_expressions"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -199,3 +199,13 @@ def eager_celery():
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def admin_api():
+    return api_client("admin")
+
+
+@pytest.fixture
+def staff_api():
+    return api_client("staff")

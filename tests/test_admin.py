@@ -70,4 +70,81 @@ def test_it_shows_the_thresholds_in_force_on_the_device_page(admin_client_, plan
 
     Threshold.objects.create(metric=plant["temperature"], location=plant["location"], warning_max=25)
     page = admin_client_.get(reverse("admin:devices_device_change", args=[plant["devices"][0].pk])).content.decode()
-    assert "temperature: temperature @ location N-ASM-1-LA" in page and "humidity: none" in page
+    # One row per metric: its warning and critical bands in words, and where the threshold is set.
+    assert "<td>temperature</td><td>above 25 °C</td><td>—</td><td>location N-ASM-1-LA</td>" in page
+    assert "<td>humidity</td><td>—</td><td>—</td><td>no threshold</td>" in page
+    assert "<label>Thresholds in force:</label>" in page and "Dashboard:" in page
+
+
+def import_devices(client, name, content, *, model="device"):
+    """Upload a file to the admin's import page: the preview page (nothing saved yet)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile(name, content)
+    form = {"resource": "0", "format": "0" if name.endswith(".csv") else "1", "import_file": upload}
+    return client.post(reverse(f"admin:{'alerts' if model == 'threshold' else 'devices'}_{model}_import"), form)
+
+
+def test_it_previews_an_import_with_per_row_errors_and_saves_nothing_of_a_bad_file(admin_client_, plant):
+    csv = (
+        b"device_id,name,device_type,location,is_active\n"
+        b"dev-1,Renamed,env,N-ASM-1-LA,1\n"
+        b"dev-7,New one,env,N-ASM-1-LA,1\n"
+        b"dev-8,Nowhere,env,NO-SUCH-PLACE,1\n"
+    )
+    page = import_devices(admin_client_, "devices.csv", csv).content.decode()
+    assert "Line number: 3 - Location matching query does not exist." in page
+    assert 'name="import_file_name"' not in page  # nothing to confirm
+    assert Device.objects.get(device_id="dev-1").name == "" and not Device.objects.filter(device_id="dev-7").exists()
+
+
+def test_it_imports_devices_after_a_preview_and_exports_them_as_xlsx(admin_client_, plant):
+    import io
+    import re
+
+    from openpyxl import load_workbook
+
+    csv = "device_id,name,device_type,location,is_active\ndev-1,Renamed,env,N-ASM-1-LA,1\ndev-7,New one,env,N-ASM-1-LA,1\n"
+    preview = import_devices(admin_client_, "devices.csv", csv.encode()).content.decode()
+    assert "New" in preview and "Update" in preview and not Device.objects.filter(device_id="dev-7").exists()
+    confirm = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', preview))
+    response = admin_client_.post(reverse("admin:devices_device_process_import"), confirm)
+    assert response.status_code == 302
+    assert (
+        Device.objects.get(device_id="dev-1").name == "Renamed"
+        and Device.objects.get(device_id="dev-7").location.loc_id == "N-ASM-1-LA"
+    )
+    export = admin_client_.post(
+        reverse("admin:devices_device_export"),
+        {
+            "format": "1",
+            "resource": "0",
+            "export_items": [],
+            **{f"deviceresource_{f}": "on" for f in ("device_id", "name", "device_type", "location", "is_active")},
+        },
+    )
+    rows = list(load_workbook(io.BytesIO(export.content)).active.values)
+    assert rows[0][:5] == ("device_id", "name", "device_type", "location", "is_active")
+    assert ("dev-7", "New one", "env", "N-ASM-1-LA", 1) in [r[:5] for r in rows]
+
+
+def test_it_imports_thresholds_by_metric_and_scope_and_reports_inconsistent_bands(admin_client_, plant):
+    import re
+
+    from apps.alerts.models import Threshold
+
+    header = (
+        "metric,device,location,device_type,warning_min,warning_max,critical_min,critical_max,hysteresis,hold_seconds,enabled\n"
+    )
+    bad = header + "temperature,,,,,28,,33,1,0,1\nhumidity,dev-1,,,70,60,,,0,0,1\n"
+    page = import_devices(admin_client_, "thresholds.csv", bad.encode(), model="threshold").content.decode()
+    assert "Must be above warning min." in page and 'name="import_file_name"' not in page
+    assert Threshold.objects.get(device=None, location=None, device_type=None).warning_max == 30
+    good = header + "temperature,,,,,28,,33,1,0,1\nhumidity,dev-1,,,20,60,,,0,0,1\n"
+    preview = import_devices(admin_client_, "thresholds.csv", good.encode(), model="threshold").content.decode()
+    confirm = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', preview))
+    admin_client_.post(reverse("admin:alerts_threshold_process_import"), confirm)
+    # The global temperature threshold is updated in place; the device's humidity one is new.
+    assert Threshold.objects.get(metric__key="temperature", device=None).warning_max == 28
+    assert Threshold.objects.get(metric__key="humidity", device__device_id="dev-1").warning_min == 20
+    assert Threshold.objects.count() == 2

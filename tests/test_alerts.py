@@ -16,8 +16,7 @@ from apps.alerts.models import Alert, AlertEvent, MaintenanceWindow, Notificatio
 from apps.alerts.selectors import effective_thresholds
 from apps.devices.models import Device, Location
 
-from .support import eventually, now_ms
-from .test_end_to_end import alerts_of, collect_ws, session_cookie
+from .support import alerts_of, collect_ws, eventually, now_ms, session_cookie
 
 
 def readings(plant, values, device=0, start=None, step=10.0):
@@ -139,7 +138,8 @@ def test_it_acknowledges_and_resolves_with_who_when_and_note(plant, django_user_
     user = django_user_model.objects.create_user("shift-lead", password="x-unused-1", is_staff=True)
     services.acknowledge_alert(alert_id=alert.pk, user=user, note="on it")
     services.resolve_alert(alert_id=alert.pk, user=user, note="valve fixed")
-    services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")  # resolved stays resolved
+    with pytest.raises(services.AlertNotActive):  # resolved stays resolved
+        services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")
     alert.refresh_from_db()
     assert (alert.state, alert.acknowledged_by, alert.note) == ("resolved", user, "valve fixed")
     events = list(alert.events.values_list("kind", "user__username", "note"))

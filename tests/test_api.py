@@ -11,13 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
+from apps.accounts.services import issue_api_token
 from apps.alerts import services
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
@@ -25,36 +23,7 @@ from apps.telemetry.latest import store_latest
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .support import latest_item
-
-ROLES = {
-    "plain": {},
-    "staff": {"is_staff": True},
-    "admin": {"is_staff": True, "is_superuser": True},
-}
-
-
-def token_for(role):
-    user = get_user_model().objects.create_user(f"{role}-user", **ROLES[role])
-    return Token.objects.create(user=user).key
-
-
-def api_client(role):
-    """An APIClient with a real token of a user of `role`, or without credentials for "anonymous"."""
-    client = APIClient()
-    if role != "anonymous":
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(role)}")
-    return client
-
-
-@pytest.fixture
-def admin_api():
-    return api_client("admin")
-
-
-@pytest.fixture
-def staff_api():
-    return api_client("staff")
+from .support import api_client, last_fall_back_day, latest_item, token_for
 
 
 def store_readings(device, metric, times, value_of):
@@ -129,7 +98,7 @@ def test_it_refuses_a_device_at_an_unknown_location(plant, admin_api):
 def test_it_answers_409_when_deleting_a_location_in_use(plant, admin_api):
     response = admin_api.delete("/api/v1/locations/N-ASM-1-LA/")
     assert response.status_code == 409
-    assert "dev-" in response.data["detail"]
+    assert "dev-" in response.data["detail"][0]
     assert Location.objects.filter(loc_id="N-ASM-1-LA").exists()
 
 
@@ -144,8 +113,8 @@ def test_it_round_trips_locations_metrics_and_device_types(plant, admin_api):
     }
     assert admin_api.post("/api/v1/locations/", location, format="json").data == location
     assert admin_api.get("/api/v1/locations/?factory=South").data["results"] == [location]
-    metric = {"key": "pressure", "unit": "bar", "label": "Pressure"}
-    assert admin_api.post("/api/v1/metrics/", metric, format="json").data == metric
+    metric = {"key": "pressure", "unit": "bar", "label": "Pressure", "precision": 2}
+    assert admin_api.post("/api/v1/metrics/", metric, format="json").data == {**metric, "expression": "", "max_input_age": 300}
     device_type = {
         "name": "press-sensor",
         "metrics": ["pressure", "temperature"],
@@ -229,7 +198,7 @@ def test_it_validates_a_partial_threshold_update_as_a_whole(plant, admin_api):
 # --- realtime ---------------------------------------------------------------------------------
 
 
-def test_it_answers_realtime_status_of_a_location(plant, staff_api):
+def test_it_answers_realtime_status_of_a_location(plant, staff_api, settings):
     elsewhere = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     Device.objects.create(device_id="dev-3", device_type=plant["type"], location=elsewhere)
     ts = int(timezone.now().timestamp() * 1000)
@@ -243,8 +212,10 @@ def test_it_answers_realtime_status_of_a_location(plant, staff_api):
     response = staff_api.get("/api/v1/realtime/?loc_id=N-ASM-1-LA&factory=&building=&floor=")
     assert response.status_code == 200, response.content
     answer = response.json()
-    assert set(answer) == {"capture_dt", "measurements"}
-    datetime.fromisoformat(answer["capture_dt"])
+    assert set(answer) == {"capture_dt", "ymd", "hh", "measurements"}
+    captured = datetime.fromisoformat(answer["capture_dt"])
+    local = captured.astimezone(ZoneInfo(settings.TIME_ZONE))
+    assert (answer["ymd"], answer["hh"]) == (f"{local:%Y%m%d}", f"{local:%H}")
     location = {"loc_id": "N-ASM-1-LA", "factory": "North", "building": "Assembly", "floor": "1", "area": "Line A", "name": ""}
     dev1, dev2 = answer["measurements"]
     assert (dev1["device"], dev1["location"], dev1["offline"]) == ("dev-1", location, False)
@@ -312,9 +283,18 @@ def brute_force_buckets(readings, bucket_of, tz):
     }
 
 
+# Dates relative to today: the last day Berlin's clocks went back (a 25-hour local day) and a recent day.
+FALL_BACK = last_fall_back_day(datetime.now(UTC).date() - timedelta(days=3))
+RECENT_DAY = datetime.now(UTC).date() - timedelta(days=2)
+
+
+def at_utc(day, hour=0):
+    return datetime.combine(day, time(hour), tzinfo=UTC)
+
+
 def roll_up():
     """What beat does every 30 s: rollups of the stored readings (in the current TIME_ZONE)."""
-    recompute_range(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    recompute_range(at_utc(FALL_BACK - timedelta(days=3)), at_utc(FALL_BACK + timedelta(days=4)))
 
 
 def answered_buckets(response):
@@ -326,11 +306,13 @@ def answered_buckets(response):
 
 @pytest.fixture
 def dst_readings(plant, settings):
-    """Readings every 20 min around 2026-10-25, when Berlin's clocks go back: dev-1 and dev-2 in one location, dev-3 in another."""
+    """Readings every 20 min around the last day Berlin's clocks went back: dev-1 and dev-2 in one location, dev-3 in another."""
     settings.TIME_ZONE = "Europe/Berlin"
     south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     dev3 = Device.objects.create(device_id="dev-3", device_type=plant["type"], location=south)
-    times = every(datetime(2026, 10, 23, 20, 0, tzinfo=UTC), datetime(2026, 10, 27, 2, 0, tzinfo=UTC), timedelta(minutes=20))
+    times = every(
+        at_utc(FALL_BACK - timedelta(days=2), hour=20), at_utc(FALL_BACK + timedelta(days=2), hour=2), timedelta(minutes=20)
+    )
     rows = []
     for n, device in enumerate([*plant["devices"], dev3]):
 
@@ -356,8 +338,14 @@ def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settin
     settings.TIME_ZONE = zone
     roll_up()
     tz = ZoneInfo(zone)
-    start, end = datetime(2026, 10, 24, tzinfo=tz), datetime(2026, 10, 27, tzinfo=tz)
-    response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date=20261024&end_date=20261026&interval={interval}")
+    first, last = FALL_BACK - timedelta(days=1), FALL_BACK + timedelta(days=1)
+    start, end = (
+        datetime.combine(first, time.min, tzinfo=tz),
+        datetime.combine(last + timedelta(days=1), time.min, tzinfo=tz),
+    )
+    response = staff_api.get(
+        f"/api/v1/aggregation/temperature/?start_date={first:%Y%m%d}&end_date={last:%Y%m%d}&interval={interval}"
+    )
     assert response.status_code == 200, response.content
     answer = response.json()
     assert (answer["metric"], answer["interval"]) == ("temperature", interval)
@@ -371,27 +359,29 @@ def test_it_aggregates_per_location_like_a_brute_force_scan(dst_readings, settin
 
 def test_it_gives_the_fall_back_day_25_hours(dst_readings, staff_api):
     roll_up()
-    query = "start_date=20261025&end_date=20261025&loc_id=N-ASM-1-LA"
+    query = f"start_date={FALL_BACK:%Y%m%d}&end_date={FALL_BACK:%Y%m%d}&loc_id=N-ASM-1-LA"
     days = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=day").json()["results"][0]["buckets"]
-    assert [(d["start"], d["count"]) for d in days] == [("2026-10-25T00:00:00+02:00", 25 * 3 * 2)]
+    assert [(d["start"], d["count"]) for d in days] == [(f"{FALL_BACK}T00:00:00+02:00", 25 * 3 * 2)]
     hours = staff_api.get(f"/api/v1/aggregation/temperature/?{query}&interval=hour").json()["results"][0]["buckets"]
     assert len(hours) == 25
     assert [h["start"] for h in hours[1:5]] == [
-        "2026-10-25T01:00:00+02:00",
-        "2026-10-25T02:00:00+02:00",
-        "2026-10-25T02:00:00+01:00",
-        "2026-10-25T03:00:00+01:00",
+        f"{FALL_BACK}T01:00:00+02:00",
+        f"{FALL_BACK}T02:00:00+02:00",
+        f"{FALL_BACK}T02:00:00+01:00",
+        f"{FALL_BACK}T03:00:00+01:00",
     ]
     assert {h["count"] for h in hours} == {3 * 2}
 
 
 def test_it_aggregates_a_whole_month_of_one_device(dst_readings, staff_api):
     roll_up()
-    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=202610&end_date=2026&interval=day&device=dev-3")
+    response = staff_api.get(
+        f"/api/v1/aggregation/temperature/?start_date={FALL_BACK:%Y%m}&end_date={FALL_BACK:%Y}&interval=day&device=dev-3"
+    )
     assert response.status_code == 200, response.content
     (result,) = response.json()["results"]
     assert result["location"]["loc_id"] == "S-FOU-1-FU"
-    assert [b["start"][:10] for b in result["buckets"]] == ["2026-10-23", "2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27"]
+    assert [b["start"][:10] for b in result["buckets"]] == [str(FALL_BACK + timedelta(days=k)) for k in range(-2, 3)]
     assert sum(b["count"] for b in result["buckets"]) == sum(1 for loc_id, _, _ in dst_readings if loc_id == "S-FOU-1-FU")
 
 
@@ -413,13 +403,27 @@ def test_it_refuses_bad_aggregation_queries_naming_the_field(plant, staff_api, p
     assert list(response.data) == [field]
 
 
+def test_it_tells_a_date_of_the_right_form_that_does_not_exist(plant, staff_api):
+    for value in ("20261345", "20260230", "202613"):
+        response = staff_api.get(f"/api/v1/aggregation/temperature/?start_date={value}&end_date=2026")
+        assert response.json() == {"start_date": [f"{value} is not a real date."]}
+    assert staff_api.get("/api/v1/aggregation/temperature/?start_date=2026-1&end_date=2026").json() == {
+        "start_date": ["Use yyyy, yyyyMM or yyyyMMdd."]
+    }
+
+
+def test_it_refuses_an_unknown_device_of_an_aggregation(plant, staff_api):
+    response = staff_api.get("/api/v1/aggregation/temperature/?start_date=2026&end_date=2026&device=nope")
+    assert (response.status_code, list(response.json())) == (400, ["device"])
+
+
 # --- readings ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def readings(plant):
     """25 temperature readings of dev-1 a minute apart, plus readings of other series that must not show."""
-    times = every(datetime(2026, 11, 2, 8, 0, tzinfo=UTC), datetime(2026, 11, 2, 8, 25, tzinfo=UTC), timedelta(minutes=1))
+    times = every(at_utc(RECENT_DAY, hour=8), at_utc(RECENT_DAY, hour=8) + timedelta(minutes=25), timedelta(minutes=1))
     dev1, dev2 = plant["devices"]
     store_readings(dev1, plant["temperature"], times, lambda at: 20 + at.minute / 10)
     store_readings(dev1, plant["humidity"], times, lambda at: 50.0)
@@ -442,7 +446,7 @@ def test_it_walks_all_readings_with_the_cursor(readings, staff_api):
 
 def test_it_limits_readings_to_start_and_end(readings, staff_api):
     response = staff_api.get(
-        "/api/v1/readings/?device=dev-1&metric=temperature&start=2026-11-02T09:10:00%2B01:00&end=2026-11-02T08:15:00Z"
+        f"/api/v1/readings/?device=dev-1&metric=temperature&start={RECENT_DAY}T09:10:00%2B01:00&end={RECENT_DAY}T08:15:00Z"
     )
     assert [r["value"] for r in response.data["results"]] == [value for at, value in readings[10:15]]
 
@@ -455,6 +459,39 @@ def test_it_requires_device_and_metric_for_readings(readings, staff_api, missing
         response = staff_api.get("/api/v1/readings/", {**query, **extra})
         assert response.status_code == 400
         assert missing in response.content.decode()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_it_refuses_readings_of_an_unknown_device_or_metric_as_aggregation_does(readings, staff_api, fmt):
+    for field, query in (("device", "device=nope&metric=temperature"), ("metric", "device=dev-1&metric=nope")):
+        response = staff_api.get(f"/api/v1/readings/?{query}&format={fmt}")
+        assert response.status_code == 400
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {field: [f"Unknown {field} 'nope'."]}
+    assert staff_api.get("/api/v1/aggregation/nope/?start_date=2026&end_date=2026").json() == {
+        "metric": ["Unknown metric 'nope'."]
+    }
+
+
+def test_it_answers_json_for_unknown_api_paths_and_server_errors(plant, staff_api):
+    from django.test import RequestFactory
+
+    from iothub.api import api_server_error
+
+    for path in ("/api/v1/nothing/", "/api/nothing", "/api/v1/devices/dev-1/nothing/"):
+        response = staff_api.get(path)
+        assert (response.status_code, response["Content-Type"], response.json()) == (
+            404,
+            "application/json",
+            {"detail": ["Not found."]},
+        )
+    assert b"<html" in staff_api.get("/no-such-page/").content.lower()  # pages elsewhere stay pages
+    error = api_server_error(RequestFactory().get("/api/v1/realtime/"))
+    assert (error.status_code, error["Content-Type"], error.content) == (
+        500,
+        "application/json",
+        b'{"detail": ["Server error."]}',
+    )
 
 
 def test_it_streams_readings_as_csv(readings):
@@ -537,8 +574,13 @@ def test_it_acknowledges_then_resolves_an_alert(alerts, staff_api):
     )
     resolved = staff_api.post(f"{url}/resolve/", {}, format="json")
     assert resolved.status_code == 200, resolved.data
-    again = staff_api.post(f"{url}/acknowledge/", {"note": "too late"}, format="json")
-    assert (again.status_code, again.data["state"]) == (200, "resolved")
+    for action in ("acknowledge", "resolve"):
+        again = staff_api.post(f"{url}/{action}/", {"note": "too late"}, format="json")
+        assert again.status_code == 409
+        assert again.json() == {
+            "detail": [f"Alert {alerts['open'].pk} is already resolved. Nothing changed."],
+            "state": ["resolved"],
+        }
     alert = Alert.objects.get(pk=alerts["open"].pk)
     assert (alert.state, alert.acknowledged_by.username, alert.note) == ("resolved", "staff-user", "Door left open")
     assert alert.acknowledged_at <= alert.resolved_at
@@ -814,7 +856,7 @@ def test_it_answers_hostile_keys_and_page_bounds_without_errors(plant, admin_api
 def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, hub, django_user_model):
     """daphne runs every request in a thread of its own; its connections come from a pool."""
     user = django_user_model.objects.create_user("pooled", password="pool-pw-123", is_staff=True)
-    token = Token.objects.create(user=user).key
+    token = issue_api_token(user=user, name="pool test")[1]
     base = hub.web()
 
     def server_connections():

@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from rest_framework.authtoken.models import Token
+
+from apps.accounts.services import issue_api_token
 
 from .support import ROOT
 
@@ -12,7 +13,7 @@ from .support import ROOT
 @pytest.mark.parametrize("role", ["staff", "admin"])
 def test_it_answers_every_generated_request_without_5xx_or_schema_breaks(plant, hub, django_user_model, role):
     user = django_user_model.objects.create_user(role, password="fuzz-pw-123", is_staff=True, is_superuser=role == "admin")
-    token = Token.objects.create(user=user).key
+    token = issue_api_token(user=user, name="fuzz", can_write=True)[1]
     base = hub.web()
     run = subprocess.run(
         [

@@ -11,7 +11,7 @@ from apps.alerts.models import Alert, MaintenanceWindow, Threshold
 from apps.devices.models import Device, DeviceType, Location, Metric
 from apps.telemetry.models import DeadLetter
 
-from .test_api import api_client
+from .support import api_client
 
 STAFF_READ = {"anonymous": 401, "plain": 403, "staff": 200, "admin": 200}
 ADMIN_ONLY = {"anonymous": 401, "plain": 403, "staff": 403, "admin": 200}

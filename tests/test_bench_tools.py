@@ -9,8 +9,7 @@ from django.conf import settings
 
 from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string
 
-from .support import eventually
-from .test_mqtt_source import Consumer
+from .support import Consumer, eventually
 
 
 def test_it_publishes_every_message_in_order_within_its_window(unique):

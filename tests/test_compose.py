@@ -71,7 +71,7 @@ def deployment(tmp_path_factory):
         WEB_BIND_ADDRESS="127.0.0.2",
         WEB_PORT="18000",
         MQTT_BIND_ADDRESS="127.0.0.3",
-        MQTT_PORT="11883",
+        MQTTS_PORT="18883",
         MQTT_INGEST_USER="test-ingest",
     )
     write_env(directory / ".env", env)
@@ -139,7 +139,7 @@ def test_variant_resolves_with_the_settings_of_env(deployment, variant):
     }
     assert published == {
         "web": [(env["WEB_BIND_ADDRESS"], env["WEB_PORT"], 8000)],
-        "mosquitto": [(env["MQTT_BIND_ADDRESS"], env["MQTT_PORT"], 1883)],
+        "mosquitto": [(env["MQTT_BIND_ADDRESS"], env["MQTTS_PORT"], 8883)],
     }
     # Only web provisions device credentials.
     assert [name for name, service in apps.items() if "MQTT_ADMIN_URL" in service["environment"]] == ["web"]

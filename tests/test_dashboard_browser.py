@@ -12,18 +12,33 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from apps.alerts import services
 from apps.alerts.models import Alert
-from apps.dashboard.browser import headless_chromium
+from apps.bench.browser import VIEWPORTS, headless_chromium, horizontal_overflow, page_problems, set_viewport
 from apps.telemetry.models import DeadLetter, Reading
 from apps.telemetry.rollups import recompute_range
 
-from .support import ARTIFACTS, eventually, free_port, now_ms
+from .support import ARTIFACTS, ROOT, eventually, free_port, now_ms
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module's tests (starting one takes seconds)."""
+    with headless_chromium() as driver:
+        yield driver
 
 
 @pytest.fixture
-def browser():
-    with headless_chromium() as driver:
-        yield driver
+def browser(chromium):
+    """The shared Chromium at the default desktop size, with no session, stored choices or old logs."""
+    chromium.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    chromium.set_window_size(1400, 1000)
+    chromium.delete_all_cookies()
+    if chromium.current_url.startswith("http"):
+        chromium.execute_script("localStorage.clear()")
+    chromium.get("about:blank")  # no page of the last test's server left retrying its WebSocket
+    page_problems(chromium)
+    yield chromium
 
 
 @pytest.fixture
@@ -44,10 +59,10 @@ def live_hub(plant, hub, unique):
     return f"http://127.0.0.1:{port}"
 
 
-def log_in(browser, base):
+def log_in(browser, base, username="operator", password="operator-pw-1"):
     browser.get(f"{base}/accounts/login/")
-    browser.find_element(By.NAME, "username").send_keys("operator")
-    browser.find_element(By.NAME, "password").send_keys("operator-pw-1")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(password)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
 
@@ -79,14 +94,17 @@ def test_it_shows_a_published_value_live_in_its_colour(live_hub, browser, publis
     assert "none" in cell_state(browser, "dev-1|humidity")[1]  # no humidity threshold
     # The warning alert opened by the worker reaches the feed, the header totals and the counts
     # of every level of the tree live.
-    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "total-warning").text == "1 warning")
+    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "total-warning").get_attribute("data-count") == "1")
     assert "dev-1 temperature" in browser.find_element(By.ID, "alert-feed").text
     WebDriverWait(browser, 2).until(lambda b: level_counts(b) == [("1", True)] * 4)
     screenshot(browser, "overview")
     # Back to normal: the alert resolves and every count goes back to zero (and out of sight).
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 22.0})
-    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "total-warning").text == "0 warning")
+    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "total-warning").get_attribute("data-count") == "0")
     WebDriverWait(browser, 2).until(lambda b: level_counts(b) == [("0", False)] * 4)
+    # The feed says "All quiet." again, as a reload does.
+    WebDriverWait(browser, 5).until(lambda b: b.find_element(By.CSS_SELECTOR, "#alert-feed .quiet").is_displayed())
+    assert_same_after_reload(browser, "#alert-feed")
 
 
 def test_it_shows_an_alert_and_acknowledges_it_from_the_console(live_hub, browser, publisher):
@@ -97,7 +115,7 @@ def test_it_shows_an_alert_and_acknowledges_it_from_the_console(live_hub, browse
     alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-2").first(), message="alert row")
     # The live feed shows it and raises the critical banner, without a reload.
     WebDriverWait(browser, 5).until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"]'))
-    assert "CRITICAL" in browser.find_element(By.ID, "banner").text
+    assert "Critical alert: critical dev-2 temperature = 37.0 open" in browser.find_element(By.ID, "banner").text
     browser.refresh()
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"]')
     row.find_element(By.NAME, "note").send_keys("fan replaced")
@@ -202,7 +220,10 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
     screenshot(browser, "health")
 
 
-def test_it_shelves_an_alert_from_the_console_and_shows_it_apart(live_hub, browser, plant):
+def test_a_shelved_alert_is_listed_apart_live_as_a_reload_shows_it(live_hub, browser, plant):
+    """Shelved from the console, unshelved and shelved again elsewhere (the API, another console):
+    the row moves between the console's two tables live, rendered as a reload renders it, and the
+    console with a shelved alert fits every screen."""
     alert = Alert.objects.create(
         device=plant["devices"][0],
         metric=plant["temperature"],
@@ -212,19 +233,327 @@ def test_it_shelves_an_alert_from_the_console_and_shows_it_apart(live_hub, brows
         peak_value=36.0,
         last_value=36.0,
     )
+    row = f'tr[data-alert="{alert.pk}"]'
     log_in(browser, live_hub)
     browser.get(f"{live_hub}/alerts/")
-    row = browser.find_element(By.CSS_SELECTOR, f'#alert-rows tr[data-alert="{alert.pk}"]')
-    row.find_element(By.CSS_SELECTOR, "select[name=minutes] option[value='60']").click()
-    row.find_element(By.CSS_SELECTOR, "form.shelve input[name=note]").send_keys("pump swap")
-    row.find_element(By.CSS_SELECTOR, "button.shelve").click()
-    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
-        lambda b: b.find_elements(By.CSS_SELECTOR, f'#shelved-rows tr[data-alert="{alert.pk}"]')
-    )
-    assert not browser.find_elements(By.CSS_SELECTOR, f'#alert-rows tr[data-alert="{alert.pk}"]')
-    assert "pump swap" in browser.find_element(By.ID, "shelved-rows").text
-    for width, height in [(390, 844), (820, 1180), (1920, 1080)]:
-        browser.set_window_size(width, height)
-        screenshot(browser, f"alerts-shelved-{width}")
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} select[name=minutes] option[value='60']").click()
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} [name=note]").send_keys("pump swap")
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} button.shelve").click()
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}")
+    assert "pump swap" in browser.find_element(By.CSS_SELECTOR, f"#shelved-rows {row}").text
     alert.refresh_from_db()
     assert alert.state == "shelved"
+    assert alert.shelved_until == pytest.approx(timezone.now() + timedelta(minutes=60), abs=timedelta(seconds=30))
+    for viewport in VIEWPORTS:
+        set_viewport(browser, viewport)
+        browser.refresh()
+        wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+        overflow, element = horizontal_overflow(browser)
+        assert overflow <= 0, f"{viewport}: {overflow} px past the right edge: {element}"
+        assert serious_accessibility_violations(browser) == [], viewport
+        screenshot(browser, f"alerts-shelved-{viewport}")
+    assert page_problems(browser) == []
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    services.unshelve_alert(alert_id=alert.pk, user=None)
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}")
+    assert_same_after_reload(browser, f"#alert-rows {row}")
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=30, note="valve swap")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}")
+    assert "valve swap" in browser.find_element(By.CSS_SELECTOR, f"#shelved-rows {row}").text
+    assert_same_after_reload(browser, f"#shelved-rows {row}")
+
+
+# What a live push and a reload render must agree on, with the CSRF tokens (new per rendering) and
+# the white space between tags left out.
+NORMALISED_HTML = r"""
+const el = document.querySelector(arguments[0]);
+return el && el.outerHTML.replace(/name="csrfmiddlewaretoken" value="[^"]*"/g, 'name="csrfmiddlewaretoken"').replace(/>\s+</g, "><");
+"""
+
+
+def html_of(browser, selector):
+    return browser.execute_script(NORMALISED_HTML, selector)
+
+
+def assert_same_after_reload(browser, selector):
+    """The element as it stands after live updates is the element a reload renders, tag for tag."""
+    live = html_of(browser, selector)
+    browser.refresh()
+    WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert html_of(browser, selector) == live
+
+
+def wait_for(browser, check, timeout=10):
+    return WebDriverWait(browser, timeout, ignored_exceptions=[StaleElementReferenceException]).until(check)
+
+
+def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browser, publisher, plant):
+    from apps.devices.models import Device, Location
+    from apps.devices.services import set_devices_active
+
+    log_in(browser, live_hub)
+    # Every cell and legend head names its metric and unit.
+    assert cell_title(browser, "dev-1|temperature") == "temperature (°C)"
+    assert [h.get_attribute("title") for h in browser.find_elements(By.CSS_SELECTOR, ".legend .head")] == [
+        "humidity (%)",
+        "temperature (°C)",
+    ]
+    # A new location in a new factory, with a new device: it appears, then reports, without a reload.
+    location = Location.objects.create(loc_id="S-PACK-1", factory="South", building="Packing", floor="1", area="Line 1")
+    Device.objects.create(device_id="dev-9", device_type=plant["type"], location=location)
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '.factory[data-factory="South"] [data-device="dev-9"]'))
+    assert browser.find_element(By.ID, "device-count").text == "3 devices"
+    assert "South" in browser.find_element(By.ID, "factory-choice").text
+    publisher("sensors/dev-9", {"ts": now_ms(), "temperature": 24.0, "humidity": 41.0})
+    wait_for(browser, lambda b: cell_state(b, "dev-9|temperature")[0] == "24.0")
+    assert_same_after_reload(browser, "#plant")
+    # Moved: dev-2 leaves North for the new location; disabled: dev-1 leaves the overview.
+    dev2 = Device.objects.get(device_id="dev-2")
+    dev2.location = location
+    dev2.save()
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '[data-loc="S-PACK-1"] [data-device="dev-2"]'))
+    set_devices_active(devices=Device.objects.filter(device_id="dev-1"), active=False)
+    wait_for(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '.factory[data-factory="North"]'))
+    assert browser.find_element(By.ID, "device-count").text == "2 devices"
+    assert_same_after_reload(browser, "#plant")
+    assert_same_after_reload(browser, ".toolbar")
+
+
+def cell_title(browser, key):
+    return browser.find_element(By.CSS_SELECTOR, f'[data-cell="{key}"]').get_attribute("title")
+
+
+def test_alert_rows_arriving_live_are_the_rows_a_reload_renders(live_hub, browser, publisher):
+    """An alert opens critical, falls back to warning, resolves: at every step the console's row,
+    the device page's row and the overview's feed item are what a reload renders."""
+    log_in(browser, live_hub)
+    browser.get(f"{live_hub}/alerts/?state=all")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 37.0})
+    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-2").first(), message="alert row")
+    row = f'tr[data-alert="{alert.pk}"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, row))
+    assert browser.find_elements(By.CSS_SELECTOR, f"{row} button.ack")
+    assert_same_after_reload(browser, row)
+    # Back to a warning, then resolved: the level it reached stays in sight; no more actions.
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 32.0})
+    wait_for(browser, lambda b: "was critical" in b.find_element(By.CSS_SELECTOR, row).text)
+    assert_same_after_reload(browser, row)
+    browser.get(f"{live_hub}/devices/dev-2/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 22.0})
+    wait_for(browser, lambda b: "resolved" in b.find_element(By.CSS_SELECTOR, row).get_attribute("class"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{row} form")
+    text = browser.find_element(By.CSS_SELECTOR, row).text
+    assert "warning" in text and "was critical" in text and "37.00" in text
+    assert_same_after_reload(browser, row)
+    # The console of active alerts drops it live, as a reload does.
+    browser.get(f"{live_hub}/alerts/")
+    assert not browser.find_elements(By.CSS_SELECTOR, row)
+
+
+def test_the_overview_feed_item_arriving_live_is_the_item_a_reload_renders(live_hub, browser, publisher):
+    log_in(browser, live_hub)
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 31.0})
+    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-1").first(), message="alert")
+    item = f'#alert-feed [data-alert="{alert.pk}"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, item))
+    assert_same_after_reload(browser, item)
+    assert_same_after_reload(browser, ".tile")
+
+
+def test_an_acknowledged_alert_is_resolved_with_a_note(live_hub, browser, publisher):
+    log_in(browser, live_hub)
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 37.0})
+    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-2").first(), message="alert")
+    browser.get(f"{live_hub}/alerts/")
+    row = f'tr[data-alert="{alert.pk}"]'
+    browser.find_element(By.CSS_SELECTOR, f"{row} [name=note]").send_keys("fan replaced")
+    browser.find_element(By.CSS_SELECTOR, f"{row} button.ack").click()
+    wait_for(browser, lambda b: "acknowledged" in b.find_element(By.CSS_SELECTOR, row).get_attribute("class"))
+    browser.find_element(By.CSS_SELECTOR, f"{row} [name=note]").send_keys("cooling back to normal")
+    browser.find_element(By.CSS_SELECTOR, f"{row} button.resolve").click()
+    wait_for(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, row))
+    notes = list(alert.events.order_by("at").values_list("kind", "note"))
+    assert notes[-2:] == [("acknowledged", "fan replaced"), ("resolved", "cooling back to normal")]
+
+
+def test_the_device_charts_keep_their_height_across_resizes(live_hub, browser, publisher):
+    """Resizes while readings stream in (each one moves the live chart along)."""
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 25.0, "humidity": 40.0})
+    eventually(lambda: Reading.objects.count() >= 2, message="readings")
+    log_in(browser, live_hub)
+    browser.set_window_size(1400, 900)
+    browser.get(f"{live_hub}/devices/dev-1/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-temperature .main-svg"))
+    heights = "return [...document.querySelectorAll('.chart .main-svg:first-child')].map(s => s.getBoundingClientRect().height)"
+    points = "return document.getElementById('chart-temperature').data[0].y.length"
+    before = browser.execute_script(heights)
+    assert len(before) == 2 and min(before) >= 200
+    for width, height in ((1400, 1000), (1200, 1000), (1400, 900)):
+        browser.set_window_size(width, height)
+        shown = browser.execute_script(points)
+        publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 26.0, "humidity": 41.0})
+        wait_for(browser, lambda b, shown=shown: b.execute_script(points) > shown)
+        assert browser.execute_script(heights) == before, (width, height)
+
+
+def test_the_alarm_sound_is_turned_on_and_remembered_per_browser(live_hub, browser, publisher):
+    log_in(browser, live_hub)
+    sound = lambda b: b.find_element(By.ID, "sound")  # noqa: E731
+    assert sound(browser).get_attribute("data-state") == "off"
+    sound(browser).click()
+    wait_for(browser, lambda b: sound(b).get_attribute("data-state") == "on")
+    assert sound(browser).get_attribute("aria-pressed") == "true"
+    # After a reload the browser waits for a first click on the page before it lets sound play.
+    browser.refresh()
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert sound(browser).get_attribute("data-state") == "blocked"
+    browser.find_element(By.TAG_NAME, "h2").click()
+    wait_for(browser, lambda b: sound(b).get_attribute("data-state") == "on")
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 37.0})
+    wait_for(browser, lambda b: sound(b).get_attribute("data-played") == "1")
+    assert not page_problems(browser)
+
+
+def test_every_page_fits_every_screen_without_errors(live_hub, browser, publisher, plant):
+    """Phone, tablet and wall display: no page reaches past the screen's right edge, none logs a
+    console error or has a request fail (favicon included), axe-core finds no serious or critical
+    WCAG 2.1 A/AA violation; on a phone, ids are whole, the log-out button is on screen and no
+    chart toolbar covers a chart's title."""
+    get_user_model().objects.create_superuser("chief", password="chief-pw-1")
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 37.0, "humidity": 40.0})
+    eventually(lambda: Alert.objects.exists(), message="an alert")
+    publisher("sensors/dev-2", b"{broken json")
+    eventually(lambda: DeadLetter.objects.exists(), message="a dead letter")
+    device_pk, threshold_pk = plant["devices"][0].pk, plant["threshold"].pk
+    pages = [
+        "/",
+        "/?kiosk=1",
+        "/devices/dev-1/",
+        "/devices/dev-1/?range=30d",
+        "/alerts/",
+        "/alerts/?state=all",
+        "/health/",
+        "/admin/",
+        "/admin/devices/device/",
+        f"/admin/devices/device/{device_pk}/change/",
+        "/admin/devices/location/",
+        "/admin/alerts/threshold/",
+        f"/admin/alerts/threshold/{threshold_pk}/change/",
+        "/admin/alerts/alert/",
+        "/admin/alerts/maintenancewindow/",
+        "/admin/alerts/maintenancewindow/add/",
+    ]
+    log_in(browser, live_hub, "chief", "chief-pw-1")
+    for viewport in VIEWPORTS:
+        set_viewport(browser, viewport)
+        for path in pages:
+            browser.get(live_hub + path)
+            if not path.startswith("/admin/"):
+                wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+            if path.startswith("/devices/"):
+                wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-temperature .main-svg"))
+            overflow, element = horizontal_overflow(browser)
+            assert overflow <= 0, f"{path} at {viewport}: {overflow} px past the right edge: {element}"
+            assert page_problems(browser) == [], f"{path} at {viewport}"
+            assert serious_accessibility_violations(browser) == [], f"{path} at {viewport}"
+            if viewport == "phone" and not path.startswith("/admin/"):
+                assert_usable_on_a_phone(browser, path)
+        screenshot(browser, f"device-{viewport}")
+
+
+PHONE_CHECKS = """
+const width = document.documentElement.clientWidth;
+const logout = document.querySelector(".logout button");
+const cut = [...document.querySelectorAll(".device a, h1, .alert-row a")].filter(a => a.scrollWidth > a.clientWidth + 1);
+const covered = [...document.querySelectorAll(".chart-card")].filter(card => {
+  const title = card.querySelector("h2").getBoundingClientRect(), bar = card.querySelector(".modebar");
+  return bar && bar.getBoundingClientRect().top < title.bottom;
+});
+return {logout: logout && logout.offsetParent ? logout.getBoundingClientRect().right <= width : null, cut: cut.map(a => a.textContent), covered: covered.length};
+"""
+
+
+def assert_usable_on_a_phone(browser, path):
+    checks = browser.execute_script(PHONE_CHECKS)
+    assert checks == {"logout": None if "kiosk" in path else True, "cut": [], "covered": 0}, path
+
+
+def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, browser, plant):
+    from apps.devices.models import Device, Location
+
+    south = Location.objects.create(loc_id="S-1", factory="South", building="Hall", floor="1", area="A")
+    Device.objects.create(device_id="dev-s1", device_type=plant["type"], location=south)
+    log_in(browser, live_hub)
+    set_viewport(browser, "desktop")
+    browser.get(f"{live_hub}/?kiosk=1&cycle=2")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert not browser.find_element(By.CSS_SELECTOR, ".topbar nav").is_displayed()
+    assert browser.execute_script("return getComputedStyle(document.body).fontSize") == "20px"
+
+    def shown(b):
+        return [f.get_attribute("data-factory") for f in b.find_elements(By.CSS_SELECTOR, ".factory") if f.is_displayed()]
+
+    assert shown(browser) == ["North"]
+    wait_for(browser, lambda b: shown(b) == ["South"], timeout=5)
+    wait_for(browser, lambda b: shown(b) == ["North"], timeout=5)
+    screenshot(browser, "kiosk")
+
+
+def test_it_switches_to_korean_and_live_rows_arrive_in_korean(live_hub, browser, publisher):
+    from selenium.webdriver.support.ui import Select
+
+    log_in(browser, live_hub)
+    Select(browser.find_element(By.CSS_SELECTOR, ".language select")).select_by_value("ko")
+    wait_for(browser, lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ko")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert browser.title.startswith("공장 개요") and browser.find_element(By.ID, "device-count").text == "장치 2대"
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 37.0})
+    alert = eventually(lambda: Alert.objects.filter(device__device_id="dev-2").first(), message="alert")
+    item = f'#alert-feed [data-alert="{alert.pk}"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, item))
+    assert "위험" in browser.find_element(By.CSS_SELECTOR, item).text
+    assert "위험 알림:" in browser.find_element(By.ID, "banner").text
+    assert_same_after_reload(browser, item)
+    browser.get(f"{live_hub}/devices/dev-2/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-temperature .main-svg"))
+    assert browser.execute_script("return document.getElementById('chart-temperature')._context.locale") == "ko"
+    assert "위험 열림" in browser.find_element(By.CSS_SELECTOR, f'tr[data-alert="{alert.pk}"]').text
+    assert not page_problems(browser)
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"  # scripts/bootstrap.sh requirements-dev.txt installs it
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}, resultTypes: ["violations"]})
+  .then(result => done(result.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+    .map(v => v.id + ": " + v.help + " — " + v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + (n.failureSummary || "")).join(" | "))))
+  .catch(error => done(["axe failed: " + error]));
+"""
+
+
+def serious_accessibility_violations(browser):
+    """axe-core (from npm, injected from the local file) on the page as it stands."""
+    browser.execute_script(AXE.read_text())
+    browser.set_script_timeout(30)
+    return browser.execute_async_script(RUN_AXE)
+
+
+def test_the_api_docs_and_the_tokens_page_work_under_the_content_security_policy(live_hub, browser):
+    """Swagger UI (its set-up script served from a URL) and the tokens page load with no console
+    error, so with no Content-Security-Policy violation either."""
+    get_user_model().objects.create_superuser("chief", password="chief-pw-1")
+    log_in(browser, live_hub, "chief", "chief-pw-1")
+    page_problems(browser)  # what the log-in left behind
+    browser.get(live_hub + "/api/docs/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock"))
+    assert page_problems(browser) == []
+    browser.get(live_hub + "/accounts/tokens/")
+    browser.find_element(By.NAME, "name").send_keys("csp check")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").click()
+    wait_for(browser, lambda b: "csp check" in b.page_source)
+    assert page_problems(browser) == []

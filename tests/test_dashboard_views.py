@@ -74,9 +74,7 @@ def open_alert(device_id, metric, level, state=Alert.State.OPEN):
 
 def pills(html, selector_attr, value):
     """The (critical, warning) pill counts in the header of the element with selector_attr=value."""
-    match = re.search(
-        rf'{selector_attr}="{re.escape(value)}"[^>]*>\s*<header>.*?<span class="counts">(.*?)</span></span>', html, re.S
-    )
+    match = re.search(rf'{selector_attr}="{re.escape(value)}"[^>]*>\s*<header>(.*?)</header>', html, re.S)
     counts = dict(re.findall(r'data-level="(\w+)" data-count="(\d+)"', match.group(1)))
     return int(counts["critical"]), int(counts["warning"])
 
@@ -113,9 +111,11 @@ def test_it_renders_the_overview_with_a_fixed_number_of_queries_at_any_plant_siz
     with django_assert_num_queries(OVERVIEW_QUERIES):
         response = staff_client.get("/")
     html = response.content.decode()
-    assert f"{devices} devices" in html
+    assert f"{devices} device{'s' if devices > 1 else ''}</span>" in html
     assert html.count('data-cell="dev-') == 2 * devices
-    assert 'data-cell="dev-0000|temperature" data-ts=' in html and ">20.0</span>" in html
+    # Every cell names its metric and unit; a legend row above the devices of a tile, too.
+    assert 'data-cell="dev-0000|temperature" title="temperature (°C)" data-ts=' in html and ">20.0</span>" in html
+    assert '<span class="cell head" title="humidity (%)">Humi %</span>' in html
 
 
 def test_it_counts_open_alerts_at_every_level_of_the_tree(staff_client, make_plant):
@@ -135,9 +135,7 @@ def test_it_counts_open_alerts_at_every_level_of_the_tree(staff_client, make_pla
     assert pills(html, "data-loc", "N-2-B") == (1, 0)  # offline counts as critical
     assert pills(html, "data-loc", "S-1-A") == (0, 1)
     assert pills(html, "data-loc", "S-2-B") == (0, 0)
-    floors = re.findall(
-        r'<div class="floor" data-counts>\s*<header><h4>Floor (\w+)</h4><span class="counts">(.*?)</span></span>', html, re.S
-    )
+    floors = re.findall(r'<div class="floor" data-counts>\s*<header><h4>Floor (\w+)</h4>(.*?)</header>', html, re.S)
     assert [(floor, re.findall(r'data-count="(\d+)"', counts)) for floor, counts in floors] == [
         ("1", ["1", "2"]),
         ("2", ["1", "0"]),
@@ -145,7 +143,7 @@ def test_it_counts_open_alerts_at_every_level_of_the_tree(staff_client, make_pla
         ("2", ["0", "0"]),
     ]
     factories = re.findall(
-        r'<section class="factory" data-counts>\s*<header><h2>(\w+)</h2><span class="counts">(.*?)</span></span>', html, re.S
+        r'<section class="factory" data-factory="\w+" data-counts>\s*<header><h2>(\w+)</h2>(.*?)</header>', html, re.S
     )
     assert [(name, re.findall(r'data-count="(\d+)"', counts)) for name, counts in factories] == [
         ("North", ["2", "2"]),
@@ -160,7 +158,7 @@ def test_it_filters_the_overview_by_factory_and_search(staff_client, make_plant)
     north = staff_client.get("/?factory=North").content.decode()
     assert "4 devices" in north and "S-1-A" not in north
     found = staff_client.get("/?q=dev-0005").content.decode()
-    assert "1 devices" in found and 'data-device="dev-0005"' in found
+    assert "1 device</span>" in found and 'data-device="dev-0005"' in found
 
 
 def test_it_draws_history_from_raw_readings_hourly_and_daily_rollups(staff_client, make_plant, django_assert_max_num_queries):

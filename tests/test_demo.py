@@ -40,11 +40,13 @@ def test_it_runs_the_whole_hub_with_zero_infrastructure(tmp_path):
                 return found and found.group(1)
 
             admin_password = eventually(password, timeout=90, message="runhub's demo login")
-            assert f"embedded MQTT broker on 127.0.0.1:{mqtt_port}" in log_path.read_text()
+            console = log_path.read_text()
+            assert f"embedded MQTT broker on 127.0.0.1:{mqtt_port}, MQTT 3.1.1 only" in console
+            base = f"http://127.0.0.1:{web_port}"
+            assert f"dashboard {base}/  admin {base}/admin/  API docs {base}/api/docs/" in console
 
             # The printed login works and the dashboard lists the simulated sensors.
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-            base = f"http://127.0.0.1:{web_port}"
             page = opener.open(f"{base}/accounts/login/").read().decode()
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
             form = f"csrfmiddlewaretoken={token}&username=admin&password={admin_password}".encode()
@@ -81,6 +83,12 @@ def test_it_runs_the_whole_hub_with_zero_infrastructure(tmp_path):
             for bucket in buckets:  # the hour of the simulated readings, on a full hour
                 start = datetime.fromisoformat(bucket["start"])
                 assert start.minute == 0 and started - timedelta(hours=1) < start <= datetime.now(UTC), bucket
+
+            # The addresses and login come back under the progress lines (every 30 s).
+            def reminded():
+                return log_path.read_text().count(f"log in as admin / {admin_password}") >= 2
+
+            eventually(reminded, timeout=45, message="the login printed again")
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)

@@ -5,6 +5,8 @@ per-device ACLs, disable on deactivation, rotation, the admin actions, and the h
 import hashlib
 import json
 import os
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
@@ -41,19 +44,21 @@ def secure_url():
 
 def with_credentials(url, username, password):
     parts = urlsplit(url)
-    return f"mqtt://{username}:{password}@{parts.hostname}:{parts.port}"
+    return f"{parts.scheme}://{username}:{password}@{parts.hostname}:{parts.port}"
 
 
 class Session:
     """One MQTT v5 connection that records CONNACK, SUBACKs, PUBACK reason codes, messages and
     disconnects; it does not reconnect by itself."""
 
-    def __init__(self, username=None, password=None, *, url=None, client_id=None):
+    def __init__(self, username=None, password=None, *, url=None, client_id=None, ca=None):
         self.url = urlsplit(url or secure_url())
         client_id = client_id or f"test-sec-{uuid.uuid4().hex[:10]}"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
         )
+        if self.url.scheme == "mqtts":
+            self.client.tls_set(ca_certs=ca or settings.MQTT_CA)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.cond = threading.Condition()
@@ -338,7 +343,7 @@ def test_the_rotate_action_shows_the_new_password_once(make_device, sessions, ad
 
 def test_the_admin_reports_a_broker_it_cannot_reach(make_device, admin_site, settings):
     device = make_device()
-    settings.MQTT_ADMIN_URL = "mqtt://iothub-admin:wrong-password@" + urlsplit(secure_url()).netloc
+    settings.MQTT_ADMIN_URL = with_credentials(secure_url(), "iothub-admin", "wrong-password")
 
     messages = admin_action(admin_site, "rotate_mqtt_password", [device])
 
@@ -385,11 +390,57 @@ def test_dynsec_errors_are_clear(unique):
             client.execute_one({"command": "setClientPassword", "username": f"sec-none-{unique}", "password": "x"})
     assert (error.value.command, error.value.error) == ("setClientPassword", "Client not found")
     with pytest.raises(dynsec.DynsecUnavailable, match="refused the admin login"):
-        with dynsec.DynsecClient("mqtt://iothub-admin:nope@" + urlsplit(secure_url()).netloc, timeout=5):
+        with dynsec.DynsecClient(with_credentials(secure_url(), "iothub-admin", "nope"), timeout=5):
             pass
     with pytest.raises(dynsec.DynsecUnavailable, match="plugin loaded"):
         with dynsec.DynsecClient(os.environ["MQTT_URL"], timeout=1) as client:  # no plugin on that listener
             client.execute_one({"command": "listClients"})
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def other_ca(directory):
+    """A CA certificate that did not sign the broker's."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=not the hub's CA",
+            "-keyout",
+            str(directory / "other.key"),
+            "-out",
+            str(directory / "other.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(directory / "other.crt")
+
+
+def test_the_secure_listener_speaks_only_tls_with_a_certificate_of_the_hub_ca(make_device, sessions, tmp_path):
+    assert urlsplit(secure_url()).scheme == "mqtts" and settings.MQTT_CA
+    device = make_device()
+    password = services.provision_mqtt_credentials(device=device)
+    # A client that trusts another CA refuses the broker before it sends its credentials.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        sessions(device.device_id, password, client_id=device.device_id, ca=other_ca(tmp_path)).connect()
+    # Plain MQTT to the TLS port gets no CONNACK: the broker drops the connection.
+    plain = sessions(device.device_id, password, url=secure_url().replace("mqtts://", "mqtt://"), client_id=device.device_id)
+    plain.client.connect(plain.url.hostname, plain.url.port)
+    plain.client.loop_start()
+    assert plain.disconnected.wait(10) and plain.connack is None
+    # With the hub's CA: connected and publishing (the reading reaching storage over TLS is below).
+    sensor = sessions(device.device_id, password, client_id=device.device_id)
+    assert sensor.connect() == 0
+    assert accepted(sensor.publish(f"sensors/{device.device_id}", {"ts": now_ms(), "temperature": 20.5}))
 
 
 # --- the hub's own account -------------------------------------------------------------------------

@@ -6,50 +6,16 @@ import asyncio
 import orjson
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from apps.alerts.models import Alert, AlertEvent
 from apps.telemetry.models import DeadLetter, Reading
 from iothub.asgi import application
 
-from .support import eventually, now_ms
-
-
-def session_cookie(username="operator", is_staff=False):
-    user = get_user_model().objects.create_user(username, password="pw-not-used-0", is_staff=is_staff)
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
-async def collect_ws(cookie, path, publish_all, wanted, timeout=25):
-    """Connect a WebSocket, run publish_all, and gather messages until `wanted(messages)` is true."""
-    communicator = WebsocketCommunicator(
-        application, path, headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", f"sessionid={cookie}".encode())]
-    )
-    connected, _ = await communicator.connect(timeout=10)
-    assert connected
-    await asyncio.get_running_loop().run_in_executor(None, publish_all)
-    messages = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        while not wanted(messages):
-            remaining = deadline - loop.time()
-            assert remaining > 0, f"WebSocket messages so far: {messages}"
-            messages.append(await communicator.receive_json_from(timeout=remaining))
-    finally:
-        await communicator.disconnect()
-    return messages
+from .support import alerts_of, collect_ws, eventually, now_ms, session_cookie
 
 
 def readings_of(messages, device):
     return [i for m in messages if m["type"] == "readings" for i in m["items"] if i["device"] == device]
-
-
-def alerts_of(messages):
-    return [m["alert"] for m in messages if m["type"] == "alert"]
 
 
 def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, redis_client, unique):
@@ -93,6 +59,9 @@ def test_it_stores_caches_pushes_and_alerts_end_to_end(plant, hub, publisher, re
     pushed = {i["metric"]: i for i in readings_of(messages, "dev-1")}
     assert pushed["temperature"]["status"] == "critical" and pushed["temperature"]["value"] == 36.5
     assert pushed["humidity"]["status"] is None  # no humidity threshold in this plant
+    # With the text and status class of the dashboard's cells, from the code that renders the page's.
+    assert (pushed["temperature"]["text"], pushed["temperature"]["status_class"]) == ("36.5", "critical")
+    assert pushed["humidity"]["status_class"] == "none"
     alert_msg = alerts_of(messages)[0]
     assert (alert_msg["device"], alert_msg["metric"], alert_msg["level"], alert_msg["state"]) == (
         "dev-1",

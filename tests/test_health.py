@@ -13,11 +13,38 @@ def test_it_is_ready_when_every_service_answers(db):
     assert response.json() == {"ready": True, "checks": {"database": "ok", "redis": "ok", "mqtt": "ok", "celery_broker": "ok"}}
 
 
+def test_it_says_not_configured_for_services_the_hub_runs_without(db, settings):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = ""
+    response = Client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {
+        "database": "ok",
+        "redis": "not configured",
+        "mqtt": "ok",
+        "celery_broker": "not configured",
+    }
+
+
 def test_it_is_not_ready_when_mqtt_is_away(db, settings):
     settings.MQTT_URL = "mqtt://127.0.0.1:1"
     response = Client().get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["mqtt"].startswith("error")
+
+
+def test_it_checks_the_embedded_broker_without_making_it_warn(db, settings, caplog):
+    from apps.demo.embedded_broker import start_embedded_broker
+
+    from .support import free_port
+
+    port = free_port()
+    start_embedded_broker("127.0.0.1", port)
+    settings.MQTT_URL = f"mqtt://127.0.0.1:{port}"
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert Client().get("/readyz").json()["checks"]["mqtt"] == "ok"
+    assert not [r for r in caplog.records if r.name.startswith("amqtt")], caplog.text
 
 
 def test_it_exports_prometheus_metrics(db):

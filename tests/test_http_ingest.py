@@ -16,9 +16,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts.services import issue_api_token
 from apps.devices import services
 from apps.devices.models import Device
 from apps.live.broadcast import LIVE_GROUP
@@ -148,7 +148,7 @@ def test_a_missing_or_wrong_token_is_401(plant, token, header):
 
 def test_a_user_api_token_or_session_is_not_a_device_token(plant):
     admin = get_user_model().objects.create_superuser("ingest-admin", password="ingest-admin-pw-1")
-    key = Token.objects.create(user=admin).key
+    key = issue_api_token(user=admin, name="personal", can_write=True)[1]
     assert post({"temperature": 20.0}, key, scheme="Token").status_code == 401
     browser = APIClient(enforce_csrf_checks=True)
     browser.force_login(admin)

@@ -9,42 +9,9 @@ from django.conf import settings
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from apps.telemetry.sources.mqtt import ConsumerClient, MqttSource
-from iothub.mqtt import mqtt_client
+from apps.telemetry.sources.mqtt import MqttSource
 
-from .support import eventually
-
-
-class Consumer:
-    """A persistent-session ConsumerClient on `topic`, collecting (mid, payload) and topics as they arrive."""
-
-    def __init__(self, client_id, topic):
-        self.client, connect_kwargs = mqtt_client(
-            settings.MQTT_URL, client_id=client_id, session_expiry=60, manual_ack=True, client_class=ConsumerClient
-        )
-        self.received = []
-        self.topics = []
-        self.subscribed = threading.Event()
-        self.client.on_qos1_message = self.on_qos1_message
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.on_connect = lambda client, *args: client.subscribe(topic, qos=1)
-        self.client.connect(**connect_kwargs)
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "no SUBACK"
-
-    def on_qos1_message(self, topic, payload, mid):
-        self.received.append((mid, payload))
-        self.topics.append(topic)
-
-    def settle(self):
-        """Return once the broker has read everything sent before: it handles one connection's
-        packets in order, so the PUBACK of a publish sent now comes after our PUBACKs took effect.
-        (Else a quick reconnect may take the session over before the broker has read them.)"""
-        self.client.publish("test/ack/settled", b"", qos=1).wait_for_publish(10)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+from .support import Consumer, eventually
 
 
 def test_it_acknowledges_a_batch_so_that_only_the_rest_is_redelivered(publisher, unique):

@@ -1,4 +1,4 @@
-"""Parsing and validation of the three payload forms (design §4), without I/O."""
+"""Parsing and validation of the three payload forms (architecture §4), without I/O."""
 
 import time
 from datetime import UTC, datetime, timedelta

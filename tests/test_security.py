@@ -80,3 +80,26 @@ def test_it_carries_the_batch_id_into_the_workers_log_lines(plant, caplog):
     options = {key: value for key, value in settings.LOGGING["formatters"]["json"].items() if key != "()"}
     line = orjson.loads(OrjsonFormatter(**options).format(record))
     assert (line["batch_id"], line["message"]) == ("0123456789ab", "batch evaluated: 0 readings, 0 alert changes")
+
+
+def test_every_page_sends_the_security_headers(plant):
+    """The app's own assets only (inline scripts by nonce), no sniffing, same-origin referrers, no framing."""
+    get_user_model().objects.create_superuser("chief", password="chief-pw-1")
+    client = Client()
+    client.post("/accounts/login/", {"username": "chief", "password": "chief-pw-1"})
+    assert "'nonce-" in client.get("/alerts/")["Content-Security-Policy"]
+    pages = ["/", "/devices/dev-1/", "/alerts/", "/health/", "/accounts/tokens/", "/admin/", "/api/docs/", "/api/v1/metrics/"]
+    for path in pages + ["/accounts/login/"]:
+        response = (client if path != "/accounts/login/" else Client()).get(path)
+        assert response.status_code == 200, path
+        policy = response["Content-Security-Policy"]
+        directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+        assert directives["default-src"] == "'self'", path
+        # A nonce appears where the page has an inline script; no page may run any other inline script.
+        assert directives["script-src"].split(" 'nonce-")[0] == "'self'" and "unsafe" not in directives["script-src"], path
+        assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'", path
+        assert (response["X-Content-Type-Options"], response["Referrer-Policy"], response["X-Frame-Options"]) == (
+            "nosniff",
+            "same-origin",
+            "DENY",
+        ), path

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from apps.alerts.models import Threshold
 from apps.demo.simulator import SCENARIOS
-from apps.devices.models import Device, Location
+from apps.devices.models import Device, Location, Metric
 from apps.telemetry.models import Reading
 
 from .support import ROOT, eventually
@@ -23,7 +23,9 @@ def test_it_seeds_demo_master_data_idempotently(transactional_db):
         "temperature",
         "humidity",
         "pcv_temperature",
+        "perceived_temperature",
     }
+    assert Metric.objects.get(key="perceived_temperature").expression.startswith("temperature + 0.33 * (humidity / 100")
     assert Location.objects.values("factory").distinct().count() == 2
     assert Threshold.objects.count() == 3
 

@@ -11,14 +11,14 @@ seconds, so readings are placed where the settings in force keep them.
 import os
 import re
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
-from .support import eventually, manage, readings_csv
+from .support import eventually, last_fall_back_day, manage, readings_csv
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DEVICES = ("sim-00001", "sim-00002", "sim-00012")  # sim-00001 and sim-00012 share a location
@@ -81,16 +81,6 @@ def view_rows(url, view, key):
     return {
         (row[0], row[1]): row[2:] for row in query(url, f"SELECT {key}, bucket, min, max, sum, count FROM {view} ORDER BY 1, 2")
     }
-
-
-def last_fall_back_day(before):
-    """The most recent last Sunday of October (Berlin's clocks go back: a 25-hour day) before `before`."""
-    for year in (before.year, before.year - 1):
-        october_31 = date(year, 10, 31)
-        day = october_31 - timedelta(days=(october_31.weekday() + 1) % 7)
-        if day < before:
-            return day
-    raise AssertionError("unreachable: a year always has one")
 
 
 def jobs_config(url):

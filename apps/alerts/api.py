@@ -6,7 +6,7 @@ import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -16,7 +16,7 @@ from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
 from apps.devices.selectors import locations_at
 from apps.telemetry.api import LocationQuerySerializer, PlantPeriodField
-from iothub.api import Conflict, HubAPIMixin, IsPlantStaff, SlugRelatedField
+from iothub.api import Conflict, ErrorSerializer, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
 from .kpis import alarm_kpis
 from .models import Alert, MaintenanceWindow, Threshold
@@ -40,7 +40,7 @@ class ModelCleanSerializer(serializers.ModelSerializer):
 
 
 class ThresholdSerializer(ModelCleanSerializer):
-    """A threshold (design §6 threshold shape), validated by the model's own rules."""
+    """A threshold (architecture §6 threshold shape), validated by the model's own rules."""
 
     metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
     device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
@@ -49,25 +49,7 @@ class ThresholdSerializer(ModelCleanSerializer):
 
     class Meta:
         model = Threshold
-        fields = [
-            "id",
-            "metric",
-            "device",
-            "location",
-            "device_type",
-            "warning_min",
-            "warning_max",
-            "critical_min",
-            "critical_max",
-            "hysteresis",
-            "hold_seconds",
-            "rate_max",
-            "rate_critical_max",
-            "rate_window",
-            "predict_minutes",
-            "predict_window",
-            "enabled",
-        ]
+        fields = ["id", *Threshold.EDITABLE_FIELDS]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
 
 
@@ -96,12 +78,112 @@ class EffectiveQuerySerializer(serializers.Serializer):
     device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.select_related("device_type"))
 
 
+PLATFORM_LEVELS = ("warning", "critical")
+
+
+class PlatformThresholdSerializer(serializers.Serializer):
+    """The plant platform's flat threshold: one band (warning or critical) of a metric for a sensor
+    type, or for every sensor without one. It maps onto the hub threshold of that metric scoped to
+    the device type named `sensor_type` (global without), as its `<level>_min` and `<level>_max`."""
+
+    sensor_type = SlugRelatedField(
+        slug_field="name",
+        queryset=DeviceType.objects.all(),
+        allow_null=True,
+        required=False,
+        error_messages={"does_not_exist": "No device type is named {value}: sensor_type maps onto the hub's device types."},
+    )
+    metric_name = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
+    min_value = serializers.FloatField(allow_null=True, required=False)
+    max_value = serializers.FloatField(allow_null=True, required=False)
+    level = serializers.ChoiceField(
+        PLATFORM_LEVELS,
+        error_messages={"invalid_choice": "The hub's thresholds have warning and critical bands only, not {input!r}."},
+    )
+
+    def validate(self, attrs):
+        if attrs.get("min_value") is None and attrs.get("max_value") is None:
+            raise serializers.ValidationError("Set min_value, max_value or both.")
+        return attrs
+
+    def hub_fields(self):
+        """The hub threshold's fields (ThresholdSerializer input) that the flat form sets."""
+        flat = self.validated_data
+        level = flat["level"]
+        return {
+            "metric": flat["metric_name"].key,
+            "device": None,
+            "location": None,
+            "device_type": flat["sensor_type"].name if flat.get("sensor_type") else None,
+            f"{level}_min": flat.get("min_value"),
+            f"{level}_max": flat.get("max_value"),
+        }
+
+    def hub_errors(self, errors):
+        """Errors of the hub's fields under the flat form's names (a band of the other level keeps its own)."""
+        level = self.validated_data["level"]
+        names = {"metric": "metric_name", "device_type": "sensor_type", f"{level}_min": "min_value", f"{level}_max": "max_value"}
+        return {names.get(field, field): messages for field, messages in errors.items()}
+
+
+HUB_SCOPE_AND_BANDS = {*Threshold.SCOPE_FIELDS, *Threshold.BAND_FIELDS}
+
+
+def platform_form(data):
+    """The flat form's serializer when `data` is in it; None for the hub's own form."""
+    keys = set(data) if isinstance(data, dict) else set()
+    if not keys & set(PlatformThresholdSerializer().fields):
+        return None
+    if keys & HUB_SCOPE_AND_BANDS:
+        raise serializers.ValidationError(
+            "Send either the hub's threshold fields or the platform's flat form (sensor_type, metric_name, min_value, max_value, level)."
+        )
+    flat = PlatformThresholdSerializer(data=data)
+    flat.is_valid(raise_exception=True)
+    return flat
+
+
 class ThresholdViewSet(DeviceMasterViewSet):
-    """Thresholds: global, or for one device, location or device type."""
+    """Thresholds: global, or for one device, location or device type. POST and PUT also take the
+    platform's flat form (PlatformThresholdSerializer); POST of a band whose threshold exists sets
+    that band on it (200)."""
 
     queryset = Threshold.objects.select_related("metric", "device", "location", "device_type").order_by("pk")
     serializer_class = ThresholdSerializer
     filterset_class = ThresholdFilterSet
+
+    @extend_schema(
+        request=PolymorphicProxySerializer("ThresholdForm", [ThresholdSerializer, PlatformThresholdSerializer], None),
+        responses={200: ThresholdSerializer, 201: ThresholdSerializer},
+    )
+    def create(self, request, *args, **kwargs):
+        flat = platform_form(request.data)
+        if flat is None:
+            return super().create(request, *args, **kwargs)
+        fields = flat.hub_fields()
+        existing = (
+            self.get_queryset()
+            .filter(metric__key=fields["metric"], device_type__name=fields["device_type"], device=None, location=None)
+            .first()
+        )
+        return self.save_platform_form(flat, existing, status=200 if existing else 201)
+
+    @extend_schema(request=PolymorphicProxySerializer("ThresholdForm", [ThresholdSerializer, PlatformThresholdSerializer], None))
+    def update(self, request, *args, **kwargs):
+        flat = platform_form(request.data)
+        if flat is None:
+            return super().update(request, *args, **kwargs)
+        return self.save_platform_form(flat, self.get_object(), status=200)
+
+    def save_platform_form(self, flat, instance, *, status):
+        serializer = self.get_serializer(instance, data=flat.hub_fields(), partial=instance is not None)
+        if not serializer.is_valid():
+            raise serializers.ValidationError(flat.hub_errors(serializer.errors))
+        if instance is None:
+            self.perform_create(serializer)
+        else:
+            self.perform_update(serializer)
+        return Response(serializer.data, status=status)
 
     @extend_schema(parameters=[EffectiveQuerySerializer], responses=EffectiveThresholdSerializer(many=True))
     @action(detail=False, filterset_class=None, pagination_class=None)
@@ -224,47 +306,40 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = AlertFilterSet
     permission_classes = [IsPlantStaff]
 
-    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
-        """Acknowledge the alert; a resolved alert stays resolved."""
-        return self.change_state(acknowledge_alert)
+        """Acknowledge the alert; a resolved alert answers 409 with its state."""
+        return self.change_state(acknowledge_alert, AlertNoteSerializer)
 
-    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
-        """Resolve the alert."""
-        return self.change_state(resolve_alert)
+        """Resolve the alert; a resolved alert answers 409 with its state."""
+        return self.change_state(resolve_alert, AlertNoteSerializer)
 
-    def change_state(self, change):
-        alert = self.get_object()
-        body = AlertNoteSerializer(data=self.request.data)
-        body.is_valid(raise_exception=True)
-        change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
-        return Response(AlertSerializer(self.get_object()).data)
-
-    @extend_schema(request=ShelveSerializer, responses=AlertSerializer)
+    @extend_schema(request=ShelveSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def shelve(self, request, pk=None):
-        """Shelve an active alert for `minutes` (1–1440): no notifications or reminders until then; 409 if resolved."""
-        body = ShelveSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return self.change_shelving(shelve_alert, **body.validated_data)
+        """Shelve an active alert for `minutes` (1–1440): no notifications or reminders until then; a
+        resolved alert answers 409 with its state."""
+        return self.change_state(shelve_alert, ShelveSerializer)
 
-    @extend_schema(request=AlertNoteSerializer, responses=AlertSerializer)
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def unshelve(self, request, pk=None):
-        """End a shelving early: the alert returns to its state and is notified again; 409 if resolved."""
-        body = AlertNoteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        return self.change_shelving(unshelve_alert, **body.validated_data)
+        """End a shelving early: the alert returns to its state and is notified again; a resolved alert
+        answers 409 with its state."""
+        return self.change_state(unshelve_alert, AlertNoteSerializer)
 
-    def change_shelving(self, change, **fields):
+    def change_state(self, change, body_serializer):
         alert = self.get_object()
+        body = body_serializer(data=self.request.data)
+        body.is_valid(raise_exception=True)
         try:
-            change(alert_id=alert.pk, user=self.request.user, **fields)
+            change(alert_id=alert.pk, user=self.request.user, **body.validated_data)
         except AlertNotActive as error:
-            raise Conflict(_("The alert is %(state)s.") % {"state": error.alert.state}) from error
+            raise Conflict(f"{error} Nothing changed.", code="alert_not_active", state=[error.alert.state]) from error
         return Response(AlertSerializer(self.get_object()).data)
 
     @extend_schema(parameters=[KpiQuerySerializer], responses=AlarmKpisSerializer)

@@ -11,10 +11,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Level(models.TextChoices):
-    NORMAL = "normal", "normal"
-    WARNING = "warning", "warning"
-    CRITICAL = "critical", "critical"
-    OFFLINE = "offline", "offline"
+    NORMAL = "normal", _("normal")
+    WARNING = "warning", _("warning")
+    CRITICAL = "critical", _("critical")
+    OFFLINE = "offline", _("offline")
 
 
 SEVERITY = {Level.NORMAL: 0, Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
@@ -25,6 +25,13 @@ class Threshold(models.Model):
 
     The most specific threshold wins: device > location > device type > global.
     """
+
+    # Whom a threshold is for, its bands, and what an editor sets (the API, the CSV/XLSX import).
+    SCOPE_FIELDS = ("metric", "device", "location", "device_type")
+    BAND_FIELDS = ("warning_min", "warning_max", "critical_min", "critical_max")
+    RATE_FIELDS = ("rate_max", "rate_critical_max", "rate_window")
+    PREDICTION_FIELDS = ("predict_minutes", "predict_window")
+    EDITABLE_FIELDS = (*SCOPE_FIELDS, *BAND_FIELDS, "hysteresis", "hold_seconds", *RATE_FIELDS, *PREDICTION_FIELDS, "enabled")
 
     metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, related_name="thresholds")
     device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
@@ -136,8 +143,8 @@ class Alert(models.Model):
         SUPPRESSED = "suppressed", _("suppressed")
 
     class Source(models.TextChoices):
-        DEVICE = "device", "device"
-        SYSTEM = "system", "system"
+        DEVICE = "device", _("device")
+        SYSTEM = "system", _("system")
 
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
     subject = models.CharField(

@@ -2,11 +2,9 @@
 
 from datetime import UTC, datetime
 
-from django.db.models import OuterRef, Subquery
-
 from apps.devices.models import Device
 
-from .models import ANNUNCIATED_STATES, Alert, AlertEvent, MaintenanceWindow, Threshold
+from .models import ANNUNCIATED_STATES, Alert, MaintenanceWindow, Threshold
 from .thresholds import ThresholdIndex
 
 
@@ -17,17 +15,6 @@ def effective_thresholds(*, device, metrics):
         m.pk: index.resolve(device_pk=device.pk, location_pk=device.location_id, type_pk=device.device_type_id, metric_pk=m.pk)
         for m in metrics
     }
-
-
-def shelved_alerts():
-    """Shelved alerts, soonest back first, each with the note of its latest shelving as `shelving_note`."""
-    last_shelving = AlertEvent.objects.filter(alert=OuterRef("pk"), kind=AlertEvent.Kind.SHELVED).order_by("-at", "-pk")
-    return (
-        Alert.objects.filter(state=Alert.State.SHELVED)
-        .select_related("device__location", "metric")
-        .annotate(shelving_note=Subquery(last_shelving.values("note")[:1]))
-        .order_by("shelved_until", "pk")
-    )
 
 
 def location_storms():

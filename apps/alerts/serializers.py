@@ -4,7 +4,7 @@ from .models import Alert
 
 
 class AlertSerializer(serializers.ModelSerializer):
-    """The alert shape of the API and of live pushes (design §6, §7)."""
+    """The alert shape of the API and of live pushes (architecture §6, §7)."""
 
     device = serializers.SlugRelatedField(slug_field="device_id", read_only=True, allow_null=True)
     metric = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)

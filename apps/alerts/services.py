@@ -31,10 +31,11 @@ NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent
 
 
 class AlertNotActive(Exception):
-    """The alert is no longer active (resolved): it cannot be shelved or unshelved."""
+    """Acknowledging, resolving, shelving or unshelving an alert that is no longer active (resolved,
+    or the record of a suppressed crossing): nothing changed."""
 
     def __init__(self, alert):
-        super().__init__(alert.state)
+        super().__init__(f"Alert {alert.pk} is already {alert.state}.")
         self.alert = alert
 
 
@@ -224,7 +225,9 @@ def detect_offline(*, now=None):
 def change_alert_state(*, alert_id, user, note, state, kind, stamp_field):
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert_id)
-        if not alert.is_active or alert.state == state:  # resolved stays resolved, suppressed stays a record
+        if not alert.is_active:  # resolved stays resolved, suppressed stays a record
+            raise AlertNotActive(alert)
+        if alert.state == state:
             return alert
         now = timezone.now()
         if alert.state == Alert.State.SHELVED and state == Alert.State.ACKNOWLEDGED:

@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -269,6 +270,20 @@ def metric_pk(conn, key):
     return conn.execute("SELECT id FROM devices_metric WHERE key = %s", [key]).fetchone()[0]
 
 
+def set_perceived_temperature(conn, *, attached):
+    """Put the demo's calculated perceived temperature on the demo device type, or take it off (an
+    ingest started afterwards loads the device master with or without it)."""
+    device_type = conn.execute("SELECT id FROM devices_devicetype WHERE name = 'env-sensor'").fetchone()[0]
+    metric = metric_pk(conn, "perceived_temperature")
+    if attached:
+        conn.execute(
+            "INSERT INTO devices_devicetype_metrics (devicetype_id, metric_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [device_type, metric],
+        )
+    else:
+        conn.execute("DELETE FROM devices_devicetype_metrics WHERE devicetype_id = %s AND metric_id = %s", [device_type, metric])
+
+
 # --------------------------------------------------------------------------------------------
 # Benchmark data: the same readings as MQTT payloads, Kafka records and COPY rows
 
@@ -285,11 +300,12 @@ def backlog_start_ms(count, per_message):
     return int(time.time() * 1000) - count * per_message - 60_000
 
 
-def encode_payload(readings):
-    """One reading → object form {"ts", "temperature"}; several → a gateway array of compact {"ts", "v"} items."""
+def encode_payload(readings, metric="temperature"):
+    """One reading → object form {"ts", metric}; several → a gateway array of compact {"ts", "v"} items
+    (of the primary metric, temperature)."""
     if len(readings) == 1:
         ts, value = readings[0]
-        return orjson.dumps({"ts": ts, "temperature": value})
+        return orjson.dumps({"ts": ts, metric: value})
     return orjson.dumps([{"ts": ts, "v": value} for ts, value in readings])
 
 
@@ -435,7 +451,7 @@ class AckWindow:
         wait_until(lambda: self.count >= published, timeout=timeout, what=f"PUBACKs ({self.count:,}/{published:,})")
 
 
-def publish_backlog(*, url, client_id, count, devices, per_message, start_ms, timeout):
+def publish_backlog(*, url, client_id, count, devices, per_message, start_ms, timeout, metric="temperature"):
     """Publish the backlog QoS 1 as fast as the broker acknowledges; returns {published, seconds}."""
     acks = AckWindow()
     client = open_mqtt(url, client_id, on_publish=acks)
@@ -443,7 +459,7 @@ def publish_backlog(*, url, client_id, count, devices, per_message, start_ms, ti
         started = time.monotonic()
         for n, readings in backlog_readings(count, devices, per_message, start_ms):
             acks.acquire()
-            client.publish(device_topic(n), encode_payload(readings), qos=1)
+            client.publish(device_topic(n), encode_payload(readings, metric), qos=1)
         acks.wait_all(count, timeout)
         return {"published": count, "seconds": time.monotonic() - started}
     finally:
@@ -466,20 +482,25 @@ def mqtt_string(text):
 
 
 class RatePublisher:
-    """MQTT v5 QoS 1 publishing over a plain socket, for the fixed-rate load of the latency benchmark.
+    """MQTT v5 QoS 1 publishing over a plain (or, for mqtts:, TLS) socket, for the fixed-rate load of the latency benchmark.
 
     paho spends ~80 µs of CPU per QoS 1 publish on these 2 cores (message objects, locks, its network
     thread): at 10,000 msg/s the load generator alone took two thirds of a core from the hub it
     measures. This one writes each tick's PUBLISH packets in one send and counts the PUBACKs from the
-    same socket. Not a general client: no TLS, no QoS 2, no retransmission (the benchmark fails
+    same socket. Not a general client: no client certificates, no QoS 2, no retransmission (the benchmark fails
     instead), at most `window` messages unacknowledged."""
 
     def __init__(self, url, client_id, *, window=1000, timeout=60):
         parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise BenchError(f"the rate publisher speaks plain mqtt:// only, not {parts.scheme}://")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise BenchError(f"the rate publisher speaks mqtt:// and mqtts://, not {parts.scheme}://")
         self.window, self.timeout = window, timeout
         self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 1883), timeout=15)
+        if parts.scheme == "mqtts":
+            from django.conf import settings
+
+            context = ssl.create_default_context(cafile=settings.MQTT_CA or None)
+            self.sock = context.wrap_socket(self.sock, server_hostname=parts.hostname)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         flags, credentials = 0x02, b""  # clean start
         if parts.username:
@@ -740,7 +761,8 @@ class StoredRows:
         return self.rows if stored >= self.sample_rows else stored * self.rows // self.sample_rows
 
     def exact(self):
-        return count_rows(self.conn, "telemetry_reading")
+        """The backlog's rows: its metric's (a calculated metric's rows are not part of it)."""
+        return self.conn.execute("SELECT count(*) FROM telemetry_reading WHERE metric_id = %s", [self.sample[1]]).fetchone()[0]
 
 
 def wait_for_rows(stored, *, timeout, write, label, measure=True, interval=0.1, show_every=2.0):

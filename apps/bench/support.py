@@ -1,4 +1,4 @@
-"""What `bench_storage`, `bench_api` and `bench_alerts` share, on top of apps/telemetry/benchmarks.py.
+"""What `bench_storage`, `bench_api` and `bench_alerts` share, on top of apps/bench/benchmarks.py.
 
 benchmarks.py provides the bench database (create, migrate, seed), the run's names and subprocess
 environment (BenchRun: own IOTHUB_NAMESPACE, MQTT groups, Kafka topics), percentiles, the summary
@@ -162,7 +162,7 @@ def celery_worker_command(run, *, concurrency=2, pool="prefork", loglevel="INFO"
 
 def daphne_replicas(stack, *, count, env, log_dir):
     """`count` daphne processes of the hub, each on a free port of 127.0.0.1, stopped with `stack`;
-    returns their ports (design §8: daphne replicas behind a load balancer)."""
+    returns their ports (architecture §8: daphne replicas behind a load balancer)."""
     ports = []
     for n in range(count):
         port = free_port()

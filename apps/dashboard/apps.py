@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class DashboardConfig(AppConfig):
     name = "apps.dashboard"
+
+    def ready(self):
+        from . import device_master
+
+        device_master.connect()

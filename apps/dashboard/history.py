@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 
 
 class Resolution(StrEnum):
@@ -16,7 +17,11 @@ class Resolution(StrEnum):
 
     @property
     def description(self):
-        return {"raw": "raw readings", "hour": "hourly average, min–max band", "day": "daily average, min–max band"}[self]
+        return {
+            "raw": gettext("raw readings"),
+            "hour": gettext("hourly average, min–max band"),
+            "day": gettext("daily average, min–max band"),
+        }[self]
 
 
 RAW_UP_TO = timedelta(hours=24)
@@ -24,12 +29,12 @@ HOURLY_UP_TO = timedelta(days=35)
 
 # Preset ranges (query ?range=), ending now; their order is the order of the page's buttons.
 RANGES = {
-    "1h": ("hour", timedelta(hours=1)),
-    "6h": ("6 hours", timedelta(hours=6)),
-    "24h": ("day", timedelta(hours=24)),
-    "7d": ("week", timedelta(days=7)),
-    "30d": ("30 days", timedelta(days=30)),
-    "1y": ("year", timedelta(days=365)),
+    "1h": (pgettext_lazy("history range", "hour"), timedelta(hours=1)),
+    "6h": (pgettext_lazy("history range", "6 hours"), timedelta(hours=6)),
+    "24h": (pgettext_lazy("history range", "day"), timedelta(hours=24)),
+    "7d": (pgettext_lazy("history range", "week"), timedelta(days=7)),
+    "30d": (pgettext_lazy("history range", "30 days"), timedelta(days=30)),
+    "1y": (pgettext_lazy("history range", "year"), timedelta(days=365)),
 }
 DEFAULT_RANGE = "1h"
 CUSTOM = "custom"
@@ -88,7 +93,7 @@ def history_window(params, *, now):
         start, end = parse_local(params.get("start", "")), parse_local(params.get("end", "")) or now
         if start and start < end:
             return HistoryWindow(CUSTOM, start, end)
-        error = "Choose a start before the end." if start else "Choose a start date and time."
+        error = gettext("Choose a start before the end.") if start else gettext("Choose a start date and time.")
         return HistoryWindow(DEFAULT_RANGE, now - RANGES[DEFAULT_RANGE][1], now, error=error)
     if key not in RANGES:
         key = DEFAULT_RANGE
@@ -110,6 +115,7 @@ def chart_series(*, metrics, history, thresholds, resolution):
             "key": metric.key,
             "label": metric.label or metric.key,
             "unit": metric.unit,
+            "formula": gettext("calculated: {formula}").format(formula=metric.expression) if metric.is_calculated else "",
             "x": [chart_time(p[0]) for p in points],
             "y": [p[1] for p in points],
             "bands": None

@@ -9,9 +9,11 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
+from django.utils.translation import gettext_lazy as _
 
-from apps.alerts.models import ANNUNCIATED_STATES, Alert
+from apps.alerts.models import ANNUNCIATED_STATES, Alert, AlertEvent, Level
+from apps.alerts.selectors import location_storms
 from apps.devices.models import Device, DeviceType, Location
 from apps.telemetry.latest import get_latest
 from apps.telemetry.metrics import pipeline_summaries
@@ -22,6 +24,53 @@ from apps.telemetry.selectors import readings_between
 from .history import Resolution
 
 STATUSES = {"normal", "warning", "critical"}
+
+# The alert console's filter choices: (value, label).
+ALERT_STATES = [("active", _("active")), *Alert.State.choices, ("all", _("all"))]
+ALERT_LEVELS = [(level.value, level.label) for level in (Level.WARNING, Level.CRITICAL, Level.OFFLINE)]
+
+
+def value_text(value):
+    """A live value's text, in a page's cells and in the readings pushed to it alike."""
+    return f"{value:.1f}"
+
+
+def cell_status(status):
+    """The status class of a live cell: normal, warning, critical, or none (no threshold)."""
+    return status if status in STATUSES else "none"
+
+
+# How long the console offers to shelve an alert for: (minutes, label).
+SHELVE_CHOICES = [(15, _("15 min")), (60, _("1 hour")), (240, _("4 hours")), (480, _("8 hours")), (1440, _("24 hours"))]
+
+
+def alert_rows():
+    """Alerts with everything their rows show, in one query; `reached_critical` tells an alert that
+    was critical at some point (its level now may be lower) from one that never was, and
+    `shelving_note` is the reason given when it was last shelved."""
+    critical_event = AlertEvent.objects.filter(alert=OuterRef("pk"), level=Level.CRITICAL)
+    last_shelving = AlertEvent.objects.filter(alert=OuterRef("pk"), kind=AlertEvent.Kind.SHELVED).order_by("-at", "-pk")
+    return Alert.objects.select_related("device__location", "metric", "acknowledged_by").annotate(
+        reached_critical=Exists(critical_event), shelving_note=Subquery(last_shelving.values("note")[:1])
+    )
+
+
+def console_alerts(*, state="active", level="", loc_id=""):
+    """The alert console's rows for its filters. State "active" is what needs attention (open and
+    acknowledged; shelved alerts are listed apart), with the alerts of a location in an alert storm
+    folded into its storm alert unless that location is asked for."""
+    alerts = alert_rows()
+    if state == "active":
+        alerts = alerts.filter(state__in=ANNUNCIATED_STATES)
+        if not loc_id:
+            alerts = alerts.exclude(device__location__loc_id__in=[storm.loc_id for storm in location_storms()])
+    elif state in Alert.State.values:
+        alerts = alerts.filter(state=state)
+    if level:
+        alerts = alerts.filter(level=level)
+    if loc_id:
+        alerts = alerts.filter(device__location__loc_id=loc_id)
+    return alerts
 
 
 def alert_kind(level):
@@ -52,7 +101,7 @@ class ActiveAlert:
 class DeviceRow:
     device_id: str
     offline: bool
-    cells: list  # (metric key, status class, value text, ts ms or None)
+    cells: list  # (Metric, status class, value text, ts ms or None)
 
 
 @dataclass
@@ -88,29 +137,27 @@ def alert_counts_by_location(alerts):
 
 def latest_value_rows(devices, device_types):
     """(device_id, device_type_id) in display order → DeviceRow with the latest value of each metric."""
-    metric_keys = {pk: [m.key for m in t.metrics.all()] for pk, t in device_types.items()}
+    type_metrics = {pk: list(t.metrics.all()) for pk, t in device_types.items()}
     latest = get_latest(device_id for device_id, _ in devices)
     now_ms = time.time() * 1000
     rows = []
     for device_id, type_pk in devices:
         cells, newest = [], 0
         stored = latest.get(device_id, {})
-        for key in metric_keys[type_pk]:
-            item = stored.get(key)
+        for metric in type_metrics[type_pk]:
+            item = stored.get(metric.key)
             if item:
-                status = item["status"] if item["status"] in STATUSES else "none"
-                cells.append((key, status, f"{item['value']:.1f}", item["ts"]))
+                cells.append((metric, cell_status(item["status"]), value_text(item["value"]), item["ts"]))
                 newest = max(newest, item["ts"])
             else:
-                cells.append((key, "none", "–", None))
+                cells.append((metric, "none", "–", None))
         silent_ms = device_types[type_pk].offline_after * 1000
         rows.append(DeviceRow(device_id, offline=not newest or now_ms - newest > silent_ms, cells=cells))
     return rows
 
 
-def plant_tree(*, factory=None, query="", alerts=()):
-    """Active devices with their latest values as factory → building → floor → location tiles,
-    with the open alert counts of every level; → (tree, device count)."""
+def plant_devices(*, factory=None, query=""):
+    """The active devices the overview shows for its filters."""
     devices = Device.objects.filter(is_active=True)
     if factory:
         devices = devices.filter(location__factory=factory)
@@ -121,14 +168,24 @@ def plant_tree(*, factory=None, query="", alerts=()):
             | Q(location__loc_id__icontains=query)
             | Q(location__name__icontains=query)
         )
-    rows = list(devices.order_by("location_id", "device_id").values_list("device_id", "device_type_id", "location_id"))
+    return devices
+
+
+def plant_tree(*, factory=None, query="", alerts=()):
+    """Active devices with their latest values as factory → building → floor → location tiles,
+    with the open alert counts of every level; → (tree, device count)."""
+    rows = list(
+        plant_devices(factory=factory, query=query)
+        .order_by("location_id", "device_id")
+        .values_list("device_id", "device_type_id", "location_id")
+    )
     device_types = DeviceType.objects.prefetch_related("metrics").in_bulk({type_pk for _, type_pk, _ in rows})
     tiles = {
         location.pk: LocationTile(location)
         for location in Location.objects.filter(pk__in={location_pk for _, _, location_pk in rows})
     }
     device_rows = latest_value_rows([(device_id, type_pk) for device_id, type_pk, _ in rows], device_types)
-    for (_, _, location_pk), row in zip(rows, device_rows, strict=True):
+    for (*_ids, location_pk), row in zip(rows, device_rows, strict=True):
         tiles[location_pk].devices.append(row)
 
     counts = alert_counts_by_location(alerts)

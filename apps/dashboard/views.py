@@ -4,59 +4,80 @@ Every page and JSON endpoint requires a login (anonymous users are sent to the l
 acting on alerts requires plant staff, as in the API.
 """
 
+from contextlib import suppress
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.dates import MONTHS, MONTHS_3, WEEKDAYS, WEEKDAYS_ABBR
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from apps.alerts.models import ANNUNCIATED_STATES, Alert
-from apps.alerts.selectors import effective_thresholds, location_storms, shelved_alerts
+from apps.alerts.models import Alert
+from apps.alerts.selectors import effective_thresholds, location_storms
 from apps.alerts.services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
-from apps.devices.models import Device, Location
+from apps.devices.models import Device
 from apps.devices.selectors import live_device
 from apps.telemetry.selectors import device_status
 from iothub.api import is_plant_staff
 
+from .fragments import FEED_LENGTH, console_filters, page_alerts, plant_filters, plant_summary_context
 from .history import CUSTOM, RANGES, chart_series, history_window
-from .selectors import active_alerts, device_history, pipeline_health, plant_tree, recent_dead_letters
+from .selectors import (
+    ALERT_LEVELS,
+    ALERT_STATES,
+    SHELVE_CHOICES,
+    active_alerts,
+    alert_rows,
+    device_history,
+    pipeline_health,
+    plant_tree,
+    recent_dead_letters,
+)
 
-FEED_LENGTH = 50
+DEVICE_ALERTS = 50  # the newest alerts a device page lists
+CONSOLE_ALERTS = 200
 PIPELINE_STATS = [
-    ("messages_per_s", "Messages/s"),
-    ("readings_per_s", "Readings/s"),
-    ("kafka_lag", "Kafka consumer lag"),
-    ("latency_p99", "p99 publish → stored"),
-    ("dead_letters_per_s", "Dead letters/s"),
-    ("load_percent", "Load of capacity"),
+    ("messages_per_s", _("Messages/s")),
+    ("readings_per_s", _("Readings/s")),
+    ("kafka_lag", _("Kafka consumer lag")),
+    ("latency_p99", _("p99 publish → stored")),
+    ("dead_letters_per_s", _("Dead letters/s")),
+    ("load_percent", _("Load of capacity")),
 ]
-SHELVE_CHOICES = [(15, _("15 min")), (60, _("1 hour")), (240, _("4 hours")), (480, _("8 hours")), (1440, _("24 hours"))]
+
+ALERT_ACTIONS = {"acknowledge": acknowledge_alert, "resolve": resolve_alert, "shelve": shelve_alert, "unshelve": unshelve_alert}
 
 
-def alert_list():
-    """Alerts with everything their rows show, in one query."""
-    return Alert.objects.select_related("device__location", "metric", "acknowledged_by")
+def plotly_locale():
+    """Month and day names of the active language for Plotly's date axes (Sunday first, as Plotly wants)."""
+    sunday_first = [6, 0, 1, 2, 3, 4, 5]
+    return {
+        "name": get_language(),
+        "months": [str(MONTHS[m]) for m in range(1, 13)],
+        "shortMonths": [str(MONTHS_3[m]).capitalize() for m in range(1, 13)],
+        "days": [str(WEEKDAYS[d]) for d in sunday_first],
+        "shortDays": [str(WEEKDAYS_ABBR[d]) for d in sunday_first],
+    }
 
 
 @login_required
 def overview(request):
     """The plant as factory → building → floor → location tiles with every device's latest values
     and the open warnings and criticals of each level; values and counts then follow live."""
-    factory = request.GET.get("factory") or None
-    query = request.GET.get("q", "").strip()
+    filters = plant_filters(request.GET)
     alerts = active_alerts()
-    tree, device_count = plant_tree(factory=factory, query=query, alerts=alerts)
+    tree, device_count = plant_tree(**filters, alerts=alerts)
     context = {
+        **plant_summary_context(factory=filters["factory"], device_count=device_count),
         "tree": tree,
-        "device_count": device_count,
-        "factories": Location.objects.order_by("factory").values_list("factory", flat=True).distinct(),
-        "factory": factory,
-        "query": query,
-        "open_alerts": alert_list().filter(state__in=ANNUNCIATED_STATES)[:FEED_LENGTH],
+        "query": filters["query"],
+        "open_alerts": page_alerts(request)["alert-feed"][:FEED_LENGTH],
         "feed_length": FEED_LENGTH,
         "totals": {kind: sum(a.kind == kind for a in alerts) for kind in ("warning", "critical")},
         "active_alerts": {a.id: [a.kind, a.loc_id] for a in alerts},
@@ -78,6 +99,8 @@ def device_detail(request, device_id):
         "start": window.start.isoformat(),
         "end": window.end.isoformat(),
         "time_zone": settings.TIME_ZONE,
+        "no_data": gettext("No data in this range"),
+        "locale": plotly_locale(),
         "series": chart_series(
             metrics=metrics,
             history=history,
@@ -85,15 +108,17 @@ def device_detail(request, device_id):
             resolution=window.resolution,
         ),
     }
+    latest = device_status(live_device(device))["metrics"]
     context = {
         "device": device,
         "window": window,
         "ranges": [(key, label) for key, (label, _) in RANGES.items()],
         "custom": CUSTOM,
         "chart": chart,
-        "alerts": alert_list().filter(device=device)[:50],
+        "alerts": alert_rows().filter(device=device)[:DEVICE_ALERTS],
         "can_act": is_plant_staff(request.user),
-        "status": device_status(live_device(device)),
+        "now": [(m, latest.get(m.key, {})) for m in metrics],
+        "formulas": {m.key: m.expression for m in metrics if m.is_calculated},
     }
     return render(request, "dashboard/device.html", context)
 
@@ -101,33 +126,18 @@ def device_detail(request, device_id):
 @login_required
 def alert_console(request):
     """Alerts filtered by state, level and location; new ones appear live."""
-    alerts = alert_list()
-    state = request.GET.get("state", "active")
-    shelved, storms = None, []
-    if state == "active":  # what needs attention: a storm's alerts folded into its storm alert, shelved ones apart
-        storms = [] if request.GET.get("loc_id") else location_storms()
-        alerts = alerts.filter(state__in=ANNUNCIATED_STATES).exclude(device__location__loc_id__in=[s.loc_id for s in storms])
-        shelved = shelved_alerts()
-    elif state in Alert.State.values:
-        alerts = alerts.filter(state=state)
-    level = request.GET.get("level")
-    if level:
-        alerts = alerts.filter(level=level)
-    loc_id = request.GET.get("loc_id")
-    if loc_id:
-        alerts = alerts.filter(device__location__loc_id=loc_id)
+    filters = console_filters(request.GET)
+    lists = page_alerts(request)
     context = {
-        "alerts": alerts[:200],
-        "state": state,
-        "level": level or "",
-        "loc_id": loc_id or "",
-        "states": ["active", *Alert.State.values, "all"],
-        "levels": ["warning", "critical", "offline"],
+        "alerts": lists["alert-rows"][:CONSOLE_ALERTS],
+        **filters,
+        "states": ALERT_STATES,
+        "levels": ALERT_LEVELS,
         "can_act": is_plant_staff(request.user),
-        "shelved": shelved,
-        "shelve_choices": SHELVE_CHOICES,
-        "storms": storms,
+        # What needs attention: a storm's alerts folded into its storm alert, shelved alerts apart.
+        "storms": location_storms() if filters["state"] == "active" and not filters["loc_id"] else [],
         "storm_minutes": settings.IOTHUB["STORM_WINDOW"] // 60,
+        "shelved": lists["shelved-rows"][:CONSOLE_ALERTS] if "shelved-rows" in lists else None,
     }
     return render(request, "dashboard/alerts.html", context)
 
@@ -135,40 +145,19 @@ def alert_console(request):
 @login_required
 @require_POST
 def alert_action(request, pk, action):
-    """Acknowledge or resolve an alert (plant staff), then back to the page it was done from."""
+    """Acknowledge, resolve, shelve (for one of SHELVE_CHOICES) or unshelve an alert (plant staff),
+    then back to the page it was done from."""
     if not is_plant_staff(request.user):
-        raise PermissionDenied("Only plant staff act on alerts.")
-    change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
+        raise PermissionDenied(gettext("Only plant staff act on alerts."))
     get_object_or_404(Alert, pk=pk)
-    change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
-    return back_to_console(request)
-
-
-@login_required
-@require_POST
-def alert_shelving(request, pk, action):
-    """Shelve an alert for one of SHELVE_CHOICES, or unshelve it (plant staff); a resolved alert stays as it is."""
-    if not is_plant_staff(request.user):
-        raise PermissionDenied("Only plant staff act on alerts.")
-    get_object_or_404(Alert, pk=pk)
-    note = request.POST.get("note", "")[:1000]
-    try:
-        if action == "shelve":
-            minutes = int(request.POST.get("minutes", ""))
-            if minutes not in dict(SHELVE_CHOICES):
-                raise ValueError(minutes)
-            shelve_alert(alert_id=pk, user=request.user, minutes=minutes, note=note)
-        else:
-            unshelve_alert(alert_id=pk, user=request.user, note=note)
-    except ValueError:
-        return HttpResponseBadRequest(_("Choose how long to shelve the alert."))
-    except AlertNotActive:
-        pass  # resolved meanwhile: the page shows it so
-    return back_to_console(request)
-
-
-def back_to_console(request):
-    """Back to the page the action was done from (if it is one of ours), else the console."""
+    fields = {"note": request.POST.get("note", "")[:1000]}
+    if action == "shelve":
+        minutes = request.POST.get("minutes", "")
+        if not minutes.isdigit() or int(minutes) not in dict(SHELVE_CHOICES):
+            return HttpResponseBadRequest(gettext("Choose how long to shelve the alert."))
+        fields["minutes"] = int(minutes)
+    with suppress(AlertNotActive):  # the page shows it resolved
+        ALERT_ACTIONS[action](alert_id=pk, user=request.user, **fields)
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)

@@ -1,5 +1,5 @@
-"""Demo data: a plant of two factories, three metrics with global thresholds and simulated
-sensors sim-00001…, for the demo (runhub), the benchmarks and `manage.py seed_demo`."""
+"""Demo data: a plant of two factories, three measured metrics with global thresholds, a calculated
+perceived temperature and simulated sensors sim-00001…, for the demo (runhub), the benchmarks and `manage.py seed_demo`."""
 
 from django.db import transaction
 
@@ -11,6 +11,17 @@ DEMO_METRICS = [
     ("humidity", "%", "Relative humidity"),
     ("pcv_temperature", "°C", "Process cooling water temperature"),
 ]
+# Perceived temperature: Steadman's apparent temperature as the Australian Bureau of Meteorology
+# publishes it, AT = Ta + 0.33 e − 0.70 ws − 4.00 with the water vapour pressure
+# e = rh / 100 × 6.105 exp(17.27 Ta / (237.7 + Ta)) in hPa (Steadman, R. G., 1994: Norms of apparent
+# temperature in Australia. Aust. Met. Mag. 43, 1–16; http://www.bom.gov.au/info/thermal_stress/),
+# here indoors, wind speed ws = 0. Calculated in ingest from each sensor's temperature and humidity.
+PERCEIVED_TEMPERATURE = (
+    "perceived_temperature",
+    "°C",
+    "Perceived temperature",
+    "temperature + 0.33 * (humidity / 100 * 6.105 * exp(17.27 * temperature / (237.7 + temperature))) - 4.0",
+)
 # (metric, warning_min, warning_max, critical_min, critical_max, hysteresis)
 DEMO_THRESHOLDS = [
     ("temperature", None, 30.0, None, 35.0, 0.5),
@@ -37,6 +48,8 @@ def seed_demo(*, devices):
     metrics = {}
     for key, unit, label in DEMO_METRICS:
         metrics[key], _ = Metric.objects.get_or_create(key=key, defaults={"unit": unit, "label": label})
+    key, unit, label, expression = PERCEIVED_TEMPERATURE
+    metrics[key], _ = Metric.objects.get_or_create(key=key, defaults={"unit": unit, "label": label, "expression": expression})
     device_type, _ = DeviceType.objects.get_or_create(
         name="env-sensor", defaults={"primary_metric": metrics["temperature"], "expected_interval": 60}
     )

@@ -2,17 +2,22 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportExportModelAdmin
 
 from . import services
 from .dynsec import DynsecError
 from .models import Device, DeviceType, Location, Metric
+from .resources import SPREADSHEET_FORMATS, DeviceResource, LocationResource
 
 # Credential actions talk to the broker once per device: keep a selection to what one request can do.
 MAX_CREDENTIAL_DEVICES = 200
 
 
 @admin.register(Location)
-class LocationAdmin(admin.ModelAdmin):
+class LocationAdmin(ImportExportModelAdmin):
+    resource_classes = [LocationResource]
+    formats = SPREADSHEET_FORMATS
     list_display = ["loc_id", "name", "factory", "building", "floor", "area"]
     list_filter = ["factory", "building", "floor"]
     search_fields = ["loc_id", "name", "factory", "building", "area"]
@@ -20,8 +25,12 @@ class LocationAdmin(admin.ModelAdmin):
 
 @admin.register(Metric)
 class MetricAdmin(admin.ModelAdmin):
-    list_display = ["key", "label", "unit"]
-    search_fields = ["key", "label"]
+    list_display = ["key", "label", "unit", "expression"]
+    search_fields = ["key", "label", "expression"]
+    fieldsets = [
+        (None, {"fields": ["key", "label", "unit", "precision"]}),
+        (_("Calculated metric"), {"fields": ["expression", "max_input_age"]}),
+    ]
 
 
 @admin.register(DeviceType)
@@ -32,36 +41,30 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = [
-        "device_id",
-        "name",
-        "device_type",
-        "location",
-        "is_active",
-        "last_seen_at",
-        "mqtt_credentials",
-        "http_token",
-        "dashboard_link",
-    ]
+class DeviceAdmin(ImportExportModelAdmin):
+    resource_classes = [DeviceResource]
+    formats = SPREADSHEET_FORMATS
+    # The list fits a laptop screen; credentials and the thresholds in force are on the change page.
+    list_display = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at", "dashboard_link"]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
     search_fields = ["device_id", "name", "location__loc_id", "location__name"]
     list_select_related = ["device_type", "location"]
-    autocomplete_fields = ["location"]
-    readonly_fields = ["last_seen_at", "mqtt_password_rotated_at", "ingest_token_prefix", "ingest_token_issued_at"]
+    readonly_fields = ["last_seen_at", "mqtt_credentials", "http_token", "dashboard_link"]
     actions = ["activate", "deactivate", "rotate_mqtt_password", "issue_ingest_token", "revoke_ingest_token"]
 
     @admin.display(description="dashboard")
     def dashboard_link(self, obj):
+        if obj.pk is None:
+            return "–"
         return format_html('<a href="{}">live view</a>', reverse("dashboard:device", args=[obj.device_id]))
 
-    @admin.display(description="MQTT credentials", ordering="mqtt_password_rotated_at")
+    @admin.display(description="MQTT credentials")
     def mqtt_credentials(self, obj):
         if not obj.has_mqtt_credentials:
             return "—"
         return f"set {obj.mqtt_password_rotated_at:%Y-%m-%d %H:%M}" if obj.mqtt_password_rotated_at else "set"
 
-    @admin.display(description="HTTP token", ordering="ingest_token_issued_at")
+    @admin.display(description="HTTP token")
     def http_token(self, obj):
         if not obj.has_ingest_token:
             return "—"

@@ -10,7 +10,7 @@ from rest_framework import serializers, viewsets
 from iothub.api import Conflict, HubAPIMixin, SlugRelatedField
 
 from .filters import DeviceFilterSet, DeviceTypeFilterSet, LocationFilterSet, MetricFilterSet
-from .models import Device, DeviceType, Location, Metric
+from .models import Device, DeviceType, Location, Metric, metric_errors
 from .services import set_devices_active
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
 
 
 class LocationSerializer(serializers.ModelSerializer):
-    """A location (design §6 location shape)."""
+    """A location (architecture §6 location shape)."""
 
     class Meta:
         model = Location
@@ -58,11 +58,20 @@ class LocationSerializer(serializers.ModelSerializer):
 
 
 class MetricSerializer(serializers.ModelSerializer):
-    """A metric."""
+    """A metric; one with an expression is calculated from other metrics of the device (apps.devices.expressions)."""
 
     class Meta:
         model = Metric
-        fields = ["key", "unit", "label"]
+        fields = ["key", "unit", "label", "precision", "expression", "max_input_age"]
+
+    def validate(self, attrs):
+        instance = self.instance
+        key = attrs.get("key", instance and instance.key)
+        expression = attrs.get("expression", instance.expression if instance else "")
+        errors = metric_errors(key=key, expression=expression, pk=instance and instance.pk)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 class DeviceTypeSerializer(serializers.ModelSerializer):
@@ -84,7 +93,7 @@ class DeviceTypeSerializer(serializers.ModelSerializer):
 
 
 class DeviceSerializer(serializers.ModelSerializer):
-    """A device (design §6 device shape): type by name, location by loc_id."""
+    """A device (architecture §6 device shape): type by name, location by loc_id."""
 
     device_type = SlugRelatedField(slug_field="name", queryset=DeviceType.objects.all())
     location = SlugRelatedField(slug_field="loc_id", queryset=Location.objects.all())

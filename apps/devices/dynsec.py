@@ -206,7 +206,7 @@ def device_role(device_id):
 
 
 def device_topics(device_id):
-    """The topics a device may publish to (design §4): its own, nothing else."""
+    """The topics a device may publish to (architecture §4): its own, nothing else."""
     return [f"sensors/{device_id}", f"sensors/{device_id}/#"]
 
 

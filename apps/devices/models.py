@@ -1,6 +1,12 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .expressions import ExpressionError, check_dependencies, parse_expression
 
 OFFLINE_AFTER_INTERVALS = 3  # missed reports before a device counts as offline
+DEFAULT_MAX_INPUT_AGE = 300  # s: the oldest input a calculated metric is computed from
 
 
 class Location(models.Model):
@@ -23,11 +29,32 @@ class Location(models.Model):
 
 
 class Metric(models.Model):
-    """A measured quantity, e.g. temperature in °C."""
+    """A quantity, e.g. temperature in °C: measured by sensors, or calculated in ingest from other
+    metrics of the same device when it has an expression (apps.devices.expressions)."""
 
     key = models.SlugField(max_length=64, unique=True)
     unit = models.CharField(max_length=20, blank=True)
     label = models.CharField(max_length=100, blank=True)
+    precision = models.PositiveSmallIntegerField(
+        default=1,
+        db_default=1,
+        validators=[MaxValueValidator(6)],
+        help_text="Decimal places of its values where the API writes them as decimal strings (the platform-compatible realtime answer).",
+    )
+    expression = models.TextField(
+        _("expression"),
+        blank=True,
+        help_text=_(
+            "Empty for a measured metric. A calculated metric's formula over other metric keys of the "
+            "same device, e.g. temperature + 0.1 * humidity; functions exp, log, sqrt, min, max, abs, "
+            "round and “… if … else …”."
+        ),
+    )
+    max_input_age = models.PositiveIntegerField(
+        _("max input age"),
+        default=DEFAULT_MAX_INPUT_AGE,
+        help_text=_("Seconds: a calculated value is computed only from inputs at most this old."),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -35,6 +62,41 @@ class Metric(models.Model):
 
     def __str__(self):
         return self.key
+
+    @property
+    def is_calculated(self):
+        return bool(self.expression)
+
+    def clean(self):
+        errors = metric_errors(key=self.key, expression=self.expression, pk=self.pk)
+        if errors:
+            raise ValidationError(errors)
+
+
+def metric_errors(*, key, expression, pk=None):
+    """{field: message} of what keeps a metric from being saved: an expression that does not parse,
+    uses names that are not metric keys or functions off the whitelist, refers to its own metric or
+    closes a cycle; a new key for a metric that expressions use. pk: the metric being edited."""
+    others = Metric.objects.exclude(pk=pk) if pk else Metric.objects.all()
+    known = dict(others.values_list("key", "expression"))
+    graph = {other: parse_expression(text).inputs for other, text in known.items() if text.strip()}
+    if pk:
+        old_key = Metric.objects.filter(pk=pk).values_list("key", flat=True).first()
+        users = sorted(other for other, inputs in graph.items() if old_key in inputs)
+        if old_key != key and users:
+            return {
+                "key": _("“{old}” is used by the expression of {users}: change those first.").format(
+                    old=old_key, users=", ".join(users)
+                )
+            }
+    if not expression.strip():
+        return {}
+    try:
+        parsed = parse_expression(expression, known_names={*known, key})
+        check_dependencies(key, parsed.inputs, graph)
+    except ExpressionError as error:
+        return {"expression": str(error)}
+    return {}
 
 
 class DeviceType(models.Model):

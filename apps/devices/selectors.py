@@ -60,17 +60,25 @@ class LiveDevice:
 
 @dataclass(frozen=True, slots=True)
 class Plant:
-    """Every location in plant order with its devices by device_id."""
+    """Every location in plant order with its devices by device_id, and the precision of each metric."""
 
     locations: tuple  # (Location, tuple of LiveDevice)
+    precisions: dict  # {metric key: decimal places}
+
+    def locations_at(self, *, factory=None, building=None, floor=None, loc_id=None):
+        """(Location, its LiveDevices) of the locations matching the given fields, in plant order."""
+        wanted = location_filters(factory=factory, building=building, floor=floor, loc_id=loc_id).items()
+        return [
+            (location, devices)
+            for location, devices in self.locations
+            if all(getattr(location, name) == value for name, value in wanted)
+        ]
 
     def devices_at(self, *, factory=None, building=None, floor=None, loc_id=None, active_only=False):
         """The devices at the locations matching the given fields, in plant order (as devices_at)."""
-        wanted = location_filters(factory=factory, building=building, floor=floor, loc_id=loc_id).items()
         return [
             device
-            for location, devices in self.locations
-            if all(getattr(location, name) == value for name, value in wanted)
+            for _, devices in self.locations_at(factory=factory, building=building, floor=floor, loc_id=loc_id)
             for device in devices
             if device.is_active or not active_only
         ]
@@ -98,7 +106,10 @@ def load_plant():
             continue  # created after those were read: the marks moved, the next get() reloads
         _, json, at_location = locations[location_pk]
         at_location.append(LiveDevice(device_id, name, is_active, json, *types[type_pk]))
-    return Plant(locations=tuple((location, tuple(at)) for location, _, at in locations.values()))
+    return Plant(
+        locations=tuple((location, tuple(at)) for location, _, at in locations.values()),
+        precisions=dict(Metric.objects.values_list("key", "precision")),
+    )
 
 
 PLANT = MasterSnapshot(

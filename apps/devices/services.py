@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from . import credentials, dynsec
 from .models import Device
+from .signals import devices_changed
 
 # -- MQTT credentials (Mosquitto dynamic security, docs/security.md) ------------------------------
 # The broker is changed first and the database second: if the broker fails, nothing changes and
@@ -65,7 +66,9 @@ def set_devices_active(*, devices, active):
     not change, so the caller can report them and retry."""
     devices = list(devices)
     # update() skips auto_now; the ingest device cache watches updated_at.
-    Device.objects.filter(pk__in=[d.pk for d in devices]).update(is_active=active, updated_at=timezone.now())
+    changed = Device.objects.filter(pk__in=[d.pk for d in devices])
+    changed.update(is_active=active, updated_at=timezone.now())
+    devices_changed.send(sender=Device, factories=set(changed.values_list("location__factory", flat=True)))
     failures = []
     with_credentials = [d for d in devices if d.has_mqtt_credentials]
     if with_credentials:

@@ -1,4 +1,4 @@
-"""Pushes to browser dashboards through the channel layer (design §7).
+"""Pushes to browser dashboards through the channel layer (architecture §7).
 
 Group names live here. Readings are coalesced: the ingest loop (and a web process's HTTP ingest)
 hands every stored batch to a LivePublisher, which sends the newest value of each (device, metric)

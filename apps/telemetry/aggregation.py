@@ -7,7 +7,9 @@ bucket counts the devices that were there when the bucket was last computed: aft
 device's past stays with its old location (its own rollups go with it, under its new one).
 """
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from django.db import connection
@@ -54,12 +56,27 @@ def fetch_rows(rows):
         return cursor.execute(sql, params, binary=True).fetchall()
 
 
-def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id=None):
-    """Buckets of `metric` in [start, end) at `locations` (a queryset), or only of the device
+class BucketShape(NamedTuple):
+    """How an answer writes its buckets: `start(epoch seconds, tz)`, called once per bucket start
+    (the locations share them), and `bucket(start, min, max, sum, count)`, once per bucket."""
+
+    start: Callable
+    bucket: Callable
+
+
+HUB_BUCKETS = BucketShape(
+    start=lambda epoch, tz: datetime.fromtimestamp(epoch, tz),
+    bucket=lambda start, low, high, total, count: {"start": start, "min": low, "max": high, "avg": total / count, "count": count},
+)
+
+
+def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id=None, shape=HUB_BUCKETS):
+    """Buckets of `metric` in [start, end) at `locations` (a queryset or list), or only of the device
     `device_id` there, grouped per location.
 
-    → [{"location": {location json}, "buckets": [{"start", "min", "max", "avg", "count"}]}],
-    locations in plant order, buckets oldest first, "start" an aware datetime in `tz`.
+    → [{"location": {location json}, "buckets": [bucket]}], locations in plant order, buckets oldest
+    first, written by `shape`: by default {"start", "min", "max", "avg", "count"}, "start" an aware
+    datetime in `tz`.
     """
     span = {"metric": metric, "bucket__gte": start, "bucket__lt": end}
     if device_id is None:
@@ -68,12 +85,11 @@ def aggregate_readings(*, metric, start, end, interval, tz, locations, device_id
         rollups = DEVICE_ROLLUPS[interval].objects.filter(device__device_id=device_id, device__location__in=locations, **span)
         location = "device__location_id"
     rows = rollups.annotate(start=EpochSeconds("bucket")).values_list(location, *STATS).order_by("bucket")
-    buckets, starts = {}, {}  # the locations share their buckets' starts: one datetime each
+    buckets, starts = {}, {}  # the locations share their buckets' starts: one each
+    start_of, bucket = shape
     for location_pk, epoch, low, high, total, count in fetch_rows(rows):
-        start = starts.get(epoch) or starts.setdefault(epoch, datetime.fromtimestamp(epoch, tz))
-        buckets.setdefault(location_pk, []).append(
-            {"start": start, "min": low, "max": high, "avg": total / count, "count": count}
-        )
+        start = starts.get(epoch) or starts.setdefault(epoch, start_of(epoch, tz))
+        buckets.setdefault(location_pk, []).append(bucket(start, low, high, total, count))
     return [
         {"location": location_json(location), "buckets": buckets[location.pk]}
         for location in Location.objects.filter(pk__in=buckets)

@@ -1,4 +1,4 @@
-"""REST API of telemetry: realtime status, aggregation, raw readings (JSON or CSV), dead letters."""
+"""REST API of telemetry: realtime status, aggregation (also in the plant platform's shapes), raw readings (JSON or CSV), dead letters."""
 
 import csv
 import io
@@ -11,20 +11,27 @@ from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.devices.api import LocationSerializer
-from apps.devices.models import Metric
-from apps.devices.selectors import LOCATION_FILTERS, locations_at
-from iothub.api import HubAPIMixin, IsAdmin, rendered_answer
+from apps.devices.models import Device, Metric
+from apps.devices.selectors import LOCATION_FILTERS, PLANT, locations_at
+from iothub.api import HubAPIMixin, IsAdmin, SlugRelatedField, rendered_answer
 
 from .aggregation import INTERVALS, aggregate_readings
+from .compat import platform_hours, platform_realtime
 from .models import DeadLetter, Reading
 from .rollups import plant_tz
 from .selectors import realtime_status
@@ -63,9 +70,11 @@ class DeviceStatusSerializer(serializers.Serializer):
 
 
 class RealtimeSerializer(serializers.Serializer):
-    """The realtime answer (design §6 realtime shape; schema only)."""
+    """The realtime answer (architecture §6 realtime shape; schema only)."""
 
     capture_dt = serializers.DateTimeField()
+    ymd = serializers.CharField(help_text="capture_dt's plant local day, yyyyMMdd")
+    hh = serializers.CharField(help_text="capture_dt's plant local hour, 00-23")
     measurements = DeviceStatusSerializer(many=True)
 
 
@@ -90,7 +99,7 @@ class Period(NamedTuple):
 class PlantPeriodField(serializers.Field):
     """A year, month or day of plant local time written yyyy, yyyyMM or yyyyMMdd → its Period."""
 
-    default_error_messages = {"invalid": "Use yyyy, yyyyMM or yyyyMMdd."}
+    default_error_messages = {"invalid": "Use yyyy, yyyyMM or yyyyMMdd.", "not_a_date": "{value} is not a real date."}
 
     def to_internal_value(self, data):
         if not isinstance(data, str) or not re.fullmatch(PERIOD_PATTERN, data):
@@ -104,23 +113,34 @@ class PlantPeriodField(serializers.Field):
             else:
                 after = first + timedelta(days=1)
         except (ValueError, OverflowError):
-            self.fail("invalid")
+            self.fail("not_a_date", value=data)
         tz = plant_tz()
         return Period(datetime.combine(first, time.min, tzinfo=tz), datetime.combine(after, time.min, tzinfo=tz))
 
 
-class AggregationQuerySerializer(LocationQuerySerializer):
-    """The query of an aggregation: a span of plant local days, a bucket size, which devices."""
+class PeriodQuerySerializer(serializers.Serializer):
+    """A span of whole plant local years, months or days."""
 
     start_date = PlantPeriodField(help_text="From the start of this year, month or day (yyyy, yyyyMM or yyyyMMdd).")
     end_date = PlantPeriodField(help_text="To the end of this year, month or day (yyyy, yyyyMM or yyyyMMdd).")
-    interval = serializers.ChoiceField(INTERVALS, default="hour")
-    device = serializers.CharField(required=False, allow_blank=True, help_text="Only this device (device_id).")
 
     def validate(self, attrs):
         if attrs["end_date"].end <= attrs["start_date"].start:
             raise ValidationError({"end_date": "Must not end before start_date begins."})
         return attrs
+
+
+class AggregationQuerySerializer(LocationQuerySerializer, PeriodQuerySerializer):
+    """The query of an aggregation: a span of plant local days, a bucket size, which devices."""
+
+    interval = serializers.ChoiceField(INTERVALS, default="hour")
+    device = SlugRelatedField(
+        slug_field="device_id",
+        queryset=Device.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Only this device (device_id).",
+    )
 
 
 class BucketSerializer(serializers.Serializer):
@@ -141,11 +161,19 @@ class LocationBucketsSerializer(serializers.Serializer):
 
 
 class AggregationSerializer(serializers.Serializer):
-    """The aggregation answer (design §6 aggregation shape; schema only)."""
+    """The aggregation answer (architecture §6 aggregation shape; schema only)."""
 
     metric = serializers.CharField()
     interval = serializers.ChoiceField(INTERVALS)
     results = LocationBucketsSerializer(many=True)
+
+
+def known_metric(key):
+    """The Metric of a path's key; an unknown one is a 400 naming the field."""
+    found = Metric.objects.filter(key=key).first() if "\x00" not in key else None
+    if found is None:
+        raise ValidationError({"metric": f"Unknown metric {key!r}."})
+    return found
 
 
 class AggregationView(HubAPIMixin, APIView):
@@ -159,9 +187,7 @@ class AggregationView(HubAPIMixin, APIView):
         responses=AggregationSerializer,
     )
     def get(self, request, metric):
-        found = Metric.objects.filter(key=metric).first()
-        if found is None:
-            raise ValidationError({"metric": f"Unknown metric {metric!r}."})
+        found = known_metric(metric)
         query = AggregationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
@@ -177,10 +203,122 @@ class AggregationView(HubAPIMixin, APIView):
                     interval=params["interval"],
                     tz=plant_tz(),
                     locations=locations_at(**{name: params.get(name) for name in LOCATION_FILTERS}),
-                    device_id=params.get("device") or None,
+                    device_id=params["device"].device_id if params.get("device") else None,
                 ),
             },
         )
+
+
+# --- the plant platform's realtime and aggregation services (docs/compatibility.md) -------------
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}], "example": 1})
+class PlatformFloorField(serializers.Field):
+    """A floor: a number where the hub's floor is one ("1" → 1), else the hub's text."""
+
+
+class PlatformLocationSerializer(serializers.Serializer):
+    """Where a sensor sits, as the platform wrote it (schema only)."""
+
+    factory = serializers.CharField()
+    building = serializers.CharField()
+    floor = PlatformFloorField()
+    loc_id = serializers.CharField()
+
+
+class PlatformValueSerializer(serializers.Serializer):
+    """A latest value as a decimal string of the metric's precision, and its threshold status (schema only)."""
+
+    value = serializers.CharField(allow_null=True, help_text='e.g. "22.1"')
+    status = serializers.ChoiceField(["normal", "warning", "critical"], allow_null=True)
+
+
+class PlatformMeasurementSerializer(serializers.Serializer):
+    """One sensor (device) of the platform's realtime answer (schema only)."""
+
+    location = PlatformLocationSerializer()
+    metrics = serializers.DictField(child=PlatformValueSerializer())
+
+
+class PlatformRealtimeSerializer(serializers.Serializer):
+    """The platform's realtime answer (schema only)."""
+
+    capture_dt = serializers.CharField(help_text="UTC, e.g. 2025-09-12T05:59:38.837000Z")
+    ymd = serializers.CharField(help_text="capture_dt's plant local day, yyyyMMdd")
+    hh = serializers.CharField(help_text="capture_dt's plant local hour, 00-23")
+    measurements = PlatformMeasurementSerializer(many=True)
+
+
+def platform_locations(field, value):
+    """The Locations whose `field` (factory, building, floor or loc_id) is `value`; none: 404."""
+    locations = [location for location, _ in PLANT.get().locations_at(**{field: value})]
+    if not locations:
+        raise NotFound(f"No location has {field} {value!r}.")
+    return locations
+
+
+class PlatformRealtimeView(HubAPIMixin, APIView):
+    """The platform's realtime service: the latest value and status of every metric of every active
+    sensor at the locations of a factory, building, floor or loc_id; 404 where no location has it."""
+
+    field = None  # set per URL: factory, building, floor or loc_id
+
+    @extend_schema(tags=["compatibility"], responses=PlatformRealtimeSerializer)
+    def get(self, request, **path):
+        value = path[self.field]
+        platform_locations(self.field, value)
+        return rendered_answer(request, lambda: platform_realtime(**{self.field: value}))
+
+
+class PlatformLocationHoursSerializer(PlatformLocationSerializer):
+    """A location with its hours (schema only)."""
+
+    area = serializers.CharField()
+    date = inline_serializer(
+        "PlatformHour",
+        {
+            "ymd": serializers.CharField(),
+            "hour": serializers.CharField(),
+            "metrics": serializers.DictField(
+                child=serializers.CharField(), help_text='{"<metric>_max": "27.00", "<metric>_avg": "27.00"}'
+            ),
+        },
+        many=True,
+    )
+
+
+class PlatformAggregationView(HubAPIMixin, APIView):
+    """The platform's aggregation service: hourly max and avg of a metric per location over whole
+    plant local years, months or days."""
+
+    field = None  # set per URL: loc_id (one location) or factory (its locations)
+
+    @extend_schema(
+        tags=["compatibility"],
+        parameters=[PeriodQuerySerializer],
+        responses={
+            200: PolymorphicProxySerializer(
+                "PlatformAggregation",
+                serializers=[
+                    inline_serializer("PlatformAggregationLocation", {"location": PlatformLocationHoursSerializer()}),
+                    inline_serializer("PlatformAggregationLocations", {"locations": PlatformLocationHoursSerializer(many=True)}),
+                ],
+                resource_type_field_name=None,
+            )
+        },
+    )
+    def get(self, request, metric, **path):
+        found = known_metric(metric)
+        query = PeriodQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        locations = platform_locations(self.field, path[self.field])
+        start, end = query.validated_data["start_date"].start, query.validated_data["end_date"].end
+
+        def answer():
+            hours = platform_hours(metric=found, start=start, end=end, locations=locations)
+            return {"location": hours[0]} if self.field == "loc_id" else {"locations": hours}
+
+        return rendered_answer(request, answer)
 
 
 class ReadingSerializer(serializers.ModelSerializer):
@@ -201,11 +339,18 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
         return super().filter(qs, value.astimezone(UTC) if value else value)
 
 
+class KnownObjectFilter(django_filters.ModelChoiceFilter):
+    """An object by its natural key `to_field_name`; an unknown one is a 400 naming the field, as in aggregation/."""
+
+    def __init__(self, *, what, **kwargs):
+        super().__init__(error_messages={"invalid_choice": f"Unknown {what} %(value)r."}, required=True, **kwargs)
+
+
 class ReadingFilterSet(django_filters.FilterSet):
     """Readings of one device's metric, optionally in [start, end)."""
 
-    device = django_filters.CharFilter(field_name="device__device_id", required=True)
-    metric = django_filters.CharFilter(field_name="metric__key", required=True)
+    device = KnownObjectFilter(what="device", queryset=Device.objects.all(), to_field_name="device_id")
+    metric = KnownObjectFilter(what="metric", queryset=Metric.objects.all(), to_field_name="key")
     start = UTCDateTimeFilter(field_name="time", lookup_expr="gte")
     end = UTCDateTimeFilter(field_name="time", lookup_expr="lt")
 

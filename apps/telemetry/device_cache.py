@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from apps.devices.models import Device, DeviceType, Metric
 from apps.devices.snapshots import MasterSnapshot
 
+from .calculations import type_calculations
 from .handoff import alert_rules
 
 
@@ -21,8 +22,9 @@ class DeviceInfo:
     location_pk: int
     type_pk: int
     type_name: str
-    metrics: dict  # metric key → metric pk, shared by every device of a type
+    metrics: dict  # measured metric key → metric pk, shared by every device of a type
     primary_metric: str
+    calculations: object = None  # the type's TypeCalculations (apps.telemetry.calculations), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +38,18 @@ def load_device_master():
     types = {}
     metric_keys = {}
     for device_type in DeviceType.objects.select_related("primary_metric").prefetch_related("metrics"):
-        metrics = {m.key: m.pk for m in device_type.metrics.all()}
-        metrics.setdefault(device_type.primary_metric.key, device_type.primary_metric_id)
-        metric_keys.update({pk: key for key, pk in metrics.items()})
-        types[device_type.pk] = (device_type.name, metrics, device_type.primary_metric.key)
+        all_metrics = {m.key: m for m in device_type.metrics.all()}
+        all_metrics.setdefault(device_type.primary_metric.key, device_type.primary_metric)
+        metric_keys.update({m.pk: key for key, m in all_metrics.items()})
+        measured = {key: m.pk for key, m in all_metrics.items() if not m.is_calculated}
+        calculations = type_calculations(device_type.name, all_metrics)
+        types[device_type.pk] = (device_type.name, measured, device_type.primary_metric.key, calculations)
     devices = {}
     rows = Device.objects.values_list("pk", "device_id", "is_active", "location_id", "device_type_id")
     for pk, device_id, is_active, location_pk, type_pk in rows.iterator(chunk_size=10_000):
         if type_pk not in types:
             continue  # its type was created after the types were read: the marks moved, the next get() reloads
-        type_name, metrics, primary = types[type_pk]
-        devices[device_id] = DeviceInfo(pk, device_id, is_active, location_pk, type_pk, type_name, metrics, primary)
+        devices[device_id] = DeviceInfo(pk, device_id, is_active, location_pk, type_pk, *types[type_pk])
     return DeviceMaster(devices=devices, thresholds=alert_rules().load(), metric_keys=metric_keys)
 
 

@@ -1,4 +1,4 @@
-"""HTTP ingest (design §6): `POST /api/v1/ingest/` for devices that cannot speak MQTT.
+"""HTTP ingest (architecture §6): `POST /api/v1/ingest/` for devices that cannot speak MQTT.
 
 The device authenticates with its own token (`Authorization: Device <token>`, issued in the
 admin, see docs/security.md); the token decides the device, so the body is handled exactly like
@@ -206,7 +206,7 @@ class IngestView(APIView):
         operation_id="ingest_readings",
         summary="Send readings of the token's device",
         description=(
-            "The body is one of the MQTT payload forms (design §4): an object with named metrics, a "
+            "The body is one of the MQTT payload forms (architecture §4): an object with named metrics, a "
             "compact {id, ts, v}, or an array of either; at most IOTHUB_MAX_PAYLOAD_BYTES (64 KiB). "
             "It is validated and stored exactly like an MQTT message on sensors/<device_id>; "
             "rejected bodies are dead-lettered with the reason."

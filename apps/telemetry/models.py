@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Reading(models.Model):
@@ -26,15 +27,16 @@ class DeadLetter(models.Model):
     """Input the pipeline rejected, kept with the reason so nothing is silently lost."""
 
     class Reason(models.TextChoices):
-        MALFORMED_JSON = "malformed_json", "malformed JSON"
-        WRONG_SHAPE = "wrong_shape", "wrong shape"
-        UNKNOWN_DEVICE = "unknown_device", "unknown device"
-        INACTIVE_DEVICE = "inactive_device", "inactive device"
-        UNKNOWN_METRIC = "unknown_metric", "unknown metric"
-        BAD_VALUE = "bad_value", "non-finite or non-numeric value"
-        TS_FUTURE = "ts_future", "timestamp too far in the future"
-        TS_PAST = "ts_past", "timestamp too far in the past"
-        TOO_LARGE = "too_large", "payload too large"
+        MALFORMED_JSON = "malformed_json", _("malformed JSON")
+        WRONG_SHAPE = "wrong_shape", _("wrong shape")
+        UNKNOWN_DEVICE = "unknown_device", _("unknown device")
+        INACTIVE_DEVICE = "inactive_device", _("inactive device")
+        UNKNOWN_METRIC = "unknown_metric", _("unknown metric")
+        BAD_VALUE = "bad_value", _("non-finite or non-numeric value")
+        TS_FUTURE = "ts_future", _("timestamp too far in the future")
+        TS_PAST = "ts_past", _("timestamp too far in the past")
+        TOO_LARGE = "too_large", _("payload too large")
+        CALCULATION_FAILED = "calculation_failed", _("calculation failed")
 
     source = models.CharField(max_length=16)
     topic = models.CharField(max_length=255, blank=True)

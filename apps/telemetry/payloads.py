@@ -1,10 +1,11 @@
-"""Parse and validate MQTT/HTTP/Kafka payloads (design §4) into readings or rejection reasons.
+"""Parse and validate MQTT/HTTP/Kafka payloads (architecture §4) into readings or rejection reasons.
 
 Pure functions, no database: the pipeline calls them for a whole batch with a snapshot of the
 device master, so a message costs a JSON decode and a few dict lookups.
 """
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,6 +125,19 @@ class ValidatedBatch:
     rows: list  # (device_pk, metric_pk, ts_seconds, value)
     rejections: list  # Rejection
     devices: dict  # device_pk → DeviceInfo, for the devices in rows
+    accepted: list  # the Messages whose rows are in rows, in order
+    ends: list  # len(rows) after each accepted message's rows
+
+    def message_of(self, row_index):
+        """The message that brought rows[row_index]."""
+        return self.accepted[bisect_right(self.ends, row_index)]
+
+
+def unknown_metric(device, metric_key):
+    calculations = device.calculations.calculations if device.calculations else ()
+    if any(calculation.key == metric_key for calculation in calculations):
+        return Rejected(Reason.UNKNOWN_METRIC, f"{metric_key!r} is calculated from other metrics of {device.type_name}, not sent")
+    return Rejected(Reason.UNKNOWN_METRIC, f"{str(metric_key)[:64]!r} is not a metric of {device.type_name}")
 
 
 def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_future_skew, max_past_age):
@@ -131,6 +145,8 @@ def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_fut
     rows = []
     rejections = []
     devices = {}
+    accepted = []
+    ends = []
     latest_ok = now + max_future_skew
     earliest_ok = now - max_past_age
     for message in messages:
@@ -145,7 +161,7 @@ def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_fut
             for metric_key, ts, value in readings:
                 metric_pk = device.metrics.get(metric_key or device.primary_metric)
                 if metric_pk is None:
-                    raise Rejected(Reason.UNKNOWN_METRIC, f"{str(metric_key)[:64]!r} is not a metric of {device.type_name}")
+                    raise unknown_metric(device, metric_key or device.primary_metric)
                 if ts > latest_ok:
                     raise Rejected(Reason.TS_FUTURE, f"ts {ts:.0f} is more than {max_future_skew} s ahead")
                 if ts < earliest_ok:
@@ -156,4 +172,6 @@ def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_fut
             continue
         rows.extend(message_rows)
         devices[device.pk] = device
-    return ValidatedBatch(rows=rows, rejections=rejections, devices=devices)
+        accepted.append(message)
+        ends.append(len(rows))
+    return ValidatedBatch(rows=rows, rejections=rejections, devices=devices, accepted=accepted, ends=ends)

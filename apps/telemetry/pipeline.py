@@ -17,9 +17,11 @@ from django.db import transaction
 
 from iothub.best_effort import BestEffort
 
+from .calculations import calculate_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
-from .latest import store_latest
-from .payloads import validate_messages
+from .latest import get_latest_documents, store_latest
+from .models import DeadLetter
+from .payloads import Rejection, validate_messages
 from .rollups import mark_dirty_hours
 from .store import store_dead_letters, store_readings
 
@@ -81,6 +83,23 @@ def describe_rows(rows, *, devices, master):
 
 
 LATEST_VALUES = BestEffort("latest_values")
+CALCULATION_INPUTS = BestEffort("calculation_inputs")
+
+
+def read_calculation_inputs(device_ids):
+    return CALCULATION_INPUTS(get_latest_documents, device_ids)
+
+
+def calculated_rows(batch):
+    """The calculated readings the batch's readings trigger (apps.telemetry.calculations); a failed
+    calculation becomes a dead letter of its message, whose other readings are stored."""
+    calculated, failures = calculate_batch(batch.rows, devices=batch.devices, read_latest=read_calculation_inputs)
+    failed = {}
+    for index, key, error in failures:
+        message = batch.message_of(index)
+        failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
+    batch.rejections.extend(failed.values())
+    return calculated
 
 
 def after_commit(batch_id, rows, devices, master, publisher):
@@ -102,7 +121,8 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     """Process one batch of Message; returns a BatchResult once the batch is committed.
 
     historical=True (CSV import): any past timestamp is fine, and the batch is only stored —
-    no latest values, live push or alert evaluation for readings of the past.
+    no calculated metrics (`recalculate` computes them from the stored readings), latest values,
+    live push or alert evaluation for readings of the past.
     """
     config = settings.IOTHUB
     batch_id = uuid.uuid4().hex[:12]  # correlates this batch's log lines in ingest and worker
@@ -115,7 +135,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         max_future_skew=config["MAX_FUTURE_SKEW"],
         max_past_age=HISTORICAL_MAX_AGE if historical else config["MAX_PAST_AGE"],
     )
-    rows = batch.rows
+    rows = batch.rows if historical else batch.rows + calculated_rows(batch)
     with transaction.atomic():
         stored = store_readings(rows)
         mark_dirty_hours(rows)

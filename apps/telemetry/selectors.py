@@ -9,6 +9,7 @@ from apps.devices.selectors import NO_VALUE, PLANT
 
 from .latest import get_latest, get_latest_documents
 from .models import Reading
+from .rollups import plant_tz
 
 
 def device_metrics(device, stored):
@@ -32,13 +33,15 @@ def device_status(device):
 
 
 class RenderedMeasurements:
-    """The realtime entry of each device rendered to JSON, kept while it is made of the same stored
+    """The realtime entry of each device rendered to JSON by `render(device, document, plant)` →
+    (document, newest ts, online JSON, offline JSON), kept while it is made of the same stored
     document and the same copy of the device master: between two polls of a factory few of its
     devices report, so an answer costs one HMGET and the renderings of those. The offline flag
     moves with the clock alone; it is picked per request from two renderings. The entries hold
     no container, so the garbage collector stops tracking them."""
 
-    def __init__(self):
+    def __init__(self, render):
+        self.render = render
         self.current = (None, {})  # (Plant, {device_id: (document, newest ts, online JSON, offline JSON)})
 
     def entries(self, devices, documents, *, plant, now_ms):
@@ -50,30 +53,43 @@ class RenderedMeasurements:
         for device, document in zip(devices, documents):
             entry = made.get(device.device_id)
             if entry is None or entry[0] != document:
-                entry = made[device.device_id] = self.render(device, document)
+                entry = made[device.device_id] = self.render(device, document, plant)
             answer.append(entry[3] if device.is_offline(entry[1], now_ms) else entry[2])
         return answer
 
-    @staticmethod
-    def render(device, document):
-        metrics, newest = device_metrics(device, orjson.loads(document) if document else None)
-        online, offline = (orjson.Fragment(orjson.dumps(measurement(device, metrics, offline=flag))) for flag in (False, True))
-        return document, newest, online, offline
+
+def hub_entry(device, document, plant):
+    """The hub's realtime entry of a device, online and offline (RenderedMeasurements)."""
+    metrics, newest = device_metrics(device, orjson.loads(document) if document else None)
+    online, offline = (orjson.Fragment(orjson.dumps(measurement(device, metrics, offline=flag))) for flag in (False, True))
+    return document, newest, online, offline
 
 
-RENDERED = RenderedMeasurements()
+RENDERED = RenderedMeasurements(hub_entry)
 
 
-def realtime_status(*, factory=None, building=None, floor=None, loc_id=None):
-    """Latest value and status of every metric of every active device at the locations matching
-    the given fields (design §6 realtime shape), each entry already JSON (orjson.Fragment)."""
+def capture_fields(now):
+    """When a realtime answer was made: the instant in UTC, and its plant local day and hour."""
+    local = now.astimezone(plant_tz())
+    return {"capture_dt": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "ymd": local.strftime("%Y%m%d"), "hh": local.strftime("%H")}
+
+
+def realtime_answer(rendered, *, factory=None, building=None, floor=None, loc_id=None):
+    """capture_fields and the entries of every active device at the locations matching the given
+    fields, made by `rendered` (a RenderedMeasurements), each already JSON (orjson.Fragment)."""
     plant = PLANT.get()
     devices = plant.devices_at(factory=factory, building=building, floor=floor, loc_id=loc_id, active_only=True)
     documents = get_latest_documents([device.device_id for device in devices])
     return {
-        "capture_dt": datetime.now(UTC).isoformat(),
-        "measurements": RENDERED.entries(devices, documents, plant=plant, now_ms=time.time() * 1000),
+        **capture_fields(datetime.now(UTC)),
+        "measurements": rendered.entries(devices, documents, plant=plant, now_ms=time.time() * 1000),
     }
+
+
+def realtime_status(*, factory=None, building=None, floor=None, loc_id=None):
+    """Latest value and status of every metric of every active device at the locations matching
+    the given fields (architecture §6 realtime shape, with the local day and hour of capture_dt)."""
+    return realtime_answer(RENDERED, factory=factory, building=building, floor=floor, loc_id=loc_id)
 
 
 def readings_between(*, device, metric, start, end, limit=100_000):

@@ -52,11 +52,11 @@
 
   // Raw: one line. Rollups: min (invisible), max filled down to min, then the average on top.
   function traces(series) {
-    const line = { x: series.x, y: series.y, mode: "lines", name: series.min ? "avg" : series.key, line: { width: 2, color: LINE_COLOR } };
+    const line = { x: series.x, y: series.y, mode: "lines", name: series.min ? gettext("avg") : series.key, line: { width: 2, color: LINE_COLOR } };
     if (!series.min) return [line];
     return [
-      { x: series.x, y: series.min, mode: "lines", name: "min", line: { width: 0 } },
-      { x: series.x, y: series.max, mode: "lines", name: "max", line: { width: 0 }, fill: "tonexty", fillcolor: SPREAD_COLOR },
+      { x: series.x, y: series.min, mode: "lines", name: gettext("min"), line: { width: 0 } },
+      { x: series.x, y: series.max, mode: "lines", name: gettext("max"), line: { width: 0 }, fill: "tonexty", fillcolor: SPREAD_COLOR },
       line,
     ];
   }
@@ -76,18 +76,24 @@
     return chart.live ? (Date.parse(chart.end) - Date.parse(chart.start)) / 50 : 0;
   }
 
+  // The title is the card's heading, above the plot: Plotly's toolbar never covers it. The plot
+  // fills its box (fixed height in style.css), so resizes and rotations keep its size.
   function drawChart(container, series, chart, plantTime) {
+    const card = document.createElement("section");
+    card.className = "card chart-card";
+    const title = document.createElement("h2");
+    title.textContent = series.label + (series.unit ? " (" + series.unit + ")" : "");
     const div = document.createElement("div");
-    div.className = "chart card";
+    div.className = "chart";
     div.id = "chart-" + series.key;
-    container.appendChild(div);
+    card.append(title, div);
+    container.appendChild(card);
     Plotly.newPlot(div, traces(series), {
-      title: { text: series.label + (series.unit ? " (" + series.unit + ")" : ""), x: 0.01, xanchor: "left", font: { size: 15 } },
-      height: 280, margin: { t: 40, r: 20, b: 40, l: 55 }, showlegend: false, hovermode: "x unified",
+      autosize: true, margin: { t: 28, r: 12, b: 40, l: 50 }, showlegend: false, hovermode: "x unified",
       xaxis: { type: "date", range: [plantTime(Date.parse(chart.start)), plantTime(Date.parse(chart.end) + livePadding(chart))] },
       yaxis: { range: yRange(series) }, shapes: bandShapes(series.bands),
-      annotations: series.x.length ? [] : [{ text: "No data in this range", xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#6b7785" } }],
-    }, { responsive: true, displaylogo: false });
+      annotations: series.x.length ? [] : [{ text: chart.no_data, xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#5c6773" } }],
+    }, { responsive: true, displaylogo: false, locale: chart.locale.name });
     // A zoom or pan stops the live chart from sliding; a double-click (autorange) resumes it.
     div.zoomed = false;
     div.on("plotly_relayout", (event) => {
@@ -97,7 +103,40 @@
     return div;
   }
 
+  // Plotly in the page's language: month and day names from Django's catalogues, the toolbar's
+  // tooltips from ours.
+  function registerLocale(locale) {
+    Plotly.register({
+      moduleType: "locale", name: locale.name,
+      dictionary: {
+        "Download plot as a png": gettext("Download plot as a png"), "Zoom": gettext("Zoom"), "Pan": gettext("Pan"),
+        "Zoom in": gettext("Zoom in"), "Zoom out": gettext("Zoom out"), "Autoscale": gettext("Autoscale"),
+        "Reset axes": gettext("Reset axes"), "Double-click to zoom back out": gettext("Double-click to zoom back out"),
+      },
+      format: {
+        days: locale.days, shortDays: locale.shortDays, months: locale.months, shortMonths: locale.shortMonths,
+        periods: [gettext("AM"), gettext("PM")], decimal: ".", thousands: ",", grouping: [3], currency: ["", ""],
+        // d3 time formats of the axis ticks, translated like any string.
+        // xgettext:no-javascript-format
+        dateTime: gettext("%a %b %e %X %Y"),
+        // xgettext:no-javascript-format
+        date: gettext("%d/%m/%Y"),
+        // xgettext:no-javascript-format
+        time: gettext("%H:%M:%S"),
+        // xgettext:no-javascript-format
+        year: gettext("%Y"),
+        // xgettext:no-javascript-format
+        month: gettext("%b %Y"),
+        // xgettext:no-javascript-format
+        dayMonth: gettext("%b %-d"),
+        // xgettext:no-javascript-format
+        dayMonthYear: gettext("%b %-d, %Y"),
+      },
+    });
+  }
+
   window.IotHub.deviceCharts = function (deviceId, chart) {
+    registerLocale(chart.locale);
     const container = document.getElementById("charts");
     const plantTime = plantTimeFormat(chart.time_zone);
     const charts = {};

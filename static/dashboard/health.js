@@ -6,25 +6,29 @@
   const HISTORY_POINTS = (5 * 60 * 1000) / POLL_MS;
   const STALE_REPORT_S = 15;
 
+  const LANG = document.documentElement.lang;
+  const decimal = (digits) => new Intl.NumberFormat(LANG, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const ONE_DECIMAL = decimal(1), TWO_DECIMALS = decimal(2), WHOLE = decimal(0);
+
   function rate(value) {
-    return value < 10 ? value.toFixed(1) : Math.round(value).toLocaleString("en-US");
+    return value < 10 ? ONE_DECIMAL.format(value) : WHOLE.format(Math.round(value));
   }
   function latency(seconds) {
     if (seconds === null) return "–";
-    return seconds < 1 ? Math.round(seconds * 1000) + " ms" : seconds.toFixed(2) + " s";
+    return seconds < 1 ? WHOLE.format(Math.round(seconds * 1000)) + " ms" : TWO_DECIMALS.format(seconds) + " s";
   }
   function count(value) {
-    return value === null ? "–" : value.toLocaleString("en-US");
+    return value === null ? "–" : WHOLE.format(value);
   }
 
   // What each stat card shows: the figure, an optional note, and the value its sparkline plots.
   const STATS = {
     messages_per_s: (h) => [rate(h.messages_per_s), "", h.messages_per_s],
     readings_per_s: (h) => [rate(h.readings_per_s), "", h.readings_per_s],
-    kafka_lag: (h) => [count(h.kafka_lag), h.kafka_lag === null ? "no Kafka consumer" : "messages behind", h.kafka_lag],
-    latency_p99: (h) => [latency(h.latency_p99), h.latency_p99 === null ? "no recent messages" : "worst process", h.latency_p99 === null ? null : h.latency_p99 * 1000],
-    dead_letters_per_s: (h) => [rate(h.dead_letters_per_s), (h.dead_letter_ratio * 100).toFixed(2) + " % of messages", h.dead_letters_per_s],
-    load_percent: (h) => [h.capacity.load_percent.toFixed(1) + " %", "of " + count(h.capacity.total) + " msg/s measured capacity", h.capacity.load_percent],
+    kafka_lag: (h) => [count(h.kafka_lag), h.kafka_lag === null ? gettext("no Kafka consumer") : gettext("messages behind"), h.kafka_lag],
+    latency_p99: (h) => [latency(h.latency_p99), h.latency_p99 === null ? gettext("no recent messages") : gettext("worst process"), h.latency_p99 === null ? null : h.latency_p99 * 1000],
+    dead_letters_per_s: (h) => [rate(h.dead_letters_per_s), interpolate(gettext("%s %% of messages"), [TWO_DECIMALS.format(h.dead_letter_ratio * 100)]), h.dead_letters_per_s],
+    load_percent: (h) => [ONE_DECIMAL.format(h.capacity.load_percent) + " %", interpolate(gettext("of %s msg/s measured capacity"), [count(h.capacity.total)]), h.capacity.load_percent],
   };
 
   function renderCapacity(capacity) {
@@ -32,7 +36,7 @@
     body.replaceChildren();
     for (const row of capacity.sensors) {
       const tr = body.insertRow();
-      cell(tr, "every " + (row.interval_s < 60 ? row.interval_s + " s" : row.interval_s / 60 + " min"));
+      cell(tr, interpolate(gettext("every %s"), [row.interval_s < 60 ? row.interval_s + " s" : row.interval_s / 60 + " min"]));
       cell(tr, count(row.sensors), "num");
     }
   }
@@ -48,10 +52,13 @@
     }, { displayModeBar: false, responsive: true });
   }
 
+  // A cell, labelled with its column's head (narrow screens show each row as a card of labelled values).
   function cell(row, text, className) {
     const td = row.insertCell();
     td.textContent = text;
     if (className) td.className = className;
+    const head = row.closest("table").tHead.rows[0].cells[td.cellIndex];
+    if (head) td.dataset.label = head.textContent;
   }
 
   function renderProcesses(processes) {
@@ -62,7 +69,7 @@
       if (p.report_age_s > STALE_REPORT_S) row.className = "stale";
       cell(row, p.name);
       cell(row, p.source);
-      cell(row, Math.round(p.report_age_s) + " s ago");
+      cell(row, interpolate(gettext("%s s ago"), [Math.round(p.report_age_s)]));
       cell(row, rate(p.messages_per_s), "num");
       cell(row, count(p.dead_letters), "num");
       cell(row, latency(p.latency_p99), "num");
@@ -73,7 +80,7 @@
       row.className = "stale";
       const td = row.insertCell();
       td.colSpan = 7;
-      td.textContent = "No ingest process has reported in the last 30 s.";
+      td.textContent = gettext("No ingest process has reported in the last 30 s.");
     }
   }
 
@@ -89,7 +96,7 @@
       const td = body.insertRow().insertCell();
       td.colSpan = 2;
       td.className = "quiet";
-      td.textContent = "None.";
+      td.textContent = gettext("None.");
     }
   }
 
@@ -104,8 +111,8 @@
     renderProcesses(health.processes);
     renderReasons(health.dead_letters_by_reason);
     renderCapacity(health.capacity);
-    document.getElementById("health-updated").textContent =
-      "Updated " + at.toLocaleTimeString() + " · every 2 s; charts show the last 5 minutes.";
+    document.getElementById("health-updated").textContent = interpolate(
+      gettext("Updated %s · every 2 s; charts show the last 5 minutes."), [at.toLocaleTimeString(LANG)]);
   }
 
   window.IotHub.pipelineHealth = function (url, initial) {

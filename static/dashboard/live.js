@@ -1,5 +1,7 @@
-// Live updates over the dashboard WebSocket. Messages are applied once per animation frame,
-// newest value per cell, so a burst of readings costs one DOM pass, not one per reading.
+// Live updates over the dashboard WebSocket. The server renders what the page shows of an alert
+// or a factory (the same templates as the page) and the text and status of every cell; this file
+// only puts them in place. Readings are applied once per animation frame, newest value per cell,
+// so a burst of readings costs one DOM pass, not one per reading.
 (function () {
   "use strict";
   const IotHub = (window.IotHub = {});
@@ -39,12 +41,11 @@
     const deadline = performance.now() + FRAME_BUDGET_MS;
     for (const [key, item] of pending) {
       pending.delete(key);
-      const status = item.status || "none";
       for (const el of index.get(key) || []) {
-        el.textContent = item.value.toFixed(1);
-        if (!el.classList.contains(status)) {
+        el.textContent = item.text;
+        if (!el.classList.contains(item.status_class)) {
           el.classList.remove(...STATUS_CLASSES);
-          el.classList.add(status);
+          el.classList.add(item.status_class);
         }
         el.dataset.ts = item.ts;
         const row = el.closest(".device.offline");
@@ -60,38 +61,66 @@
     requestFrame();
   };
 
-  // A cell's tooltip (metric and time of its value) is made when hovered, not on every update.
-  document.addEventListener("mouseover", (event) => {
-    const cell = event.target.closest && event.target.closest("[data-cell]");
-    if (!cell) return;
-    const metric = cell.dataset.cell.split("|").pop();
-    cell.title = cell.dataset.ts ? metric + " at " + new Date(Number(cell.dataset.ts)).toLocaleString() : metric;
-  });
-
-  // "critical dev-1 temperature = 36.5 (open)" as the feed and the banner show it.
-  function alertParts(a) {
-    const what = a.device ? a.device + (a.metric ? " " + a.metric : "") : "system " + a.subject;
-    const value = a.last_value === null || a.last_value === undefined ? "" : " = " + Number(a.last_value).toFixed(1);
-    return { level: a.level, text: " " + what + value + " ", state: a.state };
+  function fragment(html) {
+    const template = document.createElement("template");
+    template.innerHTML = html.trim();
+    return template.content.firstElementChild;
   }
 
-  function cue(alert) {
-    if (alert.level !== "critical" || alert.state !== "open") return;
-    const parts = alertParts(alert);
+  // The alarm sound: off until the operator turns it on (a click, which browsers require before
+  // a page may play sound); the choice is kept per browser.
+  const SOUND_KEY = "iothub.sound";
+  let audio = null;
+
+  function soundButton() { return document.getElementById("sound"); }
+
+  function showSound() {
+    const button = soundButton();
+    if (!button) return;
+    const on = localStorage.getItem(SOUND_KEY) === "on";
+    const blocked = on && (!audio || audio.state !== "running");
+    button.setAttribute("aria-pressed", String(on));
+    button.dataset.state = blocked ? "blocked" : on ? "on" : "off";
+  }
+
+  function unlockAudio() {
+    if (localStorage.getItem(SOUND_KEY) !== "on") return;
+    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+    audio.resume().then(showSound, showSound);
+  }
+
+  IotHub.initSound = function () {
+    const button = soundButton();
+    if (!button) return;
+    button.addEventListener("click", () => {
+      localStorage.setItem(SOUND_KEY, localStorage.getItem(SOUND_KEY) === "on" ? "off" : "on");
+      if (localStorage.getItem(SOUND_KEY) === "on") unlockAudio(); else showSound();
+    });
+    // Turned on earlier: the first click or key anywhere on the page lets the browser play it.
+    for (const kind of ["pointerdown", "keydown"]) document.addEventListener(kind, unlockAudio, { once: true });
+    showSound();
+  };
+
+  function beep() {
+    if (localStorage.getItem(SOUND_KEY) !== "on" || !audio || audio.state !== "running") return;
+    const osc = audio.createOscillator();
+    osc.frequency.value = 880;
+    osc.connect(audio.destination);
+    osc.start();
+    osc.stop(audio.currentTime + 0.25);
+    const button = soundButton();
+    button.dataset.played = Number(button.dataset.played || 0) + 1;
+  }
+
+  function cue(message) {
+    if (!message.banner) return;
     const banner = document.getElementById("banner");
-    banner.textContent = "CRITICAL:" + parts.text + "(" + parts.state + ")";
+    banner.replaceChildren(fragment(message.banner));
     banner.hidden = false;
     banner.classList.remove("flash");
     void banner.offsetWidth;
     banner.classList.add("flash");
-    try {
-      const ctx = new (window.AudioContext || window.webkitAudioContext)();
-      const osc = ctx.createOscillator();
-      osc.frequency.value = 880;
-      osc.connect(ctx.destination);
-      osc.start();
-      osc.stop(ctx.currentTime + 0.25);
-    } catch (e) { /* no audio device: the banner is the cue */ }
+    beep();
   }
 
   // Open alert counts of the overview: the header totals and the pills of every level of the
@@ -122,9 +151,8 @@
         for (const pill of countPills(loc, kind)) {
           const count = Math.max(0, Number(pill.dataset.count) + delta);
           pill.dataset.count = count;
-          const total = pill.classList.contains("total");
-          pill.textContent = total ? count + " " + kind : count;
-          pill.hidden = !total && count === 0;
+          pill.querySelector(".n").textContent = count;
+          pill.hidden = !pill.classList.contains("total") && count === 0;
         }
       }
     }
@@ -135,7 +163,8 @@
     if (!activeAlerts) return;
     const id = String(a.id);
     const before = activeAlerts.get(id);
-    const after = a.state === "resolved" ? undefined : [a.level === "warning" ? "warning" : "critical", a.location || null];
+    // Counted as on a reload: what needs attention (not resolved, shelved or a suppressed record).
+    const after = ["open", "acknowledged"].includes(a.state) ? [a.level === "warning" ? "warning" : "critical", a.location || null] : undefined;
     if (before && after ? before[0] === after[0] && before[1] === after[1] : before === after) return;
     if (after) activeAlerts.set(id, after); else activeAlerts.delete(id);
     for (const [entry, delta] of [[before, -1], [after, 1]]) {
@@ -150,64 +179,80 @@
     }
   }
 
-  IotHub.onAlert = function (message) {
-    const a = message.alert;
-    cue(a);
-    updateCounts(a);
-    const feed = document.getElementById("alert-feed");
-    if (!feed) return;
-    feed.querySelectorAll(".quiet").forEach((el) => el.remove());
-    let li = feed.querySelector('[data-alert="' + a.id + '"]');
-    if (a.state === "resolved") {
-      if (li) li.remove();
+  // An alert's element in a list (the overview's feed, a table of alerts): replaced by the
+  // server's rendering, added at the top when new, removed when the page no longer shows it. The
+  // list's "nothing here" line stays last; the style sheet shows it only when it is alone.
+  function placeAlert(list, message) {
+    if (!list) return;
+    const old = list.querySelector(':scope > [data-alert="' + message.alert.id + '"]');
+    if (!message.html) {
+      if (old) old.remove();
       return;
     }
-    if (!li) {
-      li = document.createElement("li");
-      li.dataset.alert = a.id;
-      feed.prepend(li);
-      while (feed.children.length > Number(feed.dataset.length)) feed.lastElementChild.remove();
-    }
-    const parts = alertParts(a);
-    const level = document.createElement("b");
-    const state = document.createElement("small");
-    level.textContent = parts.level;
-    state.textContent = parts.state;
-    li.className = "alert-item " + a.level;
-    li.replaceChildren(level, parts.text, state);
+    const element = fragment(message.html);
+    if (old) old.replaceWith(element); else list.prepend(element);
+    const items = list.querySelectorAll(":scope > [data-alert]");
+    const length = Number(list.dataset.length || 0);
+    for (let i = length || items.length; i < items.length; i++) items[i].remove();
+  }
+
+  IotHub.onAlert = function (message) {
+    cue(message);
+    updateCounts(message.alert);
+    placeAlert(document.getElementById("alert-feed"), message);
   };
 
+  // A page may list alerts in more than one table (the console's shelved alerts apart): the row
+  // goes to the list the server names and leaves the others.
+  const ALERT_LISTS = ["alert-rows", "shelved-rows"];
+
   IotHub.onAlertRow = function (message) {
-    const a = message.alert;
-    cue(a);
-    const rows = document.getElementById("alert-rows");
-    const row = rows && rows.querySelector('[data-alert="' + a.id + '"]');
-    if (row) {
-      row.className = "alert-row " + a.level + " " + a.state;
-      row.querySelector(".state").textContent = a.state;
-    } else if (rows && a.state === "open") {
-      const tr = document.createElement("tr");
-      tr.className = "alert-row new " + a.level + " " + a.state;
-      tr.dataset.alert = a.id;
-      tr.innerHTML = "<td></td><td class='state'></td><td></td><td></td><td></td><td colspan='6'><a href=''>reload to act</a></td>";
-      const tds = tr.querySelectorAll("td");
-      tds[0].textContent = a.level; tds[1].textContent = a.state; tds[2].textContent = a.device || "system";
-      tds[3].textContent = a.device ? a.metric || "—" : a.subject; tds[4].textContent = a.opened_at;
-      rows.prepend(tr);
+    cue(message);
+    for (const id of ALERT_LISTS) {
+      placeAlert(document.getElementById(id), id === message.list ? message : { alert: message.alert, html: "" });
     }
+  };
+
+  // The device master changed: the factories it touched, rendered again (or gone), and the
+  // overview's device count and factory choice.
+  IotHub.onDevices = function (message) {
+    const plant = document.getElementById("plant");
+    for (const [name, html] of Object.entries(message.factories)) {
+      const old = plant.querySelector(':scope > .factory[data-factory="' + CSS.escape(name) + '"]');
+      if (!html) {
+        if (old) old.remove();
+        continue;
+      }
+      const section = fragment(html);
+      if (old) {
+        old.replaceWith(section);
+        continue;
+      }
+      const next = [...plant.querySelectorAll(":scope > .factory")].find((f) => f.dataset.factory > name);
+      plant.insertBefore(section, next || null);
+      plant.querySelectorAll(":scope > .empty").forEach((el) => el.remove());
+    }
+    for (const [id, html] of Object.entries(message.summary)) {
+      const old = document.getElementById(id);
+      if (old) old.replaceWith(fragment(html));
+    }
+    cells = null; // new rows: index the cells again
+    if (IotHub.kioskShow) IotHub.kioskShow();
   };
 
   // The header's connection indicator: "live", "reconnecting" or "offline".
   IotHub.showConnection = function (state) {
     const conn = document.getElementById("conn");
-    conn.textContent = "● " + state;
-    conn.className = state === "live" ? "conn live" : "conn";
+    conn.dataset.state = state;
+    conn.classList.toggle("live", state === "live");
   };
 
+  // A socket of the page: the server renders for the page it is told (path and query).
   IotHub.connect = function (path, handlers) {
     let delay = 500;
+    const page = encodeURIComponent(location.pathname + location.search);
     function open() {
-      const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path);
+      const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path + "?page=" + page);
       ws.onopen = () => { delay = 500; IotHub.showConnection("live"); };
       ws.onmessage = (event) => {
         const message = JSON.parse(event.data);
@@ -222,4 +267,33 @@
     }
     open();
   };
+
+  document.addEventListener("DOMContentLoaded", IotHub.initSound);
+})();
+
+// Kiosk mode (?kiosk=1, a wall display): no navigation, large type, one factory at a time,
+// the next every `cycle` seconds (?cycle=, default 20).
+(function () {
+  "use strict";
+  const root = document.documentElement;
+  if (!root.classList.contains("kiosk")) return;
+  const seconds = Number(new URLSearchParams(location.search).get("cycle")) || 20;
+  let current = null;
+
+  function show() {
+    const factories = [...document.querySelectorAll("#plant > .factory")];
+    if (!factories.length) return;
+    if (!factories.some((f) => f.dataset.factory === current)) current = factories[0].dataset.factory;
+    for (const f of factories) f.classList.toggle("current", f.dataset.factory === current);
+  }
+
+  function next() {
+    const names = [...document.querySelectorAll("#plant > .factory")].map((f) => f.dataset.factory);
+    current = names[(names.indexOf(current) + 1) % names.length];
+    show();
+  }
+
+  window.IotHub.kioskShow = show;
+  show();
+  setInterval(next, seconds * 1000);
 })();

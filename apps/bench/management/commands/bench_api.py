@@ -4,7 +4,8 @@ Seeds --devices demo devices with a latest value of every metric in Redis (store
 --rollup-devices × --days of hourly rollups (COPY; the daily ones by the hub's recompute_days),
 starts --web-processes daphne processes against the bench database and namespace, and measures p50/p95/p99
 of `GET /api/v1/realtime/?factory=…` (a whole factory) and of `GET /api/v1/aggregation/temperature/
-?start_date=…&end_date=…&interval=hour` (all devices, --days days) from stdlib HTTP clients on
+?start_date=…&end_date=…&interval=hour` (all devices, --days days), each next to its platform-compatible
+twin (`realtime/factory/…`, `aggregation/temperature/factory/…`), from stdlib HTTP clients on
 keep-alive connections: one client, then --clients at once, while a thread changes the latest values of
 --updates devices a second (as ingest would). Where a p99 misses its target, the
 same request is profiled in-process (cProfile, the SQL it ran through Django's cursor, EXPLAIN ANALYZE of
@@ -22,15 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from apps.accounts.services import issue_api_token
 from apps.bench.benchmarks import BenchError, demo_device_pks, latency_stats, metric_pk
 from apps.bench.support import (
     BenchCommand,
@@ -143,7 +144,7 @@ class Command(BenchCommand):
             "--web-processes",
             type=int,
             default=1,
-            help="daphne processes sharing one listening socket (design §8: daphne replicas)",
+            help="daphne processes sharing one listening socket (architecture §8: daphne replicas)",
         )
         parser.add_argument(
             "--updates",
@@ -180,7 +181,7 @@ class Command(BenchCommand):
             "TRUNCATE telemetry_hourlyrollup, telemetry_dailyrollup, telemetry_locationhourlyrollup, telemetry_locationdailyrollup"
         )
         conn.execute(
-            "DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
+            "DELETE FROM accounts_apitoken WHERE user_id IN (SELECT id FROM auth_user WHERE username LIKE %s)",
             [BENCH_USER_PREFIX + "%"],
         )
         conn.execute("DELETE FROM auth_user WHERE username LIKE %s", [BENCH_USER_PREFIX + "%"])
@@ -188,13 +189,22 @@ class Command(BenchCommand):
     def endpoints(self, start, end):
         last_day = end - timedelta(days=1)
         aggregation = {"start_date": f"{start:%Y%m%d}", "end_date": f"{last_day:%Y%m%d}", "interval": "hour"}
+        factory = quote(self.options["factory"])
+        period = urlencode({name: aggregation[name] for name in ("start_date", "end_date")})
         return [
             Endpoint(
                 f"realtime, factory {self.options['factory']}",
                 f"/api/v1/realtime/?{urlencode({'factory': self.options['factory']})}",
             ),
             Endpoint(
+                f"realtime-platform, factory {self.options['factory']} (compatibility)", f"/api/v1/realtime/factory/{factory}"
+            ),
+            Endpoint(
                 f"aggregation, {self.options['days']} days hourly", f"/api/v1/aggregation/temperature/?{urlencode(aggregation)}"
+            ),
+            Endpoint(
+                f"aggregation-platform, factory {self.options['factory']}, {self.options['days']} days hourly (compatibility)",
+                f"/api/v1/aggregation/temperature/factory/{factory}?{period}",
             ),
         ]
 
@@ -347,9 +357,9 @@ class LatestUpdates:
 
 
 def staff_token(run_id):
-    """A staff user of this run and its API token."""
+    """A staff user of this run and a read-only API token of theirs."""
     user = get_user_model().objects.create_user(username=f"{BENCH_USER_PREFIX}{run_id}", is_staff=True)
-    return Token.objects.create(user=user).key
+    return issue_api_token(user=user, name="bench_api")[1]
 
 
 def device_metric_keys():

@@ -127,7 +127,7 @@ class Command(BaseCommand):
     # Inner run, in the benchmark's database and namespace
 
     def measure(self, *, devices, rate, duration, interval, loads):
-        from apps.dashboard.browser import headless_chromium  # selenium: a development requirement
+        from apps.bench.browser import headless_chromium  # selenium: a development requirement
 
         self.progress(f"seeding {devices:,} devices into {BENCH_DATABASE}")
         call_command("migrate", verbosity=0)

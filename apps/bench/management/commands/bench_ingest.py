@@ -2,7 +2,7 @@
 
 Every benchmark runs real `manage.py ingest` processes against real services, isolated from the
 hub and from concurrent test runs (own database, namespace, broker, topics: see
-apps/telemetry/benchmarks.py). Everything is bounded: fixed message counts, fixed durations, a
+apps/bench/benchmarks.py). Everything is bounded: fixed message counts, fixed durations, a
 timeout on every wait; every process started is stopped. docs/benchmarks.md has results.
 """
 
@@ -52,13 +52,14 @@ from apps.bench.benchmarks import (
     ratio,
     raw_copy_seconds,
     run_child,
+    set_perceived_temperature,
     shared_topic,
     store_sql_seconds,
     truncate_readings,
     wait_for_rows,
 )
 
-SECTIONS = ("throughput", "latency", "scale", "kafka", "memory")
+SECTIONS = ("throughput", "calculated", "latency", "scale", "kafka", "memory")
 CORES_NOTE = "2 cores shared by load generator, broker, ingest and PostgreSQL"
 LATENCY_SAMPLE_DEVICES = 16  # whose readings the stored-latency probe follows (every k-th of the publisher's)
 
@@ -96,6 +97,12 @@ class Command(BaseCommand):
         parser.add_argument("--messages", type=int, default=100_000, help="backlog of throughput, scale and kafka")
         parser.add_argument(
             "--readings-per-message", type=int, default=20, help="gateway array size of the second throughput run"
+        )
+        parser.add_argument(
+            "--calculated-rounds",
+            type=int,
+            default=3,
+            help="calculated: drains with and without the calculated metric, alternating, this many of each",
         )
         parser.add_argument(
             "--devices", type=int, default=500, help="demo devices in the bench database; backlogs round-robin over them"
@@ -333,6 +340,70 @@ class Command(BaseCommand):
         self.summary.add(section, "COPY into telemetry_reading", direct_rate, "rows/s")
         self.summary.add(section, "store SQL alone", store_rate, "rows/s")
         self.summary.add(section, "ingest / raw COPY", ratio(ingest_rows_rate, raw_rate), "×")
+
+    # ----------------------------------------------------------------------------------------
+    # 1b. a calculated metric
+
+    def bench_calculated(self, run):
+        """Single-reading temperature backlogs drained with and without the demo's calculated perceived
+        temperature (inputs temperature and humidity) on the devices' type, alternating, in one run.
+
+        Every device first gets a humidity reading, so with the metric each temperature computes a
+        perceived temperature from it and stores two rows."""
+        count, devices, rounds = self.options["messages"], self.options["devices"], self.options["calculated_rounds"]
+        database = self.main_database(run)
+        figures = {False: [], True: []}
+        with database.connect() as conn:
+            for calculated in [False, True] * rounds:
+                set_perceived_temperature(conn, attached=calculated)
+                truncate_readings(conn)
+                run.clear_redis()  # the previous drain's latest values are newer than this backlog's first readings
+                figures[calculated].append(self.calculated_case(run, conn, calculated, count, devices))
+        rate = {calculated: sum(r for r, _ in runs) / len(runs) for calculated, runs in figures.items()}
+        cpu = {calculated: sum(c for _, c in runs) / len(runs) for calculated, runs in figures.items()}
+        kept = ratio(rate[True], rate[False])
+        self.say(
+            f"  mean of {rounds}: {rate[False]:,.0f} msg/s without, {rate[True]:,.0f} msg/s with the calculated metric: "
+            f"{times(kept)} ({kept:.1%} kept); CPU {cpu[False]:.1f} → {cpu[True]:.1f} µs/message"
+        )
+        section = "calculated"
+        self.summary.add(section, "ingest, measured metrics only (reference)", rate[False], "msg/s")
+        self.summary.add(section, "ingest, + 1 calculated metric (2 inputs)", rate[True], "msg/s")
+        self.summary.add(section, "with / without", kept, "×", target=(">=", 0.9))
+        self.summary.add(section, "ingest CPU per message without", cpu[False], "µs")
+        self.summary.add(section, "ingest CPU per message with", cpu[True], "µs")
+
+    def calculated_case(self, run, conn, calculated, count, devices):
+        """One drain; returns (msg/s, ingest CPU µs per message)."""
+        label = f"calc{next(self.names)}"
+        start_ms = backlog_start_ms(count, 1)
+        group = run.name(label)
+        prepare_session(run.mqtt_url, run.name(f"{label}-ingest"), shared_topic(group))
+        self.say(
+            f"-- {'with' if calculated else 'without'} the calculated metric: {devices} humidity readings, then "
+            f"{count:,} temperature readings, consumers offline"
+        )
+        run_child(
+            publish_backlog,
+            url=run.mqtt_url,
+            client_id=run.name(f"pub{next(self.names)}"),
+            count=devices,
+            devices=devices,
+            per_message=1,
+            start_ms=start_ms - devices,
+            timeout=run.timeout,
+            metric="humidity",
+        )
+        self.publish(run, count=count, per_message=1, start_ms=start_ms, devices=devices)
+        with run.mqtt_ingest(f"{label}-ingest", group=group) as ingest:
+            ingest.wait_ready()
+            backlog = StoredRows(conn, messages=count, devices=devices)
+            drain, cpu = self.drain_ingest(run, conn, [ingest], backlog, f"ingest ×1 ({'with' if calculated else 'without'})")
+        calculated_rows = count_rows(conn, "telemetry_reading") - count - devices
+        self.say(f"  calculated values stored: {calculated_rows:,}")
+        if calculated and calculated_rows < count:
+            raise BenchError(f"{calculated_rows:,} calculated values for {count:,} temperatures: the calculation did not run")
+        return drain.rate, cpu / count * 1e6
 
     # ----------------------------------------------------------------------------------------
     # 2. latency

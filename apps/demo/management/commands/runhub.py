@@ -2,6 +2,7 @@ import asyncio
 import secrets
 import signal
 import threading
+import time
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
@@ -18,6 +19,23 @@ from apps.demo.seed import seed_demo
 from apps.demo.simulator import simulate
 from apps.telemetry.ingest import run_ingest
 from iothub.celery import run_beat_inline
+
+REMIND_EVERY = 30  # seconds between two reprints of the addresses and login under the progress lines
+
+
+class Reminding:
+    """The console of the demo: progress lines, and every `every` seconds the addresses and the
+    login again, so they never scroll out of sight."""
+
+    def __init__(self, write, reminder, *, every):
+        self.out, self.reminder, self.every = write, reminder, every
+        self.reminded_at = time.monotonic()
+
+    def write(self, line):
+        self.out(line)
+        if time.monotonic() - self.reminded_at >= self.every:
+            self.reminded_at = time.monotonic()
+            self.out(self.reminder)
 
 
 class Command(BaseCommand):
@@ -41,13 +59,24 @@ class Command(BaseCommand):
         if not port_answers(host, mqtt_port):
             start_embedded_broker(host, mqtt_port)
             protocol = 4  # amqtt speaks MQTT 3.1.1 only
-            self.stdout.write(f"runhub: embedded MQTT broker on {host}:{mqtt_port}")
+            broker = (
+                f"runhub: embedded MQTT broker on {host}:{mqtt_port}, MQTT 3.1.1 only (it refuses MQTT v5 clients); "
+                "for a real broker start with MQTT_URL=mqtt://HOST:PORT"
+            )
+        else:
+            broker = f"runhub: MQTT broker {settings.MQTT_URL}"
+        self.stdout.write(broker)
+        base = f"http://127.0.0.1:{port}"
+        welcome = (
+            f"runhub: dashboard {base}/  admin {base}/admin/  API docs {base}/api/docs/\nrunhub: log in as admin / {password}"
+        )
+        console = Reminding(self.stdout.write, welcome, every=REMIND_EVERY)
         stop = threading.Event()
 
         def background(target, **kwargs):
             # In a sync_to_async thread, async_to_sync calls reach daphne's event loop, where the
             # in-memory channel layer lives: live pushes work without Redis.
-            return sync_to_async(target, thread_sensitive=False)(stop=stop, write=self.stdout.write, **kwargs)
+            return sync_to_async(target, thread_sensitive=False)(stop=stop, write=console.write, **kwargs)
 
         tasks = []
 
@@ -72,10 +101,7 @@ class Command(BaseCommand):
                         background(simulate, url=settings.MQTT_URL, devices=devices, rate=rate, duration=0, protocol=protocol)
                     )
                 )
-            self.stdout.write(
-                f"\nrunhub: dashboard on http://127.0.0.1:{port}/  — log in as admin / {password}\n"
-                f"runhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n"
-            )
+            self.stdout.write(f"\n{welcome}\nrunhub: {devices} simulated sensors, {rate:g} msg/s; Ctrl+C stops\n")
 
         def shut_down(*_):
             # The background threads push into this event loop until they return: stop them first,
