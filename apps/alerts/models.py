@@ -33,52 +33,68 @@ class Threshold(models.Model):
     PREDICTION_FIELDS = ("predict_minutes", "predict_window")
     EDITABLE_FIELDS = (*SCOPE_FIELDS, *BAND_FIELDS, "hysteresis", "hold_seconds", *RATE_FIELDS, *PREDICTION_FIELDS, "enabled")
 
-    metric = models.ForeignKey("devices.Metric", on_delete=models.CASCADE, related_name="thresholds")
-    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
-    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds")
-    device_type = models.ForeignKey(
-        "devices.DeviceType", null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds"
+    metric = models.ForeignKey("devices.Metric", verbose_name=_("metric"), on_delete=models.CASCADE, related_name="thresholds")
+    device = models.ForeignKey(
+        "devices.Device", verbose_name=_("device"), null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds"
     )
-    warning_min = models.FloatField(null=True, blank=True)
-    warning_max = models.FloatField(null=True, blank=True)
-    critical_min = models.FloatField(null=True, blank=True)
-    critical_max = models.FloatField(null=True, blank=True)
-    hysteresis = models.FloatField(default=0, help_text="Deadband a value must clear to leave a level.")
+    location = models.ForeignKey(
+        "devices.Location", verbose_name=_("location"), null=True, blank=True, on_delete=models.CASCADE, related_name="thresholds"
+    )
+    device_type = models.ForeignKey(
+        "devices.DeviceType",
+        verbose_name=_("device type"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="thresholds",
+    )
+    warning_min = models.FloatField(_("warning below"), null=True, blank=True)
+    warning_max = models.FloatField(_("warning above"), null=True, blank=True)
+    critical_min = models.FloatField(_("critical below"), null=True, blank=True)
+    critical_max = models.FloatField(_("critical above"), null=True, blank=True)
+    hysteresis = models.FloatField(_("hysteresis"), default=0, help_text=_("Deadband a value must clear to leave a level."))
     hold_seconds = models.PositiveIntegerField(
-        default=0, help_text="How long a value must stay beyond a band before an alert opens."
+        _("hold (seconds)"), default=0, help_text=_("How long a value must stay beyond a band before an alert opens.")
     )
     rate_max = models.FloatField(
+        _("warning rate (per minute)"),
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
         help_text=_("Warning when the value rises or falls faster than this, in units per minute over the rate window."),
     )
     rate_critical_max = models.FloatField(
+        _("critical rate (per minute)"),
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
         help_text=_("Critical when the value rises or falls faster than this, in units per minute."),
     )
     rate_window = models.PositiveIntegerField(
+        _("rate window (seconds)"),
         default=300,
         validators=[MinValueValidator(10)],
         help_text=_("Seconds over which the rate of change is measured (from the oldest reading in it to the newest)."),
     )
     predict_minutes = models.PositiveIntegerField(
+        _("prediction (minutes ahead)"),
         null=True,
         blank=True,
         validators=[MinValueValidator(1)],
         help_text=_("Warn when the trend predicts a critical limit within this many minutes."),
     )
     predict_window = models.PositiveIntegerField(
+        _("trend window (minutes)"),
         default=15,
         validators=[MinValueValidator(2), MaxValueValidator(240)],
         help_text=_("Minutes of readings the trend is fitted to (least squares)."),
     )
-    enabled = models.BooleanField(default=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("threshold")
+        verbose_name_plural = _("thresholds")
         constraints = [
             models.CheckConstraint(
                 condition=Q(device__isnull=True) | (Q(location__isnull=True) & Q(device_type__isnull=True)),
@@ -107,24 +123,24 @@ class Threshold(models.Model):
     def clean(self):
         scopes = [f for f in ("device", "location", "device_type") if getattr(self, f"{f}_id")]
         if len(scopes) > 1:
-            raise ValidationError("Choose at most one scope: device, location or device type.")
+            raise ValidationError(_("Choose at most one scope: device, location or device type."))
         bands = [self.warning_min, self.warning_max, self.critical_min, self.critical_max, self.rate_max, self.rate_critical_max]
         if all(b is None for b in bands):
-            raise ValidationError("Set at least one band limit.")
+            raise ValidationError(_("Set at least one band limit."))
         errors = {}
         if self.predict_minutes is not None and self.critical_min is None and self.critical_max is None:
             errors["predict_minutes"] = _("A prediction needs a critical limit to predict.")
         if self.rate_max is not None and self.rate_critical_max is not None and self.rate_critical_max < self.rate_max:
             errors["rate_critical_max"] = _("Must not be below the warning rate.")
         if self.warning_min is not None and self.warning_max is not None and self.warning_min >= self.warning_max:
-            errors["warning_max"] = "Must be above warning min."
+            errors["warning_max"] = _("Must be above warning min.")
         if self.critical_min is not None and self.critical_max is not None and self.critical_min >= self.critical_max:
-            errors["critical_max"] = "Must be above critical min."
+            errors["critical_max"] = _("Must be above critical min.")
         # The critical band lies outside the warning band.
         if self.critical_max is not None and self.warning_max is not None and self.critical_max < self.warning_max:
-            errors["critical_max"] = "Must not be below warning max."
+            errors["critical_max"] = _("Must not be below warning max.")
         if self.critical_min is not None and self.warning_min is not None and self.critical_min > self.warning_min:
-            errors["critical_min"] = "Must not be above warning min."
+            errors["critical_min"] = _("Must not be above warning min.")
         if errors:
             raise ValidationError(errors)
 
@@ -146,35 +162,52 @@ class Alert(models.Model):
         DEVICE = "device", _("device")
         SYSTEM = "system", _("system")
 
-    source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
+    source = models.CharField(_("source"), max_length=8, choices=Source.choices, default=Source.DEVICE)
     subject = models.CharField(
+        _("subject"),
         max_length=80,
         blank=True,
-        help_text="What a system alert is about, e.g. kafka_lag, dead_letter_rate or storm:<loc_id> (an alert storm at a location).",
+        help_text=_(
+            "What a system alert is about, e.g. kafka_lag, dead_letter_rate or storm:<loc_id> (an alert storm at a location)."
+        ),
     )
-    device = models.ForeignKey("devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
-    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
-    level = models.CharField(max_length=16, choices=Level.choices)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
-    opened_at = models.DateTimeField()
-    first_value = models.FloatField(null=True, blank=True)
-    peak_value = models.FloatField(null=True, blank=True)
-    last_value = models.FloatField(null=True, blank=True)
-    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    device = models.ForeignKey(
+        "devices.Device", verbose_name=_("device"), null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    metric = models.ForeignKey(
+        "devices.Metric", verbose_name=_("metric"), null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    level = models.CharField(_("level"), max_length=16, choices=Level.choices)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.OPEN)
+    opened_at = models.DateTimeField(_("opened"))
+    first_value = models.FloatField(_("first value"), null=True, blank=True)
+    peak_value = models.FloatField(_("peak value"), null=True, blank=True)
+    last_value = models.FloatField(_("last value"), null=True, blank=True)
+    acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
     acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("acknowledged by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    note = models.TextField(blank=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    note = models.TextField(_("note"), blank=True)
     predicted_critical_at = models.DateTimeField(
+        _("predicted critical at"),
         null=True,
         blank=True,
         help_text=_("While a predictive warning: when the trend reaches the critical limit."),
     )
     shelved_until = models.DateTimeField(
-        null=True, blank=True, help_text=_("While shelved: when the shelving ends. Kept if the alert resolved while shelved.")
+        _("shelved until"),
+        null=True,
+        blank=True,
+        help_text=_("While shelved: when the shelving ends. Kept if the alert resolved while shelved."),
     )
     unshelved_state = models.CharField(
+        _("state after shelving"),
         max_length=16,
         blank=True,
         choices=[(State.OPEN, _("open")), (State.ACKNOWLEDGED, _("acknowledged"))],
@@ -182,6 +215,8 @@ class Alert(models.Model):
     )
 
     class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
         ordering = ["-opened_at"]
         constraints = [
             # One alert per (device, metric) that is not resolved: concurrent workers cannot open two.
@@ -243,34 +278,52 @@ class AlertEvent(models.Model):
     """One change of an alert: opened, escalated, acknowledged, resolved — the alert's history."""
 
     class Kind(models.TextChoices):
-        OPENED = "opened", "opened"
-        ESCALATED = "escalated", "escalated"
-        DEESCALATED = "deescalated", "de-escalated"
-        ACKNOWLEDGED = "acknowledged", "acknowledged"
-        RESOLVED = "resolved", "resolved"
+        OPENED = "opened", _("opened")
+        ESCALATED = "escalated", _("escalated")
+        DEESCALATED = "deescalated", _("de-escalated")
+        ACKNOWLEDGED = "acknowledged", _("acknowledged")
+        RESOLVED = "resolved", _("resolved")
         SHELVED = "shelved", _("shelved")
         UNSHELVED = "unshelved", _("unshelved")
         SUPPRESSED = "suppressed", _("suppressed by maintenance")
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    at = models.DateTimeField()
-    level = models.CharField(max_length=16, choices=Level.choices)
-    value = models.FloatField(null=True, blank=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    note = models.TextField(blank=True)
+    alert = models.ForeignKey(Alert, verbose_name=_("alert"), on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    at = models.DateTimeField(_("at"))
+    level = models.CharField(_("level"), max_length=16, choices=Level.choices)
+    value = models.FloatField(_("value"), null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(_("note"), blank=True)
     # The alert's device and metric, copied so that alarm KPIs read one table (apps.alerts.kpis).
     device = models.ForeignKey(
-        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "devices.Device",
+        verbose_name=_("device"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     metric = models.ForeignKey(
-        "devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "devices.Metric",
+        verbose_name=_("metric"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     chattering = models.BooleanField(
-        default=False, help_text=_("An opening that is the third or later of the same alarm within a minute (EEMUA 191).")
+        _("chattering"),
+        default=False,
+        help_text=_("An opening that is the third or later of the same alarm within a minute (EEMUA 191)."),
     )
 
     class Meta:
+        verbose_name = _("alert event")
+        verbose_name_plural = _("alert events")
         ordering = ["at", "id"]
         indexes = [
             models.Index(fields=["kind", "at", "device"], include=["metric", "chattering"], name="alertevent_kpis"),
@@ -309,18 +362,32 @@ class MaintenanceWindow(models.Model):
     crossings open no alert and send nothing; each is recorded as a suppressed alert instead."""
 
     device = models.ForeignKey(
-        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance_windows"
+        "devices.Device",
+        verbose_name=_("device"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="maintenance_windows",
     )
     location = models.ForeignKey(
-        "devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="maintenance_windows"
+        "devices.Location",
+        verbose_name=_("location"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="maintenance_windows",
     )
-    start = models.DateTimeField()
-    end = models.DateTimeField()
-    reason = models.CharField(max_length=500)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+    start = models.DateTimeField(_("start"))
+    end = models.DateTimeField(_("end"))
+    reason = models.CharField(_("reason"), max_length=500)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("maintenance window")
+        verbose_name_plural = _("maintenance windows")
         ordering = ["-start", "pk"]
         constraints = [
             models.CheckConstraint(
@@ -356,7 +423,11 @@ class AlarmDirtyDay(models.Model):
     """A plant-local day with alert events since its alarm rollups were last computed; written in the
     same transaction as the event, so no event is ever left out of the KPIs."""
 
-    day = models.DateField(primary_key=True)
+    day = models.DateField(_("day"), primary_key=True)
+
+    class Meta:
+        verbose_name = _("alarm day to recompute")
+        verbose_name_plural = _("alarm days to recompute")
 
     def __str__(self):
         return f"{self.day:%Y-%m-%d}"
@@ -365,11 +436,15 @@ class AlarmDirtyDay(models.Model):
 class AlarmBucket(models.Model):
     """Alarms opened in a 10-minute period at one location, or in the whole plant (location empty)."""
 
-    start = models.DateTimeField()
-    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    opened = models.PositiveIntegerField()
+    start = models.DateTimeField(_("start"))
+    location = models.ForeignKey(
+        "devices.Location", verbose_name=_("location"), null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    opened = models.PositiveIntegerField(_("alarms opened"))
 
     class Meta:
+        verbose_name = _("alarms of 10 minutes")
+        verbose_name_plural = _("alarms of 10 minutes")
         constraints = [models.UniqueConstraint(fields=["start", "location"], name="alarmbucket_unique", nulls_distinct=False)]
         indexes = [models.Index(fields=["location", "start"], include=["opened"], name="alarmbucket_location")]
 
@@ -380,18 +455,26 @@ class AlarmBucket(models.Model):
 class AlarmDay(models.Model):
     """One alarm's (device, metric) events of a plant-local day: openings, chattering ones, shelvings, suppressions."""
 
-    day = models.DateField()
-    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="+")
-    metric = models.ForeignKey("devices.Metric", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    location = models.ForeignKey(
-        "devices.Location", on_delete=models.CASCADE, related_name="+", help_text=_("The device's location that day.")
+    day = models.DateField(_("day"))
+    device = models.ForeignKey("devices.Device", verbose_name=_("device"), on_delete=models.CASCADE, related_name="+")
+    metric = models.ForeignKey(
+        "devices.Metric", verbose_name=_("metric"), null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
-    opened = models.PositiveIntegerField(default=0)
-    chattering = models.PositiveIntegerField(default=0)
-    shelved = models.PositiveIntegerField(default=0)
-    suppressed = models.PositiveIntegerField(default=0)
+    location = models.ForeignKey(
+        "devices.Location",
+        verbose_name=_("location"),
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text=_("The device's location that day."),
+    )
+    opened = models.PositiveIntegerField(_("alarms opened"), default=0)
+    chattering = models.PositiveIntegerField(_("chattering"), default=0)
+    shelved = models.PositiveIntegerField(_("shelved"), default=0)
+    suppressed = models.PositiveIntegerField(_("suppressed"), default=0)
 
     class Meta:
+        verbose_name = _("alarm day")
+        verbose_name_plural = _("alarm days")
         constraints = [models.UniqueConstraint(fields=["day", "device", "metric"], name="alarmday_unique", nulls_distinct=False)]
         indexes = [models.Index(fields=["location", "day"], name="alarmday_location")]
 
@@ -406,26 +489,39 @@ class NotificationRoute(models.Model):
     """
 
     class Transport(models.TextChoices):
-        EMAIL = "email", "e-mail"
-        WEBHOOK = "webhook", "JSON webhook"
-        SLACK = "slack", "Slack-compatible webhook"
+        EMAIL = "email", _("e-mail")
+        WEBHOOK = "webhook", _("JSON webhook")
+        SLACK = "slack", _("Slack-compatible webhook")
 
-    name = models.CharField(max_length=100)
-    transport = models.CharField(max_length=16, choices=Transport.choices)
-    target = models.CharField(max_length=500, help_text="E-mail addresses (comma-separated) or the webhook URL.")
+    name = models.CharField(_("name"), max_length=100)
+    transport = models.CharField(_("transport"), max_length=16, choices=Transport.choices)
+    target = models.CharField(_("target"), max_length=500, help_text=_("E-mail addresses (comma-separated) or the webhook URL."))
     min_level = models.CharField(
-        max_length=16, choices=[(Level.WARNING, "warning"), (Level.CRITICAL, "critical")], default=Level.WARNING
+        _("lowest level"),
+        max_length=16,
+        choices=[(Level.WARNING, Level.WARNING.label), (Level.CRITICAL, Level.CRITICAL.label)],
+        default=Level.WARNING,
     )
-    factory = models.CharField(max_length=100, blank=True, help_text="Only alerts of this factory (blank: all).")
-    location = models.ForeignKey("devices.Location", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    factory = models.CharField(_("factory"), max_length=100, blank=True, help_text=_("Only alerts of this factory (blank: all)."))
+    location = models.ForeignKey(
+        "devices.Location", verbose_name=_("location"), null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     max_per_window = models.PositiveIntegerField(
-        default=10, help_text="Messages per window; past that, alerts are folded into one summary at the window's end."
+        _("messages per window"),
+        default=10,
+        help_text=_("Messages per window; past that, alerts are folded into one summary at the window's end."),
     )
-    window_seconds = models.PositiveIntegerField(default=300)
+    window_seconds = models.PositiveIntegerField(_("window (seconds)"), default=300)
     renotify_after = models.PositiveIntegerField(
-        default=900, help_text="Seconds after which an unacknowledged critical alert is sent again (0: never)."
+        _("remind after (seconds)"),
+        default=900,
+        help_text=_("Seconds after which an unacknowledged critical alert is sent again (0: never)."),
     )
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+
+    class Meta:
+        verbose_name = _("notification route")
+        verbose_name_plural = _("notification routes")
 
     def __str__(self):
         return f"{self.name} ({self.get_transport_display()})"
@@ -435,28 +531,34 @@ class Notification(models.Model):
     """One message to one route: about an alert change, a reminder, or a storm summary."""
 
     class Kind(models.TextChoices):
-        CHANGE = "change", "alert change"
-        REMINDER = "reminder", "reminder"
-        SUMMARY = "summary", "summary"
+        CHANGE = "change", _("alert change")
+        REMINDER = "reminder", _("reminder")
+        SUMMARY = "summary", _("summary")
 
     class Status(models.TextChoices):
-        PENDING = "pending", "pending"
-        SENT = "sent", "sent"
-        FOLDED = "folded", "folded into a summary"
-        FAILED = "failed", "failed"
+        PENDING = "pending", _("pending")
+        SENT = "sent", _("sent")
+        FOLDED = "folded", _("folded into a summary")
+        FAILED = "failed", _("failed")
 
-    route = models.ForeignKey(NotificationRoute, on_delete=models.CASCADE, related_name="notifications")
-    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    event = models.CharField(max_length=16, blank=True, help_text="The alert event that caused it.")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    summary_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="folded")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
+    route = models.ForeignKey(NotificationRoute, verbose_name=_("route"), on_delete=models.CASCADE, related_name="notifications")
+    alert = models.ForeignKey(
+        Alert, verbose_name=_("alert"), null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    event = models.CharField(_("event"), max_length=16, blank=True, help_text=_("The alert event that caused it."))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    summary_of = models.ForeignKey(
+        "self", verbose_name=_("summary"), null=True, blank=True, on_delete=models.SET_NULL, related_name="folded"
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
 
     class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
         ordering = ["-created_at"]
 
     def __str__(self):
