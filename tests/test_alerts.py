@@ -548,3 +548,49 @@ def test_it_folds_an_alert_storm_at_a_location_into_one_storm_alert(plant, setti
     assert len(client.get("/alerts/?loc_id=N-ASM-1-LA").context["alerts"]) == 4  # the storm's alerts, one click away
     [(resolved, kind)] = services.watch_storms(now=now + timedelta(minutes=11))
     assert (resolved.pk, kind, resolved.state) == (storm.pk, "resolved", "resolved")
+
+
+# --- suppression by cause: an offline device ---------------------------------------------------
+
+
+def test_a_silent_device_is_reminded_of_by_its_offline_alert_not_by_its_threshold_alerts(plant, webhook, eager_celery):
+    dev1 = plant["devices"][0]
+    evaluate(plant, [36.0], start=time.time() - 120)
+    [critical] = Alert.objects.all()
+    Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))
+    [offline] = services.detect_offline()
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    reminded = notify.remind_unacknowledged()
+    assert [n.alert_id for n in reminded] == [offline.pk]  # the cause, not the critical value it can no longer report
+    services.process_stored_batch(rows=[], last_seen=[(dev1.pk, time.time())])  # data again: offline ends
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert [n.alert_id for n in notify.remind_unacknowledged()] == [critical.pk]
+    assert [(body["event"], body["alert"]["level"]) for _, body in webhook][-3:] == [
+        ("still unacknowledged", "offline"),
+        ("resolved", "offline"),
+        ("still unacknowledged", "critical"),
+    ]
+
+
+def test_a_hold_does_not_reach_across_the_silence_of_an_offline_device(plant):
+    """A breach began, the device fell silent, it comes back still beyond the band: the hold counts
+    from its return, not from before the silence (when nothing was known of the value)."""
+    Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
+    dev1, dev2 = plant["devices"]
+    start = time.time() - 900
+    evaluate(plant, [31.0, 31.5], start=start, step=20)  # 20 s beyond: held
+    evaluate(plant, [31.0, 31.5], device=1, start=start, step=20)  # dev-2 too, and it stays online
+    Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))
+    Device.objects.filter(pk=dev2.pk).update(last_seen_at=timezone.now())
+    [offline] = services.detect_offline()
+    assert offline.device_id == dev1.pk
+    back = start + 600
+    rows = readings(plant, [32.0], start=back) + readings(plant, [32.0], device=1, start=back)
+    services.process_stored_batch(rows=rows, last_seen=[(dev1.pk, back), (dev2.pk, back)])
+    offline.refresh_from_db()
+    assert offline.state == "resolved"
+    assert list(Alert.objects.exclude(metric=None).values_list("device", "opened_at")) == [(dev2.pk, as_datetime(start))]
+    rows = readings(plant, [32.0, 32.5, 33.0, 33.5], start=back + 20, step=20)  # 80 s beyond since the return
+    services.process_stored_batch(rows=rows, last_seen=[(dev1.pk, back + 80)])
+    alert = Alert.objects.get(device=dev1, metric=plant["temperature"])
+    assert (alert.opened_at, alert.first_value) == (as_datetime(back), 33.0)

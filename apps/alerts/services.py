@@ -89,8 +89,12 @@ def save_pair(pair):
     return changed
 
 
-def evaluate_readings(rows):
+def evaluate_readings(rows, *, returning=frozenset()):
     """rows: (device_pk, metric_pk, ts, value, threshold_pk) → [(alert, event kind)] of the changes.
+
+    `returning`: devices whose data just came back after they were offline. Nothing was known of
+    them while they were silent, so their evaluation starts afresh: no hold timer or rate and
+    trend window reaches across the silence (suppression by cause, docs/architecture.md §5).
 
     Call inside a transaction.
     """
@@ -119,15 +123,16 @@ def evaluate_readings(rows):
         bands = bands_of.get(threshold_pk)
         if bands is None:
             continue
+        fresh = device_pk in returning
         pair = PairState(
             device_pk=device_pk,
             metric_pk=metric_pk,
             bands=bands,
             alert=active.get((device_pk, metric_pk)),
-            breach_since=holds.get(hold_key(device_pk, metric_pk)),
+            breach_since=None if fresh else holds.get(hold_key(device_pk, metric_pk)),
             maintenance=maintenance.get(device_pk, []),
             suppressed=suppressed.get((device_pk, metric_pk)),
-            recent=holds.get(history_key(device_pk, metric_pk), []),
+            recent=[] if fresh else holds.get(history_key(device_pk, metric_pk), []),
         )
         for ts, value in readings:
             pair.apply(ts, value)
@@ -150,9 +155,9 @@ def evaluate_readings(rows):
 def process_stored_batch(*, rows, last_seen):
     """rows: (device_pk, metric_pk, ts, value, threshold_pk); last_seen: (device_pk, ts)."""
     with transaction.atomic():
-        changes = evaluate_readings(rows)
+        back = resolve_offline(device_pks=[pk for pk, _ in last_seen])
+        changes = back + evaluate_readings(rows, returning={alert.device_id for alert, _ in back})
         record_last_seen(last_seen)
-        changes += resolve_offline(device_pks=[pk for pk, _ in last_seen])
         announce_on_commit(changes)
     return changes
 
@@ -189,7 +194,11 @@ def resolve_offline(*, device_pks):
     """Data came back: resolve the offline alerts of these devices."""
     now = timezone.now()
     changes = []
-    offline = Alert.objects.select_for_update().filter(device_id__in=device_pks, metric=None, state__in=ACTIVE_STATES)
+    offline = (
+        Alert.objects.select_for_update()
+        .filter(device_id__in=device_pks, metric=None, state__in=ACTIVE_STATES)
+        .order_by("pk")  # locked in primary-key order, before the alerts evaluation locks: no deadlocks
+    )
     for alert in offline:
         alert.state, alert.resolved_at = Alert.State.RESOLVED, now
         alert.save(update_fields=["state", "resolved_at"])
