@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import APIRootView, DefaultRouter
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenRefreshView
 
-from apps.alerts.api import AlertViewSet, ThresholdViewSet
+from apps.alerts.api import AlertViewSet, MaintenanceWindowViewSet, ThresholdViewSet
 from apps.devices.api import DeviceTypeViewSet, DeviceViewSet, LocationViewSet, MetricViewSet
 from apps.telemetry.api import (
     AggregationView,
@@ -37,6 +37,7 @@ router.register("thresholds", ThresholdViewSet)
 router.register("readings", ReadingViewSet)
 router.register("alerts", AlertViewSet)
 router.register("deadletters", DeadLetterViewSet)
+router.register("maintenance-windows", MaintenanceWindowViewSet)
 
 # The plant platform's realtime and aggregation paths (docs/compatibility.md), with and without
 # the trailing slash: its clients switch to the hub by changing only the host.

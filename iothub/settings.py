@@ -236,6 +236,9 @@ CELERY_BEAT_SCHEDULE = {
     "detect-offline": {"task": "apps.alerts.tasks.detect_offline", "schedule": 30.0},
     "remind-unacknowledged": {"task": "apps.alerts.tasks.remind_unacknowledged", "schedule": 60.0},
     "send-due-summaries": {"task": "apps.alerts.tasks.send_due_summaries", "schedule": 30.0},
+    "refresh-alarm-rollups": {"task": "apps.alerts.tasks.refresh_alarm_rollups", "schedule": 60.0},
+    "watch-storms": {"task": "apps.alerts.tasks.watch_storms", "schedule": 30.0},
+    "expire-shelving": {"task": "apps.alerts.tasks.expire_shelving", "schedule": 30.0},
     "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
     "refresh-rollups": {"task": "apps.telemetry.tasks.refresh_dirty_rollups", "schedule": 30.0},
@@ -280,6 +283,10 @@ IOTHUB = {
     "DEAD_LETTER_RATE_WARNING": env.float("IOTHUB_DEAD_LETTER_RATE_WARNING", default=0.01),
     "LATENCY_P99_WARNING": env.float("IOTHUB_LATENCY_P99_WARNING", default=1.0),
     "INGEST_SILENT_CRITICAL": env.int("IOTHUB_INGEST_SILENT_CRITICAL", default=60),
+    # Alert storms: more than STORM_ALERTS alerts opened at one location within STORM_WINDOW seconds
+    # fold into one storm alert of the location (evaluated by beat).
+    "STORM_ALERTS": env.int("IOTHUB_STORM_ALERTS", default=10),
+    "STORM_WINDOW": env.int("IOTHUB_STORM_WINDOW", default=600),
     # Messages/s one ingest process sustains (docs/benchmarks.md, bench_ingest --only throughput):
     # the pipeline-health page's capacity figures. Measure on your own hardware and set it.
     "INGEST_CAPACITY": env.int("IOTHUB_INGEST_CAPACITY", default=15000),

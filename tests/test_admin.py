@@ -1,5 +1,7 @@
 """Django admin: every registered model's list, search and add pages work for a plant admin."""
 
+import re
+
 import pytest
 from django.contrib import admin
 from django.test import Client
@@ -148,3 +150,44 @@ def test_it_imports_thresholds_by_metric_and_scope_and_reports_inconsistent_band
     assert Threshold.objects.get(metric__key="temperature", device=None).warning_max == 28
     assert Threshold.objects.get(metric__key="humidity", device__device_id="dev-1").warning_min == 20
     assert Threshold.objects.count() == 2
+
+
+def test_every_label_of_the_alerts_app_is_translated():
+    """Every model of the alerts app and every field but the id carry a label of their own, in Korean too."""
+    from django.apps import apps
+    from django.utils import translation
+
+    def labels():
+        config = apps.get_app_config("alerts")
+        names = [str(config.verbose_name)]
+        for model in config.get_models():
+            names += [str(model._meta.verbose_name), str(model._meta.verbose_name_plural)]
+            names += [str(f.verbose_name) for f in model._meta.get_fields() if f.concrete and f.name != "id"]
+        return names
+
+    with translation.override("en"):
+        english = labels()
+    with translation.override("ko"):
+        korean = labels()
+    untranslated = [name for name, ko in zip(english, korean, strict=True) if name == ko]
+    assert untranslated == []
+
+
+def test_the_admin_shows_the_alerts_app_in_korean(admin_client_, plant):
+    def page(name, *args):
+        return admin_client_.get(reverse(f"admin:{name}", args=args), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+
+    index = page("index")
+    for label in ("알림 및 경보 관리", "임계값", "정비 기간", "알림 경로", "알림 메시지"):
+        assert label in index, label
+    for english in ("Alerts and alarm management", "Maintenance windows", "Notification routes"):
+        assert english not in index, english
+    thresholds = page("alerts_threshold_changelist")
+    start = thresholds.index('id="result_list"')
+    head = thresholds[start : thresholds.index("</thead>", start)]
+    headers = [re.sub(r"<[^>]+>", "", text).strip() for text in re.findall(r'<div class="text">(.*?)</div>', head)]
+    assert headers[1:] == ["측정 항목", "범위", "경고", "위험", "히스테리시스", "유지 시간(초)", "변화율", "예측(분 앞)", "사용"]
+    window = page("alerts_maintenancewindow_add")
+    for label in ("장치", "위치", "시작", "끝", "사유"):
+        assert f">{label}:</label>" in window, label
+    assert 'aria-label="시작 날짜"' in window

@@ -11,9 +11,10 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.alerts import notify, services
-from apps.alerts.models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from apps.alerts.evaluation import as_datetime
+from apps.alerts.models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from apps.alerts.selectors import effective_thresholds
-from apps.devices.models import Device
+from apps.devices.models import Device, Location
 
 from .support import alerts_of, collect_ws, eventually, now_ms, session_cookie
 
@@ -137,7 +138,7 @@ def test_it_acknowledges_and_resolves_with_who_when_and_note(plant, django_user_
     user = django_user_model.objects.create_user("shift-lead", password="x-unused-1", is_staff=True)
     services.acknowledge_alert(alert_id=alert.pk, user=user, note="on it")
     services.resolve_alert(alert_id=alert.pk, user=user, note="valve fixed")
-    with pytest.raises(services.AlertAlreadyResolved):  # resolved stays resolved
+    with pytest.raises(services.AlertNotActive):  # resolved stays resolved
         services.acknowledge_alert(alert_id=alert.pk, user=user, note="too late")
     alert.refresh_from_db()
     assert (alert.state, alert.acknowledged_by, alert.note) == ("resolved", user, "valve fixed")
@@ -258,3 +259,338 @@ def test_it_runs_alert_tasks_sent_as_json_and_as_orjson_on_a_real_worker(plant, 
         timeout=20,
         message="both tasks run by the worker",
     )
+
+
+# --- shelving ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook(routes, http_sink):
+    """Only the webhook route on, and what it received."""
+    NotificationRoute.objects.exclude(pk=routes["webhook"].pk).update(enabled=False)
+    return http_sink[1]
+
+
+def test_it_keeps_a_shelved_alert_quiet_and_announces_it_again_when_the_shelving_ends(plant, webhook, eager_celery):
+    evaluate(plant, [31.0])
+    alert = Alert.objects.get()
+    assert [body["event"] for _, body in webhook] == ["opened"]
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=30, note="sensor being recalibrated")
+    alert.refresh_from_db()
+    assert alert.state == "shelved" and alert.unshelved_state == "open"
+    assert alert.shelved_until == pytest.approx(timezone.now() + timedelta(minutes=30), abs=timedelta(seconds=5))
+    evaluate(plant, [36.0], start=time.time() + 1)  # escalates while shelved: recorded, not sent
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert notify.remind_unacknowledged() == []
+    assert services.expire_shelving() == []  # not yet
+    [unshelved] = services.expire_shelving(now=timezone.now() + timedelta(minutes=31))
+    assert (unshelved.pk, unshelved.state, unshelved.level, unshelved.shelved_until) == (alert.pk, "open", "critical", None)
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "shelved", "escalated", "unshelved"]
+    assert [(body["event"], body["alert"]["level"]) for _, body in webhook] == [("opened", "warning"), ("unshelved", "critical")]
+
+
+def test_it_resolves_a_shelved_alert_silently_and_keeps_an_acknowledgement_for_after_the_shelving(plant, webhook, eager_celery):
+    evaluate(plant, [31.0])
+    alert = Alert.objects.get()
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+    services.acknowledge_alert(alert_id=alert.pk, user=None, note="seen")
+    alert.refresh_from_db()
+    assert (alert.state, alert.unshelved_state) == ("shelved", "acknowledged")
+    services.unshelve_alert(alert_id=alert.pk, user=None)
+    alert.refresh_from_db()
+    assert (alert.state, alert.shelved_until) == ("acknowledged", None)
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+    evaluate(plant, [25.0], start=time.time() - 30)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert [body["event"] for _, body in webhook] == ["opened", "unshelved"]  # no "resolved" while shelved
+    with pytest.raises(services.AlertNotActive):
+        services.shelve_alert(alert_id=alert.pk, user=None, minutes=5)
+
+
+def test_it_ends_shelvings_in_the_beat_task_on_a_real_worker(plant, hub, webhook):
+    from iothub.celery import enqueue
+
+    alert = Alert.objects.create(
+        device=plant["devices"][0], metric=plant["temperature"], level="critical", opened_at=timezone.now(), last_value=36.0
+    )
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=1)
+    Alert.objects.filter(pk=alert.pk).update(shelved_until=timezone.now() - timedelta(seconds=1))
+    hub.celery_worker()
+    enqueue("apps.alerts.tasks.expire_shelving", {})
+    eventually(lambda: webhook, timeout=30, message="the unshelved alert notified by the worker")
+    assert webhook[0][1]["event"] == "unshelved" and Alert.objects.get(pk=alert.pk).state == "open"
+
+
+# --- maintenance windows -------------------------------------------------------------------------
+
+
+def test_it_records_crossings_during_maintenance_as_suppressed_and_alerts_normally_after_it(plant, webhook, eager_celery):
+    dev1, dev2 = plant["devices"]
+    Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
+    now = time.time()
+    MaintenanceWindow.objects.create(
+        location=plant["location"], reason="line overhaul", start=as_datetime(now - 3600), end=as_datetime(now - 600)
+    )
+    # In the window: two crossings (the first escalates to critical, then returns to normal).
+    evaluate(plant, [31.0, 36.0, 37.0, 25.0, 32.0, 32.5], start=now - 3000, step=60)
+    assert not Alert.objects.filter(state__in=["open", "acknowledged"]).exists()
+    records = list(Alert.objects.filter(device=dev1, state="suppressed").order_by("opened_at"))
+    assert [(r.level, r.first_value, r.peak_value, r.resolved_at is not None) for r in records] == [
+        ("critical", 31.0, 37.0, True),
+        ("warning", 32.0, 32.5, False),
+    ]
+    # After the window: the second crossing ends; a value still beyond opens an alert after its 60 s hold.
+    evaluate(plant, [32.0, 32.0], start=now - 590, step=30)
+    assert not Alert.objects.filter(state="open").exists()
+    assert Alert.objects.get(pk=records[1].pk).resolved_at.timestamp() == pytest.approx(now - 590)
+    evaluate(plant, [33.0], start=now - 520)
+    alert = Alert.objects.get(state="open")
+    assert alert.opened_at.timestamp() == pytest.approx(now - 590)
+    assert [body["event"] for _, body in webhook] == ["opened"]
+    assert [k for k, *_ in alert_history(dev1)] == ["suppressed", "suppressed", "opened"]
+    # The other device of the location had its own window too, and a device window covers only its device.
+    MaintenanceWindow.objects.create(device=dev2, reason="swap", start=as_datetime(now - 300), end=as_datetime(now + 300))
+    evaluate(plant, [36.0], device=1, start=now - 200)
+    evaluate(plant, [36.0], device=0, start=now - 200)
+    assert Alert.objects.get(device=dev2).state == "suppressed"
+    assert Alert.objects.get(device=dev1, state="open").level == "critical"
+
+
+def test_it_loads_the_maintenance_windows_of_a_batch_in_one_or_two_queries(plant, django_assert_max_num_queries):
+    from apps.alerts.selectors import maintenance_by_device
+
+    dev1, dev2 = plant["devices"]
+    now = time.time()
+    MaintenanceWindow.objects.create(
+        location=plant["location"], reason="a", start=as_datetime(now - 60), end=as_datetime(now + 60)
+    )
+    MaintenanceWindow.objects.create(device=dev2, reason="b", start=as_datetime(now + 120), end=as_datetime(now + 180))
+    MaintenanceWindow.objects.create(device=dev2, reason="later", start=as_datetime(now + 900), end=as_datetime(now + 960))
+    with django_assert_max_num_queries(1):  # the usual case: no window
+        assert maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now + 200, end=now + 800) == {}
+    with django_assert_max_num_queries(2):  # the windows, and the devices of location windows
+        covered = maintenance_by_device(device_pks={dev1.pk, dev2.pk}, start=now, end=now + 130)
+    assert {pk: sorted(windows) for pk, windows in covered.items()} == {
+        dev1.pk: [(pytest.approx(now - 60), pytest.approx(now + 60))],
+        dev2.pk: [(pytest.approx(now - 60), pytest.approx(now + 60)), (pytest.approx(now + 120), pytest.approx(now + 180))],
+    }
+
+
+def test_it_suppresses_crossings_of_a_device_in_maintenance_through_ingest_and_a_real_worker(
+    plant, hub, publisher, webhook, unique
+):
+    dev1, dev2 = plant["devices"]
+    MaintenanceWindow.objects.create(
+        device=dev1, reason="calibration", start=timezone.now() - timedelta(minutes=5), end=timezone.now() + timedelta(minutes=30)
+    )
+    hub.ingest("--source", "mqtt", "--client-id", f"maintenance-ingest-{unique}")
+    hub.celery_worker()
+    publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 36.0})
+    publisher("sensors/dev-2", {"ts": now_ms(), "temperature": 36.0})
+    eventually(lambda: Alert.objects.filter(device=dev2, state="open").exists() and webhook, timeout=40, message="dev-2's alert")
+    record = Alert.objects.get(device=dev1)
+    assert (record.state, record.level, record.first_value) == ("suppressed", "critical", 36.0)
+    assert [body["alert"]["device"] for _, body in webhook] == ["dev-2"]
+
+
+# --- rate of change ----------------------------------------------------------------------------------
+
+
+def rate_threshold(plant, **fields):
+    """dev-1's temperature: no level limit within reach, a rate limit of 1 °C/min (critical 2.5) over 2 minutes."""
+    return Threshold.objects.create(
+        metric=plant["temperature"],
+        device=plant["devices"][0],
+        warning_max=90,
+        hysteresis=0.2,
+        rate_max=1.0,
+        rate_critical_max=2.5,
+        rate_window=120,
+        **fields,
+    )
+
+
+def evaluate_with(threshold, plant, values, start, step=10.0):
+    rows = [(plant["devices"][0].pk, plant["temperature"].pk, start + i * step, v, threshold.pk) for i, v in enumerate(values)]
+    return services.process_stored_batch(rows=rows, last_seen=[])
+
+
+def test_it_alerts_on_a_value_changing_faster_than_its_rate_limit(plant):
+    threshold = rate_threshold(plant)
+    start = time.time() - 3600
+    flat = [20.0] * 13  # two minutes
+    evaluate_with(threshold, plant, flat, start)
+    assert not Alert.objects.exists()
+    # +0.3 °C every 10 s = 1.8 °C/min: a warning once the 2-minute window sees it; batches split anywhere.
+    rise = [20.0 + 0.3 * n for n in range(1, 13)]
+    evaluate_with(threshold, plant, rise[:5], start + 130)
+    evaluate_with(threshold, plant, rise[5:], start + 180)
+    alert = Alert.objects.get()
+    assert (alert.level, alert.state) == ("warning", "open")
+    # Then +1 °C every 10 s = 6 °C/min: critical. Then flat: the rate falls back and the alert resolves.
+    evaluate_with(threshold, plant, [24.6 + n for n in range(1, 7)], start + 250)
+    evaluate_with(threshold, plant, [30.6] * 15, start + 310)
+    alert.refresh_from_db()
+    assert (alert.last_value, alert.state) == (30.6, "resolved")
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "escalated", "deescalated", "resolved"]
+
+
+def test_it_ignores_a_slow_drift_and_holds_a_rate_breach_for_the_hold_time(plant):
+    threshold = rate_threshold(plant, hold_seconds=120)
+    start = time.time() - 3600
+    evaluate_with(threshold, plant, [20.0 + 0.1 * n for n in range(60)], start)  # 0.6 °C/min for 10 minutes
+    assert not Alert.objects.exists()
+    evaluate_with(threshold, plant, [25.9 - 0.3 * n for n in range(1, 10)], start + 600)  # falls at 1.8 °C/min, 90 s
+    assert not Alert.objects.exists()  # beyond the limit for less than the hold time
+    evaluate_with(threshold, plant, [23.2 - 0.3 * n for n in range(1, 13)], start + 690)
+    alert = Alert.objects.get()  # beyond since 680 s (the window's rate passed -1 °C/min), open from there at 800 s
+    assert (alert.level, alert.opened_at.timestamp()) == ("warning", pytest.approx(start + 680))
+
+
+def test_it_hands_every_reading_of_a_rate_threshold_to_evaluation(plant):
+    from apps.alerts.thresholds import Bands, significant_readings
+
+    rows = [(1, 2, float(ts), 20.0) for ts in range(50)]  # all normal and equal: one run for a level threshold
+    assert len(significant_readings(Bands.of(plant["threshold"]), rows)) == 2
+    assert significant_readings(Bands.of(rate_threshold(plant)), rows) == rows
+
+
+# --- predictive alerts -------------------------------------------------------------------------------
+
+
+def predicting_threshold(plant):
+    """dev-1's temperature: warning above 32, critical above 35, a warning when the 10-minute trend reaches 35 within 10 minutes."""
+    return Threshold.objects.create(
+        metric=plant["temperature"],
+        device=plant["devices"][0],
+        warning_max=32,
+        critical_max=35,
+        hysteresis=0.5,
+        predict_minutes=10,
+        predict_window=10,
+    )
+
+
+def evaluate_series(threshold, plant, series, batch=15):
+    """[(ts, value)] evaluated in batches, as the ingest hands them over."""
+    for start in range(0, len(series), batch):
+        part = series[start : start + batch]
+        evaluate_with(threshold, plant, [v for _, v in part], part[0][0], step=part[1][0] - part[0][0] if len(part) > 1 else 20.0)
+
+
+def test_it_predicts_the_critical_crossing_of_a_ramp_within_ten_percent(plant):
+    import random
+
+    noise = random.Random(21)
+    threshold = predicting_threshold(plant)
+    start = time.time() - 7200
+    # 0.5 °C per minute from 20 °C, a reading every 20 s with ±0.1 °C noise: 35 °C at 30 minutes.
+    ramp = [(start + 20 * n, 20 + 0.5 * (20 * n / 60) + noise.uniform(-0.1, 0.1)) for n in range(67)]  # 22 minutes
+    evaluate_series(threshold, plant, ramp)
+    alert = Alert.objects.get()
+    opened = alert.opened_at.timestamp()
+    assert (alert.level, alert.first_value < 32) == ("warning", True)  # before the level itself warns
+    true_crossing = start + 30 * 60
+    remaining = true_crossing - opened
+    assert abs(alert.predicted_critical_at.timestamp() - true_crossing) <= 0.1 * remaining
+    assert 8 * 60 <= remaining <= 10 * 60 + 20
+    # The trend turns: the value levels off at 30.5 °C and the predictive warning resolves.
+    flat = [(start + 22 * 60 + 20 * n, 30.5 + noise.uniform(-0.1, 0.1)) for n in range(1, 46)]
+    evaluate_series(threshold, plant, flat)
+    alert.refresh_from_db()
+    assert alert.state == "resolved"
+    assert [k for k, *_ in alert_history(plant["devices"][0])] == ["opened", "resolved"]
+
+
+def test_it_predicts_nothing_from_noise_around_a_flat_line(plant):
+    import random
+
+    noise = random.Random(7)
+    threshold = predicting_threshold(plant)
+    start = time.time() - 7200
+    evaluate_series(threshold, plant, [(start + 20 * n, 28 + noise.uniform(-2, 2)) for n in range(360)])  # two hours
+    assert not Alert.objects.exists()
+
+
+def test_it_says_when_a_predictive_warning_expects_the_critical_limit(plant, webhook, eager_celery):
+    threshold = predicting_threshold(plant)
+    now = time.time()
+    evaluate_series(threshold, plant, [(now - 744 + 24 * n, 24 + 0.5 * (24 * n / 60)) for n in range(32)])  # 30.2 °C now
+    [(_, body)] = webhook
+    assert body["subject"] == "[WARNING] dev-1 temperature = 30.2 opened predicted to reach critical in ~10 minutes"
+    assert body["alert"]["predicted_critical_at"]
+
+
+# --- alert storms ------------------------------------------------------------------------------------
+
+
+def test_it_folds_an_alert_storm_at_a_location_into_one_storm_alert(plant, settings, client, django_user_model):
+    settings.IOTHUB = {**settings.IOTHUB, "STORM_ALERTS": 3, "STORM_WINDOW": 600}
+    south = Device.objects.create(
+        device_id="dev-9", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
+    )
+    now = timezone.now()
+    north = []
+    for n in range(4):
+        device, metric = plant["devices"][n % 2], [plant["temperature"], plant["humidity"]][n // 2]
+        north.append(Alert.objects.create(device=device, metric=metric, level="warning", opened_at=now))
+        AlertEvent.objects.create(alert=north[-1], kind="opened", at=now - timedelta(minutes=n), level="warning")
+    alone = Alert.objects.create(device=south, metric=plant["temperature"], level="warning", opened_at=now)
+    AlertEvent.objects.create(alert=alone, kind="opened", at=now, level="warning")
+    [(storm, kind)] = services.watch_storms()
+    assert (kind, storm.subject, storm.level, storm.last_value) == ("opened", "storm:N-ASM-1-LA", "warning", 4.0)
+    assert services.watch_storms() == []  # still storming: no new change
+    client.force_login(django_user_model.objects.create_user("operator", is_staff=True))
+    page = client.get("/alerts/")
+    assert sorted(a.pk for a in page.context["alerts"]) == sorted([storm.pk, alone.pk])  # the four folded into the storm
+    assert "N-ASM-1-LA: 4 alerts opened within 10 minutes" in page.content.decode()
+    assert len(client.get("/alerts/?loc_id=N-ASM-1-LA").context["alerts"]) == 4  # the storm's alerts, one click away
+    [(resolved, kind)] = services.watch_storms(now=now + timedelta(minutes=11))
+    assert (resolved.pk, kind, resolved.state) == (storm.pk, "resolved", "resolved")
+
+
+# --- suppression by cause: an offline device ---------------------------------------------------
+
+
+def test_a_silent_device_is_reminded_of_by_its_offline_alert_not_by_its_threshold_alerts(plant, webhook, eager_celery):
+    dev1 = plant["devices"][0]
+    evaluate(plant, [36.0], start=time.time() - 120)
+    [critical] = Alert.objects.all()
+    Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))
+    [offline] = services.detect_offline()
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    reminded = notify.remind_unacknowledged()
+    assert [n.alert_id for n in reminded] == [offline.pk]  # the cause, not the critical value it can no longer report
+    services.process_stored_batch(rows=[], last_seen=[(dev1.pk, time.time())])  # data again: offline ends
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert [n.alert_id for n in notify.remind_unacknowledged()] == [critical.pk]
+    assert [(body["event"], body["alert"]["level"]) for _, body in webhook][-3:] == [
+        ("still unacknowledged", "offline"),
+        ("resolved", "offline"),
+        ("still unacknowledged", "critical"),
+    ]
+
+
+def test_a_hold_does_not_reach_across_the_silence_of_an_offline_device(plant):
+    """A breach began, the device fell silent, it comes back still beyond the band: the hold counts
+    from its return, not from before the silence (when nothing was known of the value)."""
+    Threshold.objects.filter(pk=plant["threshold"].pk).update(hold_seconds=60)
+    dev1, dev2 = plant["devices"]
+    start = time.time() - 900
+    evaluate(plant, [31.0, 31.5], start=start, step=20)  # 20 s beyond: held
+    evaluate(plant, [31.0, 31.5], device=1, start=start, step=20)  # dev-2 too, and it stays online
+    Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))
+    Device.objects.filter(pk=dev2.pk).update(last_seen_at=timezone.now())
+    [offline] = services.detect_offline()
+    assert offline.device_id == dev1.pk
+    back = start + 600
+    rows = readings(plant, [32.0], start=back) + readings(plant, [32.0], device=1, start=back)
+    services.process_stored_batch(rows=rows, last_seen=[(dev1.pk, back), (dev2.pk, back)])
+    offline.refresh_from_db()
+    assert offline.state == "resolved"
+    assert list(Alert.objects.exclude(metric=None).values_list("device", "opened_at")) == [(dev2.pk, as_datetime(start))]
+    rows = readings(plant, [32.0, 32.5, 33.0, 33.5], start=back + 20, step=20)  # 80 s beyond since the return
+    services.process_stored_batch(rows=rows, last_seen=[(dev1.pk, back + 80)])
+    alert = Alert.objects.get(device=dev1, metric=plant["temperature"])
+    assert (alert.opened_at, alert.first_value) == (as_datetime(back), 33.0)

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 import urllib.request
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,6 +16,7 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from apps.accounts.services import issue_api_token
+from apps.alerts import services
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
@@ -145,6 +146,11 @@ def test_it_round_trips_a_threshold(plant, admin_api):
         "hysteresis": 1.0,
         "hold_seconds": 30,
         "enabled": True,
+        "rate_max": None,
+        "rate_critical_max": None,
+        "rate_window": 300,
+        "predict_minutes": None,
+        "predict_window": 15,
     }
     created = admin_api.post("/api/v1/thresholds/", body, format="json")
     assert created.status_code == 201, created.data
@@ -587,6 +593,174 @@ def test_it_refuses_an_overlong_note(alerts, staff_api):
     assert response.status_code == 400
     assert list(response.data) == ["note"]
     assert Alert.objects.get(pk=alerts["open"].pk).state == "open"
+
+
+def test_it_shelves_and_unshelves_an_alert(alerts, staff_api):
+    url = f"/api/v1/alerts/{alerts['acknowledged'].pk}"
+    shelved = staff_api.post(f"{url}/shelve/", {"minutes": 90, "note": "valve replaced, running in"}, format="json")
+    assert shelved.status_code == 200, shelved.data
+    until = datetime.fromisoformat(shelved.data["shelved_until"])
+    assert shelved.data["state"] == "shelved"
+    assert until == pytest.approx(timezone.now() + timedelta(minutes=90), abs=timedelta(seconds=10))
+    assert staff_api.get("/api/v1/alerts/?state=shelved").data["count"] == 1
+    unshelved = staff_api.post(f"{url}/unshelve/", {}, format="json")
+    assert (unshelved.status_code, unshelved.data["state"], unshelved.data["shelved_until"]) == (200, "acknowledged", None)
+    events = list(AlertEvent.objects.filter(alert=alerts["acknowledged"]).values_list("kind", "user__username", "note"))
+    assert events == [("shelved", "staff-user", "valve replaced, running in"), ("unshelved", "staff-user", "")]
+
+
+@pytest.mark.parametrize("minutes", [0, 1441, -5, "soon", None])
+def test_it_refuses_shelving_minutes_outside_a_day(alerts, staff_api, minutes):
+    response = staff_api.post(f"/api/v1/alerts/{alerts['open'].pk}/shelve/", {"minutes": minutes}, format="json")
+    assert response.status_code == 400
+    assert list(response.data) == ["minutes"]
+    assert Alert.objects.get(pk=alerts["open"].pk).state == "open"
+
+
+@pytest.mark.parametrize("action", ["shelve", "unshelve"])
+def test_it_answers_409_when_shelving_a_resolved_alert(alerts, staff_api, action):
+    response = staff_api.post(f"/api/v1/alerts/{alerts['resolved'].pk}/{action}/", {"minutes": 10}, format="json")
+    assert response.status_code == 409
+    assert "resolved" in str(response.data)
+    assert not AlertEvent.objects.filter(alert=alerts["resolved"]).exists()
+
+
+def test_it_round_trips_a_rate_of_change_threshold_and_shows_it_in_force(plant, admin_api, staff_api):
+    body = {"metric": "temperature", "device": "dev-1", "rate_max": 1.5, "rate_critical_max": 4, "rate_window": 120}
+    created = admin_api.post("/api/v1/thresholds/", body, format="json")
+    assert created.status_code == 201, created.data
+    assert {k: created.data[k] for k in body} == {**body, "rate_critical_max": 4.0}
+    effective = {row["metric"]: row for row in staff_api.get("/api/v1/thresholds/effective/?device=dev-1").data}
+    assert (effective["temperature"]["scope"], effective["temperature"]["threshold"]["rate_max"]) == ("device dev-1", 1.5)
+    refused = admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {"rate_critical_max": 1}, format="json")
+    assert (refused.status_code, list(refused.data)) == (400, ["rate_critical_max"])
+    for field, value in [("rate_max", -1), ("rate_window", 5), ("predict_minutes", 10), ("predict_window", 1)]:
+        assert list(admin_api.patch(f"/api/v1/thresholds/{created.data['id']}/", {field: value}, format="json").data) == [field]
+
+
+# --- maintenance windows ---------------------------------------------------------------------------
+
+
+def window_body(**fields):
+    start = timezone.now() + timedelta(hours=1)
+    return {
+        "loc_id": "N-ASM-1-LA",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=2)).isoformat(),
+        "reason": "line overhaul",
+        **fields,
+    }
+
+
+def test_it_round_trips_maintenance_windows(plant, admin_api, staff_api):
+    created = admin_api.post("/api/v1/maintenance-windows/", window_body(), format="json")
+    assert created.status_code == 201, created.data
+    assert (created.data["loc_id"], created.data["device"], created.data["created_by"]) == ("N-ASM-1-LA", None, "admin-user")
+    device_window = admin_api.post("/api/v1/maintenance-windows/", window_body(loc_id=None, device="dev-1"), format="json")
+    assert device_window.status_code == 201, device_window.data  # a device window may overlap its location's
+    moved = admin_api.patch(f"/api/v1/maintenance-windows/{created.data['id']}/", {"reason": "overhaul, part 2"}, format="json")
+    assert (moved.status_code, moved.data["reason"]) == (200, "overhaul, part 2")
+    listed = staff_api.get("/api/v1/maintenance-windows/?current=true&loc_id=N-ASM-1-LA")
+    assert [w["id"] for w in listed.data["results"]] == [created.data["id"]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"start": "2020-01-01T06:00:00Z", "end": "2020-01-01T08:00:00Z"}, "end"),  # in the past
+        ({"end": (timezone.now() - timedelta(hours=5)).isoformat()}, "end"),  # ends before it starts
+        ({"start": (timezone.now() + timedelta(hours=2)).isoformat()}, "start"),  # overlaps the existing one
+        ({"device": "dev-1"}, "non_field_errors"),  # a device and a location
+        ({"loc_id": None}, "non_field_errors"),  # neither
+        ({"loc_id": "NOWHERE"}, "loc_id"),
+        ({"reason": ""}, "reason"),
+    ],
+)
+def test_it_refuses_invalid_maintenance_windows_naming_the_field(plant, admin_api, fields, field):
+    assert admin_api.post("/api/v1/maintenance-windows/", window_body(), format="json").status_code == 201
+    response = admin_api.post("/api/v1/maintenance-windows/", window_body(**fields), format="json")
+    assert response.status_code == 400
+    assert list(response.data) == [field], response.data
+
+
+def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, staff_api):
+    record = Alert.objects.create(
+        device=plant["devices"][0],
+        metric=plant["temperature"],
+        level="critical",
+        state="suppressed",
+        opened_at=timezone.now(),
+        first_value=36.0,
+    )
+    response = staff_api.get("/api/v1/alerts/?device=dev-1")
+    assert [(a["id"], a["state"]) for a in response.data["results"]] == [(record.pk, "suppressed")]
+
+
+# --- alarm KPIs -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alarm_history(plant, settings):
+    """One plant day (2026-03-02, Berlin) of alarms: a flood with chatter on dev-1, three on dev-2, one in South."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    berlin = ZoneInfo("Europe/Berlin")
+    dev1, dev2 = plant["devices"]
+    dev3 = Device.objects.create(
+        device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
+    )
+    day = datetime(2026, 3, 2, tzinfo=berlin)
+
+    def openings(device, times):
+        alert = Alert.objects.create(
+            device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0]
+        )
+        for at in times:
+            AlertEvent.objects.create(alert=alert, kind="opened", at=at, level="warning")
+        return alert
+
+    flood_start = day + timedelta(hours=10)
+    openings(dev1, [flood_start + timedelta(seconds=s) for s in [0, 20, 40, *range(120, 480, 40)]])
+    shelved = openings(dev2, [day + timedelta(hours=h) for h in (14, 15, 16)])
+    AlertEvent.objects.create(alert=shelved, kind="shelved", at=day + timedelta(hours=16, minutes=5), level="warning")
+    openings(dev3, [day + timedelta(hours=23, minutes=59)])
+    AlertEvent.objects.create(
+        alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning"
+    )  # the day before
+    suppressed = Alert.objects.create(device=dev1, metric=plant["humidity"], level="warning", state="suppressed", opened_at=day)
+    AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
+    Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
+    Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
+    assert services.refresh_alarm_rollups() == [date(2026, 3, 1), date(2026, 3, 2)]  # beat's rollups of the days with events
+    return day
+
+
+def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
+    response = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302")
+    assert response.status_code == 200, response.data
+    kpis = response.data
+    assert (kpis["alarms"], kpis["alarms_per_hour"]) == (16, {"average": round(16 / 24, 3), "peak": 12, "target": 6})
+    assert (kpis["peak_alarms_per_10min"], kpis["alarms_per_10min"]["average"]) == (12, round(16 / 144, 3))
+    assert kpis["flood_percent"] == round(100 / 144, 3)
+    assert kpis["chattering"] == [{"device": "dev-1", "metric": "temperature", "alarms": 12, "chattering": 1}]
+    assert kpis["top"] == [
+        {"device": "dev-1", "metric": "temperature", "alarms": 12, "share_percent": 75.0},
+        {"device": "dev-2", "metric": "temperature", "alarms": 3, "share_percent": 18.75},
+        {"device": "dev-3", "metric": "temperature", "alarms": 1, "share_percent": 6.25},
+    ]
+    assert (kpis["stale"], kpis["shelved"], kpis["suppressed"]) == (1, 1, 1)
+    north = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302&loc_id=N-ASM-1-LA").data
+    assert (north["alarms"], [t["device"] for t in north["top"]], north["stale"]) == (15, ["dev-1", "dev-2"], 1)
+    south = staff_api.get("/api/v1/alerts/kpis/?start=20260301&end=20260302&factory=South").data
+    assert (south["alarms"], south["suppressed"], south["alarms_per_hour"]["average"]) == (2, 1, round(2 / 48, 3))
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("start=20260302", "end"), ("start=2026-03-02&end=20260302", "start"), ("start=20260303&end=20260302", "end")],
+)
+def test_it_refuses_bad_kpi_periods_naming_the_field(plant, staff_api, query, field):
+    response = staff_api.get(f"/api/v1/alerts/kpis/?{query}")
+    assert (response.status_code, list(response.data)) == (400, [field])
 
 
 # --- dead letters, schema, throttling -----------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.alerts.models import Alert, Threshold
+from apps.alerts.models import Alert, MaintenanceWindow, Threshold
 from apps.devices.models import Device, DeviceType, Location, Metric
 from apps.telemetry.models import DeadLetter
 
@@ -64,6 +64,17 @@ RESOURCES = [
         lambda plant: Threshold.objects.create(metric=plant["humidity"], warning_max=70),
         {"metric": "humidity", "warning_min": 20},
     ),
+    Resource(
+        "maintenance-windows",
+        None,
+        lambda plant: MaintenanceWindow.objects.create(
+            device=plant["devices"][1],
+            reason="pump swap",
+            start=timezone.now() + timedelta(days=1),
+            end=timezone.now() + timedelta(days=2),
+        ),
+        {"device": "dev-1", "start": "2999-01-01T06:00:00Z", "end": "2999-01-01T08:00:00Z", "reason": "calibration"},
+    ),
 ]
 
 # method, on the detail URL, natural key of the body (a new one or the spare's), expected status per role
@@ -112,6 +123,8 @@ OTHER_REQUESTS = [
     ("post", "/api/v1/readings/", admin_write(405)),
     ("get", "/api/v1/alerts/?state=open", STAFF_READ),
     ("get", "/api/v1/alerts/{alert}/", STAFF_READ),
+    ("get", "/api/v1/alerts/kpis/?start=20260101&end=20260131", STAFF_READ),
+    ("get", "/api/v1/maintenance-windows/", STAFF_READ),
     ("post", "/api/v1/alerts/{alert}/acknowledge/", STAFF_READ),
     ("post", "/api/v1/alerts/{alert}/resolve/", STAFF_READ),
     ("delete", "/api/v1/alerts/{alert}/", {"anonymous": 401, "plain": 403, "staff": 405, "admin": 405}),
@@ -128,5 +141,14 @@ OTHER_REQUESTS = [
 def test_it_guards_every_other_endpoint(endpoint_objects, method, url, expected, role):
     response = getattr(api_client(role), method)(url.format(**endpoint_objects))
     assert response.status_code == expected[role]
+    if role == "anonymous":
+        assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.parametrize("role", STAFF_READ)
+@pytest.mark.parametrize(("action", "body"), [("shelve", {"minutes": 5, "note": "calibration"}), ("unshelve", {})])
+def test_it_lets_staff_shelve_and_unshelve_alerts(endpoint_objects, role, action, body):
+    response = api_client(role).post(f"/api/v1/alerts/{endpoint_objects['alert']}/{action}/", body, format="json")
+    assert response.status_code == STAFF_READ[role]
     if role == "anonymous":
         assert response["WWW-Authenticate"] == "Token"

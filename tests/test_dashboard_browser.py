@@ -12,6 +12,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from apps.alerts import services
 from apps.alerts.models import Alert
 from apps.bench.browser import VIEWPORTS, headless_chromium, horizontal_overflow, page_problems, set_viewport
 from apps.telemetry.models import DeadLetter, Reading
@@ -219,6 +220,52 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
     screenshot(browser, "health")
 
 
+def test_a_shelved_alert_is_listed_apart_live_as_a_reload_shows_it(live_hub, browser, plant):
+    """Shelved from the console, unshelved and shelved again elsewhere (the API, another console):
+    the row moves between the console's two tables live, rendered as a reload renders it, and the
+    console with a shelved alert fits every screen."""
+    alert = Alert.objects.create(
+        device=plant["devices"][0],
+        metric=plant["temperature"],
+        level="critical",
+        opened_at=timezone.now(),
+        first_value=36.0,
+        peak_value=36.0,
+        last_value=36.0,
+    )
+    row = f'tr[data-alert="{alert.pk}"]'
+    log_in(browser, live_hub)
+    browser.get(f"{live_hub}/alerts/")
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} select[name=minutes] option[value='60']").click()
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} [name=note]").send_keys("pump swap")
+    browser.find_element(By.CSS_SELECTOR, f"#alert-rows {row} button.shelve").click()
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}")
+    assert "pump swap" in browser.find_element(By.CSS_SELECTOR, f"#shelved-rows {row}").text
+    alert.refresh_from_db()
+    assert alert.state == "shelved"
+    assert alert.shelved_until == pytest.approx(timezone.now() + timedelta(minutes=60), abs=timedelta(seconds=30))
+    for viewport in VIEWPORTS:
+        set_viewport(browser, viewport)
+        browser.refresh()
+        wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+        overflow, element = horizontal_overflow(browser)
+        assert overflow <= 0, f"{viewport}: {overflow} px past the right edge: {element}"
+        assert serious_accessibility_violations(browser) == [], viewport
+        screenshot(browser, f"alerts-shelved-{viewport}")
+    assert page_problems(browser) == []
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    services.unshelve_alert(alert_id=alert.pk, user=None)
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}")
+    assert_same_after_reload(browser, f"#alert-rows {row}")
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=30, note="valve swap")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#shelved-rows {row}"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#alert-rows {row}")
+    assert "valve swap" in browser.find_element(By.CSS_SELECTOR, f"#shelved-rows {row}").text
+    assert_same_after_reload(browser, f"#shelved-rows {row}")
+
+
 # What a live push and a reload render must agree on, with the CSRF tokens (new per rendering) and
 # the white space between tags left out.
 NORMALISED_HTML = r"""
@@ -398,6 +445,8 @@ def test_every_page_fits_every_screen_without_errors(live_hub, browser, publishe
         "/admin/alerts/threshold/",
         f"/admin/alerts/threshold/{threshold_pk}/change/",
         "/admin/alerts/alert/",
+        "/admin/alerts/maintenancewindow/",
+        "/admin/alerts/maintenancewindow/add/",
     ]
     log_in(browser, live_hub, "chief", "chief-pw-1")
     for viewport in VIEWPORTS:

@@ -89,6 +89,8 @@ def pills(html, selector_attr, value):
         ("get", "dashboard:pipeline-json", []),
         ("post", "dashboard:alert-acknowledge", [1]),
         ("post", "dashboard:alert-resolve", [1]),
+        ("post", "dashboard:alert-shelve", [1]),
+        ("post", "dashboard:alert-unshelve", [1]),
     ],
 )
 def test_it_sends_anonymous_users_to_the_login_page(client, make_plant, method, name, args):
@@ -214,6 +216,25 @@ def test_it_lets_only_plant_staff_act_on_alerts(client, make_plant, django_user_
     assert client.post(f"/alerts/{alert.pk}/acknowledge/").status_code == 403
     alert.refresh_from_db()
     assert alert.state == Alert.State.OPEN
+
+
+def test_it_shelves_from_the_console_and_shows_shelved_alerts_apart(staff_client, make_plant):
+    plant = make_plant(devices=2)
+    kept, shelved = (open_alert(f"dev-000{n}", plant["temperature"], "critical") for n in (0, 1))
+    assert b'class="shelve"' in staff_client.get("/alerts/").content
+    assert staff_client.post(f"/alerts/{shelved.pk}/shelve/", {"minutes": "17", "note": "x"}).status_code == 400
+    response = staff_client.post(f"/alerts/{shelved.pk}/shelve/", {"minutes": "60", "note": "pump swap", "next": "/alerts/"})
+    assert (response.status_code, response["Location"]) == (302, "/alerts/")
+    page = staff_client.get("/alerts/")
+    assert [a.pk for a in page.context["alerts"]] == [kept.pk]
+    assert [(a.pk, a.shelving_note) for a in page.context["shelved"]] == [(shelved.pk, "pump swap")]
+    html = page.content.decode()
+    assert html.index(f'data-alert="{kept.pk}"') < html.index('id="shelved-rows"') < html.index(f'data-alert="{shelved.pk}"')
+    overview = staff_client.get("/")
+    assert overview.context["totals"] == {"warning": 0, "critical": 1}
+    staff_client.post(f"/alerts/{shelved.pk}/unshelve/")
+    shelved.refresh_from_db()
+    assert (shelved.state, shelved.shelved_until) == ("open", None)
 
 
 def test_it_sums_the_ingest_processes_for_the_pipeline_json(staff_client):

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -8,7 +9,7 @@ from apps.devices.admin import DeviceAdmin, DeviceTypeAdmin, LocationAdmin
 from apps.devices.models import Device, DeviceType, Location
 from apps.devices.resources import SPREADSHEET_FORMATS
 
-from .models import Alert, AlertEvent, Notification, NotificationRoute, Threshold
+from .models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from .resources import ThresholdResource
 from .selectors import effective_thresholds
 
@@ -57,6 +58,8 @@ class ThresholdInline(admin.StackedInline):
         ("warning_min", "warning_max"),
         ("critical_min", "critical_max"),
         ("hysteresis", "hold_seconds"),
+        ("rate_max", "rate_critical_max", "rate_window"),
+        ("predict_minutes", "predict_window"),
         "enabled",
     ]
 
@@ -98,7 +101,17 @@ class DeviceWithThresholdsAdmin(DeviceAdmin):
 class ThresholdAdmin(ImportExportModelAdmin):
     resource_classes = [ThresholdResource]
     formats = SPREADSHEET_FORMATS
-    list_display = ["metric", "scope_label", "warning", "critical", "hysteresis", "hold_seconds", "enabled"]
+    list_display = [
+        "metric",
+        "scope_label",
+        "warning",
+        "critical",
+        "hysteresis",
+        "hold_seconds",
+        "rate",
+        "predict_minutes",
+        "enabled",
+    ]
     list_filter = ["enabled", "metric", "device_type", "location__factory"]
     search_fields = ["metric__key", "device__device_id", "location__loc_id", "device_type__name"]
     # A raw id for the device (thousands of them), a plain choice of location: Django's autocomplete
@@ -117,6 +130,16 @@ class ThresholdAdmin(ImportExportModelAdmin):
     @admin.display(description=_("critical"))
     def critical(self, obj):
         return band_text(obj, "critical")
+
+    @admin.display(description=_("rate of change"))
+    def rate(self, obj):
+        """ "faster than 1.5 °C/min (critical 4 °C/min)": where the rate-of-change bands begin."""
+        unit = f" {obj.metric.unit}/min" if obj.metric.unit else "/min"
+        parts = [
+            gettext("faster than %s") % f"{obj.rate_max:g}{unit}" if obj.rate_max is not None else "",
+            gettext("critical faster than %s") % f"{obj.rate_critical_max:g}{unit}" if obj.rate_critical_max is not None else "",
+        ]
+        return gettext(" or ").join(p for p in parts if p) or "—"
 
 
 class AlertEventInline(admin.TabularInline):
@@ -141,6 +164,32 @@ class AlertAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "reason", "created_by"]
+    list_filter = ["location__factory"]
+    search_fields = ["device__device_id", "location__loc_id", "reason"]
+    # As thresholds: a raw id for the device, a plain choice of location.
+    raw_id_fields = ["device"]
+    list_select_related = ["device", "location", "created_by"]
+    readonly_fields = ["created_by", "created_at"]
+    date_hierarchy = "start"
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        """Start and end: the admin's split widget has one label for its date and time inputs, so
+        each input gets its own accessible name."""
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, models.DateTimeField) and field is not None:
+            for widget, part in zip(field.widget.widgets, (gettext("date"), gettext("time")), strict=True):
+                widget.attrs["aria-label"] = f"{db_field.verbose_name} {part}"
+        return field
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(NotificationRoute)

@@ -4,6 +4,8 @@ from copy import copy
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -12,15 +14,32 @@ from rest_framework.response import Response
 from apps.devices.api import DeviceMasterViewSet
 from apps.devices.filters import location_filterset
 from apps.devices.models import Device, DeviceType, Location, Metric
+from apps.devices.selectors import locations_at
+from apps.telemetry.api import LocationQuerySerializer, PlantPeriodField
 from iothub.api import Conflict, ErrorSerializer, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
-from .models import Alert, Threshold
+from .kpis import alarm_kpis
+from .models import Alert, MaintenanceWindow, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
-from .services import AlertAlreadyResolved, acknowledge_alert, resolve_alert
+from .services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 
 
-class ThresholdSerializer(serializers.ModelSerializer):
+class ModelCleanSerializer(serializers.ModelSerializer):
+    """Validated as a whole by the model's own clean(), for a partial update too."""
+
+    def validate(self, attrs):
+        instance = copy(self.instance) if self.instance else self.Meta.model()
+        for field, value in attrs.items():
+            setattr(instance, field, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from error
+        return attrs
+
+
+class ThresholdSerializer(ModelCleanSerializer):
     """A threshold (architecture §6 threshold shape), validated by the model's own rules."""
 
     metric = SlugRelatedField(slug_field="key", queryset=Metric.objects.all())
@@ -32,16 +51,6 @@ class ThresholdSerializer(serializers.ModelSerializer):
         model = Threshold
         fields = ["id", *Threshold.EDITABLE_FIELDS]
         extra_kwargs = {"hysteresis": {"min_value": 0}}
-
-    def validate(self, attrs):
-        threshold = copy(self.instance) if self.instance else Threshold()
-        for field, value in attrs.items():
-            setattr(threshold, field, value)
-        try:
-            threshold.clean()
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(serializers.as_serializer_error(error)) from error
-        return attrs
 
 
 class ThresholdFilterSet(django_filters.FilterSet):
@@ -193,6 +202,48 @@ class ThresholdViewSet(DeviceMasterViewSet):
         return Response(EffectiveThresholdSerializer(rows, many=True).data)
 
 
+class MaintenanceWindowSerializer(ModelCleanSerializer):
+    """A maintenance window of one device or one location: {"device" or "loc_id", "start", "end", "reason"}."""
+
+    device = SlugRelatedField(slug_field="device_id", queryset=Device.objects.all(), allow_null=True, required=False)
+    loc_id = SlugRelatedField(
+        source="location", slug_field="loc_id", queryset=Location.objects.all(), allow_null=True, required=False
+    )
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = ["id", "device", "loc_id", "start", "end", "reason", "created_by", "created_at"]
+
+
+class MaintenanceWindowFilterSet(django_filters.FilterSet):
+    """Windows by target, and those still to come or running (`?current=true`)."""
+
+    device = django_filters.CharFilter(field_name="device__device_id")
+    loc_id = django_filters.CharFilter(field_name="location__loc_id")
+    current = django_filters.BooleanFilter(method="filter_current")
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = []
+
+    def filter_current(self, queryset, name, value):
+        now = timezone.now()
+        return queryset.filter(end__gt=now) if value else queryset.filter(end__lte=now)
+
+
+class MaintenanceWindowViewSet(DeviceMasterViewSet):
+    """Maintenance windows: admins write, plant staff read."""
+
+    queryset = MaintenanceWindow.objects.select_related("device", "location", "created_by")
+    serializer_class = MaintenanceWindowSerializer
+    filterset_class = MaintenanceWindowFilterSet
+
+    def perform_create(self, serializer):
+        serializer.validated_data["created_by"] = self.request.user
+        super().perform_create(serializer)
+
+
 class AlertFilterSet(location_filterset("device__location")):
     """Alerts by state, level, device, metric and where the device hangs."""
 
@@ -210,6 +261,43 @@ class AlertNoteSerializer(serializers.Serializer):
     note = serializers.CharField(max_length=1000, allow_blank=True, default="")
 
 
+class ShelveSerializer(AlertNoteSerializer):
+    """How long to shelve an alert (1 minute to 1 day) and why."""
+
+    minutes = serializers.IntegerField(min_value=1, max_value=1440)
+
+
+class KpiQuerySerializer(LocationQuerySerializer):
+    """A span of plant local days and, optionally, where (factory, building, floor or loc_id)."""
+
+    start = PlantPeriodField(help_text=_("From the start of this day (yyyyMMdd; or a month yyyyMM, a year yyyy)."))
+    end = PlantPeriodField(help_text=_("To the end of this day (yyyyMMdd; or a month yyyyMM, a year yyyy)."))
+
+    def validate(self, attrs):
+        if attrs["end"].end <= attrs["start"].start:
+            raise serializers.ValidationError({"end": _("Must not end before start begins.")})
+        return attrs
+
+
+class AlarmKpisSerializer(serializers.Serializer):
+    """EEMUA 191 / ISA-18.2 alarm KPIs of a period (schema only)."""
+
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    alarms = serializers.IntegerField()
+    alarms_per_hour = serializers.DictField(help_text=_("average, peak, and the EEMUA 191 target (6)"))
+    alarms_per_10min = serializers.DictField(help_text=_("average and peak"))
+    peak_alarms_per_10min = serializers.IntegerField()
+    flood_percent = serializers.FloatField(help_text=_("share of 10-minute periods with more than 10 alarms"))
+    chattering = serializers.ListField(
+        child=serializers.DictField(), help_text=_("alarms opened 3 times or more within a minute")
+    )
+    stale = serializers.IntegerField(help_text=_("alarms active for more than 24 hours at the end of the period"))
+    top = serializers.ListField(child=serializers.DictField(), help_text=_("the 10 most frequent alarms and their share"))
+    shelved = serializers.IntegerField()
+    suppressed = serializers.IntegerField()
+
+
 class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Alert history, newest first; plant staff acknowledge and resolve."""
 
@@ -222,20 +310,46 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         """Acknowledge the alert; a resolved alert answers 409 with its state."""
-        return self.change_state(acknowledge_alert)
+        return self.change_state(acknowledge_alert, AlertNoteSerializer)
 
     @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         """Resolve the alert; a resolved alert answers 409 with its state."""
-        return self.change_state(resolve_alert)
+        return self.change_state(resolve_alert, AlertNoteSerializer)
 
-    def change_state(self, change):
+    @extend_schema(request=ShelveSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def shelve(self, request, pk=None):
+        """Shelve an active alert for `minutes` (1–1440): no notifications or reminders until then; a
+        resolved alert answers 409 with its state."""
+        return self.change_state(shelve_alert, ShelveSerializer)
+
+    @extend_schema(request=AlertNoteSerializer, responses={200: AlertSerializer, 409: ErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def unshelve(self, request, pk=None):
+        """End a shelving early: the alert returns to its state and is notified again; a resolved alert
+        answers 409 with its state."""
+        return self.change_state(unshelve_alert, AlertNoteSerializer)
+
+    def change_state(self, change, body_serializer):
         alert = self.get_object()
-        body = AlertNoteSerializer(data=self.request.data)
+        body = body_serializer(data=self.request.data)
         body.is_valid(raise_exception=True)
         try:
-            change(alert_id=alert.pk, user=self.request.user, note=body.validated_data["note"])
-        except AlertAlreadyResolved as error:
-            raise Conflict(f"{error} Nothing changed.", code="alert_resolved", state=[error.alert.state]) from error
+            change(alert_id=alert.pk, user=self.request.user, **body.validated_data)
+        except AlertNotActive as error:
+            raise Conflict(f"{error} Nothing changed.", code="alert_not_active", state=[error.alert.state]) from error
         return Response(AlertSerializer(self.get_object()).data)
+
+    @extend_schema(parameters=[KpiQuerySerializer], responses=AlarmKpisSerializer)
+    @action(detail=False, filterset_class=None, pagination_class=None)
+    def kpis(self, request):
+        """Alarm KPIs (EEMUA 191 / ISA-18.2) of `?start=yyyyMMdd&end=yyyyMMdd`, for the plant or `?loc_id=` (or factory,
+        building, floor); from rollups that beat refreshes every minute."""
+        query = KpiQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        where = {name: params.get(name) for name in ("factory", "building", "floor", "loc_id")}
+        locations = locations_at(**where) if any(where.values()) else None
+        return Response(alarm_kpis(start=params["start"].start, end=params["end"].end, locations=locations, now=timezone.now()))

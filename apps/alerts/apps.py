@@ -1,10 +1,12 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class AlertsConfig(AppConfig):
     """Thresholds, alerts and notifications."""
 
     name = "apps.alerts"
+    verbose_name = _("Alerts and alarm management")
 
     def ready(self):
         from apps.telemetry.handoff import AlertRules, provide_alert_rules

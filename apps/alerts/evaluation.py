@@ -4,6 +4,10 @@ apps.alerts.services loads the state, runs it and writes what changed).
 Per (device, metric) with a threshold: a value beyond a band must stay there for the
 threshold's hold time before an alert opens; leaving a level takes clearing the hysteresis
 deadband, so a value wobbling around a limit opens one alert, not many.
+
+During a maintenance window of the device the machine stands still: a crossing opens a
+suppressed record instead (one per crossing, ended when the value returns to normal or the window
+ends), and a hold starts afresh after the window.
 """
 
 from dataclasses import dataclass, field
@@ -12,11 +16,13 @@ from datetime import UTC, datetime
 from .models import Alert, AlertEvent
 from .thresholds import LEVEL_RANK, RANK_LEVEL, Bands
 
-ACTIVE_STATES = [Alert.State.OPEN, Alert.State.ACKNOWLEDGED]
-
 
 def hold_key(device_pk, metric_pk):
     return f"hold:{device_pk}:{metric_pk}"
+
+
+def history_key(device_pk, metric_pk):
+    return f"history:{device_pk}:{metric_pk}"
 
 
 def as_datetime(ts):
@@ -33,13 +39,24 @@ class PairState:
     alert: Alert | None
     breach_since: float | None
     events: list = field(default_factory=list)
+    maintenance: list = field(default_factory=list)  # (start ts, end ts) of the device's windows
+    suppressed: Alert | None = None  # the crossing being recorded during maintenance
+    touched: list = field(default_factory=list)  # suppressed records changed without an event
+    recent: list = field(default_factory=list)  # [(ts, value)] of the rate and trend windows
 
     @property
     def rank(self):
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
-        rank = self.bands.rank_from(value, self.rank)
+        rate, minutes_to_critical = self.remember(ts, value)
+        if any(start <= ts < end for start, end in self.maintenance):
+            self.suppress(ts, value, rate)
+            return
+        if self.suppressed is not None:  # the first reading after the window ends its crossing
+            self.end_suppressed(ts)
+        rank = self.bands.rank_from(value, self.rank, rate, minutes_to_critical)
+        predicted = None if minutes_to_critical is None or rank != 1 else as_datetime(ts + 60 * minutes_to_critical)
         if self.alert is None:
             if rank == 0:
                 self.breach_since = None
@@ -47,10 +64,11 @@ class PairState:
             if self.breach_since is None:
                 self.breach_since = ts
             if ts - self.breach_since >= self.bands.hold_seconds:
-                self.open(ts, value, rank)
+                self.open(ts, value, rank, predicted)
             return
         alert = self.alert
         alert.last_value = value
+        alert.predicted_critical_at = predicted
         if self.bands.excess(value) > self.bands.excess(alert.peak_value):
             alert.peak_value = value
         if rank == 0:
@@ -62,12 +80,74 @@ class PairState:
         elif rank != self.rank:
             kind = AlertEvent.Kind.ESCALATED if rank > self.rank else AlertEvent.Kind.DEESCALATED
             if kind == AlertEvent.Kind.ESCALATED:
-                alert.state = Alert.State.OPEN  # an acknowledged warning that turns critical needs eyes again
+                alert.reopen()  # an acknowledged warning that turns critical needs eyes again
             alert.level = RANK_LEVEL[rank]
             self.event(kind, ts, value)
 
-    def open(self, ts, value, rank):
+    def remember(self, ts, value):
+        """Keep the reading in the pair's recent history; returns (rate, minutes to critical): None, None
+        for a threshold that watches neither."""
+        bands = self.bands
+        if not bands.history_seconds:
+            return None, None
+        horizon = ts - bands.history_seconds
+        self.recent = [(t, v) for t, v in self.recent if horizon <= t < ts]
+        self.recent.append((ts, value))
+        rate = self.rate(ts, value) if bands.watches_rate else None
+        trend_start = ts - 60 * bands.predict_window
+        minutes = bands.minutes_to_critical([r for r in self.recent if r[0] >= trend_start]) if bands.predict_minutes else None
+        return rate, minutes
+
+    def rate(self, ts, value):
+        """Units per minute from the oldest reading of the rate window to this one; None until
+        readings span half the window (two close readings would make any noise a steep rate)."""
+        horizon = ts - self.bands.rate_window
+        first_ts, first_value = next((t, v) for t, v in self.recent if t >= horizon)
+        if ts - first_ts < self.bands.rate_window / 2:
+            return None
+        return (value - first_value) * 60 / (ts - first_ts)
+
+    def suppress(self, ts, value, rate):
+        self.breach_since = None
+        record = self.suppressed
+        if record is None:
+            rank = self.bands.rank_from(value, 0, rate)
+            if rank:
+                self.suppressed = Alert(
+                    device_id=self.device_pk,
+                    metric_id=self.metric_pk,
+                    level=RANK_LEVEL[rank],
+                    state=Alert.State.SUPPRESSED,
+                    opened_at=as_datetime(ts),
+                    first_value=value,
+                    peak_value=value,
+                    last_value=value,
+                )
+                self.events.append(
+                    (
+                        self.suppressed,
+                        AlertEvent(kind=AlertEvent.Kind.SUPPRESSED, at=as_datetime(ts), level=RANK_LEVEL[rank], value=value),
+                    )
+                )
+            return
+        rank = self.bands.rank_from(value, LEVEL_RANK[record.level], rate)
+        record.last_value = value
+        if self.bands.excess(value) > self.bands.excess(record.peak_value):
+            record.peak_value = value
+        if rank > LEVEL_RANK[record.level]:
+            record.level = RANK_LEVEL[rank]
+        self.touched.append(record)
+        if rank == 0:
+            self.end_suppressed(ts)
+
+    def end_suppressed(self, ts):
+        self.suppressed.resolved_at = as_datetime(ts)
+        self.touched.append(self.suppressed)
+        self.suppressed = None
+
+    def open(self, ts, value, rank, predicted):
         self.alert = Alert(
+            predicted_critical_at=predicted,
             device_id=self.device_pk,
             metric_id=self.metric_pk,
             level=RANK_LEVEL[rank],

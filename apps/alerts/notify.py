@@ -8,13 +8,14 @@ further changes are folded, and beat sends one summary of them once the window h
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Max, Min, Q
+from django.db.models import Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from iothub.celery import enqueue
 
 from .metrics import NOTIFICATIONS
-from .models import Alert, Level, Notification, NotificationRoute
+from .models import ACTIVE_STATES, Alert, Level, Notification, NotificationRoute
 from .serializers import alert_json
 from .transports import PermanentError, transport_for
 
@@ -40,9 +41,13 @@ def describe(alert, event):
         where = f"{location.factory} / {location.building} / {location.name or location.loc_id}"
     else:
         where = "the hub's pipeline"
+    prediction = ""
+    if alert.predicted_critical_at and alert.is_active:
+        minutes = max(round((alert.predicted_critical_at - timezone.now()).total_seconds() / 60), 1)
+        prediction = " " + gettext("predicted to reach critical in ~%(minutes)d minutes") % {"minutes": minutes}
     return (
-        f"[{alert.level.upper()}] {alert.what}{value} {event}",
-        f"{alert.what} at {where}: {alert.level} alert {event} "
+        f"[{alert.level.upper()}] {alert.what}{value} {event}{prediction}",
+        f"{alert.what} at {where}: {alert.level} alert {event}{prediction} "
         f"(first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
     )
 
@@ -128,8 +133,13 @@ def deliver(*, notification_id):
 def remind_unacknowledged(*, now=None):
     """Re-notify (escalate) open critical alerts nobody acknowledged within a route's renotify_after."""
     now = now or timezone.now()
-    open_critical = Alert.objects.filter(state=Alert.State.OPEN, level__in=[Level.CRITICAL, Level.OFFLINE]).select_related(
-        "device__location", "metric"
+    # Suppression by cause: while a device is offline its offline alert is reminded, not its
+    # threshold alerts, whose values stopped when it fell silent.
+    device_offline = Alert.objects.filter(device=OuterRef("device"), metric=None, state__in=ACTIVE_STATES)
+    open_critical = (
+        Alert.objects.filter(state=Alert.State.OPEN, level__in=[Level.CRITICAL, Level.OFFLINE])
+        .exclude(Q(metric__isnull=False) & Exists(device_offline))
+        .select_related("device__location", "metric")
     )
     reminded = []
     for alert in open_critical:

@@ -1,6 +1,10 @@
 """Reads of the alerts app."""
 
-from .models import Threshold
+from datetime import UTC, datetime
+
+from apps.devices.models import Device
+
+from .models import ANNUNCIATED_STATES, Alert, MaintenanceWindow, Threshold
 from .thresholds import ThresholdIndex
 
 
@@ -11,3 +15,40 @@ def effective_thresholds(*, device, metrics):
         m.pk: index.resolve(device_pk=device.pk, location_pk=device.location_id, type_pk=device.device_type_id, metric_pk=m.pk)
         for m in metrics
     }
+
+
+def location_storms():
+    """Active storm alerts, each with the `loc_id` it is about (see services.watch_storms)."""
+    storms = list(Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith="storm:", state__in=ANNUNCIATED_STATES))
+    for storm in storms:
+        storm.loc_id = storm.subject.removeprefix("storm:")
+    return storms
+
+
+def maintenance_by_device(*, device_pks, start, end):
+    """device pk → [(start, end)] as epoch seconds of the maintenance windows that cover the device
+    (its own or its location's) somewhere between `start` and `end` (epoch seconds).
+
+    On the evaluation hot path: one small query on the index of `end`, which usually finds no
+    window; the devices of location windows only when there are such windows."""
+    windows = list(
+        MaintenanceWindow.objects.filter(
+            start__lte=datetime.fromtimestamp(end, tz=UTC), end__gt=datetime.fromtimestamp(start, tz=UTC)
+        ).values_list("device", "location", "start", "end")
+    )
+    if not windows or not device_pks:
+        return {}
+    location_pks = {location for _, location, _, _ in windows if location}
+    at_location = {}
+    if location_pks:
+        for device_pk, location_pk in Device.objects.filter(pk__in=device_pks, location__in=location_pks).values_list(
+            "pk", "location"
+        ):
+            at_location.setdefault(location_pk, []).append(device_pk)
+    covered = {}
+    for device_pk, location_pk, window_start, window_end in windows:
+        span = (window_start.timestamp(), window_end.timestamp())
+        for pk in [device_pk] if device_pk else at_location.get(location_pk, []):
+            if pk in device_pks:
+                covered.setdefault(pk, []).append(span)
+    return covered

@@ -30,6 +30,8 @@ class AlertSerializer(serializers.ModelSerializer):
             "location",
             "source",
             "subject",
+            "shelved_until",
+            "predicted_critical_at",
         ]
         read_only_fields = fields
 

@@ -53,3 +53,18 @@ def remind_unacknowledged():
 @shared_task
 def watch_pipeline():
     return len(services.watch_pipeline())
+
+
+@shared_task
+def expire_shelving():
+    return len(services.expire_shelving())
+
+
+@shared_task
+def refresh_alarm_rollups():
+    return len(services.refresh_alarm_rollups())
+
+
+@shared_task
+def watch_storms():
+    return len(services.watch_storms())

@@ -12,7 +12,7 @@ from django.http import HttpRequest, QueryDict
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 
-from apps.alerts.models import Alert, Level
+from apps.alerts.models import ANNUNCIATED_STATES, Alert, Level
 from apps.devices.models import Location
 from iothub.api import is_plant_staff
 
@@ -58,27 +58,35 @@ def console_filters(query):
 
 
 def page_alerts(request):
-    """The alerts the page shows: the console's filtered rows, a device's alerts, the overview's feed."""
+    """The alerts the page shows, by the id of the list they are in: the console's filtered rows
+    (and, when it lists the active alerts, the shelved ones apart), a device's alerts, the
+    overview's feed of what needs attention."""
     page = request.resolver_match
     if page.url_name == "alerts":
-        return console_alerts(**console_filters(request.GET))
+        filters = console_filters(request.GET)
+        lists = {"alert-rows": console_alerts(**filters)}
+        if filters["state"] == "active":
+            lists["shelved-rows"] = console_alerts(**{**filters, "state": Alert.State.SHELVED})
+        return lists
     if page.url_name == "device":
-        return alert_rows().filter(device__device_id=page.kwargs["device_id"])
-    return alert_rows().exclude(state=Alert.State.RESOLVED)
+        return {"alert-rows": alert_rows().filter(device__device_id=page.kwargs["device_id"])}
+    return {"alert-feed": alert_rows().filter(state__in=ANNUNCIATED_STATES)}
 
 
 def alert_fragments(request, alert_id):
     """The alert as the page shows it ("html": a table row, or an item of the overview's feed; ""
-    when the page does not show it, or no longer), and the banner of an open critical alert."""
+    when the page does not show it, or no longer), the id of the list it is in ("list"), and the
+    banner of an open critical alert."""
     alert = alert_rows().filter(pk=alert_id).first()
     if alert is None:
-        return {"html": "", "banner": ""}
-    shown = page_alerts(request).filter(pk=alert_id).exists()
+        return {"html": "", "list": "", "banner": ""}
+    shown_in = next((name for name, alerts in page_alerts(request).items() if alerts.filter(pk=alert_id).exists()), "")
     template = "dashboard/alert_item.html" if page_name(request) == "overview" else "dashboard/alert_row.html"
     context = {"a": alert, "can_act": is_plant_staff(request.user)}
     critical = alert.level == Level.CRITICAL and alert.state == Alert.State.OPEN
     return {
-        "html": render_to_string(template, context, request) if shown else "",
+        "html": render_to_string(template, context, request) if shown_in else "",
+        "list": shown_in,
         "banner": render_to_string("dashboard/alert_banner.html", context, request) if critical else "",
     }
 

@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils.translation import gettext_lazy as _
 
-from apps.alerts.models import Alert, AlertEvent, Level
+from apps.alerts.models import ANNUNCIATED_STATES, Alert, AlertEvent, Level
+from apps.alerts.selectors import location_storms
 from apps.devices.models import Device, DeviceType, Location
 from apps.telemetry.latest import get_latest
 from apps.telemetry.metrics import pipeline_summaries
@@ -39,20 +40,30 @@ def cell_status(status):
     return status if status in STATUSES else "none"
 
 
+# How long the console offers to shelve an alert for: (minutes, label).
+SHELVE_CHOICES = [(15, _("15 min")), (60, _("1 hour")), (240, _("4 hours")), (480, _("8 hours")), (1440, _("24 hours"))]
+
+
 def alert_rows():
     """Alerts with everything their rows show, in one query; `reached_critical` tells an alert that
-    was critical at some point (its level now may be lower) from one that never was."""
+    was critical at some point (its level now may be lower) from one that never was, and
+    `shelving_note` is the reason given when it was last shelved."""
     critical_event = AlertEvent.objects.filter(alert=OuterRef("pk"), level=Level.CRITICAL)
+    last_shelving = AlertEvent.objects.filter(alert=OuterRef("pk"), kind=AlertEvent.Kind.SHELVED).order_by("-at", "-pk")
     return Alert.objects.select_related("device__location", "metric", "acknowledged_by").annotate(
-        reached_critical=Exists(critical_event)
+        reached_critical=Exists(critical_event), shelving_note=Subquery(last_shelving.values("note")[:1])
     )
 
 
 def console_alerts(*, state="active", level="", loc_id=""):
-    """The alert console's rows for its filters (state "active" is every state but resolved)."""
+    """The alert console's rows for its filters. State "active" is what needs attention (open and
+    acknowledged; shelved alerts are listed apart), with the alerts of a location in an alert storm
+    folded into its storm alert unless that location is asked for."""
     alerts = alert_rows()
     if state == "active":
-        alerts = alerts.exclude(state=Alert.State.RESOLVED)
+        alerts = alerts.filter(state__in=ANNUNCIATED_STATES)
+        if not loc_id:
+            alerts = alerts.exclude(device__location__loc_id__in=[storm.loc_id for storm in location_storms()])
     elif state in Alert.State.values:
         alerts = alerts.filter(state=state)
     if level:
@@ -110,8 +121,9 @@ class PlantNode:
 
 
 def active_alerts():
-    """Every alert that is not resolved, as (id, warning|critical, loc_id): one query, a few bytes each."""
-    rows = Alert.objects.exclude(state=Alert.State.RESOLVED).values_list("pk", "level", "device__location__loc_id")
+    """Every alert that needs attention (not resolved, shelved or suppressed), as (id, warning|critical, loc_id):
+    one query, a few bytes each."""
+    rows = Alert.objects.filter(state__in=ANNUNCIATED_STATES).values_list("pk", "level", "device__location__loc_id")
     return [ActiveAlert(pk, alert_kind(level), loc_id) for pk, level, loc_id in rows]
 
 

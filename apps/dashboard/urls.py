@@ -9,6 +9,8 @@ urlpatterns = [
     path("alerts/", views.alert_console, name="alerts"),
     path("alerts/<int:pk>/acknowledge/", views.alert_action, {"action": "acknowledge"}, name="alert-acknowledge"),
     path("alerts/<int:pk>/resolve/", views.alert_action, {"action": "resolve"}, name="alert-resolve"),
+    path("alerts/<int:pk>/shelve/", views.alert_action, {"action": "shelve"}, name="alert-shelve"),
+    path("alerts/<int:pk>/unshelve/", views.alert_action, {"action": "unshelve"}, name="alert-unshelve"),
     path("health/", views.pipeline_health_page, name="health"),
     path("health/pipeline.json", views.pipeline_json, name="pipeline-json"),
 ]

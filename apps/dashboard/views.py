@@ -9,7 +9,7 @@ from contextlib import suppress
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dates import MONTHS, MONTHS_3, WEEKDAYS, WEEKDAYS_ABBR
@@ -19,21 +19,21 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from apps.alerts.models import Alert
-from apps.alerts.selectors import effective_thresholds
-from apps.alerts.services import AlertAlreadyResolved, acknowledge_alert, resolve_alert
+from apps.alerts.selectors import effective_thresholds, location_storms
+from apps.alerts.services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
 from apps.devices.models import Device
 from apps.devices.selectors import live_device
 from apps.telemetry.selectors import device_status
 from iothub.api import is_plant_staff
 
-from .fragments import FEED_LENGTH, console_filters, plant_filters, plant_summary_context
+from .fragments import FEED_LENGTH, console_filters, page_alerts, plant_filters, plant_summary_context
 from .history import CUSTOM, RANGES, chart_series, history_window
 from .selectors import (
     ALERT_LEVELS,
     ALERT_STATES,
+    SHELVE_CHOICES,
     active_alerts,
     alert_rows,
-    console_alerts,
     device_history,
     pipeline_health,
     plant_tree,
@@ -50,6 +50,8 @@ PIPELINE_STATS = [
     ("dead_letters_per_s", _("Dead letters/s")),
     ("load_percent", _("Load of capacity")),
 ]
+
+ALERT_ACTIONS = {"acknowledge": acknowledge_alert, "resolve": resolve_alert, "shelve": shelve_alert, "unshelve": unshelve_alert}
 
 
 def plotly_locale():
@@ -75,7 +77,7 @@ def overview(request):
         **plant_summary_context(factory=filters["factory"], device_count=device_count),
         "tree": tree,
         "query": filters["query"],
-        "open_alerts": alert_rows().exclude(state=Alert.State.RESOLVED)[:FEED_LENGTH],
+        "open_alerts": page_alerts(request)["alert-feed"][:FEED_LENGTH],
         "feed_length": FEED_LENGTH,
         "totals": {kind: sum(a.kind == kind for a in alerts) for kind in ("warning", "critical")},
         "active_alerts": {a.id: [a.kind, a.loc_id] for a in alerts},
@@ -125,12 +127,17 @@ def device_detail(request, device_id):
 def alert_console(request):
     """Alerts filtered by state, level and location; new ones appear live."""
     filters = console_filters(request.GET)
+    lists = page_alerts(request)
     context = {
-        "alerts": console_alerts(**filters)[:CONSOLE_ALERTS],
+        "alerts": lists["alert-rows"][:CONSOLE_ALERTS],
         **filters,
         "states": ALERT_STATES,
         "levels": ALERT_LEVELS,
         "can_act": is_plant_staff(request.user),
+        # What needs attention: a storm's alerts folded into its storm alert, shelved alerts apart.
+        "storms": location_storms() if filters["state"] == "active" and not filters["loc_id"] else [],
+        "storm_minutes": settings.IOTHUB["STORM_WINDOW"] // 60,
+        "shelved": lists["shelved-rows"][:CONSOLE_ALERTS] if "shelved-rows" in lists else None,
     }
     return render(request, "dashboard/alerts.html", context)
 
@@ -138,13 +145,19 @@ def alert_console(request):
 @login_required
 @require_POST
 def alert_action(request, pk, action):
-    """Acknowledge or resolve an alert (plant staff), then back to the page it was done from."""
+    """Acknowledge, resolve, shelve (for one of SHELVE_CHOICES) or unshelve an alert (plant staff),
+    then back to the page it was done from."""
     if not is_plant_staff(request.user):
         raise PermissionDenied(gettext("Only plant staff act on alerts."))
-    change = {"acknowledge": acknowledge_alert, "resolve": resolve_alert}[action]
     get_object_or_404(Alert, pk=pk)
-    with suppress(AlertAlreadyResolved):  # the page shows it resolved
-        change(alert_id=pk, user=request.user, note=request.POST.get("note", "")[:1000])
+    fields = {"note": request.POST.get("note", "")[:1000]}
+    if action == "shelve":
+        minutes = request.POST.get("minutes", "")
+        if not minutes.isdigit() or int(minutes) not in dict(SHELVE_CHOICES):
+            return HttpResponseBadRequest(gettext("Choose how long to shelve the alert."))
+        fields["minutes"] = int(minutes)
+    with suppress(AlertNotActive):  # the page shows it resolved
+        ALERT_ACTIONS[action](alert_id=pk, user=request.user, **fields)
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)

@@ -163,7 +163,8 @@
     if (!activeAlerts) return;
     const id = String(a.id);
     const before = activeAlerts.get(id);
-    const after = a.state === "resolved" ? undefined : [a.level === "warning" ? "warning" : "critical", a.location || null];
+    // Counted as on a reload: what needs attention (not resolved, shelved or a suppressed record).
+    const after = ["open", "acknowledged"].includes(a.state) ? [a.level === "warning" ? "warning" : "critical", a.location || null] : undefined;
     if (before && after ? before[0] === after[0] && before[1] === after[1] : before === after) return;
     if (after) activeAlerts.set(id, after); else activeAlerts.delete(id);
     for (const [entry, delta] of [[before, -1], [after, 1]]) {
@@ -201,9 +202,15 @@
     placeAlert(document.getElementById("alert-feed"), message);
   };
 
+  // A page may list alerts in more than one table (the console's shelved alerts apart): the row
+  // goes to the list the server names and leaves the others.
+  const ALERT_LISTS = ["alert-rows", "shelved-rows"];
+
   IotHub.onAlertRow = function (message) {
     cue(message);
-    placeAlert(document.getElementById("alert-rows"), message);
+    for (const id of ALERT_LISTS) {
+      placeAlert(document.getElementById(id), id === message.list ? message : { alert: message.alert, html: "" });
+    }
   };
 
   // The device master changed: the factories it touched, rendered again (or gone), and the
