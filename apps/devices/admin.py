@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportExportModelAdmin
 
@@ -12,12 +14,46 @@ from .resources import SPREADSHEET_FORMATS, DeviceResource, LocationResource
 
 # Credential actions talk to the broker once per device: keep a selection to what one request can do.
 MAX_CREDENTIAL_DEVICES = 200
+IMPORT_ERRORS_SHOWN = 10  # of a confirmed import that failed: the first rows' errors
+
+
+class PlantImportAdmin(ImportExportModelAdmin):
+    """CSV/XLSX import and export, all or nothing at both steps: the preview offers no confirmation
+    while a row has an error, and a confirmed file that meets one (the plant changed since the
+    preview) is rolled back as a whole and its errors shown."""
+
+    formats = SPREADSHEET_FORMATS
+
+    def get_import_data_kwargs(self, **kwargs):
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def process_result(self, result, request):
+        if not (result.has_errors() or result.has_validation_errors()):
+            return super().process_result(result, request)
+        row = gettext("row %(number)s: %(errors)s")
+        problems = [str(error.error) for error in result.base_errors]
+        problems += [
+            row % {"number": number, "errors": error.error} for number, errors in result.row_errors() for error in errors
+        ]
+        problems += [
+            row
+            % {
+                "number": invalid.number,
+                "errors": "; ".join(f"{field}: {' '.join(texts)}" for field, texts in invalid.error_dict.items()),
+            }
+            for invalid in result.invalid_rows
+        ]
+        self.message_user(
+            request,
+            gettext("Nothing was imported. %(errors)s") % {"errors": " | ".join(problems[:IMPORT_ERRORS_SHOWN])},
+            messages.ERROR,
+        )
+        return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_import")
 
 
 @admin.register(Location)
-class LocationAdmin(ImportExportModelAdmin):
+class LocationAdmin(PlantImportAdmin):
     resource_classes = [LocationResource]
-    formats = SPREADSHEET_FORMATS
     list_display = ["loc_id", "name", "factory", "building", "floor", "area"]
     list_filter = ["factory", "building", "floor"]
     search_fields = ["loc_id", "name", "factory", "building", "area"]
@@ -41,9 +77,8 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(ImportExportModelAdmin):
+class DeviceAdmin(PlantImportAdmin):
     resource_classes = [DeviceResource]
-    formats = SPREADSHEET_FORMATS
     # The list fits a laptop screen; credentials and the thresholds in force are on the change page.
     list_display = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at", "dashboard_link"]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
