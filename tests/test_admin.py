@@ -222,3 +222,20 @@ def test_a_confirmed_import_that_meets_a_changed_plant_saves_nothing(admin_clien
     assert not Device.objects.filter(device_id__startswith="imp-").exists()
     text = response.content.decode()
     assert "Nothing was imported." in text and "row 150: location: No location “S-TMP-1”." in text
+
+
+def test_the_admin_shows_this_projects_models_and_fields_in_korean(admin_client_, plant):
+    index = admin_client_.get(reverse("admin:index"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    for label in ("장치 마스터", "텔레메트리", "계정 및 API 접근", "장치 유형", "측정 항목", "거부된 메시지", "API 토큰"):
+        assert label in index, label
+    for english in ("Device master", "Device types", "Dead letters", "Accounts and API access"):
+        assert english not in index, english
+    devices = admin_client_.get(reverse("admin:devices_device_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    start = devices.index('id="result_list"')
+    head = devices[start : devices.index("</thead>", start)]
+    headers = [re.sub(r"<[^>]+>", "", text).strip() for text in re.findall(r'<div class="text">(.*?)</div>', head)]
+    assert headers[1:] == ["장치 ID", "이름", "장치 유형", "위치", "활성", "마지막 수신", "대시보드"]  # after the selection box
+    for label in ("선택한 장치 활성화", 'data-filter-title="공장"', "실시간 보기"):
+        assert label in devices, label
+    tokens = admin_client_.get(reverse("admin:accounts_apitoken_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "쓰기 허용" in tokens and "폐기" in tokens
