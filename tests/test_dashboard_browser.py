@@ -275,6 +275,41 @@ def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browse
     assert_same_after_reload(browser, ".toolbar")
 
 
+def test_a_device_that_stops_reporting_turns_offline_on_the_open_pages_as_a_reload_shows_it(live_hub, browser, publisher, plant):
+    """A type that reports every 2 s is offline after 6 s of silence: the open device page and the
+    open overview mark it so by themselves, not before, and their rows are what a reload renders."""
+    from apps.devices.models import Device, DeviceType
+
+    fast = DeviceType.objects.create(name="fast", primary_metric=plant["temperature"], expected_interval=2)
+    fast.metrics.add(plant["temperature"])
+    Device.objects.create(device_id="dev-fast", device_type=fast, location=plant["location"])
+    log_in(browser, live_hub)
+    row, head = '.device[data-device="dev-fast"]', ".device-head"
+    assert "offline" in browser.find_element(By.CSS_SELECTOR, row).get_attribute("class")  # never heard of
+    offline = lambda b, selector: "offline" in b.find_element(By.CSS_SELECTOR, selector).get_attribute("class")  # noqa: E731
+
+    sent = now_ms()
+    publisher("sensors/dev-fast", {"ts": sent, "temperature": 21.0})
+    eventually(lambda: Device.objects.get(device_id="dev-fast").last_seen_at, message="last seen")
+    browser.get(f"{live_hub}/devices/dev-fast/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert not offline(browser, head)
+    wait_for(browser, lambda b: offline(b, head), timeout=15)
+    assert now_ms() - sent >= 6000
+    assert browser.find_element(By.CSS_SELECTOR, f"{head} .off-label").is_displayed()
+    assert_same_after_reload(browser, head)
+
+    browser.get(f"{live_hub}/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert offline(browser, row)
+    sent = now_ms()
+    publisher("sensors/dev-fast", {"ts": sent, "temperature": 22.0})
+    wait_for(browser, lambda b: not offline(b, row))  # back online with the reading
+    wait_for(browser, lambda b: offline(b, row), timeout=15)
+    assert now_ms() - sent >= 6000
+    assert_same_after_reload(browser, row)
+
+
 def cell_title(browser, key):
     return browser.find_element(By.CSS_SELECTOR, f'[data-cell="{key}"]').get_attribute("title")
 

@@ -48,8 +48,8 @@
           el.classList.add(item.status_class);
         }
         el.dataset.ts = item.ts;
-        const row = el.closest(".device.offline");
-        if (row) row.classList.remove("offline");
+        const silent = el.closest("[data-silent-after].offline");
+        if (silent) silent.classList.remove("offline");
       }
       if (performance.now() > deadline) break;
     }
@@ -233,6 +233,26 @@
     if (IotHub.kioskShow) IotHub.kioskShow();
   };
 
+  // A device that stops reporting turns offline on the open page, by the rule a reload renders
+  // (apps.devices.selectors.is_offline): an element with data-silent-after (a device row of the
+  // overview, the head of a device page) is offline when none of its cells has a value, or the
+  // newest is older than that many seconds, by the server's clock (the page's meta server-time
+  // against the browser's clock when the page arrived). A new reading puts it back online.
+  const SILENCE_CHECK_MS = 2000;
+  IotHub.watchSilence = function () {
+    const served = document.querySelector('meta[name="server-time"]');
+    const skew = served ? Number(served.content) - Date.now() : 0;
+    setInterval(() => {
+      const now = Date.now() + skew;
+      for (const el of document.querySelectorAll("[data-silent-after]")) {
+        let newest = 0;
+        for (const cell of el.querySelectorAll("[data-ts]")) newest = Math.max(newest, Number(cell.dataset.ts));
+        const offline = !newest || now - newest > Number(el.dataset.silentAfter) * 1000;
+        if (offline !== el.classList.contains("offline")) el.classList.toggle("offline", offline);
+      }
+    }, SILENCE_CHECK_MS);
+  };
+
   // The header's connection indicator: "live", "reconnecting" or "offline".
   IotHub.showConnection = function (state) {
     const conn = document.getElementById("conn");
@@ -262,6 +282,7 @@
   };
 
   document.addEventListener("DOMContentLoaded", IotHub.initSound);
+  document.addEventListener("DOMContentLoaded", IotHub.watchSilence);
 })();
 
 // Kiosk mode (?kiosk=1, a wall display): no navigation, large type, one factory at a time,
