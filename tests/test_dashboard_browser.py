@@ -407,6 +407,23 @@ def test_the_alarm_sound_is_turned_on_and_remembered_per_browser(live_hub, brows
     assert not page_problems(browser)
 
 
+def test_the_header_shows_a_connection_state_only_on_pages_with_a_live_connection(live_hub, browser):
+    """The overview, device page and alert console have a socket, the health page polls: each shows
+    its connection state, and the first three the alarm sound control. The API tokens page has
+    neither, so it shows no connection state (not "offline") and no sound control."""
+    log_in(browser, live_hub)
+    header = lambda b: (b.find_element(By.ID, "conn").is_displayed(), b.find_element(By.ID, "sound").is_displayed())  # noqa: E731
+    for path, sound in (("/", True), ("/devices/dev-1/", True), ("/alerts/", True), ("/health/", False)):
+        browser.get(live_hub + path)
+        wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+        assert header(browser) == (True, sound), path
+        assert browser.find_element(By.ID, "conn").text == "● live", path
+    browser.get(live_hub + "/accounts/tokens/")
+    assert header(browser) == (False, False)
+    assert "offline" not in browser.find_element(By.CSS_SELECTOR, ".topbar").text
+    assert not page_problems(browser)
+
+
 def test_every_page_fits_every_screen_without_errors(live_hub, browser, publisher, plant):
     """Phone, tablet and wall display: no page reaches past the screen's right edge, none logs a
     console error or has a request fail (favicon included), axe-core finds no serious or critical

@@ -68,7 +68,8 @@
   }
 
   // The alarm sound: off until the operator turns it on (a click, which browsers require before
-  // a page may play sound); the choice is kept per browser.
+  // a page may play sound); the choice is kept per browser. Its control shows on the pages whose
+  // socket brings alerts (IotHub.connect), the only ones that can sound one.
   const SOUND_KEY = "iothub.sound";
   let audio = null;
 
@@ -89,9 +90,10 @@
     audio.resume().then(showSound, showSound);
   }
 
-  IotHub.initSound = function () {
+  function initSound() {
     const button = soundButton();
-    if (!button) return;
+    if (!button || !button.hidden) return;
+    button.hidden = false;
     button.addEventListener("click", () => {
       localStorage.setItem(SOUND_KEY, localStorage.getItem(SOUND_KEY) === "on" ? "off" : "on");
       if (localStorage.getItem(SOUND_KEY) === "on") unlockAudio(); else showSound();
@@ -99,7 +101,7 @@
     // Turned on earlier: the first click or key anywhere on the page lets the browser play it.
     for (const kind of ["pointerdown", "keydown"]) document.addEventListener(kind, unlockAudio, { once: true });
     showSound();
-  };
+  }
 
   function beep() {
     if (localStorage.getItem(SOUND_KEY) !== "on" || !audio || audio.state !== "running") return;
@@ -253,15 +255,19 @@
     }, SILENCE_CHECK_MS);
   };
 
-  // The header's connection indicator: "live", "reconnecting" or "offline".
+  // The header's connection indicator: "live", "reconnecting" or "offline". Hidden until a page's
+  // live connection (its socket, or the health page's polling) reports: a page without one shows
+  // no connection state at all.
   IotHub.showConnection = function (state) {
     const conn = document.getElementById("conn");
+    conn.hidden = false;
     conn.dataset.state = state;
     conn.classList.toggle("live", state === "live");
   };
 
   // A socket of the page: the server renders for the page it is told (path and query).
   IotHub.connect = function (path, handlers) {
+    initSound();
     let delay = 500;
     const page = encodeURIComponent(location.pathname + location.search);
     function open() {
@@ -281,7 +287,6 @@
     open();
   };
 
-  document.addEventListener("DOMContentLoaded", IotHub.initSound);
   document.addEventListener("DOMContentLoaded", IotHub.watchSilence);
 })();
 
