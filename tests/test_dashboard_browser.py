@@ -486,9 +486,14 @@ def assert_usable_on_a_phone(browser, path):
     assert checks == {"logout": None if "kiosk" in path else True, "cut": [], "covered": 0}, path
 
 
-def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, browser, plant):
+def test_the_kiosk_mode_cycles_through_the_factories_a_screenful_at_a_time_in_large_type(live_hub, browser, plant):
+    """North (taller than a wall display) is shown screenful by screenful, then South, then North
+    again from the top; the toolbar says which factory and screen is on show; nobody scrolls."""
     from apps.devices.models import Device, Location
 
+    for n in range(12):
+        hall = Location.objects.create(loc_id=f"N-H{n}", factory="North", building=f"Hall {n:02d}", floor="1", area="A")
+        Device.objects.create(device_id=f"dev-n{n}", device_type=plant["type"], location=hall)
     south = Location.objects.create(loc_id="S-1", factory="South", building="Hall", floor="1", area="A")
     Device.objects.create(device_id="dev-s1", device_type=plant["type"], location=south)
     log_in(browser, live_hub)
@@ -497,14 +502,25 @@ def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, brow
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
     assert not browser.find_element(By.CSS_SELECTOR, ".topbar nav").is_displayed()
     assert browser.execute_script("return getComputedStyle(document.body).fontSize") == "20px"
+    assert browser.execute_script("return getComputedStyle(document.documentElement).overflow") == "hidden"
 
-    def shown(b):
-        return [f.get_attribute("data-factory") for f in b.find_elements(By.CSS_SELECTOR, ".factory") if f.is_displayed()]
+    def on_show(b):
+        shown = [f.get_attribute("data-factory") for f in b.find_elements(By.CSS_SELECTOR, ".factory") if f.is_displayed()]
+        place = b.find_element(By.ID, "kiosk-place").get_attribute("textContent")
+        return shown, place, b.execute_script("return window.scrollY")
 
-    assert shown(browser) == ["North"]
-    wait_for(browser, lambda b: shown(b) == ["South"], timeout=5)
-    wait_for(browser, lambda b: shown(b) == ["North"], timeout=5)
+    shown, place, scrolled = on_show(browser)
+    screens = int(place.rsplit(" ", 1)[1])
+    assert (shown, place, scrolled) == (["North"], f"North · factory 1 of 2 · screen 1 of {screens}", 0) and screens >= 2
     screenshot(browser, "kiosk")
+    for screen in range(2, screens + 1):
+        wait_for(browser, lambda b, screen=screen: f"screen {screen} of" in on_show(b)[1], timeout=5)
+        assert on_show(browser)[2] > 0
+    # The last screenful shows North's last device.
+    last = browser.find_element(By.CSS_SELECTOR, '[data-device="dev-n11"]').rect
+    assert 0 <= last["y"] - browser.execute_script("return window.scrollY") < 1080 - last["height"]
+    wait_for(browser, lambda b: on_show(b) == (["South"], "South · factory 2 of 2", 0), timeout=5)
+    wait_for(browser, lambda b: on_show(b) == (["North"], f"North · factory 1 of 2 · screen 1 of {screens}", 0), timeout=5)
 
 
 def test_it_switches_to_korean_and_live_rows_arrive_in_korean(live_hub, browser, publisher):

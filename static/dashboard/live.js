@@ -290,25 +290,63 @@
   document.addEventListener("DOMContentLoaded", IotHub.watchSilence);
 })();
 
-// Kiosk mode (?kiosk=1, a wall display): no navigation, large type, one factory at a time,
-// the next every `cycle` seconds (?cycle=, default 20).
+// Kiosk mode (?kiosk=1, a wall display nobody scrolls): no navigation, large type, the plant
+// one factory (top-level location) at a time, and a factory taller than the screen one screenful
+// at a time; the next every `cycle` seconds (?cycle=, default 20). The toolbar names what is on
+// screen: the factory, its place in the plant and the screenful.
 (function () {
   "use strict";
   const root = document.documentElement;
   if (!root.classList.contains("kiosk")) return;
   const seconds = Number(new URLSearchParams(location.search).get("cycle")) || 20;
+  const OVERLAP = 0.1; // of a screen, shown again on the next screenful for context
   let current = null;
+  let screenful = 0;
+
+  const factories = () => [...document.querySelectorAll("#plant > .factory")];
+
+  // Screenfuls of the current factory: the first shows it from the top of the page, each next one
+  // moves down by a screen (less the toolbar that stays on top, and the overlap), until its last
+  // device is on screen.
+  function screenfuls(factory) {
+    const toolbar = document.querySelector(".toolbar").offsetHeight;
+    const step = (window.innerHeight - toolbar) * (1 - OVERLAP);
+    const bottom = factory.getBoundingClientRect().bottom + window.scrollY;
+    return { step: step, count: Math.max(1, Math.ceil((bottom - window.innerHeight) / step) + 1) };
+  }
 
   function show() {
-    const factories = [...document.querySelectorAll("#plant > .factory")];
-    if (!factories.length) return;
-    if (!factories.some((f) => f.dataset.factory === current)) current = factories[0].dataset.factory;
-    for (const f of factories) f.classList.toggle("current", f.dataset.factory === current);
+    const all = factories();
+    if (!all.length) return;
+    if (!all.some((f) => f.dataset.factory === current)) {
+      current = all[0].dataset.factory;
+      screenful = 0;
+    }
+    const factory = all.find((f) => f.dataset.factory === current);
+    for (const f of all) f.classList.toggle("current", f === factory);
+    const pages = screenfuls(factory);
+    screenful = Math.min(screenful, pages.count - 1);
+    window.scrollTo(0, screenful * pages.step);
+    const place = document.getElementById("kiosk-place");
+    if (place) {
+      const text = pages.count > 1
+        ? gettext("%(factory)s · factory %(n)s of %(count)s · screen %(screen)s of %(screens)s")
+        : gettext("%(factory)s · factory %(n)s of %(count)s");
+      const values = { factory: current, n: all.indexOf(factory) + 1, count: all.length, screen: screenful + 1, screens: pages.count };
+      place.textContent = interpolate(text, values, true);
+    }
   }
 
   function next() {
-    const names = [...document.querySelectorAll("#plant > .factory")].map((f) => f.dataset.factory);
-    current = names[(names.indexOf(current) + 1) % names.length];
+    const all = factories();
+    const factory = all.find((f) => f.dataset.factory === current);
+    if (factory && screenful + 1 < screenfuls(factory).count) {
+      screenful += 1;
+    } else {
+      const names = all.map((f) => f.dataset.factory);
+      current = names[(names.indexOf(current) + 1) % names.length];
+      screenful = 0;
+    }
     show();
   }
 
