@@ -80,7 +80,7 @@ def device_rows(rows):
         html.append(
             f'<div class="device{offline}" data-device="{device}" data-silent-after="{row.silent_after}">'
             f'<a href="{href}" title="{device}">{device}</a>'
-            f'<span class="off-label">{offline_text}</span>'
+            f'<span class="off-label" title="{offline_text}"><span class="off-text">{offline_text}</span></span>'
         )
         for metric, status, text, ts in row.cells:
             if metric.pk not in titles:
