@@ -95,7 +95,7 @@ def test_it_previews_an_import_with_per_row_errors_and_saves_nothing_of_a_bad_fi
         b"dev-8,Nowhere,env,NO-SUCH-PLACE,1\n"
     )
     page = import_devices(admin_client_, "devices.csv", csv).content.decode()
-    assert "Line number: 3 - Location matching query does not exist." in page
+    assert "No location “NO-SUCH-PLACE”." in page
     assert 'name="import_file_name"' not in page  # nothing to confirm
     assert Device.objects.get(device_id="dev-1").name == "" and not Device.objects.filter(device_id="dev-7").exists()
 
@@ -191,3 +191,92 @@ def test_the_admin_shows_the_alerts_app_in_korean(admin_client_, plant):
     for label in ("장치", "위치", "시작", "끝", "사유"):
         assert f">{label}:</label>" in window, label
     assert 'aria-label="시작 날짜"' in window
+
+
+def device_rows(rows):
+    return "device_id,name,device_type,location,is_active\n" + "".join(f"{','.join(row)}\n" for row in rows)
+
+
+def confirm_form(preview):
+    import re
+
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', preview))
+
+
+def test_a_few_hundred_devices_import_all_or_nothing_with_every_bad_row_reported(admin_client_, plant):
+    """A file with bad rows saves none of its good ones and names every bad row; a good file is
+    previewed (nothing saved), then saved whole, and the open overviews are told which factories
+    changed."""
+    from apps.devices.models import Location
+    from apps.devices.signals import devices_changed
+
+    south = Location.objects.create(loc_id="S-FDY-1", factory="South", building="Foundry", floor="1")
+    new = [(f"imp-{n:03d}", f"Sensor {n}", "env", "N-ASM-1-LA" if n % 2 else "S-FDY-1", "1") for n in range(1, 300)]
+    bad = [
+        ("imp-900", "Lost", "env", "NO-SUCH-PLACE", "1"),
+        ("imp-901", "Odd type", "no-such-type", "S-FDY-1", "1"),
+        ("imp-010", "Twice", "env", "S-FDY-1", "1"),
+        ("imp-902", "x" * 201, "env", "S-FDY-1", "1"),
+    ]
+    page = import_devices(admin_client_, "devices.csv", device_rows(new + bad).encode()).content.decode()
+    assert 'name="import_file_name"' not in page  # nothing to confirm
+    for message in (
+        "No location “NO-SUCH-PLACE”.",
+        "No device type “no-such-type”.",
+        "“imp-010” is in the file more than once.",
+        "Ensure this value has at most 200 characters (it has 201).",
+    ):
+        assert message in page
+    assert [int(n) for n in re.findall(r"<td>(\d+) </td>", page)] == [300, 301, 302, 303]
+    assert Device.objects.count() == 2
+
+    moved = [("dev-1", "Moved", "env", "S-FDY-1", "1")]
+    preview = import_devices(admin_client_, "devices.csv", device_rows(new + moved).encode()).content.decode()
+    assert preview.count('<tr class="new">') == 299 and preview.count('<tr class="update">') == 1
+    assert Device.objects.count() == 2  # a preview saves nothing
+    before = Device.objects.get(device_id="dev-1").updated_at
+    told = []
+    receiver = lambda sender, factories, **kwargs: told.append(set(factories))  # noqa: E731
+    devices_changed.connect(receiver)
+    try:
+        response = admin_client_.post(reverse("admin:devices_device_process_import"), confirm_form(preview))
+    finally:
+        devices_changed.disconnect(receiver)
+    assert response.status_code == 302
+    assert Device.objects.filter(device_id__startswith="imp-").count() == 299
+    assert Device.objects.filter(location=south).count() == 150
+    dev1 = Device.objects.get(device_id="dev-1")
+    assert (dev1.name, dev1.location_id, dev1.updated_at > before) == ("Moved", south.pk, True)
+    assert told == [{"North", "South"}]
+
+
+def test_a_confirmed_import_that_meets_a_changed_plant_saves_nothing(admin_client_, plant):
+    """Between the preview and the confirmation a location the file names is deleted: the import
+    is rolled back as a whole and the admin says which rows failed."""
+    from apps.devices.models import Location
+
+    doomed = Location.objects.create(loc_id="S-TMP-1", factory="South")
+    rows = [(f"imp-{n:03d}", "", "env", "S-TMP-1" if n == 150 else "N-ASM-1-LA", "1") for n in range(1, 201)]
+    preview = import_devices(admin_client_, "devices.csv", device_rows(rows).encode()).content.decode()
+    doomed.delete()
+    response = admin_client_.post(reverse("admin:devices_device_process_import"), confirm_form(preview), follow=True)
+    assert not Device.objects.filter(device_id__startswith="imp-").exists()
+    text = response.content.decode()
+    assert "Nothing was imported." in text and "row 150: location: No location “S-TMP-1”." in text
+
+
+def test_the_admin_shows_this_projects_models_and_fields_in_korean(admin_client_, plant):
+    index = admin_client_.get(reverse("admin:index"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    for label in ("장치 마스터", "텔레메트리", "계정 및 API 접근", "장치 유형", "측정 항목", "거부된 메시지", "API 토큰"):
+        assert label in index, label
+    for english in ("Device master", "Device types", "Dead letters", "Accounts and API access"):
+        assert english not in index, english
+    devices = admin_client_.get(reverse("admin:devices_device_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    start = devices.index('id="result_list"')
+    head = devices[start : devices.index("</thead>", start)]
+    headers = [re.sub(r"<[^>]+>", "", text).strip() for text in re.findall(r'<div class="text">(.*?)</div>', head)]
+    assert headers[1:] == ["장치 ID", "이름", "장치 유형", "위치", "활성", "마지막 수신", "대시보드"]  # after the selection box
+    for label in ("선택한 장치 활성화", 'data-filter-title="공장"', "실시간 보기"):
+        assert label in devices, label
+    tokens = admin_client_.get(reverse("admin:accounts_apitoken_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "쓰기 허용" in tokens and "폐기" in tokens

@@ -322,6 +322,41 @@ def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browse
     assert_same_after_reload(browser, ".toolbar")
 
 
+def test_a_device_that_stops_reporting_turns_offline_on_the_open_pages_as_a_reload_shows_it(live_hub, browser, publisher, plant):
+    """A type that reports every 2 s is offline after 6 s of silence: the open device page and the
+    open overview mark it so by themselves, not before, and their rows are what a reload renders."""
+    from apps.devices.models import Device, DeviceType
+
+    fast = DeviceType.objects.create(name="fast", primary_metric=plant["temperature"], expected_interval=2)
+    fast.metrics.add(plant["temperature"])
+    Device.objects.create(device_id="dev-fast", device_type=fast, location=plant["location"])
+    log_in(browser, live_hub)
+    row, head = '.device[data-device="dev-fast"]', ".device-head"
+    assert "offline" in browser.find_element(By.CSS_SELECTOR, row).get_attribute("class")  # never heard of
+    offline = lambda b, selector: "offline" in b.find_element(By.CSS_SELECTOR, selector).get_attribute("class")  # noqa: E731
+
+    sent = now_ms()
+    publisher("sensors/dev-fast", {"ts": sent, "temperature": 21.0})
+    eventually(lambda: Device.objects.get(device_id="dev-fast").last_seen_at, message="last seen")
+    browser.get(f"{live_hub}/devices/dev-fast/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert not offline(browser, head)
+    wait_for(browser, lambda b: offline(b, head), timeout=15)
+    assert now_ms() - sent >= 6000
+    assert browser.find_element(By.CSS_SELECTOR, f"{head} .off-label").is_displayed()
+    assert_same_after_reload(browser, head)
+
+    browser.get(f"{live_hub}/")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+    assert offline(browser, row)
+    sent = now_ms()
+    publisher("sensors/dev-fast", {"ts": sent, "temperature": 22.0})
+    wait_for(browser, lambda b: not offline(b, row))  # back online with the reading
+    wait_for(browser, lambda b: offline(b, row), timeout=15)
+    assert now_ms() - sent >= 6000
+    assert_same_after_reload(browser, row)
+
+
 def cell_title(browser, key):
     return browser.find_element(By.CSS_SELECTOR, f'[data-cell="{key}"]').get_attribute("title")
 
@@ -419,12 +454,33 @@ def test_the_alarm_sound_is_turned_on_and_remembered_per_browser(live_hub, brows
     assert not page_problems(browser)
 
 
+def test_the_header_shows_a_connection_state_only_on_pages_with_a_live_connection(live_hub, browser):
+    """The overview, device page and alert console have a socket, the health page polls: each shows
+    its connection state, and the first three the alarm sound control. The API tokens page has
+    neither, so it shows no connection state (not "offline") and no sound control."""
+    log_in(browser, live_hub)
+    header = lambda b: (b.find_element(By.ID, "conn").is_displayed(), b.find_element(By.ID, "sound").is_displayed())  # noqa: E731
+    for path, sound in (("/", True), ("/devices/dev-1/", True), ("/alerts/", True), ("/health/", False)):
+        browser.get(live_hub + path)
+        wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+        assert header(browser) == (True, sound), path
+        assert browser.find_element(By.ID, "conn").text == "● live", path
+    browser.get(live_hub + "/accounts/tokens/")
+    assert header(browser) == (False, False)
+    assert "offline" not in browser.find_element(By.CSS_SELECTOR, ".topbar").text
+    assert not page_problems(browser)
+
+
 def test_every_page_fits_every_screen_without_errors(live_hub, browser, publisher, plant):
     """Phone, tablet and wall display: no page reaches past the screen's right edge, none logs a
     console error or has a request fail (favicon included), axe-core finds no serious or critical
     WCAG 2.1 A/AA violation; on a phone, ids are whole, the log-out button is on screen and no
     chart toolbar covers a chart's title."""
+    from apps.devices.models import Device
+
     get_user_model().objects.create_superuser("chief", password="chief-pw-1")
+    # Offline, with an id as long as the simulator's: its row still shows the whole id on a phone.
+    Device.objects.create(device_id="sim-00047", device_type=plant["type"], location=plant["location"])
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 37.0, "humidity": 40.0})
     eventually(lambda: Alert.objects.exists(), message="an alert")
     publisher("sensors/dev-2", b"{broken json")
@@ -483,9 +539,14 @@ def assert_usable_on_a_phone(browser, path):
     assert checks == {"logout": None if "kiosk" in path else True, "cut": [], "covered": 0}, path
 
 
-def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, browser, plant):
+def test_the_kiosk_mode_cycles_through_the_factories_a_screenful_at_a_time_in_large_type(live_hub, browser, plant):
+    """North (taller than a wall display) is shown screenful by screenful, then South, then North
+    again from the top; the toolbar says which factory and screen is on show; nobody scrolls."""
     from apps.devices.models import Device, Location
 
+    for n in range(12):
+        hall = Location.objects.create(loc_id=f"N-H{n}", factory="North", building=f"Hall {n:02d}", floor="1", area="A")
+        Device.objects.create(device_id=f"dev-n{n}", device_type=plant["type"], location=hall)
     south = Location.objects.create(loc_id="S-1", factory="South", building="Hall", floor="1", area="A")
     Device.objects.create(device_id="dev-s1", device_type=plant["type"], location=south)
     log_in(browser, live_hub)
@@ -494,14 +555,25 @@ def test_the_kiosk_mode_shows_one_factory_at_a_time_in_large_type(live_hub, brow
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
     assert not browser.find_element(By.CSS_SELECTOR, ".topbar nav").is_displayed()
     assert browser.execute_script("return getComputedStyle(document.body).fontSize") == "20px"
+    assert browser.execute_script("return getComputedStyle(document.documentElement).overflow") == "hidden"
 
-    def shown(b):
-        return [f.get_attribute("data-factory") for f in b.find_elements(By.CSS_SELECTOR, ".factory") if f.is_displayed()]
+    def on_show(b):
+        shown = [f.get_attribute("data-factory") for f in b.find_elements(By.CSS_SELECTOR, ".factory") if f.is_displayed()]
+        place = b.find_element(By.ID, "kiosk-place").get_attribute("textContent")
+        return shown, place, b.execute_script("return window.scrollY")
 
-    assert shown(browser) == ["North"]
-    wait_for(browser, lambda b: shown(b) == ["South"], timeout=5)
-    wait_for(browser, lambda b: shown(b) == ["North"], timeout=5)
+    shown, place, scrolled = on_show(browser)
+    screens = int(place.rsplit(" ", 1)[1])
+    assert (shown, place, scrolled) == (["North"], f"North · factory 1 of 2 · screen 1 of {screens}", 0) and screens >= 2
     screenshot(browser, "kiosk")
+    for screen in range(2, screens + 1):
+        wait_for(browser, lambda b, screen=screen: f"screen {screen} of" in on_show(b)[1], timeout=5)
+        assert on_show(browser)[2] > 0
+    # The last screenful shows North's last device.
+    last = browser.find_element(By.CSS_SELECTOR, '[data-device="dev-n11"]').rect
+    assert 0 <= last["y"] - browser.execute_script("return window.scrollY") < 1080 - last["height"]
+    wait_for(browser, lambda b: on_show(b) == (["South"], "South · factory 2 of 2", 0), timeout=5)
+    wait_for(browser, lambda b: on_show(b) == (["North"], f"North · factory 1 of 2 · screen 1 of {screens}", 0), timeout=5)
 
 
 def test_it_switches_to_korean_and_live_rows_arrive_in_korean(live_hub, browser, publisher):

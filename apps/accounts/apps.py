@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class AccountsConfig(AppConfig):
@@ -6,4 +7,4 @@ class AccountsConfig(AppConfig):
     codes) for those who edit the device master."""
 
     name = "apps.accounts"
-    verbose_name = "Accounts and API access"
+    verbose_name = _("Accounts and API access")

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from apps.alerts.models import ANNUNCIATED_STATES, Alert, AlertEvent, Level
 from apps.alerts.selectors import location_storms
 from apps.devices.models import Device, DeviceType, Location
+from apps.devices.selectors import is_offline
 from apps.telemetry.latest import get_latest
 from apps.telemetry.metrics import pipeline_summaries
 from apps.telemetry.models import DailyRollup, DeadLetter, HourlyRollup
@@ -101,6 +102,7 @@ class ActiveAlert:
 class DeviceRow:
     device_id: str
     offline: bool
+    silent_after: int  # seconds of silence after which it counts as offline
     cells: list  # (Metric, status class, value text, ts ms or None)
 
 
@@ -151,8 +153,9 @@ def latest_value_rows(devices, device_types):
                 newest = max(newest, item["ts"])
             else:
                 cells.append((metric, "none", "–", None))
-        silent_ms = device_types[type_pk].offline_after * 1000
-        rows.append(DeviceRow(device_id, offline=not newest or now_ms - newest > silent_ms, cells=cells))
+        silent_after = device_types[type_pk].offline_after
+        offline = is_offline(newest_ms=newest, now_ms=now_ms, offline_after_ms=silent_after * 1000)
+        rows.append(DeviceRow(device_id, offline=offline, silent_after=silent_after, cells=cells))
     return rows
 
 

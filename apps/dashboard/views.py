@@ -108,7 +108,8 @@ def device_detail(request, device_id):
             resolution=window.resolution,
         ),
     }
-    latest = device_status(live_device(device))["metrics"]
+    status = device_status(live_device(device))
+    latest = status["metrics"]
     context = {
         "device": device,
         "window": window,
@@ -118,6 +119,7 @@ def device_detail(request, device_id):
         "alerts": alert_rows().filter(device=device)[:DEVICE_ALERTS],
         "can_act": is_plant_staff(request.user),
         "now": [(m, latest.get(m.key, {})) for m in metrics],
+        "offline": status["offline"],
         "formulas": {m.key: m.expression for m in metrics if m.is_calculated},
     }
     return render(request, "dashboard/device.html", context)

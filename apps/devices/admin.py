@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportExportModelAdmin
 
@@ -12,12 +14,46 @@ from .resources import SPREADSHEET_FORMATS, DeviceResource, LocationResource
 
 # Credential actions talk to the broker once per device: keep a selection to what one request can do.
 MAX_CREDENTIAL_DEVICES = 200
+IMPORT_ERRORS_SHOWN = 10  # of a confirmed import that failed: the first rows' errors
+
+
+class PlantImportAdmin(ImportExportModelAdmin):
+    """CSV/XLSX import and export, all or nothing at both steps: the preview offers no confirmation
+    while a row has an error, and a confirmed file that meets one (the plant changed since the
+    preview) is rolled back as a whole and its errors shown."""
+
+    formats = SPREADSHEET_FORMATS
+
+    def get_import_data_kwargs(self, **kwargs):
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def process_result(self, result, request):
+        if not (result.has_errors() or result.has_validation_errors()):
+            return super().process_result(result, request)
+        row = gettext("row %(number)s: %(errors)s")
+        problems = [str(error.error) for error in result.base_errors]
+        problems += [
+            row % {"number": number, "errors": error.error} for number, errors in result.row_errors() for error in errors
+        ]
+        problems += [
+            row
+            % {
+                "number": invalid.number,
+                "errors": "; ".join(f"{field}: {' '.join(texts)}" for field, texts in invalid.error_dict.items()),
+            }
+            for invalid in result.invalid_rows
+        ]
+        self.message_user(
+            request,
+            gettext("Nothing was imported. %(errors)s") % {"errors": " | ".join(problems[:IMPORT_ERRORS_SHOWN])},
+            messages.ERROR,
+        )
+        return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_import")
 
 
 @admin.register(Location)
-class LocationAdmin(ImportExportModelAdmin):
+class LocationAdmin(PlantImportAdmin):
     resource_classes = [LocationResource]
-    formats = SPREADSHEET_FORMATS
     list_display = ["loc_id", "name", "factory", "building", "floor", "area"]
     list_filter = ["factory", "building", "floor"]
     search_fields = ["loc_id", "name", "factory", "building", "area"]
@@ -41,9 +77,8 @@ class DeviceTypeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(ImportExportModelAdmin):
+class DeviceAdmin(PlantImportAdmin):
     resource_classes = [DeviceResource]
-    formats = SPREADSHEET_FORMATS
     # The list fits a laptop screen; credentials and the thresholds in force are on the change page.
     list_display = ["device_id", "name", "device_type", "location", "is_active", "last_seen_at", "dashboard_link"]
     list_filter = ["is_active", "device_type", "location__factory", "location__building", "location__floor"]
@@ -52,19 +87,21 @@ class DeviceAdmin(ImportExportModelAdmin):
     readonly_fields = ["last_seen_at", "mqtt_credentials", "http_token", "dashboard_link"]
     actions = ["activate", "deactivate", "rotate_mqtt_password", "issue_ingest_token", "revoke_ingest_token"]
 
-    @admin.display(description="dashboard")
+    @admin.display(description=_("dashboard"))
     def dashboard_link(self, obj):
         if obj.pk is None:
             return "–"
-        return format_html('<a href="{}">live view</a>', reverse("dashboard:device", args=[obj.device_id]))
+        return format_html('<a href="{}">{}</a>', reverse("dashboard:device", args=[obj.device_id]), gettext("live view"))
 
-    @admin.display(description="MQTT credentials")
+    @admin.display(description=_("MQTT credentials"))
     def mqtt_credentials(self, obj):
         if not obj.has_mqtt_credentials:
             return "—"
-        return f"set {obj.mqtt_password_rotated_at:%Y-%m-%d %H:%M}" if obj.mqtt_password_rotated_at else "set"
+        if obj.mqtt_password_rotated_at:
+            return gettext("set %(when)s") % {"when": f"{obj.mqtt_password_rotated_at:%Y-%m-%d %H:%M}"}
+        return gettext("set")
 
-    @admin.display(description="HTTP token")
+    @admin.display(description=_("HTTP token"))
     def http_token(self, obj):
         if not obj.has_ingest_token:
             return "—"
@@ -74,30 +111,42 @@ class DeviceAdmin(ImportExportModelAdmin):
 
     def _set_active(self, request, devices, active):
         failures = services.set_devices_active(devices=devices, active=active)
-        for device, error in failures:
-            self.message_user(
-                request,
-                f"{device}: {'activated' if active else 'deactivated'}, but its MQTT account could not be "
-                f"{'enabled' if active else 'disabled'}: {error}. Run the action again once the broker is reachable.",
-                messages.ERROR,
+        message = (
+            gettext(
+                "%(device)s: activated, but its MQTT account could not be enabled: %(error)s. "
+                "Run the action again once the broker is reachable."
             )
+            if active
+            else gettext(
+                "%(device)s: deactivated, but its MQTT account could not be disabled: %(error)s. "
+                "Run the action again once the broker is reachable."
+            )
+        )
+        for device, error in failures:
+            self.message_user(request, message % {"device": device, "error": error}, messages.ERROR)
         return failures
 
-    @admin.action(description="Activate selected devices", permissions=["change"])
+    @admin.action(description=_("Activate selected devices"), permissions=["change"])
     def activate(self, request, queryset):
         devices = list(queryset)
         failures = self._set_active(request, devices, True)
-        self.message_user(request, f"{len(devices)} device(s) activated." + (" See the errors above." if failures else ""))
+        text = ngettext("%(count)d device activated.", "%(count)d devices activated.", len(devices))
+        self.message_user(request, self._with_failures(text % {"count": len(devices)}, failures))
 
-    @admin.action(description="Deactivate selected devices", permissions=["change"])
+    @admin.action(description=_("Deactivate selected devices"), permissions=["change"])
     def deactivate(self, request, queryset):
         devices = list(queryset)
         failures = self._set_active(request, devices, False)
-        self.message_user(
-            request,
-            f"{len(devices)} device(s) deactivated: their readings are dead-lettered and their MQTT logins refused."
-            + (" See the errors above." if failures else ""),
+        text = ngettext(
+            "%(count)d device deactivated: its readings are dead-lettered and its MQTT login refused.",
+            "%(count)d devices deactivated: their readings are dead-lettered and their MQTT logins refused.",
+            len(devices),
         )
+        self.message_user(request, self._with_failures(text % {"count": len(devices)}, failures))
+
+    @staticmethod
+    def _with_failures(text, failures):
+        return f"{text} {gettext('See the errors above.')}" if failures else text
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -108,10 +157,14 @@ class DeviceAdmin(ImportExportModelAdmin):
                 else:
                     services.disable_mqtt_credentials(device=obj)
             except DynsecError as error:
+                message = (
+                    gettext("%(device)s: saved, but its MQTT account could not be enabled: %(error)s.")
+                    if obj.is_active
+                    else gettext("%(device)s: saved, but its MQTT account could not be disabled: %(error)s.")
+                )
                 self.message_user(
                     request,
-                    f"{obj}: saved, but its MQTT account could not be {'enabled' if obj.is_active else 'disabled'}: "
-                    f"{error}. Use the activate/deactivate action to retry.",
+                    f"{message % {'device': obj, 'error': error}} {gettext('Use the activate/deactivate action to retry.')}",
                     messages.ERROR,
                 )
 
@@ -132,18 +185,25 @@ class DeviceAdmin(ImportExportModelAdmin):
                 services.delete_mqtt_credentials(device=device)
             except DynsecError as error:
                 self.message_user(
-                    request, f"{device}: deleted, but its MQTT account is still on the broker: {error}", messages.WARNING
+                    request,
+                    gettext("%(device)s: deleted, but its MQTT account is still on the broker: %(error)s")
+                    % {"device": device, "error": error},
+                    messages.WARNING,
                 )
 
     # -- credentials: new secrets are shown once, here, and never stored ------------------------
 
     def _too_many(self, request, queryset):
         if queryset.count() > MAX_CREDENTIAL_DEVICES:
-            self.message_user(request, f"Select at most {MAX_CREDENTIAL_DEVICES} devices for credential actions.", messages.ERROR)
+            self.message_user(
+                request,
+                gettext("Select at most %(count)d devices for credential actions.") % {"count": MAX_CREDENTIAL_DEVICES},
+                messages.ERROR,
+            )
             return True
         return False
 
-    @admin.action(description="Rotate MQTT password (shown once)", permissions=["change"])
+    @admin.action(description=_("Rotate MQTT password (shown once)"), permissions=["change"])
     def rotate_mqtt_password(self, request, queryset):
         if self._too_many(request, queryset):
             return
@@ -151,17 +211,21 @@ class DeviceAdmin(ImportExportModelAdmin):
             try:
                 password = services.provision_mqtt_credentials(device=device)
             except (DynsecError, ValueError) as error:
-                self.message_user(request, f"{device}: MQTT password not changed: {error}", messages.ERROR)
+                self.message_user(
+                    request,
+                    gettext("%(device)s: MQTT password not changed: %(error)s") % {"device": device, "error": error},
+                    messages.ERROR,
+                )
                 continue
-            note = "" if device.is_active else " The device is inactive: its login stays disabled until it is activated."
-            self.message_user(
-                request,
-                f"{device}: MQTT username and client id {device.device_id}, new password {password} — copy it now, it is not "
-                f"stored and will not be shown again. Sessions with the old password were disconnected.{note}",
-                messages.WARNING,
-            )
+            text = gettext(
+                "%(device)s: MQTT username and client id %(device)s, new password %(password)s — copy it now, it is not "
+                "stored and will not be shown again. Sessions with the old password were disconnected."
+            ) % {"device": device, "password": password}
+            if not device.is_active:
+                text += " " + gettext("The device is inactive: its login stays disabled until it is activated.")
+            self.message_user(request, text, messages.WARNING)
 
-    @admin.action(description="Issue new HTTP ingest token (shown once)", permissions=["change"])
+    @admin.action(description=_("Issue new HTTP ingest token (shown once)"), permissions=["change"])
     def issue_ingest_token(self, request, queryset):
         if self._too_many(request, queryset):
             return
@@ -169,18 +233,29 @@ class DeviceAdmin(ImportExportModelAdmin):
             token = services.issue_ingest_token(device=device)
             self.message_user(
                 request,
-                f"{device}: HTTP ingest token {token} — send it as 'Authorization: Device <token>' to "
-                "/api/v1/ingest/. Copy it now, it is not stored and will not be shown again; the previous token "
-                "no longer works.",
+                gettext(
+                    "%(device)s: HTTP ingest token %(token)s — send it as 'Authorization: Device <token>' to "
+                    "/api/v1/ingest/. Copy it now, it is not stored and will not be shown again; the previous token "
+                    "no longer works."
+                )
+                % {"device": device, "token": token},
                 messages.WARNING,
             )
 
-    @admin.action(description="Revoke HTTP ingest token", permissions=["change"])
+    @admin.action(description=_("Revoke HTTP ingest token"), permissions=["change"])
     def revoke_ingest_token(self, request, queryset):
         devices = [d for d in queryset if d.has_ingest_token]
         for device in devices:
             services.revoke_ingest_token(device=device)
-        self.message_user(request, f"HTTP ingest token revoked for {len(devices)} device(s).")
+        self.message_user(
+            request,
+            ngettext(
+                "HTTP ingest token revoked for %(count)d device.",
+                "HTTP ingest token revoked for %(count)d devices.",
+                len(devices),
+            )
+            % {"count": len(devices)},
+        )
 
 
 @admin.register(LogEntry)

@@ -54,8 +54,13 @@ class LiveDevice:
     offline_after_ms: float
 
     def is_offline(self, newest_ms, now_ms):
-        """Offline: nothing ever heard, or nothing for longer than its type allows."""
-        return not newest_ms or now_ms - newest_ms > self.offline_after_ms
+        return is_offline(newest_ms=newest_ms, now_ms=now_ms, offline_after_ms=self.offline_after_ms)
+
+
+def is_offline(*, newest_ms, now_ms, offline_after_ms):
+    """Offline: nothing ever heard, or nothing for longer than its type allows. The dashboard's
+    live.js applies the same rule to an open page (watchSilence)."""
+    return not newest_ms or now_ms - newest_ms > offline_after_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ class Reading(models.Model):
 
     class Meta:
         db_table = "telemetry_reading"
+        verbose_name = _("reading")
+        verbose_name_plural = _("readings")
 
     def __str__(self):
         return f"{self.device_id}/{self.metric_id}@{self.time:%Y-%m-%d %H:%M:%S}={self.value}"
@@ -38,15 +40,17 @@ class DeadLetter(models.Model):
         TOO_LARGE = "too_large", _("payload too large")
         CALCULATION_FAILED = "calculation_failed", _("calculation failed")
 
-    source = models.CharField(max_length=16)
-    topic = models.CharField(max_length=255, blank=True)
-    received_at = models.DateTimeField(db_index=True)
-    payload = models.TextField(help_text="The payload as received, truncated to 4 KiB.")
-    reason = models.CharField(max_length=32, choices=Reason.choices, db_index=True)
-    detail = models.CharField(max_length=255, blank=True)
+    source = models.CharField(_("source"), max_length=16)
+    topic = models.CharField(_("topic"), max_length=255, blank=True)
+    received_at = models.DateTimeField(_("received"), db_index=True)
+    payload = models.TextField(_("payload"), help_text=_("The payload as received, truncated to 4 KiB."))
+    reason = models.CharField(_("reason"), max_length=32, choices=Reason.choices, db_index=True)
+    detail = models.CharField(_("detail"), max_length=255, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
+        verbose_name = _("dead letter")
+        verbose_name_plural = _("dead letters")
 
     def __str__(self):
         return f"{self.get_reason_display()} on {self.topic}"
@@ -87,6 +91,8 @@ class HourlyRollup(Rollup):
     """One local hour of one device's metric."""
 
     class Meta:
+        verbose_name = _("hourly rollup")
+        verbose_name_plural = _("hourly rollups")
         constraints = [models.UniqueConstraint(fields=["device", "metric", "bucket"], name="hourly_rollup_key")]
         indexes = [models.Index(fields=["metric", "bucket"])]
 
@@ -95,6 +101,8 @@ class DailyRollup(Rollup):
     """One local day (plant time zone, 23–25 hours across DST) of one device's metric."""
 
     class Meta:
+        verbose_name = _("daily rollup")
+        verbose_name_plural = _("daily rollups")
         constraints = [models.UniqueConstraint(fields=["device", "metric", "bucket"], name="daily_rollup_key")]
         indexes = [models.Index(fields=["metric", "bucket"])]
 
@@ -117,6 +125,8 @@ class LocationHourlyRollup(LocationRollup):
     """One local hour of one metric at one location."""
 
     class Meta:
+        verbose_name = _("location hourly rollup")
+        verbose_name_plural = _("location hourly rollups")
         constraints = [models.UniqueConstraint(fields=["location", "metric", "bucket"], name="location_hourly_rollup_key")]
 
 
@@ -124,6 +134,8 @@ class LocationDailyRollup(LocationRollup):
     """One local day of one metric at one location."""
 
     class Meta:
+        verbose_name = _("location daily rollup")
+        verbose_name_plural = _("location daily rollups")
         constraints = [models.UniqueConstraint(fields=["location", "metric", "bucket"], name="location_daily_rollup_key")]
 
 
@@ -133,7 +145,11 @@ class DirtyHour(models.Model):
     Written in the same transaction as the readings, so a late or redelivered reading always
     gets its buckets recomputed."""
 
-    hour = models.DateTimeField(primary_key=True)
+    hour = models.DateTimeField(_("hour"), primary_key=True)
+
+    class Meta:
+        verbose_name = _("hour to roll up")
+        verbose_name_plural = _("hours to roll up")
 
     def __str__(self):
         return f"{self.hour:%Y-%m-%d %H:00}"

@@ -48,8 +48,8 @@
           el.classList.add(item.status_class);
         }
         el.dataset.ts = item.ts;
-        const row = el.closest(".device.offline");
-        if (row) row.classList.remove("offline");
+        const silent = el.closest("[data-silent-after].offline");
+        if (silent) silent.classList.remove("offline");
       }
       if (performance.now() > deadline) break;
     }
@@ -68,7 +68,8 @@
   }
 
   // The alarm sound: off until the operator turns it on (a click, which browsers require before
-  // a page may play sound); the choice is kept per browser.
+  // a page may play sound); the choice is kept per browser. Its control shows on the pages whose
+  // socket brings alerts (IotHub.connect), the only ones that can sound one.
   const SOUND_KEY = "iothub.sound";
   let audio = null;
 
@@ -89,9 +90,10 @@
     audio.resume().then(showSound, showSound);
   }
 
-  IotHub.initSound = function () {
+  function initSound() {
     const button = soundButton();
-    if (!button) return;
+    if (!button || !button.hidden) return;
+    button.hidden = false;
     button.addEventListener("click", () => {
       localStorage.setItem(SOUND_KEY, localStorage.getItem(SOUND_KEY) === "on" ? "off" : "on");
       if (localStorage.getItem(SOUND_KEY) === "on") unlockAudio(); else showSound();
@@ -99,7 +101,7 @@
     // Turned on earlier: the first click or key anywhere on the page lets the browser play it.
     for (const kind of ["pointerdown", "keydown"]) document.addEventListener(kind, unlockAudio, { once: true });
     showSound();
-  };
+  }
 
   function beep() {
     if (localStorage.getItem(SOUND_KEY) !== "on" || !audio || audio.state !== "running") return;
@@ -240,15 +242,39 @@
     if (IotHub.kioskShow) IotHub.kioskShow();
   };
 
-  // The header's connection indicator: "live", "reconnecting" or "offline".
+  // A device that stops reporting turns offline on the open page, by the rule a reload renders
+  // (apps.devices.selectors.is_offline): an element with data-silent-after (a device row of the
+  // overview, the head of a device page) is offline when none of its cells has a value, or the
+  // newest is older than that many seconds, by the server's clock (the page's meta server-time
+  // against the browser's clock when the page arrived). A new reading puts it back online.
+  const SILENCE_CHECK_MS = 2000;
+  IotHub.watchSilence = function () {
+    const served = document.querySelector('meta[name="server-time"]');
+    const skew = served ? Number(served.content) - Date.now() : 0;
+    setInterval(() => {
+      const now = Date.now() + skew;
+      for (const el of document.querySelectorAll("[data-silent-after]")) {
+        let newest = 0;
+        for (const cell of el.querySelectorAll("[data-ts]")) newest = Math.max(newest, Number(cell.dataset.ts));
+        const offline = !newest || now - newest > Number(el.dataset.silentAfter) * 1000;
+        if (offline !== el.classList.contains("offline")) el.classList.toggle("offline", offline);
+      }
+    }, SILENCE_CHECK_MS);
+  };
+
+  // The header's connection indicator: "live", "reconnecting" or "offline". Hidden until a page's
+  // live connection (its socket, or the health page's polling) reports: a page without one shows
+  // no connection state at all.
   IotHub.showConnection = function (state) {
     const conn = document.getElementById("conn");
+    conn.hidden = false;
     conn.dataset.state = state;
     conn.classList.toggle("live", state === "live");
   };
 
   // A socket of the page: the server renders for the page it is told (path and query).
   IotHub.connect = function (path, handlers) {
+    initSound();
     let delay = 500;
     const page = encodeURIComponent(location.pathname + location.search);
     function open() {
@@ -268,28 +294,66 @@
     open();
   };
 
-  document.addEventListener("DOMContentLoaded", IotHub.initSound);
+  document.addEventListener("DOMContentLoaded", IotHub.watchSilence);
 })();
 
-// Kiosk mode (?kiosk=1, a wall display): no navigation, large type, one factory at a time,
-// the next every `cycle` seconds (?cycle=, default 20).
+// Kiosk mode (?kiosk=1, a wall display nobody scrolls): no navigation, large type, the plant
+// one factory (top-level location) at a time, and a factory taller than the screen one screenful
+// at a time; the next every `cycle` seconds (?cycle=, default 20). The toolbar names what is on
+// screen: the factory, its place in the plant and the screenful.
 (function () {
   "use strict";
   const root = document.documentElement;
   if (!root.classList.contains("kiosk")) return;
   const seconds = Number(new URLSearchParams(location.search).get("cycle")) || 20;
+  const OVERLAP = 0.1; // of a screen, shown again on the next screenful for context
   let current = null;
+  let screenful = 0;
+
+  const factories = () => [...document.querySelectorAll("#plant > .factory")];
+
+  // Screenfuls of the current factory: the first shows it from the top of the page, each next one
+  // moves down by a screen (less the toolbar that stays on top, and the overlap), until its last
+  // device is on screen.
+  function screenfuls(factory) {
+    const toolbar = document.querySelector(".toolbar").offsetHeight;
+    const step = (window.innerHeight - toolbar) * (1 - OVERLAP);
+    const bottom = factory.getBoundingClientRect().bottom + window.scrollY;
+    return { step: step, count: Math.max(1, Math.ceil((bottom - window.innerHeight) / step) + 1) };
+  }
 
   function show() {
-    const factories = [...document.querySelectorAll("#plant > .factory")];
-    if (!factories.length) return;
-    if (!factories.some((f) => f.dataset.factory === current)) current = factories[0].dataset.factory;
-    for (const f of factories) f.classList.toggle("current", f.dataset.factory === current);
+    const all = factories();
+    if (!all.length) return;
+    if (!all.some((f) => f.dataset.factory === current)) {
+      current = all[0].dataset.factory;
+      screenful = 0;
+    }
+    const factory = all.find((f) => f.dataset.factory === current);
+    for (const f of all) f.classList.toggle("current", f === factory);
+    const pages = screenfuls(factory);
+    screenful = Math.min(screenful, pages.count - 1);
+    window.scrollTo(0, screenful * pages.step);
+    const place = document.getElementById("kiosk-place");
+    if (place) {
+      const text = pages.count > 1
+        ? gettext("%(factory)s · factory %(n)s of %(count)s · screen %(screen)s of %(screens)s")
+        : gettext("%(factory)s · factory %(n)s of %(count)s");
+      const values = { factory: current, n: all.indexOf(factory) + 1, count: all.length, screen: screenful + 1, screens: pages.count };
+      place.textContent = interpolate(text, values, true);
+    }
   }
 
   function next() {
-    const names = [...document.querySelectorAll("#plant > .factory")].map((f) => f.dataset.factory);
-    current = names[(names.indexOf(current) + 1) % names.length];
+    const all = factories();
+    const factory = all.find((f) => f.dataset.factory === current);
+    if (factory && screenful + 1 < screenfuls(factory).count) {
+      screenful += 1;
+    } else {
+      const names = all.map((f) => f.dataset.factory);
+      current = names[(names.indexOf(current) + 1) % names.length];
+      screenful = 0;
+    }
     show();
   }
 

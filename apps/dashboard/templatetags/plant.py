@@ -1,5 +1,6 @@
 """Template tags of the plant overview."""
 
+import time
 from html import escape
 from urllib.parse import quote
 
@@ -14,6 +15,13 @@ from ..selectors import value_text
 register = template.Library()
 
 DEVICE_ID_PLACEHOLDER = "DEVICE-ID"
+
+
+@register.simple_tag
+def server_time_ms():
+    """Now on the server, in epoch ms: live.js measures the browser's clock against it, to tell
+    silent devices by the server's clock (watchSilence)."""
+    return int(time.time() * 1000)
 
 
 @register.filter
@@ -70,8 +78,9 @@ def device_rows(rows):
         href = escape(f"{url_before}{quote(row.device_id, safe='')}{url_after}")
         offline = " offline" if row.offline else ""
         html.append(
-            f'<div class="device{offline}" data-device="{device}"><a href="{href}" title="{device}">{device}</a>'
-            f'<span class="off-label">{offline_text}</span>'
+            f'<div class="device{offline}" data-device="{device}" data-silent-after="{row.silent_after}">'
+            f'<a href="{href}" title="{device}">{device}</a>'
+            f'<span class="off-label" title="{offline_text}"><span class="off-text">{offline_text}</span></span>'
         )
         for metric, status, text, ts in row.cells:
             if metric.pk not in titles:

@@ -2,7 +2,7 @@
 
 Starts `manage.py runhub` on a throwaway SQLite database with its embedded MQTT broker (the
 demo a new user runs), pushes one sensor into a critical alert that falls back to a warning,
-then photographs every dashboard page in headless Chromium at the three screens
+then photographs every dashboard page and the admin's main lists in headless Chromium at the three screens
 (390×844, 820×1180, 1920×1080) in each language: docs/screenshots/<language>/<page>-<screen>.png.
 Needs the development requirements (selenium) and chromium with chromedriver.
 """
@@ -27,13 +27,20 @@ from apps.bench.browser import VIEWPORTS, headless_chromium, set_viewport
 
 INFRASTRUCTURE = ["DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS", "MQTT_ADMIN_URL", "MQTT_URL"]
 HOT_DEVICE = "sim-00003"
+LIVE = ".conn.live"  # a dashboard page is ready once its live connection is
+CHANGE_LIST = "#changelist"
+# page → (path, the element that shows it is ready)
 PAGES = {
-    "overview": "/",
-    "kiosk": "/?kiosk=1",
-    "device": f"/devices/{HOT_DEVICE}/",
-    "device-history": f"/devices/{HOT_DEVICE}/?range=24h",
-    "alerts": "/alerts/?state=all",
-    "health": "/health/",
+    "overview": ("/", LIVE),
+    "kiosk": ("/?kiosk=1", LIVE),
+    "device": (f"/devices/{HOT_DEVICE}/", LIVE),
+    "device-history": (f"/devices/{HOT_DEVICE}/?range=24h", LIVE),
+    "alerts": ("/alerts/?state=all", LIVE),
+    "health": ("/health/", LIVE),
+    "admin-devices": ("/admin/devices/device/", CHANGE_LIST),
+    "admin-locations": ("/admin/devices/location/", CHANGE_LIST),
+    "admin-thresholds": ("/admin/alerts/threshold/", CHANGE_LIST),
+    "admin-alerts": ("/admin/alerts/alert/", CHANGE_LIST),
 }
 
 
@@ -115,9 +122,9 @@ class Command(BaseCommand):
                 WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".conn.live"))
                 for screen in VIEWPORTS:
                     set_viewport(driver, screen)
-                    for page, path in PAGES.items():
+                    for page, (path, ready) in PAGES.items():
                         driver.get(base + path)
-                        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".conn.live"))
+                        WebDriverWait(driver, 20).until(lambda d, ready=ready: d.find_elements(By.CSS_SELECTOR, ready))
                         time.sleep(2.5)  # charts drawn, live values and health figures in
                         driver.save_screenshot(str(folder / f"{page}-{screen}.png"))
                         self.stdout.write(f"gallery: {language}/{page}-{screen}.png")
