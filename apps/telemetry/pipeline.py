@@ -149,7 +149,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
             readings.write(calculated)
             rows = batch.rows + calculated
             description = None if historical else describe_rows(rows, devices=batch.devices, master=master)
-        mark_dirty_hours(rows)
+        mark_dirty_hours(batch.rows)  # a calculated reading has the time of a reading that triggered it
         store_dead_letters(batch.rejections)
         if description is not None:
             transaction.on_commit(partial(after_commit, batch_id, description, publisher))
