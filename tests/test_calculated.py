@@ -172,6 +172,8 @@ def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):
     ingest({"ts": start + 2_000, "humidity": 90.0})  # newer input: the redelivered reading must not pick it up
     again = ingest(*batch)
     assert again.stored == 0
+    late = ingest({"ts": start + 1_500, "temperature": 26.0})  # older than the latest humidity: computes nothing
+    assert late.stored == 1
     assert stored(KEY) == [(start + 1_000, perceived(25.0, 50.0)), (start + 2_000, perceived(25.0, 90.0))]
 
 

@@ -56,7 +56,7 @@ class CalculationError(ArithmeticError):
 @dataclass(frozen=True)
 class Expression:
     """A checked expression; `evaluate(values)` takes the values of `inputs`, in that order, and
-    `evaluate_many(values)` the values of a batch of evaluations one after the other."""
+    `evaluate_many(columns)` the values of a batch of evaluations, a list per input."""
 
     text: str
     inputs: tuple
@@ -159,19 +159,20 @@ class Checker(ast.NodeTransformer):
 
 def compile_function(body, arity, *, over_many=False):
     """The checked tree → a Python function of `arity` positional arguments, or with over_many a
-    function of an iterator over the arguments of many calls, one after the other, that returns
-    the list of their float results (one call and a list comprehension for a whole batch instead
-    of a call per value).
+    function of `arity` lists (the values of each input for many evaluations) that returns the list
+    of their float results (one call and a list comprehension for a whole batch instead of a call
+    per value).
 
     The function is built from the code object of a `def` (types.FunctionType), with nothing but
     the whitelisted functions (and float, zip) in its globals and no builtins; eval and exec are
     never called."""
     names = [f"_{i}" for i in range(arity)]
     if over_many:
+        columns = [f"_column{i}" for i in range(arity)]
         target = ast.Tuple([ast.Name(name, ast.Store()) for name in names], ast.Store())
-        groups = ast.Call(ast.Name("zip", ast.Load()), [ast.Name("_arguments", ast.Load())] * arity, [])
+        rows = ast.Call(ast.Name("zip", ast.Load()), [ast.Name(column, ast.Load()) for column in columns], [])
         float_of_body = ast.Call(ast.Name("float", ast.Load()), [body], [])
-        body, names = ast.ListComp(float_of_body, [ast.comprehension(target, groups, [], 0)]), ["_arguments"]
+        body, names = ast.ListComp(float_of_body, [ast.comprehension(target, rows, [], 0)]), columns
     arguments = ast.arguments(posonlyargs=[], args=[ast.arg(name) for name in names], kwonlyargs=[], kw_defaults=[], defaults=[])
     definition = ast.FunctionDef("calculated", arguments, [ast.Return(body)], [], None, None)
     module = ast.fix_missing_locations(ast.Module([definition], []))
@@ -218,23 +219,21 @@ def parse_expression(text, *, known_names=None):
             raise CalculationError("non-finite result")
         return result
 
-    arity = len(checker.inputs)
-
-    def evaluate_many(arguments):
-        """The values of many evaluations, one after the other in one list ([a₁, b₁, a₂, b₂, …] for
-        inputs a, b) → (results, {position: error message}); results[position] is None where it failed.
+    def evaluate_many(columns):
+        """The values of many evaluations, a list per input ([[a₁, a₂, …], [b₁, b₂, …]] for inputs a,
+        b) → (results, {position: error message}); results[position] is None where it failed.
 
         All at once first; only a batch with a failure is evaluated again one by one, to tell which."""
         try:
-            results = function_over_many(iter(arguments))
+            results = function_over_many(*columns)
             if all(map(math.isfinite, results)):
                 return results, {}
         except RUNTIME_ERROR_TYPES:
             pass
         results, failures = [], {}
-        for position in range(len(arguments) // arity):
+        for position, values in enumerate(zip(*columns)):
             try:
-                results.append(evaluate(arguments[position * arity : (position + 1) * arity]))
+                results.append(evaluate(values))
             except CalculationError as error:
                 results.append(None)
                 failures[position] = str(error)

@@ -33,7 +33,9 @@ from apps.devices.expressions import ExpressionError, dependency_order, parse_ex
 
 log = logging.getLogger(__name__)
 
-TIME = itemgetter(0)  # of a reading (ts, metric_pk, value, where): sorted by time alone, equal times keep their order
+# Of a reading (ts, metric_pk, value, where: its row index); sorted by TIME alone, equal times keep their order.
+TIME, METRIC, VALUE, INDEX = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+UNKNOWN = (-math.inf, None)  # (ts, value) of an input without a value: older than any time
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,14 @@ class Calculation:
         It is computed at a time when, the readings of that time applied, every input has a value at
         or before it and within max_age: one of them is then of that time (a reading that does not
         hide a newer value was applied; one that would leaves its input newer than the time)."""
+        times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
+        metrics = set(map(METRIC, readings))
+        if len(metrics) == 1 and len(set(map(TIME, readings))) == len(readings):
+            self.collect_one_input(device_pk, readings, self.slot_of[metrics.pop()], times, values, computations)
+            return
         slot_of = self.slot_of
-        missing = -math.inf
-        times = [state[pk][0] if pk in state else missing for pk in self.inputs]
-        values = [state[pk][1] if pk in state else None for pk in self.inputs]
         max_age = self.max_age
-        arguments, computed_times, indexes = computations.arguments, computations.times, computations.indexes
+        columns, computed_times, indexes = computations.columns, computations.times, computations.indexes
         before = len(computed_times)
         last = len(readings) - 1
         for i, (ts, metric_pk, value, index) in enumerate(readings):
@@ -84,10 +88,25 @@ class Calculation:
             if i < last and readings[i + 1][0] == ts:
                 continue  # apply the other readings of this time first: one computation per time
             if min(times) >= ts - max_age and max(times) <= ts:
-                arguments += values
+                for column, input_value in zip(columns, values):
+                    column.append(input_value)
                 computed_times.append(ts)
                 indexes.append(index)
         computations.devices += [device_pk] * (len(computed_times) - before)
+
+    def collect_one_input(self, device_pk, readings, slot, times, values, computations):
+        """collect's walk where all of a device's readings are of one input, each of its own time
+        (single-metric messages): the other inputs keep their values from the state, so the times
+        computed are those from the newest value known (a reading before it would hide it) to the
+        other inputs' oldest plus max_age, and the walk is a filter."""
+        newest = max(times)
+        until = min(times[:slot] + times[slot + 1 :], default=math.inf) + self.max_age
+        chosen = [reading for reading in readings if newest <= reading[0] <= until]
+        for position, column in enumerate(computations.columns):
+            column += map(VALUE, chosen) if position == slot else [values[position]] * len(chosen)
+        computations.times += map(TIME, chosen)
+        computations.indexes += map(INDEX, chosen)
+        computations.devices += [device_pk] * len(chosen)
 
 
 @dataclass(slots=True)
@@ -95,7 +114,7 @@ class Computations:
     """The computations of one calculated metric over a batch, column by column: lists of numbers,
     no object per computation (the garbage collector walks every one that is kept)."""
 
-    arguments: list = field(default_factory=list)  # the inputs' values of each computation, one after the other
+    columns: list  # a list per input: its value in each computation
     devices: list = field(default_factory=list)  # device pk of each computation
     times: list = field(default_factory=list)  # its time (epoch s)
     indexes: list = field(default_factory=list)  # the row index of the reading that triggered it
@@ -127,14 +146,14 @@ class TypeCalculations:
         for _, readings in devices.values():
             readings.sort(key=TIME)
         for calculation in self.calculations:
-            computations = Computations()
+            computations = Computations(columns=[[] for _ in calculation.inputs])
             own_inputs = calculation.slot_of.keys()
             others = own_inputs != self.inputs  # readings of other calculated metrics' inputs are left out
             for device_pk, (state, readings) in devices.items():
                 if others:
                     readings = [reading for reading in readings if reading[1] in own_inputs]
                 calculation.collect(device_pk, state, readings, computations)
-            results, failed = calculation.evaluate_many(computations.arguments)
+            results, failed = calculation.evaluate_many(computations.columns)
             for position, error in failed.items():
                 failures.append((computations.indexes[position], calculation.key, error))
             metric_pk = calculation.metric_pk
