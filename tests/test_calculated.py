@@ -1,6 +1,6 @@
 """Calculated metrics on real PostgreSQL, Redis, Mosquitto and a Celery worker: validation in the
 API and the admin, values computed in ingest equal to a brute-force computation, redelivery,
-max_input_age, failures dead-lettered, alerts on a calculated metric, `recalculate`."""
+max_input_age, failures dead-lettered, alerts on a calculated metric, CSV import, `recalculate`."""
 
 import math
 import time
@@ -172,6 +172,8 @@ def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):
     ingest({"ts": start + 2_000, "humidity": 90.0})  # newer input: the redelivered reading must not pick it up
     again = ingest(*batch)
     assert again.stored == 0
+    late = ingest({"ts": start + 1_500, "temperature": 26.0})  # older than the latest humidity: computes nothing
+    assert late.stored == 1
     assert stored(KEY) == [(start + 1_000, perceived(25.0, 50.0)), (start + 2_000, perceived(25.0, 90.0))]
 
 
@@ -215,6 +217,48 @@ def test_a_threshold_on_a_calculated_metric_opens_an_alert_through_a_real_worker
     )
     assert (alert.level, alert.state, alert.first_value) == ("critical", "open", perceived(29.5, 80.0))
     assert not Alert.objects.filter(metric__key="temperature").exists()  # 29.5 °C is under the temperature threshold
+
+
+# -- CSV import -----------------------------------------------------------------------------------
+
+
+def test_a_csv_import_stores_calculated_values_from_the_stored_and_imported_inputs(calculated, tmp_path):
+    """Readings of the past compute like live ones, each from the other input's value at or before
+    it (stored or imported) within max_input_age; a failure is dead-lettered with its row."""
+    dev1 = calculated["devices"][0]
+    base = (now_ms() - 3 * 86_400_000) // 60_000 * 60_000  # three days ago, on a minute
+    stored_before = [(base, "humidity", 40.0), (base + 600_000, "humidity", 0.0)]
+    Reading.objects.bulk_create(
+        Reading(device=dev1, metric=calculated[m], time=datetime.fromtimestamp(ts / 1000, tz=UTC), value=v)
+        for ts, m, v in stored_before
+    )
+    imported = [
+        (base + 60_000, "temperature", 21.0),  # humidity 40 stored a minute before
+        (base + 120_000, "humidity", 55.0),  # the temperature imported a minute before
+        (base + 180_000, "temperature", 23.5),
+        (base + 540_000, "temperature", 25.0),  # humidity 55 seven minutes old: over max_input_age
+        (base + 660_000, "temperature", 26.0),  # humidity 0 stored: ratio fails, the rest is stored
+    ]
+    path = tmp_path / "history.csv"
+    with open(path, "w") as f:
+        f.write("device,time,metric,value\n")
+        f.writelines(f"dev-1,{ts},{metric},{value}\n" for ts, metric, value in imported)
+
+    out = call_command_output("import_readings", str(path))
+
+    every = readings_of([{"ts": ts, m: v} for ts, m, v in stored_before + imported])
+    expected = [(ts, v) for ts, v in brute_force(every) if ts in {ts for ts, _, _ in imported}]
+    assert stored(KEY) == expected
+    assert [ts for ts, _ in expected] == [base + 60_000, base + 120_000, base + 180_000, base + 660_000]
+    ratios = [(base + 60_000, 21.0, 40.0), (base + 120_000, 21.0, 55.0), (base + 180_000, 23.5, 55.0)]
+    assert stored("ratio") == [(ts, temperature / humidity) for ts, temperature, humidity in ratios]
+    assert stored("muggy") == [(ts, v - t) for (ts, v), t in zip(expected, [21.0, 21.0, 23.5, 26.0])]
+    [letter] = DeadLetter.objects.all()
+    assert (letter.source, letter.reason, letter.detail) == ("csv", "calculation_failed", "ratio: division by zero")
+    assert f"{base + 660_000}" in letter.payload
+    assert "16 new readings" in out  # 5 imported, 4 perceived temperatures, 4 muggy, 3 ratios
+    again = call_command_output("import_readings", str(path))
+    assert "0 new readings" in again and stored(KEY) == expected
 
 
 # -- recalculate ----------------------------------------------------------------------------------

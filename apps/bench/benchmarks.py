@@ -364,18 +364,16 @@ def direct_copy_seconds(conn, rows):
 
 def store_sql_seconds(conn, rows, batch_rows):
     """The pipeline's SQL without its Python: per batch of new readings, one binary COPY into
-    telemetry_reading in a transaction (apps.telemetry.store.store_readings' first way)."""
-    from apps.telemetry.store import COPY_READINGS, binary_timestamptz
+    telemetry_reading in a transaction (apps.telemetry.store.copy_readings' first way), its rows packed beforehand."""
+    from apps.telemetry.store import COPY_HEADER, COPY_READINGS, COPY_TRAILER, binary_rows
 
-    staged = [(device, metric, binary_timestamptz(at.timestamp()), value) for device, metric, at, value in rows]
+    staged = [(device, metric, at.timestamp(), value) for device, metric, at, value in rows]
+    batches = [binary_rows(staged[start : start + batch_rows]) for start in range(0, len(staged), batch_rows)]
     truncate_readings(conn)
     started = time.monotonic()
-    for start in range(0, len(staged), batch_rows):
-        with conn.transaction(), conn.cursor() as cursor:
-            with cursor.copy(COPY_READINGS) as copy:
-                copy.set_types(["int8", "int8", "int8", "float8"])
-                for row in staged[start : start + batch_rows]:
-                    copy.write_row(row)
+    for data in batches:
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY_READINGS) as copy:
+            copy.write(COPY_HEADER + data + COPY_TRAILER)
     seconds = time.monotonic() - started
     truncate_readings(conn)
     return seconds

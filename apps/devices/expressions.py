@@ -42,6 +42,7 @@ RUNTIME_ERRORS = {
     ValueError: "math domain error",
     OverflowError: "result too large",
 }
+RUNTIME_ERROR_TYPES = tuple(RUNTIME_ERRORS)
 
 
 class ExpressionError(ValueError):
@@ -54,11 +55,13 @@ class CalculationError(ArithmeticError):
 
 @dataclass(frozen=True)
 class Expression:
-    """A checked expression; `evaluate(values)` takes the values of `inputs`, in that order."""
+    """A checked expression; `evaluate(values)` takes the values of `inputs`, in that order, and
+    `evaluate_many(columns)` the values of a batch of evaluations, a list per input."""
 
     text: str
     inputs: tuple
     evaluate: Callable
+    evaluate_many: Callable
 
 
 def allowed_syntax():
@@ -154,18 +157,28 @@ class Checker(ast.NodeTransformer):
         return ast.Call(ast.Name(name, ast.Load()), args, [])
 
 
-def compile_function(body, arity):
-    """The checked tree → a Python function of `arity` positional arguments.
+def compile_function(body, arity, *, over_many=False):
+    """The checked tree → a Python function of `arity` positional arguments, or with over_many a
+    function of `arity` lists (the values of each input for many evaluations) that returns the list
+    of their float results (one call and a list comprehension for a whole batch instead of a call
+    per value).
 
-    The function is built from the code object of a `def` (types.FunctionType), with nothing
-    but the whitelisted functions in its globals and no builtins; eval and exec are never called."""
-    arguments = ast.arguments(
-        posonlyargs=[], args=[ast.arg(f"_{i}") for i in range(arity)], kwonlyargs=[], kw_defaults=[], defaults=[]
-    )
+    The function is built from the code object of a `def` (types.FunctionType), with nothing but
+    the whitelisted functions (and float, zip) in its globals and no builtins; eval and exec are
+    never called."""
+    names = [f"_{i}" for i in range(arity)]
+    if over_many:
+        columns = [f"_column{i}" for i in range(arity)]
+        target = ast.Tuple([ast.Name(name, ast.Store()) for name in names], ast.Store())
+        rows = ast.Call(ast.Name("zip", ast.Load()), [ast.Name(column, ast.Load()) for column in columns], [])
+        float_of_body = ast.Call(ast.Name("float", ast.Load()), [body], [])
+        body, names = ast.ListComp(float_of_body, [ast.comprehension(target, rows, [], 0)]), columns
+    arguments = ast.arguments(posonlyargs=[], args=[ast.arg(name) for name in names], kwonlyargs=[], kw_defaults=[], defaults=[])
     definition = ast.FunctionDef("calculated", arguments, [ast.Return(body)], [], None, None)
     module = ast.fix_missing_locations(ast.Module([definition], []))
     code = next(c for c in compile(module, "<expression>", "exec").co_consts if isinstance(c, types.CodeType))
-    return types.FunctionType(code, {"__builtins__": {}, **{name: f for name, (f, _, _) in FUNCTIONS.items()}, "pow": math.pow})
+    functions = {name: f for name, (f, _, _) in FUNCTIONS.items()}
+    return types.FunctionType(code, {"__builtins__": {}, **functions, "pow": math.pow, "float": float, "zip": zip})
 
 
 def parse_expression(text, *, known_names=None):
@@ -191,20 +204,42 @@ def parse_expression(text, *, known_names=None):
         raise ExpressionError(_("The expression is nested too deeply.")) from None
     checker = Checker(known_names)
     try:
-        function = compile_function(checker.visit(tree.body), len(checker.inputs))
+        body = checker.visit(tree.body)
+        function = compile_function(body, len(checker.inputs))
+        function_over_many = compile_function(body, len(checker.inputs), over_many=True)
     except RecursionError:
         raise ExpressionError(_("The expression is nested too deeply.")) from None
 
     def evaluate(values):
         try:
             result = float(function(*values))
-        except (ZeroDivisionError, ValueError, OverflowError) as error:
-            raise CalculationError(RUNTIME_ERRORS[type(error)] if type(error) in RUNTIME_ERRORS else str(error)) from None
+        except RUNTIME_ERROR_TYPES as error:
+            raise CalculationError(RUNTIME_ERRORS.get(type(error), str(error))) from None
         if not math.isfinite(result):
             raise CalculationError("non-finite result")
         return result
 
-    return Expression(text=text, inputs=tuple(checker.inputs), evaluate=evaluate)
+    def evaluate_many(columns):
+        """The values of many evaluations, a list per input ([[a₁, a₂, …], [b₁, b₂, …]] for inputs a,
+        b) → (results, {position: error message}); results[position] is None where it failed.
+
+        All at once first; only a batch with a failure is evaluated again one by one, to tell which."""
+        try:
+            results = function_over_many(*columns)
+            if all(map(math.isfinite, results)):
+                return results, {}
+        except RUNTIME_ERROR_TYPES:
+            pass
+        results, failures = [], {}
+        for position, values in enumerate(zip(*columns)):
+            try:
+                results.append(evaluate(values))
+            except CalculationError as error:
+                results.append(None)
+                failures[position] = str(error)
+        return results, failures
+
+    return Expression(text=text, inputs=tuple(checker.inputs), evaluate=evaluate, evaluate_many=evaluate_many)
 
 
 def check_dependencies(key, inputs, graph):

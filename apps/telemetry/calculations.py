@@ -12,17 +12,30 @@ metrics come after them (dependency order) and are computed from their new value
 Idempotent under redelivery: a redelivered reading computes the same value for the same key, or
 nothing where the values known now are newer than it (a reading older than the latest value of
 its own metric computes nothing: `recalculate` fills such gaps from the stored readings).
+
+Cost: this runs for every reading of an input (bench_ingest --only calculated). One calculated
+metric at a time, the walk over every device's readings only collects the values each computation
+takes, and the expression then computes the whole batch's values in one call
+(Expression.evaluate_many).
 """
 
 import logging
+import math
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import orjson
 
-from apps.devices.expressions import CalculationError, ExpressionError, dependency_order, parse_expression
+from apps.devices.expressions import ExpressionError, dependency_order, parse_expression
 
 log = logging.getLogger(__name__)
+
+# Of a reading (ts, metric_pk, value, where: its row index); sorted by TIME alone, equal times keep their order.
+TIME, METRIC, VALUE, INDEX = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+UNKNOWN = (-math.inf, None)  # (ts, value) of an input without a value: older than any time
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +44,83 @@ class Calculation:
 
     metric_pk: int
     key: str
-    inputs: tuple  # metric pks, in the order evaluate takes their values
-    evaluate: Callable
+    inputs: tuple  # metric pks, in the order the expression takes their values
+    slot_of: dict  # input metric pk → its position in inputs
+    evaluate_many: Callable  # apps.devices.expressions.Expression.evaluate_many
     max_age: float  # seconds
 
+    @classmethod
+    def of(cls, *, metric, expression, input_pks):
+        """metric: the calculated Metric; expression: its parsed Expression; input_pks: key → pk of its inputs."""
+        inputs = tuple(input_pks[name] for name in expression.inputs)
+        return cls(
+            metric_pk=metric.pk,
+            key=metric.key,
+            inputs=inputs,
+            slot_of={pk: slot for slot, pk in enumerate(inputs)},
+            evaluate_many=expression.evaluate_many,
+            max_age=float(metric.max_input_age),
+        )
 
-@dataclass(frozen=True, slots=True)
+    def collect(self, device_pk, state, readings, computations):
+        """Walk one device's `readings` of this metric's inputs [(ts, metric_pk, value, row index)],
+        in time order, from `state` {metric_pk: (ts, value)}, adding every time the metric is
+        computed to `computations`.
+
+        It is computed at a time when, the readings of that time applied, every input has a value at
+        or before it and within max_age: one of them is then of that time (a reading that does not
+        hide a newer value was applied; one that would leaves its input newer than the time)."""
+        times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
+        metrics = set(map(METRIC, readings))
+        if len(metrics) == 1 and len(set(map(TIME, readings))) == len(readings):
+            self.collect_one_input(device_pk, readings, self.slot_of[metrics.pop()], times, values, computations)
+            return
+        slot_of = self.slot_of
+        max_age = self.max_age
+        columns, computed_times, indexes = computations.columns, computations.times, computations.indexes
+        before = len(computed_times)
+        last = len(readings) - 1
+        for i, (ts, metric_pk, value, index) in enumerate(readings):
+            slot = slot_of[metric_pk]
+            if times[slot] <= ts:  # a late reading does not hide a newer value
+                times[slot] = ts
+                values[slot] = value
+            if i < last and readings[i + 1][0] == ts:
+                continue  # apply the other readings of this time first: one computation per time
+            if min(times) >= ts - max_age and max(times) <= ts:
+                for column, input_value in zip(columns, values):
+                    column.append(input_value)
+                computed_times.append(ts)
+                indexes.append(index)
+        computations.devices += [device_pk] * (len(computed_times) - before)
+
+    def collect_one_input(self, device_pk, readings, slot, times, values, computations):
+        """collect's walk where all of a device's readings are of one input, each of its own time
+        (single-metric messages): the other inputs keep their values from the state, so the times
+        computed are those from the newest value known (a reading before it would hide it) to the
+        other inputs' oldest plus max_age, and the walk is a filter."""
+        newest = max(times)
+        until = min(times[:slot] + times[slot + 1 :], default=math.inf) + self.max_age
+        chosen = [reading for reading in readings if newest <= reading[0] <= until]
+        for position, column in enumerate(computations.columns):
+            column += map(VALUE, chosen) if position == slot else [values[position]] * len(chosen)
+        computations.times += map(TIME, chosen)
+        computations.indexes += map(INDEX, chosen)
+        computations.devices += [device_pk] * len(chosen)
+
+
+@dataclass(slots=True)
+class Computations:
+    """The computations of one calculated metric over a batch, column by column: lists of numbers,
+    no object per computation (the garbage collector walks every one that is kept)."""
+
+    columns: list  # a list per input: its value in each computation
+    devices: list = field(default_factory=list)  # device pk of each computation
+    times: list = field(default_factory=list)  # its time (epoch s)
+    indexes: list = field(default_factory=list)  # the row index of the reading that triggered it
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class TypeCalculations:
     """A device type's calculated metrics in dependency order, and which metrics trigger which."""
 
@@ -51,44 +135,38 @@ class TypeCalculations:
         latest = orjson.loads(document)
         return {pk: (item["ts"] / 1000, item["value"]) for key, pk in self.input_keys.items() if (item := latest.get(key))}
 
-    def compute(self, device_pk, state, readings, rows, failures):
-        """Walk one device's `readings` [(ts, metric_pk, value, row index)] in time order, starting from
-        `state` {metric_pk: (ts, value)}; append calculated rows to `rows` and (row index, key, error)
-        to `failures`.
+    def compute(self, devices, rows, failures):
+        """devices: device_pk → (state {metric_pk: (ts, value)}, its readings of the inputs
+        [(ts, metric_pk, value, row index)]); append the calculated rows (device_pk, metric_pk, ts,
+        value) to `rows` and (row index, key, error) to `failures`.
 
-        Once the readings of one time are applied, each calculated metric (in dependency order) is
-        computed if one of its inputs has a value of that time (a reading, or a result just computed)
-        and all of them have one at or before it and within max_age. Written out in one loop: it runs
-        for every reading of an input (bench_ingest --only calculated)."""
-        readings.sort()
-        calculations = self.calculations
-        last = len(readings) - 1
-        for i, (ts, metric_pk, value, index) in enumerate(readings):
-            known = state.get(metric_pk)
-            if known is None or known[0] <= ts:  # a late reading does not hide a newer value
-                state[metric_pk] = (ts, value)
-            if i < last and readings[i + 1][0] == ts:
-                continue  # apply the other readings of this time first: one computation per time
-            for calculation in calculations:
-                oldest = ts - calculation.max_age
-                values = []
-                fresh = False
-                for pk in calculation.inputs:
-                    known = state.get(pk)
-                    if known is None or known[0] > ts or known[0] < oldest:
-                        break
-                    fresh = fresh or known[0] == ts
-                    values.append(known[1])
-                else:
-                    if not fresh:
-                        continue
-                    try:
-                        result = calculation.evaluate(values)
-                    except CalculationError as error:
-                        failures.append((index, calculation.key, str(error)))
-                        continue
-                    rows.append((device_pk, calculation.metric_pk, ts, result))
-                    state[calculation.metric_pk] = (ts, result)
+        One calculated metric after the other, over all the devices: its computations are collected,
+        then evaluated in one call; a result that a later calculated metric uses joins its device's
+        readings."""
+        for _, readings in devices.values():
+            readings.sort(key=TIME)
+        for calculation in self.calculations:
+            computations = Computations(columns=[[] for _ in calculation.inputs])
+            own_inputs = calculation.slot_of.keys()
+            others = own_inputs != self.inputs  # readings of other calculated metrics' inputs are left out
+            for device_pk, (state, readings) in devices.items():
+                if others:
+                    readings = [reading for reading in readings if reading[1] in own_inputs]
+                calculation.collect(device_pk, state, readings, computations)
+            results, failed = calculation.evaluate_many(computations.columns)
+            for position, error in failed.items():
+                failures.append((computations.indexes[position], calculation.key, error))
+            metric_pk = calculation.metric_pk
+            computed = zip(computations.devices, computations.times, results, computations.indexes)
+            if metric_pk not in self.inputs:
+                rows += [(device_pk, metric_pk, ts, result) for device_pk, ts, result, _ in computed if result is not None]
+                continue
+            for device_pk, ts, result, index in computed:  # a later calculated metric uses it
+                if result is not None:
+                    rows.append((device_pk, metric_pk, ts, result))
+                    devices[device_pk][1].append((ts, metric_pk, result, index))
+            for _, readings in devices.values():
+                readings.sort(key=TIME)
 
 
 def type_calculations(type_name, metrics):
@@ -109,18 +187,32 @@ def type_calculations(type_name, metrics):
     if not expressions:
         return None
     order = dependency_order({key: e.inputs for key, e in expressions.items()})
-    calculations = tuple(
-        Calculation(
-            metric_pk=metrics[key].pk,
-            key=key,
-            inputs=tuple(metrics[name].pk for name in expressions[key].inputs),
-            evaluate=expressions[key].evaluate,
-            max_age=float(metrics[key].max_input_age),
-        )
-        for key in order
-    )
     input_keys = {name: metrics[name].pk for e in expressions.values() for name in e.inputs}
+    calculations = tuple(Calculation.of(metric=metrics[key], expression=expressions[key], input_pks=input_keys) for key in order)
     return TypeCalculations(calculations=calculations, inputs=frozenset(input_keys.values()), input_keys=input_keys)
+
+
+def input_readings(rows, devices):
+    """device_pk → [(ts, metric_pk, value, row index)] of the rows that are inputs of its type's calculated metrics."""
+    inputs_of = {pk: device.calculations.inputs for pk, device in devices.items() if device.calculations is not None}
+    readings = defaultdict(list)
+    if inputs_of:
+        for index, (device_pk, metric_pk, ts, value) in enumerate(rows):
+            inputs = inputs_of.get(device_pk)
+            if inputs is not None and metric_pk in inputs:
+                readings[device_pk].append((ts, metric_pk, value, index))
+    return readings
+
+
+def compute_by_type(devices, known):
+    """known: device_pk → (state, readings) for TypeCalculations.compute → (calculated rows, failures)."""
+    by_type = defaultdict(dict)  # TypeCalculations → {device_pk: (state, readings)}
+    for device_pk, device_known in known.items():
+        by_type[devices[device_pk].calculations][device_pk] = device_known
+    calculated, failures = [], []
+    for calculations, of_type in by_type.items():
+        calculations.compute(of_type, calculated, failures)
+    return calculated, failures
 
 
 def calculate_batch(rows, *, devices, read_latest):
@@ -128,21 +220,40 @@ def calculate_batch(rows, *, devices, read_latest):
 
     devices: device_pk → DeviceInfo; read_latest(device_ids) → their latest values documents, or
     None while Redis is away (then only the batch's own readings are inputs)."""
-    concerned = {pk: device for pk, device in devices.items() if device.calculations is not None}
-    if not concerned:
-        return [], []
-    inputs_of = {pk: device.calculations.inputs for pk, device in concerned.items()}
-    readings = {}
-    for index, (device_pk, metric_pk, ts, value) in enumerate(rows):
-        inputs = inputs_of.get(device_pk)
-        if inputs is not None and metric_pk in inputs:
-            readings.setdefault(device_pk, []).append((ts, metric_pk, value, index))
+    readings = input_readings(rows, devices)
     if not readings:
         return [], []
     device_pks = list(readings)
-    documents = read_latest([concerned[pk].device_id for pk in device_pks]) or [None] * len(device_pks)
-    calculated, failures = [], []
-    for device_pk, document in zip(device_pks, documents):
-        calculations = concerned[device_pk].calculations
-        calculations.compute(device_pk, calculations.latest_state(document), readings[device_pk], calculated, failures)
-    return calculated, failures
+    documents = read_latest([devices[pk].device_id for pk in device_pks]) or [None] * len(device_pks)
+    return compute_by_type(
+        devices,
+        {pk: (devices[pk].calculations.latest_state(document), readings[pk]) for pk, document in zip(device_pks, documents)},
+    )
+
+
+def calculate_past_batch(rows, *, devices, read_stored):
+    """calculate_batch for readings of the past (CSV import): the other inputs' values are the
+    stored readings at or before each reading's time, not the latest values.
+
+    read_stored(devices=, input_pks=, start=, end=) → device_pk → [(ts, metric_pk, value, (device_pk, ts))]
+    stored in [start, end) (apps.telemetry.selectors.stored_inputs). The stored readings only give
+    values: a metric is computed at the times of the batch's readings, as ingest computes it."""
+    readings = input_readings(rows, devices)
+    if not readings:
+        return [], []
+    types = {devices[pk].calculations for pk in readings}
+    max_age = max(calculation.max_age for calculations in types for calculation in calculations.calculations)
+    batch_index = {(pk, ts): index for pk, device_readings in readings.items() for ts, _, _, index in device_readings}
+    times = [ts for _, ts in batch_index]
+    stored = read_stored(
+        devices=list(readings),
+        input_pks=frozenset().union(*(calculations.inputs for calculations in types)),
+        start=datetime.fromtimestamp(min(times) - max_age, tz=UTC),
+        end=datetime.fromtimestamp(max(times), tz=UTC) + timedelta(microseconds=1),  # the last reading's time included
+    )
+    calculated, failures = compute_by_type(devices, {pk: ({}, rs + stored.get(pk, [])) for pk, rs in readings.items()})
+    failures = [(batch_index.get(index) if type(index) is tuple else index, key, error) for index, key, error in failures]
+    return (
+        [row for row in calculated if (row[0], row[2]) in batch_index],
+        [failure for failure in failures if failure[0] is not None],
+    )

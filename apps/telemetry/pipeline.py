@@ -17,13 +17,14 @@ from django.db import transaction
 
 from iothub.best_effort import BestEffort
 
-from .calculations import calculate_batch
+from .calculations import calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
 from .payloads import Rejection, validate_messages
 from .rollups import mark_dirty_hours
-from .store import store_dead_letters, store_readings
+from .selectors import stored_inputs
+from .store import copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,14 @@ def read_calculation_inputs(device_ids):
     return CALCULATION_INPUTS(get_latest_documents, device_ids)
 
 
-def calculated_rows(batch):
-    """The calculated readings the batch's readings trigger (apps.telemetry.calculations); a failed
-    calculation becomes a dead letter of its message, whose other readings are stored."""
-    calculated, failures = calculate_batch(batch.rows, devices=batch.devices, read_latest=read_calculation_inputs)
+def calculated_rows(batch, *, historical):
+    """The calculated readings the batch's readings trigger (apps.telemetry.calculations): from the
+    latest values, or for readings of the past from the stored readings. A failed calculation
+    becomes a dead letter of its message, whose other readings are stored."""
+    if historical:
+        calculated, failures = calculate_past_batch(batch.rows, devices=batch.devices, read_stored=stored_inputs)
+    else:
+        calculated, failures = calculate_batch(batch.rows, devices=batch.devices, read_latest=read_calculation_inputs)
     failed = {}
     for index, key, error in failures:
         message = batch.message_of(index)
@@ -102,12 +107,11 @@ def calculated_rows(batch):
     return calculated
 
 
-def after_commit(batch_id, rows, devices, master, publisher):
+def after_commit(batch_id, description, publisher):
     """Nothing here may fail the stored batch (its source would store it again): the latest values
     and the live push are skipped while Redis is away, the alert hand-off is held until the broker
     answers."""
-    # Described after the commit, not before it: the readings are visible to queries sooner.
-    items, evaluate_rows, last_seen = describe_rows(rows, devices=devices, master=master)
+    items, evaluate_rows, last_seen = description
     LATEST_VALUES(store_latest, items)
     if publisher is not None:
         publisher.add(items)
@@ -120,9 +124,9 @@ HISTORICAL_MAX_AGE = 100 * 365 * 86400
 def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     """Process one batch of Message; returns a BatchResult once the batch is committed.
 
-    historical=True (CSV import): any past timestamp is fine, and the batch is only stored —
-    no calculated metrics (`recalculate` computes them from the stored readings), latest values,
-    live push or alert evaluation for readings of the past.
+    historical=True (CSV import): any past timestamp is fine, calculated metrics are computed from
+    the stored readings, and the batch is only stored — no latest values, live push or alert
+    evaluation for readings of the past.
     """
     config = settings.IOTHUB
     batch_id = uuid.uuid4().hex[:12]  # correlates this batch's log lines in ingest and worker
@@ -135,13 +139,21 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         max_future_skew=config["MAX_FUTURE_SKEW"],
         max_past_age=HISTORICAL_MAX_AGE if historical else config["MAX_PAST_AGE"],
     )
-    rows = batch.rows if historical else batch.rows + calculated_rows(batch)
     with transaction.atomic():
-        stored = store_readings(rows)
-        mark_dirty_hours(rows)
+        # Readings of the past take their inputs from the database: read before it is busy with the COPY.
+        calculated = calculated_rows(batch, historical=True) if historical else None
+        with copy_readings() as readings:
+            readings.write(batch.rows)  # PostgreSQL stores these while the rest of the batch is worked out
+            if calculated is None:
+                calculated = calculated_rows(batch, historical=False)
+            readings.write(calculated)
+            rows = batch.rows + calculated
+            description = None if historical else describe_rows(rows, devices=batch.devices, master=master)
+        mark_dirty_hours(batch.rows)  # a calculated reading has the time of a reading that triggered it
         store_dead_letters(batch.rejections)
-        if not historical:
-            transaction.on_commit(partial(after_commit, batch_id, rows, batch.devices, master, publisher))
+        if description is not None:
+            transaction.on_commit(partial(after_commit, batch_id, description, publisher))
+    stored = readings.stored
     log_level = logging.INFO if batch.rejections else logging.DEBUG
     log.log(
         log_level,

@@ -12,6 +12,7 @@ from apps.devices.models import Device, Metric
 from .calculations import Calculation, TypeCalculations
 from .models import Reading
 from .rollups import recompute_range
+from .selectors import stored_inputs
 from .store import store_readings
 
 
@@ -28,13 +29,7 @@ def calculation_of(metric):
     """The metric's expression as a TypeCalculations of that one metric, its inputs read as stored."""
     expression = parse_expression(metric.expression)
     input_pks = dict(Metric.objects.filter(key__in=expression.inputs).values_list("key", "pk"))
-    calculation = Calculation(
-        metric_pk=metric.pk,
-        key=metric.key,
-        inputs=tuple(input_pks[name] for name in expression.inputs),
-        evaluate=expression.evaluate,
-        max_age=float(metric.max_input_age),
-    )
+    calculation = Calculation.of(metric=metric, expression=expression, input_pks=input_pks)
     return TypeCalculations(calculations=(calculation,), inputs=frozenset(calculation.inputs), input_keys=input_pks)
 
 
@@ -46,19 +41,11 @@ def devices_calculating(metric, input_pks):
     return dict(devices.values_list("pk", "device_id"))
 
 
-def stored_inputs(*, devices, input_pks, start, end):
-    """device pk → [(ts, metric_pk, value, ts)] of the inputs stored in [start, end), in time order (the
-    time stands in for ingest's row index: a failure names it)."""
-    readings = {}
-    rows = (
-        Reading.objects.filter(device_id__in=devices, metric_id__in=input_pks, time__gte=start, time__lt=end)
-        .order_by("device_id", "time")
-        .values_list("device_id", "time", "metric_id", "value")
-    )
-    for device_pk, at, metric_pk, value in rows.iterator(chunk_size=20_000):
-        ts = at.timestamp()
-        readings.setdefault(device_pk, []).append((ts, metric_pk, value, ts))
-    return readings
+def advance(states, readings):
+    """Each device's state {metric_pk: (ts, value)} moved past its `readings` (from stored_inputs, time order)."""
+    for device_pk, device_readings in readings.items():
+        for ts, metric_pk, value, _ in device_readings:
+            states[device_pk][metric_pk] = (ts, value)
 
 
 def recalculate(*, metric, start, end, step):
@@ -71,19 +58,15 @@ def recalculate(*, metric, start, end, step):
     earlier = stored_inputs(
         devices=devices, input_pks=calculation.inputs, start=start - timedelta(seconds=calculation.max_age), end=start
     )
-    for device_pk, readings in earlier.items():  # the inputs' values as the range begins
-        for ts, metric_pk, value, _ in readings:
-            states[device_pk][metric_pk] = (ts, value)
+    advance(states, earlier)  # the inputs' values as the range begins
     cursor = start
     while cursor < end:
         step_end = min(cursor + step, end)
-        rows, failures = [], []
-        for device_pk, readings in stored_inputs(
-            devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end
-        ).items():
-            device_failures = []
-            calculations.compute(device_pk, states[device_pk], readings, rows, device_failures)
-            failures += [(devices[device_pk], ts, error) for ts, _, error in device_failures]
+        step_readings = stored_inputs(devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end)
+        rows, step_failures = [], []
+        calculations.compute({pk: (states[pk], readings) for pk, readings in step_readings.items()}, rows, step_failures)
+        advance(states, step_readings)  # the inputs' values as the next step begins
+        failures = [(devices[device_pk], ts, error) for (device_pk, ts), _, error in step_failures]
         with transaction.atomic():
             Reading.objects.filter(metric=metric, device_id__in=devices, time__gte=cursor, time__lt=step_end).delete()
             stored = store_readings(rows)

@@ -101,3 +101,18 @@ def readings_between(*, device, metric, start, end, limit=100_000):
         .values_list("time", "value")[:limit]
     )
     return list(reversed(newest))
+
+
+def stored_inputs(*, devices, input_pks, start, end):
+    """device pk → [(ts, metric_pk, value, (device pk, ts))] of the inputs stored in [start, end), in time
+    order (device and time stand in for ingest's row index: a failure names them)."""
+    readings = {}
+    rows = (
+        Reading.objects.filter(device_id__in=devices, metric_id__in=input_pks, time__gte=start, time__lt=end)
+        .order_by("device_id", "time")
+        .values_list("device_id", "time", "metric_id", "value")
+    )
+    for device_pk, at, metric_pk, value in rows.iterator(chunk_size=20_000):
+        ts = at.timestamp()
+        readings.setdefault(device_pk, []).append((ts, metric_pk, value, (device_pk, ts)))
+    return readings

@@ -1,5 +1,7 @@
 """Writes of the ingest path: readings (COPY, idempotent) and dead letters."""
 
+import struct
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -9,65 +11,105 @@ from .models import DeadLetter, Reading
 
 DEAD_LETTER_PAYLOAD_LIMIT = 4096
 
-# A batch is first copied straight into telemetry_reading (binary COPY, in a savepoint). A batch
-# with a reading that is stored already (a redelivery) fails there as a whole and takes the
-# second way: a per-session temp table by binary COPY, then one INSERT … ON CONFLICT DO NOTHING,
+# A batch is copied straight into telemetry_reading: one binary COPY (in a savepoint) that the
+# batch's rows are written into as they are known, the measured ones first. PostgreSQL stores
+# them while ingest works out the rest (the calculated readings, what the live push and the
+# alerts get): that Python work and PostgreSQL's run side by side on two cores. A batch with a
+# reading that is stored already (a redelivery) fails there as a whole and takes the second way:
+# the same binary rows into a per-session temp table, then one INSERT … ON CONFLICT DO NOTHING,
 # so that only the new readings are stored. The second way costs PostgreSQL about twice as much
 # per row; redeliveries are rare (a consumer restart, a reconnect).
 #
-# No Python datetime per reading either way: the direct COPY sends timestamptz in its binary
-# form, microseconds since 2000-01-01 as an int8, and the temp table takes epoch seconds that
-# to_timestamp() turns into the same microseconds (both round the same double the same way).
+# The rows are packed by one struct call each (a timestamptz is sent in its binary form,
+# microseconds since 2000-01-01 as an int8: no Python datetime per reading), not through
+# psycopg's write_row, which adapts every field on its own.
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z in Unix seconds
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+COPY_TRAILER = b"\xff\xff"
+BINARY_ROW = struct.Struct("!hiqiqiqid")  # 4 fields, each its length and value: int8, int8, int8 (timestamptz), float8
 COPY_READINGS = "COPY telemetry_reading (device_id, metric_id, time, value) FROM STDIN (FORMAT BINARY)"
 CREATE_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS reading_staging_epoch (
-    device_id bigint, metric_id bigint, epoch double precision, value double precision
+CREATE TEMP TABLE IF NOT EXISTS reading_staging (
+    device_id bigint, metric_id bigint, time timestamptz, value double precision
 ) ON COMMIT DELETE ROWS
 """
-COPY_STAGING = "COPY reading_staging_epoch (device_id, metric_id, epoch, value) FROM STDIN (FORMAT BINARY)"
+COPY_STAGING = "COPY reading_staging (device_id, metric_id, time, value) FROM STDIN (FORMAT BINARY)"
 MOVE_STAGING = """
 INSERT INTO telemetry_reading (device_id, metric_id, time, value)
-SELECT device_id, metric_id, to_timestamp(epoch), value FROM reading_staging_epoch
+SELECT device_id, metric_id, time, value FROM reading_staging
 ON CONFLICT (device_id, metric_id, time) DO NOTHING
 """
 
 
-def binary_timestamptz(ts):
-    """Epoch seconds → timestamptz as binary COPY sends it (rint((ts − 2000-01-01) × 10⁶), as to_timestamp does)."""
-    return round((ts - PG_EPOCH) * 1_000_000)
+def binary_rows(rows):
+    """(device_pk, metric_pk, ts_seconds, value) rows → their binary COPY tuples, as one bytes object.
+
+    A timestamptz is rint((ts − 2000-01-01) × 10⁶), as PostgreSQL's to_timestamp computes it."""
+    pack = BINARY_ROW.pack
+    return b"".join(
+        [pack(4, 8, device, 8, metric, 8, round((ts - PG_EPOCH) * 1_000_000), 8, value) for device, metric, ts, value in rows]
+    )
 
 
 def to_datetime(ts):
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-def store_readings(rows):
-    """Store (device_pk, metric_pk, ts_seconds, value) rows; returns how many were new.
+class CopiedReadings:
+    """The rows written so far into the COPY of copy_readings; `stored` is set when it ends."""
 
-    Call inside a transaction: the staging table empties itself on commit.
-    """
-    if not rows:
-        return 0
+    def __init__(self, copy):
+        self.copy = copy  # psycopg Copy, None without PostgreSQL (then the rows are kept until the end)
+        self.written = []  # binary rows (PostgreSQL) or the rows themselves
+        self.count = 0
+        self.stored = None
+
+    def write(self, rows):
+        self.count += len(rows)
+        if self.copy is None:
+            self.written += rows
+        elif rows:
+            data = binary_rows(rows)
+            self.copy.write(data)
+            self.written.append(data)
+
+
+@contextmanager
+def copy_readings():
+    """Store the (device_pk, metric_pk, ts_seconds, value) rows written to the CopiedReadings it
+    gives, in one COPY; its `stored`: how many were new. Call inside a transaction (the staging
+    table empties itself on commit)."""
     if connection.vendor != "postgresql":
-        objs = [Reading(device_id=d, metric_id=m, time=to_datetime(ts), value=v) for d, m, ts, v in rows]
-        return len(Reading.objects.bulk_create(objs, ignore_conflicts=True, batch_size=500))
+        readings = CopiedReadings(None)
+        yield readings
+        objs = [Reading(device_id=d, metric_id=m, time=to_datetime(ts), value=v) for d, m, ts, v in readings.written]
+        readings.stored = len(Reading.objects.bulk_create(objs, ignore_conflicts=True, batch_size=500))
+        return
     with connection.cursor() as cursor:
         try:
             with transaction.atomic(), cursor.copy(COPY_READINGS) as copy:
-                copy.set_types(["int8", "int8", "int8", "float8"])
-                for device, metric, ts, value in rows:
-                    copy.write_row((device, metric, binary_timestamptz(ts), value))
-            return len(rows)
+                copy.write(COPY_HEADER)
+                readings = CopiedReadings(copy)
+                yield readings
+                copy.write(COPY_TRAILER)
+            readings.stored = readings.count
+            return
         except UniqueViolation:
             pass  # rolled back to the savepoint: stored already, some or all of them
         cursor.execute(CREATE_STAGING)
         with cursor.copy(COPY_STAGING) as copy:
-            copy.set_types(["int8", "int8", "float8", "float8"])
-            for row in rows:
-                copy.write_row(row)
+            copy.write(b"".join([COPY_HEADER, *readings.written, COPY_TRAILER]))
         cursor.execute(MOVE_STAGING)
-        return cursor.rowcount
+        readings.stored = cursor.rowcount
+
+
+def store_readings(rows):
+    """Store (device_pk, metric_pk, ts_seconds, value) rows (in a transaction); returns how many were new."""
+    if not rows:
+        return 0
+    with copy_readings() as readings:
+        readings.write(rows)
+    return readings.stored
 
 
 def store_dead_letters(rejections):
