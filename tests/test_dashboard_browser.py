@@ -429,11 +429,14 @@ def test_every_page_fits_every_screen_without_errors(live_hub, browser, publishe
     console error or has a request fail (favicon included), axe-core finds no serious or critical
     WCAG 2.1 A/AA violation; on a phone, ids are whole, the log-out button is on screen and no
     chart toolbar covers a chart's title."""
-    from apps.devices.models import Device
+    from apps.devices.models import Device, DeviceType, Metric
 
     get_user_model().objects.create_superuser("chief", password="chief-pw-1")
-    # Offline, with an id as long as the simulator's: its row still shows the whole id on a phone.
-    Device.objects.create(device_id="sim-00047", device_type=plant["type"], location=plant["location"])
+    # As the demo's: four metrics, and offline with an id as long as the simulator's. The row still
+    # shows the whole id on a phone.
+    four = DeviceType.objects.create(name="env-4", primary_metric=plant["temperature"])
+    four.metrics.add(plant["temperature"], plant["humidity"], *(Metric.objects.create(key=k, unit="°C") for k in ("pcvt", "pt")))
+    Device.objects.create(device_id="sim-00047", device_type=four, location=plant["location"])
     publisher("sensors/dev-1", {"ts": now_ms(), "temperature": 37.0, "humidity": 40.0})
     eventually(lambda: Alert.objects.exists(), message="an alert")
     publisher("sensors/dev-2", b"{broken json")
