@@ -280,3 +280,21 @@ def test_the_admin_shows_this_projects_models_and_fields_in_korean(admin_client_
         assert label in devices, label
     tokens = admin_client_.get(reverse("admin:accounts_apitoken_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert "쓰기 허용" in tokens and "폐기" in tokens
+
+
+def test_a_location_import_renames_a_factory_and_tells_both_factories(admin_client_, plant):
+    from apps.devices.models import Location
+    from apps.devices.signals import devices_changed
+
+    rows = "loc_id,name,factory,building,floor,area\nN-ASM-1-LA,Line A,North 2,Assembly,1,Line A\nS-NEW-1,New,South,New,1,A\n"
+    preview = import_devices(admin_client_, "locations.csv", rows.encode(), model="location").content.decode()
+    assert preview.count('<tr class="new">') == 1 and preview.count('<tr class="update">') == 1
+    told = []
+    receiver = lambda sender, factories, **kwargs: told.append(set(factories))  # noqa: E731
+    devices_changed.connect(receiver)
+    try:
+        admin_client_.post(reverse("admin:devices_location_process_import"), confirm_form(preview))
+    finally:
+        devices_changed.disconnect(receiver)
+    assert Location.objects.get(loc_id="N-ASM-1-LA").factory == "North 2" and Location.objects.filter(loc_id="S-NEW-1").exists()
+    assert told == [{"North", "North 2", "South"}]

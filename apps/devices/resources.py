@@ -101,7 +101,8 @@ class PlantResource(resources.ModelResource):
         instance.updated_at = timezone.now()
         self.factories |= {instance.factory_before_import, self.factory_of(instance)}
         before = instance.columns_before_import
-        self.changed_columns |= {name for name, value in self.column_values(instance).items() if before.get(name) != value}
+        if before:  # an update: which columns it changes
+            self.changed_columns |= {name for name, value in self.column_values(instance).items() if before[name] != value}
 
     def column_values(self, instance):
         """Column → value of the fields an import writes (foreign keys as ids)."""

@@ -25,6 +25,12 @@ def server_time_ms():
 
 
 @register.filter
+def most_cells(floor):
+    """The most values a device row of this floor's tiles shows: its tiles are made that wide."""
+    return max((len(row.cells) for tile in floor.children for row in tile.devices), default=1)
+
+
+@register.filter
 def cell_status(status):
     return status_class(status)
 
