@@ -15,8 +15,9 @@ its own metric computes nothing: `recalculate` fills such gaps from the stored r
 
 Cost: this runs for every reading of an input (bench_ingest --only calculated). One calculated
 metric at a time, the walk over every device's readings only collects the values each computation
-takes, and the expression then computes the whole batch's values in one call
-(Expression.evaluate_many).
+takes, in a column per input, and the expression then computes the whole batch's values in one call
+(Expression.evaluate_many). A device whose readings in the batch are all of one input (single-metric
+messages) needs no walk: which of them compute is a filter on their times.
 """
 
 import logging
