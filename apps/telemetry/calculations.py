@@ -71,6 +71,8 @@ class Calculation:
         It is computed at a time when, the readings of that time applied, every input has a value at
         or before it and within max_age: one of them is then of that time (a reading that does not
         hide a newer value was applied; one that would leaves its input newer than the time)."""
+        if not readings:  # none of this metric's inputs (or an expression without any, which never computes)
+            return
         times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
         metrics = set(map(METRIC, readings))
         if len(metrics) == 1 and len(set(map(TIME, readings))) == len(readings):
