@@ -199,6 +199,13 @@ def test_a_failed_calculation_is_dead_lettered_and_the_rest_of_the_message_store
     assert stored("ratio", "dev-2") == [(ts + 1, 2.1)]  # the next message's ratio is fine
 
 
+def test_an_expression_without_inputs_computes_nothing_and_the_rest_is_stored(calculated):
+    calculated["type"].metrics.add(Metric.objects.create(key="constant", expression="1 + 2"))
+    result = ingest({"ts": now_ms() - 1_000, "temperature": 21.0, "humidity": 50.0})
+    assert result.stored == 5  # temperature, humidity, perceived temperature, muggy, ratio
+    assert stored("constant") == [] and not DeadLetter.objects.exists()
+
+
 def test_a_device_cannot_send_a_calculated_metric(calculated):
     ingest({"ts": now_ms(), KEY: 30.0})
     [letter] = DeadLetter.objects.all()

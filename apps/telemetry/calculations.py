@@ -15,8 +15,9 @@ its own metric computes nothing: `recalculate` fills such gaps from the stored r
 
 Cost: this runs for every reading of an input (bench_ingest --only calculated). One calculated
 metric at a time, the walk over every device's readings only collects the values each computation
-takes, and the expression then computes the whole batch's values in one call
-(Expression.evaluate_many).
+takes, in a column per input, and the expression then computes the whole batch's values in one call
+(Expression.evaluate_many). A device whose readings in the batch are all of one input (single-metric
+messages) needs no walk: which of them compute is a filter on their times.
 """
 
 import logging
@@ -70,6 +71,8 @@ class Calculation:
         It is computed at a time when, the readings of that time applied, every input has a value at
         or before it and within max_age: one of them is then of that time (a reading that does not
         hide a newer value was applied; one that would leaves its input newer than the time)."""
+        if not readings:  # none of this metric's inputs (or an expression without any, which never computes)
+            return
         times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
         metrics = set(map(METRIC, readings))
         if len(metrics) == 1 and len(set(map(TIME, readings))) == len(readings):
