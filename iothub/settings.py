@@ -239,6 +239,7 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-alarm-rollups": {"task": "apps.alerts.tasks.refresh_alarm_rollups", "schedule": 60.0},
     "watch-storms": {"task": "apps.alerts.tasks.watch_storms", "schedule": 30.0},
     "expire-shelving": {"task": "apps.alerts.tasks.expire_shelving", "schedule": 30.0},
+    "take-out-of-service": {"task": "apps.alerts.tasks.take_out_of_service", "schedule": 30.0},
     "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
     "refresh-rollups": {"task": "apps.telemetry.tasks.refresh_dirty_rollups", "schedule": 30.0},

@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime
 
+from django.db.models import Exists, OuterRef
+
 from apps.devices.models import Device
 
 from .models import ANNUNCIATED_STATES, Alert, MaintenanceWindow, Threshold
@@ -23,6 +25,12 @@ def location_storms():
     for storm in storms:
         storm.loc_id = storm.subject.removeprefix("storm:")
     return storms
+
+
+def in_maintenance(at):
+    """A filter of devices that a maintenance window (their own or their location's) covers at `at`."""
+    windows = MaintenanceWindow.objects.filter(start__lte=at, end__gt=at)
+    return Exists(windows.filter(device=OuterRef("pk"))) | Exists(windows.filter(location=OuterRef("location")))
 
 
 def maintenance_by_device(*, device_pks, start, end):

@@ -56,6 +56,11 @@ def watch_pipeline():
 
 
 @shared_task
+def take_out_of_service():
+    return len(services.take_out_of_service())
+
+
+@shared_task
 def expire_shelving():
     return len(services.expire_shelving())
 
