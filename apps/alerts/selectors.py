@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime
 
-from django.db.models import Exists, OuterRef
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q
 
 from apps.devices.models import Device
 
@@ -17,6 +18,12 @@ def effective_thresholds(*, device, metrics):
         m.pk: index.resolve(device_pk=device.pk, location_pk=device.location_id, type_pk=device.device_type_id, metric_pk=m.pk)
         for m in metrics
     }
+
+
+def report_recipients():
+    """The e-mail addresses of active plant staff and superusers, for the weekly KPI report."""
+    users = get_user_model().objects.filter(Q(is_staff=True) | Q(is_superuser=True), is_active=True).exclude(email="")
+    return sorted(set(users.values_list("email", flat=True)))
 
 
 def location_storms():
