@@ -14,6 +14,7 @@ from pathlib import Path
 import environ
 import orjson
 import plotly
+from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -239,6 +240,9 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-alarm-rollups": {"task": "apps.alerts.tasks.refresh_alarm_rollups", "schedule": 60.0},
     "watch-storms": {"task": "apps.alerts.tasks.watch_storms", "schedule": 30.0},
     "expire-shelving": {"task": "apps.alerts.tasks.expire_shelving", "schedule": 30.0},
+    "take-out-of-service": {"task": "apps.alerts.tasks.take_out_of_service", "schedule": 30.0},
+    # Mondays 06:00 UTC: the alarm KPIs of the last seven plant days to staff and superusers.
+    "weekly-kpi-report": {"task": "apps.alerts.tasks.send_kpi_report", "schedule": crontab(minute=0, hour=6, day_of_week="mon")},
     "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
     "refresh-rollups": {"task": "apps.telemetry.tasks.refresh_dirty_rollups", "schedule": 30.0},

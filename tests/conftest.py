@@ -3,7 +3,9 @@
 import os
 import re
 import uuid
+from datetime import date, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -209,3 +211,42 @@ def admin_api():
 @pytest.fixture
 def staff_api():
     return api_client("staff")
+
+
+@pytest.fixture
+def alarm_history(plant, settings):
+    """One plant day (2026-03-02, Berlin) of alarms: a flood with chatter on dev-1, three on dev-2, one in South."""
+    from apps.alerts import services
+    from apps.alerts.models import Alert, AlertEvent
+    from apps.devices.models import Device, Location
+
+    settings.TIME_ZONE = "Europe/Berlin"
+    berlin = ZoneInfo("Europe/Berlin")
+    dev1, dev2 = plant["devices"]
+    dev3 = Device.objects.create(
+        device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
+    )
+    day = datetime(2026, 3, 2, tzinfo=berlin)
+
+    def openings(device, times):
+        alert = Alert.objects.create(
+            device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0]
+        )
+        for at in times:
+            AlertEvent.objects.create(alert=alert, kind="opened", at=at, level="warning")
+        return alert
+
+    flood_start = day + timedelta(hours=10)
+    openings(dev1, [flood_start + timedelta(seconds=s) for s in [0, 20, 40, *range(120, 480, 40)]])
+    shelved = openings(dev2, [day + timedelta(hours=h) for h in (14, 15, 16)])
+    AlertEvent.objects.create(alert=shelved, kind="shelved", at=day + timedelta(hours=16, minutes=5), level="warning")
+    openings(dev3, [day + timedelta(hours=23, minutes=59)])
+    AlertEvent.objects.create(
+        alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning"
+    )  # the day before
+    suppressed = Alert.objects.create(device=dev1, metric=plant["humidity"], level="warning", state="suppressed", opened_at=day)
+    AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
+    Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
+    Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
+    assert services.refresh_alarm_rollups() == [date(2026, 3, 1), date(2026, 3, 2)]  # beat's rollups of the days with events
+    return day

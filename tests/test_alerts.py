@@ -4,6 +4,7 @@ import asyncio
 import threading
 import time
 from datetime import timedelta
+from email.header import decode_header, make_header
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -594,3 +595,138 @@ def test_a_hold_does_not_reach_across_the_silence_of_an_offline_device(plant):
     services.process_stored_batch(rows=rows, last_seen=[(dev1.pk, back + 80)])
     alert = Alert.objects.get(device=dev1, metric=plant["temperature"])
     assert (alert.opened_at, alert.first_value) == (as_datetime(back), 33.0)
+
+
+# --- an alert already active when a maintenance window starts ----------------------------------
+
+
+def test_an_alert_active_when_a_window_starts_goes_out_of_service_and_is_evaluated_afresh_after_it(plant, webhook, eager_celery):
+    """ISA-18.2 out of service: beat takes the open alert out of service when the window starts
+    (suppressed, shown so, nothing sent or reminded, off the console's active list); readings in the
+    window update its record; after the window a value still beyond its band opens a new alert."""
+    from apps.dashboard.selectors import console_alerts
+
+    dev1 = plant["devices"][0]
+    now = time.time()
+    evaluate(plant, [36.0], start=now - 300)
+    [alert] = Alert.objects.all()
+    window = MaintenanceWindow.objects.create(
+        device=dev1, reason="pump swap", start=as_datetime(now - 5), end=as_datetime(now + 600)
+    )
+    assert [a.pk for a in services.take_out_of_service()] == [alert.pk]
+    assert services.take_out_of_service() == []  # once
+    alert.refresh_from_db()
+    assert (alert.state, alert.resolved_at) == ("suppressed", None)
+    assert [k for k, *_ in alert_history(dev1)] == ["opened", "suppressed"]
+    assert not console_alerts(state="active").filter(pk=alert.pk).exists()
+    assert console_alerts(state="suppressed").filter(pk=alert.pk).exists()
+    Notification.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert notify.remind_unacknowledged() == []
+    evaluate(plant, [38.0], start=now + 10)  # inside the window: its record follows, nothing opens
+    alert.refresh_from_db()
+    assert (alert.state, alert.peak_value, alert.last_value) == ("suppressed", 38.0, 38.0)
+    MaintenanceWindow.objects.filter(pk=window.pk).update(end=as_datetime(now + 20))
+    evaluate(plant, [36.5], start=now + 30)  # after the window, still critical: a new alert
+    alert.refresh_from_db()
+    assert alert.resolved_at == as_datetime(now + 30)
+    fresh = Alert.objects.get(state="open")
+    assert (fresh.level, fresh.opened_at, fresh.first_value) == ("critical", as_datetime(now + 30), 36.5)
+    assert [body["event"] for _, body in webhook] == ["opened", "opened"]
+    assert [body["alert"]["id"] for _, body in webhook] == [alert.pk, fresh.pk]
+
+
+def test_a_reading_inside_a_window_takes_a_shelved_alert_out_of_service_before_beat_does(plant, webhook, eager_celery):
+    dev1 = plant["devices"][0]
+    now = time.time()
+    evaluate(plant, [31.0], start=now - 300)
+    [alert] = Alert.objects.all()
+    services.shelve_alert(alert_id=alert.pk, user=None, minutes=60)
+    MaintenanceWindow.objects.create(
+        location=plant["location"], reason="line stop", start=as_datetime(now - 60), end=as_datetime(now + 600)
+    )
+    evaluate(plant, [29.5], start=now + 10)  # still warning (1° deadband), in the window
+    alert.refresh_from_db()
+    assert (alert.state, alert.shelved_until, alert.unshelved_state, alert.resolved_at) == ("suppressed", None, "", None)
+    assert [k for k, *_ in alert_history(dev1)] == ["opened", "shelved", "suppressed"]
+    evaluate(plant, [25.0], start=now + 20)  # back to normal in the window: its record ends
+    alert.refresh_from_db()
+    assert alert.resolved_at == as_datetime(now + 20)
+    assert services.take_out_of_service() == [] and services.expire_shelving(now=timezone.now() + timedelta(hours=2)) == []
+    assert [body["event"] for _, body in webhook] == ["opened"]
+
+
+def test_a_device_under_maintenance_that_falls_silent_raises_no_offline_alert(plant):
+    dev1, dev2 = plant["devices"]
+    Device.objects.update(last_seen_at=timezone.now() - timedelta(minutes=10))
+    MaintenanceWindow.objects.create(
+        device=dev1, reason="unplugged", start=timezone.now() - timedelta(minutes=5), end=timezone.now() + timedelta(hours=1)
+    )
+    assert [alert.device_id for alert in services.detect_offline()] == [dev2.pk]
+
+
+# --- the weekly KPI report ---------------------------------------------------------------------
+
+
+def subject_of(mail):
+    return str(make_header(decode_header(mail["Subject"])))
+
+
+@pytest.fixture
+def report_users(django_user_model):
+    """Who gets the report (active staff and superusers with an address) and who does not."""
+    make = django_user_model.objects.create_user
+    make("lead", email="lead@plant.example", is_staff=True)
+    django_user_model.objects.create_superuser("chief", email="chief@plant.example", password="chief-pw-1")
+    make("nomail", is_staff=True)
+    make("viewer", email="viewer@plant.example")
+    make("left", email="left@plant.example", is_staff=True, is_active=False)
+
+
+def test_the_weekly_kpi_report_mails_the_last_seven_days_to_staff_over_smtp(alarm_history, report_users, smtp_sink, settings):
+    port, mails = smtp_sink
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    monday = alarm_history + timedelta(days=7, hours=7)  # 2026-03-09 07:00 Berlin: the week 03-02 … 03-08
+    notify.send_kpi_report(now=monday)
+    [(recipients, mail)] = mails
+    assert sorted(recipients) == ["chief@plant.example", "lead@plant.example"]
+    assert subject_of(mail) == "Alarm KPIs 2026-03-02 – 2026-03-08: 0.10 alarms per hour, within target"
+    text = mail.get_payload(decode=True).decode()
+    for line in [
+        "Alarms: 16",  # the day before the week (dev-3 at 23:00 on 03-01) is not in it
+        "Alarms per hour, average: 0.10 (target ≤ 6: within target)",
+        "Busiest hour: 12 alarms (target ≤ 6: OVER TARGET)",
+        "Peak alarms per 10 minutes: 12 (target ≤ 10: OVER TARGET)",
+        "Time in flood: 0.1 % of 10-minute periods",
+        "Chattering alarms: 1",
+        "Shelvings: 1; suppressed in maintenance: 1",
+        "  dev-1 temperature: 12 (75.0 %)",
+        "  dev-2 temperature: 3 (18.8 %)",
+        "  dev-3 temperature: 1 (6.2 %)",
+    ]:
+        assert line in text.splitlines(), line
+    notify.send_kpi_report(now=monday + timedelta(days=7))  # the next week: none of these alarms
+    assert "Alarms: 0" in mails[1][1].get_payload(decode=True).decode().splitlines()
+
+
+def test_beat_sends_the_weekly_kpi_report_from_a_real_worker(plant, report_users, hub, smtp_sink, settings):
+    from celery.schedules import crontab
+
+    from iothub.celery import enqueue
+
+    entry = settings.CELERY_BEAT_SCHEDULE["weekly-kpi-report"]
+    assert (entry["task"], entry["schedule"]) == (
+        "apps.alerts.tasks.send_kpi_report",
+        crontab(minute=0, hour=6, day_of_week="mon"),
+    )
+    port, mails = smtp_sink
+    hub.env.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(port))
+    hub.celery_worker()
+    enqueue("apps.alerts.tasks.send_kpi_report", {})
+    eventually(lambda: mails, timeout=30, message="the report sent by the worker")
+    [(recipients, mail)] = mails
+    last_day = timezone.localdate() - timedelta(days=1)
+    assert sorted(recipients) == ["chief@plant.example", "lead@plant.example"]
+    assert subject_of(mail).startswith(
+        f"Alarm KPIs {last_day - timedelta(days=6):%Y-%m-%d} – {last_day:%Y-%m-%d}: 0.00 alarms per hour"
+    )

@@ -5,7 +5,7 @@ import csv
 import io
 import re
 import urllib.request
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +16,6 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from apps.accounts.services import issue_api_token
-from apps.alerts import services
 from apps.alerts.models import Alert, AlertEvent, Threshold
 from apps.devices.models import Device, Location, Metric
 from apps.telemetry.latest import store_latest
@@ -697,41 +696,6 @@ def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, s
 
 
 # --- alarm KPIs -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def alarm_history(plant, settings):
-    """One plant day (2026-03-02, Berlin) of alarms: a flood with chatter on dev-1, three on dev-2, one in South."""
-    settings.TIME_ZONE = "Europe/Berlin"
-    berlin = ZoneInfo("Europe/Berlin")
-    dev1, dev2 = plant["devices"]
-    dev3 = Device.objects.create(
-        device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
-    )
-    day = datetime(2026, 3, 2, tzinfo=berlin)
-
-    def openings(device, times):
-        alert = Alert.objects.create(
-            device=device, metric=plant["temperature"], level="warning", state="resolved", opened_at=times[0]
-        )
-        for at in times:
-            AlertEvent.objects.create(alert=alert, kind="opened", at=at, level="warning")
-        return alert
-
-    flood_start = day + timedelta(hours=10)
-    openings(dev1, [flood_start + timedelta(seconds=s) for s in [0, 20, 40, *range(120, 480, 40)]])
-    shelved = openings(dev2, [day + timedelta(hours=h) for h in (14, 15, 16)])
-    AlertEvent.objects.create(alert=shelved, kind="shelved", at=day + timedelta(hours=16, minutes=5), level="warning")
-    openings(dev3, [day + timedelta(hours=23, minutes=59)])
-    AlertEvent.objects.create(
-        alert=openings(dev3, [day - timedelta(hours=1)]), kind="suppressed", at=day - timedelta(minutes=1), level="warning"
-    )  # the day before
-    suppressed = Alert.objects.create(device=dev1, metric=plant["humidity"], level="warning", state="suppressed", opened_at=day)
-    AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
-    Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
-    Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
-    assert services.refresh_alarm_rollups() == [date(2026, 3, 1), date(2026, 3, 2)]  # beat's rollups of the days with events
-    return day
 
 
 def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):

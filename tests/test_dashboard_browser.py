@@ -223,9 +223,13 @@ def test_it_shows_pipeline_health_live(live_hub, browser, publisher):
 def test_a_shelved_alert_is_listed_apart_live_as_a_reload_shows_it(live_hub, browser, plant):
     """Shelved from the console, unshelved and shelved again elsewhere (the API, another console):
     the row moves between the console's two tables live, rendered as a reload renders it, and the
-    console with a shelved alert fits every screen."""
+    console with a shelved alert fits every screen. A device of its own: no reading published to
+    dev-1 by a test elsewhere on the shared broker can resolve the alert meanwhile."""
+    from apps.devices.models import Device
+
+    device = Device.objects.create(device_id="dev-shelved", device_type=plant["type"], location=plant["location"])
     alert = Alert.objects.create(
-        device=plant["devices"][0],
+        device=device,
         metric=plant["temperature"],
         level="critical",
         opened_at=timezone.now(),
@@ -497,6 +501,7 @@ def test_every_page_fits_every_screen_without_errors(live_hub, browser, publishe
         "/alerts/",
         "/alerts/?state=all",
         "/health/",
+        "/alarms/kpis/",
         "/admin/",
         "/admin/devices/device/",
         f"/admin/devices/device/{device_pk}/change/",
@@ -633,3 +638,26 @@ def test_the_api_docs_and_the_tokens_page_work_under_the_content_security_policy
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").click()
     wait_for(browser, lambda b: "csp check" in b.page_source)
     assert page_problems(browser) == []
+
+
+def test_the_alarm_kpi_page_draws_its_figures_against_eemua_191_on_every_screen(live_hub, browser, alarm_history):
+    log_in(browser, live_hub)
+    for viewport in VIEWPORTS:
+        set_viewport(browser, viewport)
+        browser.get(f"{live_hub}/alarms/kpis/?start=2026-03-01&end=2026-03-03")
+        wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".chart .main-svg")) >= 2)
+        wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
+        overflow, element = horizontal_overflow(browser)
+        assert overflow <= 0, f"{viewport}: {overflow} px past the right edge: {element}"
+        assert page_problems(browser) == [], viewport
+        assert serious_accessibility_violations(browser) == [], viewport
+        screenshot(browser, f"kpis-{viewport}")
+    assert browser.find_element(By.CSS_SELECTOR, 'nav a[aria-current="page"]').text == "Alarm KPIs"
+    figure = browser.find_element(By.CSS_SELECTOR, '[data-kpi="peak_per_10min"]').text
+    assert "12" in figure and "✗ flood" in figure and "target ≤ 10" in figure
+    limits = [a.text for a in browser.find_elements(By.CSS_SELECTOR, ".chart .annotation-text")]
+    assert limits == ["EEMUA 191: at most 6 per hour is manageable", "flood: more than 10 in 10 minutes"]
+    hourly = browser.execute_script("return document.getElementById('chart-per-hour').data[0].y")
+    assert (len(hourly), sum(hourly), max(hourly)) == (3 * 24, 17, 12)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top-alarms tbody tr")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["dev-1", "dev-2", "dev-3"]

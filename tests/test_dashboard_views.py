@@ -309,3 +309,47 @@ def test_it_shows_the_latest_dead_letters_to_staff_with_the_admin_link_for_super
 
     client.force_login(django_user_model.objects.create_superuser("admin"))
     assert admin_link in client.get("/health/").content.decode()
+
+
+def test_the_alarm_kpi_page_shows_the_kpis_of_the_chosen_days_and_place_against_eemua_191(
+    alarm_history, staff_client, client, django_user_model
+):
+    from apps.alerts.kpis import alarm_kpis
+
+    page = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&factory=&loc_id=")
+    assert page.status_code == 200
+    kpis, chart = page.context["kpis"], page.context["chart"]
+    assert kpis == alarm_kpis(start=kpis["start"], end=kpis["end"], now=timezone.now())
+    assert (kpis["alarms"], kpis["peak_alarms_per_10min"], kpis["alarms_per_hour"]["peak"]) == (16, 12, 12)
+    assert (len(chart["per_10min"]), len(chart["per_hour"]), sum(chart["per_hour"])) == (144, 24, 16)
+    assert (chart["hours"][10], chart["per_hour"][10]) == ("2026-03-02 10:00", 12)  # plant-local hours
+    html = page.content.decode()
+    stat = {
+        k: " ".join(re.sub(r"<[^>]+>", " ", v).split()) for k, v in re.findall(r'data-kpi="(\w+)">(.*?)</article>', html, re.S)
+    }
+    assert stat["alarms_per_hour"].startswith("Alarms per hour (average) 0.67 ✓ manageable")
+    assert stat["peak_per_hour"] == "Busiest hour 12 ✗ over target · target ≤ 6"
+    assert stat["peak_per_10min"] == "Peak alarms per 10 minutes 12 ✗ flood · target ≤ 10"
+    assert stat["stale"].startswith("Stale alarms 1 ✗ to review")
+    top_table = html[html.index('id="top-alarms"') : html.index("</table>", html.index('id="top-alarms"'))]
+    top = re.findall(r'<td><a href="/devices/([\w-]+)/">.*?</td><td>(\w+)</td><td class="num">(\d+)</td>', top_table)
+    assert top == [("dev-1", "temperature", "12"), ("dev-2", "temperature", "3"), ("dev-3", "temperature", "1")]
+    south = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&factory=South").context["kpis"]
+    assert (south["alarms"], [row["device"] for row in south["top"]]) == (1, ["dev-3"])
+    north = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&loc_id=N-ASM-1-LA").context["kpis"]
+    assert north["alarms"] == 15
+    wrong = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-01")
+    assert wrong.context["kpis"] is None and "Choose an end on or after the start." in wrong.content.decode()
+    assert 'href="/alarms/kpis/"' in html
+    client.force_login(django_user_model.objects.create_user("viewer"))
+    assert client.get("/alarms/kpis/").status_code == 403
+    assert 'href="/alarms/kpis/"' not in client.get("/").content.decode()
+
+
+def test_the_alarm_kpi_page_opens_on_the_last_seven_days(staff_client, make_plant):
+    make_plant(devices=1)
+    page = staff_client.get("/alarms/kpis/")
+    kpis = page.context["kpis"]
+    assert (kpis["end"] - kpis["start"]).days == 7 and kpis["end"] > timezone.now() >= kpis["end"] - timedelta(days=1)
+    assert (kpis["alarms"], len(page.context["chart"]["per_hour"])) == (0, 7 * 24)
+    assert "No alarms in this period." in page.content.decode()

@@ -7,7 +7,9 @@ deadband, so a value wobbling around a limit opens one alert, not many.
 
 During a maintenance window of the device the machine stands still: a crossing opens a
 suppressed record instead (one per crossing, ended when the value returns to normal or the window
-ends), and a hold starts afresh after the window.
+ends), and a hold starts afresh after the window. An alert still active when a window begins goes
+out of service: it becomes the window's suppressed record, and after the window the pair is
+evaluated afresh (a value still beyond its band opens a new alert after its hold).
 """
 
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ class PairState:
     def apply(self, ts, value):
         rate, minutes_to_critical = self.remember(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
+            if self.alert is not None:
+                self.take_out_of_service(ts)
             self.suppress(ts, value, rate)
             return
         if self.suppressed is not None:  # the first reading after the window ends its crossing
@@ -106,6 +110,11 @@ class PairState:
         if ts - first_ts < self.bands.rate_window / 2:
             return None
         return (value - first_value) * 60 / (ts - first_ts)
+
+    def take_out_of_service(self, ts):
+        self.alert.take_out_of_service()
+        self.event(AlertEvent.Kind.SUPPRESSED, ts, self.alert.last_value)
+        self.suppressed, self.alert = self.alert, None
 
     def suppress(self, ts, value, rate):
         self.breach_since = None

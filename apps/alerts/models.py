@@ -260,6 +260,11 @@ class Alert(models.Model):
         """Shelved (or resolved while shelved): its changes are recorded but not notified."""
         return self.shelved_until is not None
 
+    def take_out_of_service(self):
+        """A maintenance window began while it was active (ISA-18.2 out of service): it becomes the
+        window's suppressed record, no longer announced, reminded or shelved."""
+        self.state, self.shelved_until, self.unshelved_state = self.State.SUPPRESSED, None, ""
+
     def reopen(self):
         """It got worse: it needs eyes again, now or, if shelved, when its shelving ends."""
         if self.state == self.State.SHELVED:

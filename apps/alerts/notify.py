@@ -5,19 +5,23 @@ retries temporary failures with backoff. Past `max_per_window` messages in a rou
 further changes are folded, and beat sends one summary of them once the window has passed.
 """
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, Max, Min, OuterRef, Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext
 
+from apps.telemetry.rollups import plant_tz
 from iothub.celery import enqueue
 
+from .kpis import FLOOD_ALARMS, MANAGEABLE_PER_HOUR, alarm_kpis
 from .metrics import NOTIFICATIONS
 from .models import ACTIVE_STATES, Alert, Level, Notification, NotificationRoute
+from .selectors import report_recipients
 from .serializers import alert_json
-from .transports import PermanentError, transport_for
+from .transports import PermanentError, email, transport_for
 
 LEVEL_ORDER = {Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
 
@@ -128,6 +132,70 @@ def deliver(*, notification_id):
         notification.status, notification.sent_at = Notification.Status.SENT, timezone.now()
     notification.save(update_fields=["attempts", "last_error", "status", "sent_at"])
     NOTIFICATIONS.labels(notification.route.transport, notification.status).inc()
+
+
+REPORT_DAYS = 7
+
+
+def send_kpi_report(*, now=None):
+    """Beat, weekly: the alarm KPIs of the plant's last seven whole days, by e-mail (the e-mail
+    transport of the notifications) to every active staff member and superuser with an address;
+    returns the message and its recipients."""
+    now = now or timezone.now()
+    tz = plant_tz()
+    last_day = now.astimezone(tz).date() - timedelta(days=1)
+    first_day = last_day - timedelta(days=REPORT_DAYS - 1)
+    start = datetime.combine(first_day, time.min, tzinfo=tz)
+    end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=tz)
+    with translation.override(settings.LANGUAGE_CODE):
+        message = kpi_report(alarm_kpis(start=start, end=end, now=now), first_day=first_day, last_day=last_day)
+    recipients = report_recipients()
+    if recipients:
+        email.send_to(recipients, message)
+    return message, recipients
+
+
+def kpi_report(kpis, *, first_day, last_day):
+    """The weekly report's {"subject", "text"}: each KPI with its EEMUA 191 target and status in words."""
+
+    def status(value, limit):
+        return gettext("within target") if value <= limit else gettext("OVER TARGET")
+
+    per_hour, peak_hour, peak_10min = (
+        kpis["alarms_per_hour"]["average"],
+        kpis["alarms_per_hour"]["peak"],
+        kpis["peak_alarms_per_10min"],
+    )
+    period = f"{first_day:%Y-%m-%d} – {last_day:%Y-%m-%d}"
+    lines = [
+        gettext("Alarm KPIs of the plant, %(period)s (EEMUA 191 / ISA-18.2).") % {"period": period},
+        "",
+        gettext("Alarms: %(n)d") % {"n": kpis["alarms"]},
+        gettext("Alarms per hour, average: %(value).2f (target ≤ %(limit)d: %(status)s)")
+        % {"value": per_hour, "limit": MANAGEABLE_PER_HOUR, "status": status(per_hour, MANAGEABLE_PER_HOUR)},
+        gettext("Busiest hour: %(value)d alarms (target ≤ %(limit)d: %(status)s)")
+        % {"value": peak_hour, "limit": MANAGEABLE_PER_HOUR, "status": status(peak_hour, MANAGEABLE_PER_HOUR)},
+        gettext("Peak alarms per 10 minutes: %(value)d (target ≤ %(limit)d: %(status)s)")
+        % {"value": peak_10min, "limit": FLOOD_ALARMS, "status": status(peak_10min, FLOOD_ALARMS)},
+        gettext("Time in flood: %(value).1f %% of 10-minute periods") % {"value": kpis["flood_percent"]},
+        gettext("Chattering alarms: %(n)d") % {"n": len(kpis["chattering"])},
+        gettext("Stale alarms (active for more than 24 hours): %(n)d") % {"n": kpis["stale"]},
+        gettext("Shelvings: %(shelved)d; suppressed in maintenance: %(suppressed)d") % kpis,
+        "",
+        gettext("Most frequent alarms:"),
+        *(
+            f"  {row['device']} {row['metric'] or gettext('offline')}: {row['alarms']} ({row['share_percent']:.1f} %)"
+            for row in kpis["top"]
+        ),
+    ]
+    if not kpis["top"]:
+        lines.append("  " + gettext("none"))
+    subject = gettext("Alarm KPIs %(period)s: %(value).2f alarms per hour, %(status)s") % {
+        "period": period,
+        "value": per_hour,
+        "status": status(per_hour, MANAGEABLE_PER_HOUR),
+    }
+    return {"subject": subject, "text": "\n".join(lines)}
 
 
 def remind_unacknowledged(*, now=None):

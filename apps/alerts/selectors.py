@@ -2,6 +2,9 @@
 
 from datetime import UTC, datetime
 
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q
+
 from apps.devices.models import Device
 
 from .models import ANNUNCIATED_STATES, Alert, MaintenanceWindow, Threshold
@@ -17,12 +20,24 @@ def effective_thresholds(*, device, metrics):
     }
 
 
+def report_recipients():
+    """The e-mail addresses of active plant staff and superusers, for the weekly KPI report."""
+    users = get_user_model().objects.filter(Q(is_staff=True) | Q(is_superuser=True), is_active=True).exclude(email="")
+    return sorted(set(users.values_list("email", flat=True)))
+
+
 def location_storms():
     """Active storm alerts, each with the `loc_id` it is about (see services.watch_storms)."""
     storms = list(Alert.objects.filter(source=Alert.Source.SYSTEM, subject__startswith="storm:", state__in=ANNUNCIATED_STATES))
     for storm in storms:
         storm.loc_id = storm.subject.removeprefix("storm:")
     return storms
+
+
+def in_maintenance(at):
+    """A filter of devices that a maintenance window (their own or their location's) covers at `at`."""
+    windows = MaintenanceWindow.objects.filter(start__lte=at, end__gt=at)
+    return Exists(windows.filter(device=OuterRef("pk"))) | Exists(windows.filter(location=OuterRef("location")))
 
 
 def maintenance_by_device(*, device_pks, start, end):

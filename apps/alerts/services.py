@@ -21,7 +21,7 @@ from . import system
 from .evaluation import PairState, history_key, hold_key
 from .metrics import ALERT_CHANGES
 from .models import ACTIVE_STATES, AlarmBucket, AlarmDay, AlarmDirtyDay, Alert, AlertEvent, Level, Threshold
-from .selectors import maintenance_by_device
+from .selectors import in_maintenance, maintenance_by_device
 from .serializers import alert_json
 from .thresholds import LEVEL_RANK, Bands
 
@@ -221,12 +221,38 @@ def detect_offline(*, now=None):
                 device_type=device_type,
                 is_active=True,
                 last_seen_at__lt=now - timedelta(seconds=device_type.offline_after),
-            ).exclude(Exists(already_offline))
+            )
+            .exclude(Exists(already_offline))
+            .exclude(in_maintenance(now))  # out of service: silence is expected
         ]
         for device in silent:
             alert = Alert.objects.create(device=device, metric=None, level=Level.OFFLINE, opened_at=device.last_seen_at)
             AlertEvent.objects.create(alert=alert, kind=AlertEvent.Kind.OPENED, at=now, level=Level.OFFLINE)
             changes.append((alert, AlertEvent.Kind.OPENED))
+        announce_on_commit(changes)
+    return [alert for alert, _ in changes]
+
+
+def take_out_of_service(*, now=None):
+    """Beat: the active threshold alerts of devices a maintenance window covers go out of service
+    (state suppressed, event `suppressed`; pushed to dashboards, sent to no route); returns them.
+    Evaluation does the same at the first reading inside the window, whichever comes first."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        alerts = (
+            Alert.objects.select_for_update()
+            .filter(device__in=Device.objects.filter(in_maintenance(now)), state__in=ACTIVE_STATES)
+            .exclude(metric=None)
+            .order_by("pk")
+        )
+        changes = []
+        for alert in alerts:
+            alert.take_out_of_service()
+            alert.save(update_fields=["state", "shelved_until", "unshelved_state"])
+            AlertEvent.objects.create(
+                alert=alert, kind=AlertEvent.Kind.SUPPRESSED, at=now, level=alert.level, value=alert.last_value
+            )
+            changes.append((alert, AlertEvent.Kind.SUPPRESSED))
         announce_on_commit(changes)
     return [alert for alert, _ in changes]
 

@@ -56,6 +56,17 @@ def watch_pipeline():
 
 
 @shared_task
+def take_out_of_service():
+    return len(services.take_out_of_service())
+
+
+@shared_task(autoretry_for=(TemporaryError,), retry_backoff=60, retry_backoff_max=3600, max_retries=8)
+def send_kpi_report():
+    _, recipients = notify.send_kpi_report()
+    return len(recipients)
+
+
+@shared_task
 def expire_shelving():
     return len(services.expire_shelving())
 

@@ -60,7 +60,7 @@ def console_filters(query):
 def page_alerts(request):
     """The alerts the page shows, by the id of the list they are in: the console's filtered rows
     (and, when it lists the active alerts, the shelved ones apart), a device's alerts, the
-    overview's feed of what needs attention."""
+    overview's feed of what needs attention; none on other pages."""
     page = request.resolver_match
     if page.url_name == "alerts":
         filters = console_filters(request.GET)
@@ -70,7 +70,9 @@ def page_alerts(request):
         return lists
     if page.url_name == "device":
         return {"alert-rows": alert_rows().filter(device__device_id=page.kwargs["device_id"])}
-    return {"alert-feed": alert_rows().filter(state__in=ANNUNCIATED_STATES)}
+    if page.url_name == "overview":
+        return {"alert-feed": alert_rows().filter(state__in=ANNUNCIATED_STATES)}
+    return {}  # a page that lists no alerts (it shows the banner of a critical one)
 
 
 def alert_fragments(request, alert_id):

@@ -11,6 +11,7 @@ urlpatterns = [
     path("alerts/<int:pk>/resolve/", views.alert_action, {"action": "resolve"}, name="alert-resolve"),
     path("alerts/<int:pk>/shelve/", views.alert_action, {"action": "shelve"}, name="alert-shelve"),
     path("alerts/<int:pk>/unshelve/", views.alert_action, {"action": "unshelve"}, name="alert-unshelve"),
+    path("alarms/kpis/", views.alarm_kpis_page, name="kpis"),
     path("health/", views.pipeline_health_page, name="health"),
     path("health/pipeline.json", views.pipeline_json, name="pipeline-json"),
 ]

@@ -5,6 +5,7 @@ acting on alerts requires plant staff, as in the API.
 """
 
 from contextlib import suppress
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -18,14 +19,17 @@ from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from apps.alerts.kpis import FLOOD_ALARMS, MANAGEABLE_PER_HOUR, alarm_kpis, alarms_per_10min, per_hour
 from apps.alerts.models import Alert
 from apps.alerts.selectors import effective_thresholds, location_storms
 from apps.alerts.services import AlertNotActive, acknowledge_alert, resolve_alert, shelve_alert, unshelve_alert
-from apps.devices.models import Device
-from apps.devices.selectors import live_device
+from apps.devices.models import Device, Location
+from apps.devices.selectors import live_device, locations_at
+from apps.telemetry.rollups import plant_tz
 from apps.telemetry.selectors import device_status
 from iothub.api import is_plant_staff
 
+from .forms import KpiPeriodForm
 from .fragments import FEED_LENGTH, console_filters, page_alerts, plant_filters, plant_summary_context
 from .history import CUSTOM, RANGES, chart_series, history_window
 from .selectors import (
@@ -164,6 +168,53 @@ def alert_action(request, pk, action):
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)
     return redirect("dashboard:alerts")
+
+
+@login_required
+def alarm_kpis_page(request):
+    """Alarm KPIs (EEMUA 191 / ISA-18.2) of chosen plant-local days for the plant, a factory or a
+    location, with charts against EEMUA 191's targets and the most frequent alarms (plant staff)."""
+    if not is_plant_staff(request.user):
+        raise PermissionDenied(gettext("Only plant staff see the alarm KPIs."))
+    tz = plant_tz()
+    today = timezone.now().astimezone(tz).date()
+    factories = Location.objects.order_by("factory").values_list("factory", flat=True).distinct()
+    form = KpiPeriodForm(request.GET or {"start": today - timedelta(days=6), "end": today}, factories=factories)
+    context = {"form": form, "manageable": MANAGEABLE_PER_HOUR, "flood": FLOOD_ALARMS, "kpis": None}
+    if form.is_valid():
+        choice = form.cleaned_data
+        start = datetime.combine(choice["start"], time.min, tzinfo=tz)
+        end = datetime.combine(choice["end"] + timedelta(days=1), time.min, tzinfo=tz)
+        where = {"factory": choice["factory"] or None, "loc_id": choice["loc_id"] or None}
+        locations = locations_at(**where) if any(where.values()) else None
+        counts = alarms_per_10min(start=start, end=end, locations=locations)
+        context["kpis"] = alarm_kpis(start=start, end=end, locations=locations, now=timezone.now(), counts=counts)
+        context["chart"] = kpi_chart(start=start, counts=counts, tz=tz)
+    return render(request, "dashboard/kpis.html", context)
+
+
+def kpi_chart(*, start, counts, tz):
+    """The KPI charts' data: the alarms of every 10-minute period and every hour at plant-local
+    times, EEMUA 191's limits and the chart labels in the page's language."""
+    first = start.astimezone(UTC)
+
+    def local(period):
+        return (first + period * timedelta(minutes=10)).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+    return {
+        "periods": [local(i) for i in range(len(counts))],
+        "per_10min": counts,
+        "hours": [local(i) for i in range(0, len(counts), 6)],
+        "per_hour": per_hour(counts),
+        "manageable": MANAGEABLE_PER_HOUR,
+        "flood": FLOOD_ALARMS,
+        "locale": plotly_locale(),
+        "labels": {
+            "alarms": gettext("alarms"),
+            "manageable": gettext("EEMUA 191: at most %(n)s per hour is manageable") % {"n": MANAGEABLE_PER_HOUR},
+            "flood": gettext("flood: more than %(n)s in 10 minutes") % {"n": FLOOD_ALARMS},
+        },
+    }
 
 
 @login_required

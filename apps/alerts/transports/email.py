@@ -7,7 +7,11 @@ from . import PermanentError, TemporaryError
 
 
 def send(route, message):
-    recipients = [a.strip() for a in route.target.split(",") if a.strip()]
+    send_to([a.strip() for a in route.target.split(",") if a.strip()], message)
+
+
+def send_to(recipients, message):
+    """One message {"subject", "text"} to these addresses."""
     if not recipients:
         raise PermanentError("no recipient address")
     try:
