@@ -322,8 +322,9 @@ AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failed login as a row: the audit 
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 
-LANGUAGE_CODE = "en"
-# The operator's language: the browser's, or the one chosen in the dashboard's header.
+# The plant's language: notifications, the weekly report, and pages for a browser that asks for
+# none of LANGUAGES. An operator's pages are in the browser's language or the one chosen in the header.
+LANGUAGE_CODE = env("IOTHUB_LANGUAGE", default="en")
 LANGUAGES = [("en", "English"), ("ko", "한국어")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 # Admin imports are all or nothing: a file with a bad row saves no row.

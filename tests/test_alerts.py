@@ -523,6 +523,23 @@ def test_it_says_when_a_predictive_warning_expects_the_critical_limit(plant, web
     assert body["alert"]["predicted_critical_at"]
 
 
+def test_notifications_speak_the_plants_language_whoever_caused_them(plant, webhook, eager_celery, settings):
+    from django.utils import translation
+
+    with translation.override("ko"):  # a change caused from a Korean operator's request: the plant's language still
+        evaluate(plant, [30.5])
+    settings.LANGUAGE_CODE = "ko"
+    evaluate(plant, [35.5], start=time.time() - 60)
+    (_, english), (_, korean) = webhook
+    assert english["subject"] == "[WARNING] dev-1 temperature = 30.5 opened"
+    assert (
+        english["text"].startswith("dev-1 temperature at North / Assembly / ") and ": warning alert opened (" in english["text"]
+    )
+    assert korean["subject"] == "[CRITICAL] dev-1 temperature = 35.5 상향됨"
+    assert korean["event"] == "escalated" and korean["text"].startswith("dev-1 temperature @ North / Assembly / ")
+    assert "위험 알림 상향됨 (처음 30.5, 최고 35.5, 현재 35.5)." in korean["text"], korean["text"]
+
+
 # --- alert storms ------------------------------------------------------------------------------------
 
 

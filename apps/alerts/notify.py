@@ -18,11 +18,12 @@ from iothub.celery import enqueue
 
 from .kpis import FLOOD_ALARMS, MANAGEABLE_PER_HOUR, alarm_kpis
 from .metrics import NOTIFICATIONS
-from .models import ACTIVE_STATES, Alert, Level, Notification, NotificationRoute
+from .models import ACTIVE_STATES, Alert, AlertEvent, Level, Notification, NotificationRoute
 from .selectors import report_recipients
 from .serializers import alert_json
 from .transports import PermanentError, email, transport_for
 
+REMINDER = "still unacknowledged"  # the event of a reminder, in its webhook JSON too
 LEVEL_ORDER = {Level.WARNING: 1, Level.CRITICAL: 2, Level.OFFLINE: 2}
 
 
@@ -39,36 +40,49 @@ def routes_for(alert):
 
 
 def describe(alert, event):
+    """(subject, text) of one alert change, in the active language."""
     value = "" if alert.last_value is None else f" = {alert.last_value:g}"
     if alert.device_id:
         location = alert.device.location
         where = f"{location.factory} / {location.building} / {location.name or location.loc_id}"
     else:
-        where = "the hub's pipeline"
-    prediction = ""
+        where = gettext("the hub's pipeline")
+    what_happened = gettext("still unacknowledged") if event == REMINDER else AlertEvent.Kind(event).label
     if alert.predicted_critical_at and alert.is_active:
         minutes = max(round((alert.predicted_critical_at - timezone.now()).total_seconds() / 60), 1)
-        prediction = " " + gettext("predicted to reach critical in ~%(minutes)d minutes") % {"minutes": minutes}
+        what_happened += " " + gettext("predicted to reach critical in ~%(minutes)d minutes") % {"minutes": minutes}
     return (
-        f"[{alert.level.upper()}] {alert.what}{value} {event}{prediction}",
-        f"{alert.what} at {where}: {alert.level} alert {event}{prediction} "
-        f"(first {alert.first_value}, peak {alert.peak_value}, now {alert.last_value}).",
+        f"[{alert.level.upper()}] {alert.what}{value} {what_happened}",
+        gettext("%(what)s at %(where)s: %(level)s alert %(event)s (first %(first)s, peak %(peak)s, now %(now)s).")
+        % {
+            "what": alert.what,
+            "where": where,
+            "level": Level(alert.level).label,
+            "event": what_happened,
+            "first": alert.first_value,
+            "peak": alert.peak_value,
+            "now": alert.last_value,
+        },
     )
 
 
 def message_for(notification):
-    if notification.kind == Notification.Kind.SUMMARY:
-        folded = list(notification.folded.select_related("alert__device__location", "alert__metric"))
-        lines = [describe(n.alert, n.event)[0] for n in folded]
-        return {
-            "subject": f"{len(folded)} more alert changes on {notification.route.name}",
-            "text": "\n".join(lines),
-            "alerts": [alert_json(n.alert) for n in folded],
-        }
-    alert = notification.alert
-    event = "still unacknowledged" if notification.kind == Notification.Kind.REMINDER else notification.event
-    subject, text = describe(alert, event)
-    return {"subject": subject, "text": text, "event": event, "alert": alert_json(alert)}
+    """The message of a notification, in the plant's language (settings.LANGUAGE_CODE) whoever's
+    request or task caused it."""
+    with translation.override(settings.LANGUAGE_CODE):
+        if notification.kind == Notification.Kind.SUMMARY:
+            folded = list(notification.folded.select_related("alert__device__location", "alert__metric"))
+            lines = [describe(n.alert, n.event)[0] for n in folded]
+            return {
+                "subject": gettext("%(count)d more alert changes on %(route)s")
+                % {"count": len(folded), "route": notification.route.name},
+                "text": "\n".join(lines),
+                "alerts": [alert_json(n.alert) for n in folded],
+            }
+        alert = notification.alert
+        event = REMINDER if notification.kind == Notification.Kind.REMINDER else notification.event
+        subject, text = describe(alert, event)
+        return {"subject": subject, "text": text, "event": event, "alert": alert_json(alert)}
 
 
 def notify_alert_change(*, alert_id, event):
