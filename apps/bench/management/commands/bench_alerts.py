@@ -13,6 +13,11 @@ were resolved again); per crossing in <log dir>/crossings.csv. A monitor prints 
 and the Celery queue every second. Afterwards, for the bottleneck: the worker's task counts
 (failures, deadlocks) from its DEBUG log, and one median-sized batch through
 process_stored_batch in-process, timed and profiled without contention.
+
+Last, what alarm management costs evaluation: the same batch through process_stored_batch with
+no maintenance window or shelved alert in the database and with some (current windows of other
+devices and of locations, shelved alerts of other devices), in alternating pairs; the ratio of
+the medians. `--only overhead` measures just that, without the processes.
 """
 
 import cProfile
@@ -30,8 +35,10 @@ import orjson
 import psycopg
 import redis
 from django.conf import settings
+from django.core.management.base import CommandError
 
-from apps.alerts.models import Threshold
+from apps.alerts.evaluation import as_datetime
+from apps.alerts.models import Alert, MaintenanceWindow, Threshold
 from apps.alerts.services import process_stored_batch
 from apps.bench.benchmarks import (
     LiveGroupProbe,
@@ -53,9 +60,13 @@ from apps.bench.support import (
     time_calls,
 )
 from apps.demo.seed import demo_device_id
-from apps.devices.models import Device, Metric
+from apps.devices.models import Device, Location, Metric
 
 TARGET_P99_MS = 1000
+TARGET_OVERHEAD = 1.05  # shelving and maintenance checks: at most 5 % more per evaluated batch
+OVERHEAD_WINDOWS = 50  # current maintenance windows of devices outside the batch …
+OVERHEAD_LOCATION_WINDOWS = 5  # … and of locations without its devices
+OVERHEAD_SHELVED = 100  # shelved alerts of devices outside the batch
 CROSSING_BASE = 40.0  # above the seeded temperature critical_max (35 °C)
 NORMAL_VALUE = 21.0
 VALUE_STEP = 0.001  # crossing k publishes CROSSING_BASE + k × VALUE_STEP: the alert's first_value names its crossing
@@ -232,6 +243,14 @@ class Command(BenchCommand):
             "--worker-concurrency", type=int, default=8, help="celery worker --concurrency (docker/compose.yaml: 8)"
         )
         parser.add_argument(
+            "--only",
+            choices=["all", "overhead"],
+            default="all",
+            help="overhead: only the in-process cost of the shelving and maintenance checks (no processes, no load)",
+        )
+        parser.add_argument("--pairs", type=int, default=100, help="alternating pairs of the overhead measurement")
+        parser.add_argument("--batch", type=int, default=1000, help="readings per batch of --only overhead")
+        parser.add_argument(
             "--broker",
             choices=["private", "services"],
             default="private",
@@ -246,7 +265,9 @@ class Command(BenchCommand):
         return url
 
     def empty_tables(self, conn):
-        conn.execute("TRUNCATE telemetry_reading, telemetry_deadletter, telemetry_dirtyhour, alerts_alert CASCADE")
+        conn.execute(
+            "TRUNCATE telemetry_reading, telemetry_deadletter, telemetry_dirtyhour, alerts_alert, alerts_maintenancewindow CASCADE"
+        )
 
     def crossing_device_ids(self):
         first = self.options["sim_devices"] + 1
@@ -259,6 +280,9 @@ class Command(BenchCommand):
         with in_bench(self.database, run.namespace):
             with self.database.connect() as conn:
                 self.empty_tables(conn)
+            if options["only"] == "overhead":
+                self.measure_alarm_overhead(options["batch"])
+                return
             processes = self.start_processes(run, stack)
             measured = self.measure(run, stack, processes, devices)
             for process in processes.values():  # the worker finishes the tasks it is running
@@ -271,6 +295,7 @@ class Command(BenchCommand):
             facts = worker_log_facts(processes["worker"].output())
             self.report_worker(facts)
             self.profile_evaluation(facts["median_rows"] or 1000, run.log_dir)
+            self.measure_alarm_overhead(facts["median_rows"] or 1000)
 
     def measure(self, run, stack, processes, devices):
         """Background load, then the crossings; returns what was measured while it ran."""
@@ -451,6 +476,94 @@ class Command(BenchCommand):
         for name, cumulative in hub_functions(profiler, "apps/alerts/")[:6]:
             self.say(f"    {cumulative * 1000:8.1f} ms  {name}")
         self.summary.add("alerts", "one batch, in-process, no contention", median, "ms", note=f"{len(rows):,} readings")
+
+    def measure_alarm_overhead(self, batch_rows):
+        """One batch of normal readings through process_stored_batch, with and without maintenance
+        windows and shelved alerts in the database, in alternating pairs (which goes first alternates
+        too); the ratio of the medians, with the processes stopped."""
+        pairs = self.options["pairs"]
+        rows, last_seen = normal_batch(batch_rows, self.options["sim_devices"])
+        load = AlarmManagementLoad({device for device, _ in last_seen})
+        samples = {"without": [], "with": []}
+        switch = {"without": load.off, "with": load.on}
+
+        def evaluate():
+            started = time.perf_counter()
+            process_stored_batch(rows=rows, last_seen=last_seen)
+            return (time.perf_counter() - started) * 1000
+
+        for pair in range(pairs):
+            for name in ("without", "with") if pair % 2 == 0 else ("with", "without"):
+                switch[name]()
+                evaluate()  # untimed: the first batch after a switch meets the switch's fresh row versions
+                samples[name].append(evaluate())
+        medians = {name: latency_stats(values)["p50"] for name, values in samples.items()}
+        ratio = medians["with"] / medians["without"]
+        pair_ratios = sorted(w / wo for w, wo in zip(samples["with"], samples["without"], strict=True))
+        self.say(
+            f"\n== shelving and maintenance checks: one batch of {len(rows):,} readings, {pairs} alternating pairs, "
+            f"in-process ({machine_load()}) =="
+        )
+        self.say(f"  without windows or shelved alerts: {stats_text(samples['without'])}")
+        self.say(
+            f"  with {OVERHEAD_WINDOWS} device and {OVERHEAD_LOCATION_WINDOWS} location windows and {OVERHEAD_SHELVED} shelved "
+            f"alerts (none of the batch's devices): {stats_text(samples['with'])}"
+        )
+        self.say(
+            f"  ratio of the medians with / without: {ratio:.3f} (target ≤ {TARGET_OVERHEAD}); "
+            f"per pair: median {pair_ratios[len(pair_ratios) // 2]:.3f}, middle 80 % "
+            f"{pair_ratios[len(pair_ratios) // 10]:.3f}–{pair_ratios[len(pair_ratios) * 9 // 10]:.3f}"
+        )
+        self.summary.add("alerts", "batch without windows or shelved alerts, p50", medians["without"], "ms")
+        self.summary.add("alerts", "batch with windows and shelved alerts, p50", medians["with"], "ms")
+        self.summary.add(
+            "alerts",
+            "shelving and maintenance checks, with / without",
+            ratio,
+            "×",
+            target=("<=", TARGET_OVERHEAD),
+            note=f"{pairs} pairs of {len(rows):,} readings",
+        )
+
+
+class AlarmManagementLoad:
+    """Maintenance windows and shelved alerts that evaluation must check but that cover none of a
+    batch's devices: current (`on`) or moved a year into the past, shelved or resolved (`off`),
+    each switch one UPDATE per table."""
+
+    def __init__(self, batch_devices):
+        others = list(Device.objects.exclude(pk__in=batch_devices).order_by("pk")[: OVERHEAD_WINDOWS + OVERHEAD_SHELVED])
+        if len(others) < OVERHEAD_WINDOWS + OVERHEAD_SHELVED:
+            raise CommandError(
+                f"--sim-devices leaves {len(others)} devices outside the batch; {OVERHEAD_WINDOWS + OVERHEAD_SHELVED} are needed"
+            )
+        empty_locations = [
+            Location.objects.get_or_create(loc_id=f"BENCH-MAINTENANCE-{n}", defaults={"factory": "Bench"})[0]
+            for n in range(OVERHEAD_LOCATION_WINDOWS)
+        ]
+        temperature = Metric.objects.get(key="temperature")
+        now = time.time()
+        windows = [MaintenanceWindow(device=device, reason="bench") for device in others[:OVERHEAD_WINDOWS]]
+        windows += [MaintenanceWindow(location=location, reason="bench") for location in empty_locations]
+        for window in windows:
+            window.start, window.end = as_datetime(now - 3600), as_datetime(now + 86400)
+        MaintenanceWindow.objects.bulk_create(windows)
+        Alert.objects.bulk_create(
+            Alert(device=device, metric=temperature, level="warning", opened_at=as_datetime(now - 600), last_value=31.0)
+            for device in others[OVERHEAD_WINDOWS:]
+        )
+
+    def on(self):
+        now = time.time()
+        MaintenanceWindow.objects.update(start=as_datetime(now - 3600), end=as_datetime(now + 86400))
+        Alert.objects.exclude(metric=None).update(
+            state=Alert.State.SHELVED, shelved_until=as_datetime(now + 3600), unshelved_state=Alert.State.OPEN
+        )
+
+    def off(self):
+        past = time.time() - 366 * 86400
+        MaintenanceWindow.objects.update(start=as_datetime(past - 3600), end=as_datetime(past))
+        Alert.objects.exclude(metric=None).update(state=Alert.State.RESOLVED, shelved_until=None, unshelved_state="")
 
 
 def normal_batch(size, devices):
