@@ -45,17 +45,28 @@ def serve_worker_metrics(**kwargs):
         start_http_server(settings.IOTHUB["WORKER_METRICS_PORT"], addr=settings.IOTHUB["METRICS_ADDR"])
 
 
+def is_interval(entry):
+    return isinstance(entry["schedule"], int | float)
+
+
+def seconds_to_next(entry):
+    """Seconds to a beat entry's next run: its interval, or the time to the next time of its crontab."""
+    if is_interval(entry):
+        return entry["schedule"]
+    return entry["schedule"].remaining_estimate(entry["schedule"].now()).total_seconds()
+
+
 def run_beat_inline(*, stop, write=print):
     """The demo's beat: run CELERY_BEAT_SCHEDULE's tasks in this process until `stop` is set."""
     import time
 
     app.loader.import_default_modules()  # every app's tasks, as a worker would load them
     schedule = app.conf.beat_schedule
-    due = {name: time.monotonic() + 5 for name in schedule}
+    due = {name: time.monotonic() + (5 if is_interval(entry) else seconds_to_next(entry)) for name, entry in schedule.items()}
     while not stop.wait(1.0):
         for name, entry in schedule.items():
             if time.monotonic() >= due[name]:
-                due[name] = time.monotonic() + entry["schedule"]
+                due[name] = time.monotonic() + seconds_to_next(entry)
                 try:
                     app.tasks[entry["task"]].apply()
                 except Exception as e:  # the demo keeps running; the error is shown

@@ -241,7 +241,7 @@ CELERY_BEAT_SCHEDULE = {
     "watch-storms": {"task": "apps.alerts.tasks.watch_storms", "schedule": 30.0},
     "expire-shelving": {"task": "apps.alerts.tasks.expire_shelving", "schedule": 30.0},
     "take-out-of-service": {"task": "apps.alerts.tasks.take_out_of_service", "schedule": 30.0},
-    # Mondays 06:00 UTC: the alarm KPIs of the last seven plant days to staff and superusers.
+    # Mondays 06:00 plant time (Celery keeps TIME_ZONE): the last seven plant days' alarm KPIs to staff and superusers.
     "weekly-kpi-report": {"task": "apps.alerts.tasks.send_kpi_report", "schedule": crontab(minute=0, hour=6, day_of_week="mon")},
     "watch-pipeline": {"task": "apps.alerts.tasks.watch_pipeline", "schedule": 15.0},
     "maintain-storage": {"task": "apps.telemetry.tasks.maintain_storage", "schedule": 3600.0},
