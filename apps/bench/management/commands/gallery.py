@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from apps.bench.benchmarks import free_port
 from apps.bench.browser import VIEWPORTS, headless_chromium, set_viewport
 
 INFRASTRUCTURE = ["DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "KAFKA_BOOTSTRAP_SERVERS", "MQTT_ADMIN_URL", "MQTT_URL"]
@@ -37,19 +38,12 @@ PAGES = {
     "device-history": (f"/devices/{HOT_DEVICE}/?range=24h", LIVE),
     "alerts": ("/alerts/?state=all", LIVE),
     "health": ("/health/", LIVE),
+    "alarm-kpis": ("/alarms/kpis/", "#chart-per-10min .main-svg"),  # drawn by Plotly
     "admin-devices": ("/admin/devices/device/", CHANGE_LIST),
     "admin-locations": ("/admin/devices/location/", CHANGE_LIST),
     "admin-thresholds": ("/admin/alerts/threshold/", CHANGE_LIST),
     "admin-alerts": ("/admin/alerts/alert/", CHANGE_LIST),
 }
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Command(BaseCommand):
