@@ -98,11 +98,13 @@ class LivePublisher:
 def send_readings(items):
     """Items to the group `live`, and to the groups of devices someone is watching (one cache
     round trip for that, not one send per device)."""
-    watched = cache.get_many([watched_key(i["device"]) for i in items])
+    keys = {watched_key(item["device"]): item["device"] for item in items}  # one key a device, not one an item
+    watched = {keys[key] for key, pages in cache.get_many(keys).items() if pages}
     by_device = {}
-    for item in items:
-        if watched.get(watched_key(item["device"])):
-            by_device.setdefault(item["device"], []).append(item)
+    if watched:
+        for item in items:
+            if item["device"] in watched:
+                by_device.setdefault(item["device"], []).append(item)
     sends = [(LIVE_GROUP, {"type": "live.readings", "items": items})]
     sends += [(device_group(d), {"type": "live.readings", "items": d_items}) for d, d_items in by_device.items()]
     group_send_all(sends)
