@@ -37,3 +37,14 @@ def test_it_says_when_the_broker_refuses_the_connection(unique):
     wrong = urlunsplit(url._replace(netloc=f"nobody-{unique}:wrong@{url.hostname}:{url.port}"))
     with pytest.raises(BenchError, match="CONNACK refused"):
         RatePublisher(wrong, f"test-refused-{unique}", timeout=10)
+
+
+def test_every_benchmark_command_loads_with_this_projects_apps():
+    """A benchmark command that no longer imports (a module moved or renamed since it was written)
+    fails here, not when someone runs it."""
+    from django.core.management import get_commands, load_command_class
+
+    benchmarks = sorted(name for name, app in get_commands().items() if app == "apps.bench")
+    assert {"bench_ingest", "bench_alerts", "bench_alarm_kpis", "bench_import", "gallery"} <= set(benchmarks)
+    for name in benchmarks:
+        assert load_command_class("apps.bench", name).help, name

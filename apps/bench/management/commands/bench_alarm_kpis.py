@@ -16,8 +16,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from apps.accounts.services import issue_api_token
 from apps.alerts.services import refresh_alarm_rollups
 from apps.bench.benchmarks import BenchError, demo_device_pks, latency_stats, metric_pk
 from apps.bench.support import BenchCommand, in_bench, machine_load, stats_text, time_calls
@@ -75,7 +75,9 @@ class Command(BenchCommand):
             "TRUNCATE alerts_alertevent, alerts_notification, alerts_alert, alerts_alarmbucket, alerts_alarmday, "
             "alerts_alarmdirtyday RESTART IDENTITY CASCADE"
         )
-        conn.execute("DELETE FROM authtoken_token WHERE user_id IN (SELECT id FROM auth_user WHERE username = %s)", [BENCH_USER])
+        conn.execute(
+            "DELETE FROM accounts_apitoken WHERE user_id IN (SELECT id FROM auth_user WHERE username = %s)", [BENCH_USER]
+        )
         conn.execute("DELETE FROM auth_user WHERE username = %s", [BENCH_USER])
 
     def load(self, conn, *, start, end):
@@ -137,7 +139,7 @@ class Command(BenchCommand):
     def measure(self, conn, *, end):
         options = self.options
         user = get_user_model().objects.create_user(BENCH_USER, is_staff=True)
-        client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client = Client(HTTP_AUTHORIZATION=f"Token {issue_api_token(user=user, name='bench_alarm_kpis')[1]}")
         loc_id = conn.execute(
             "SELECT l.loc_id FROM devices_location l JOIN devices_device d ON d.location_id = l.id "
             "JOIN alerts_alertevent e ON e.device_id = d.id GROUP BY l.loc_id ORDER BY count(*) DESC LIMIT 1"
