@@ -15,6 +15,7 @@ from concurrent.futures import Future
 
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext, gettext_lazy
 from django.views.defaults import page_not_found, server_error
 from drf_orjson_renderer.renderers import ORJSONRenderer
 from rest_framework import exceptions, serializers
@@ -188,7 +189,7 @@ class Conflict(exceptions.APIException):
     `fields` add messages under other keys than `detail`, e.g. {"state": ["resolved"]}."""
 
     status_code = 409
-    default_detail = "The object is still in use."
+    default_detail = gettext_lazy("The object is still in use.")
     default_code = "conflict"
 
     def __init__(self, detail=None, code=None, **fields):
@@ -227,11 +228,11 @@ def api_exception_handler(exc, context):
     if response is None:
         return None  # an unexpected error: api_server_error answers
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_messages(response.data) or {"non_field_errors": ["Invalid input."]}
+        response.data = error_messages(response.data) or {"non_field_errors": [gettext("Invalid input.")]}
     else:
         detail = response.data.get("detail", response.data) if isinstance(response.data, dict) else response.data
         if isinstance(detail, dict):  # simplejwt's InvalidToken: {"detail", "code", "messages"}
-            detail = detail.get("detail", "Invalid token.")
+            detail = detail.get("detail", gettext("Invalid token."))
         response.data = {"detail": [str(detail)], **error_messages(getattr(exc, "fields", {}))}
     request = context["request"]
     request.accepted_renderer, request.accepted_media_type = ORJSONRenderer(), ORJSONRenderer.media_type
@@ -252,11 +253,11 @@ def answers_json(request):
 
 def api_not_found(request, exception):
     if answers_json(request):
-        return JsonResponse({"detail": ["Not found."]}, status=404)
+        return JsonResponse({"detail": [gettext("Not found.")]}, status=404)
     return page_not_found(request, exception)
 
 
 def api_server_error(request):
     if answers_json(request):
-        return JsonResponse({"detail": ["Server error."]}, status=500)
+        return JsonResponse({"detail": [gettext("Server error.")]}, status=500)
     return server_error(request)

@@ -624,6 +624,25 @@ def test_it_answers_409_when_shelving_a_resolved_alert(alerts, staff_api, action
     assert not AlertEvent.objects.filter(alert=alerts["resolved"]).exists()
 
 
+def test_its_errors_speak_the_clients_language(alerts, staff_api, admin_api):
+    from django.utils import translation
+    from rest_framework.fields import Field
+
+    korean = {"HTTP_ACCEPT_LANGUAGE": "ko-KR,ko;q=0.9"}
+    conflict = staff_api.post(f"/api/v1/alerts/{alerts['resolved'].pk}/shelve/", {"minutes": 10}, format="json", **korean)
+    assert (conflict.status_code, conflict.json()) == (
+        409,
+        {"detail": [f"알림 {alerts['resolved'].pk}은(는) 이미 해결됨 상태입니다. 변경된 것이 없습니다."], "state": ["resolved"]},
+    )
+    assert staff_api.get("/api/v1/no-such-thing/", **korean).json() == {"detail": ["찾을 수 없습니다."]}
+    invalid = admin_api.post("/api/v1/locations/", {}, format="json", **korean)
+    with translation.override("ko"):
+        required = str(Field.default_error_messages["required"])
+    assert invalid.status_code == 400 and invalid.json()["loc_id"] == [required] and required != "This field is required."
+    english = staff_api.post(f"/api/v1/alerts/{alerts['resolved'].pk}/shelve/", {"minutes": 10}, format="json")
+    assert english.json()["detail"] == [f"Alert {alerts['resolved'].pk} is already resolved. Nothing changed."]
+
+
 def test_it_round_trips_a_rate_of_change_threshold_and_shows_it_in_force(plant, admin_api, staff_api):
     body = {"metric": "temperature", "device": "dev-1", "rate_max": 1.5, "rate_critical_max": 4, "rate_window": 120}
     created = admin_api.post("/api/v1/thresholds/", body, format="json")

@@ -5,6 +5,7 @@ from copy import copy
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, viewsets
@@ -98,12 +99,12 @@ class PlatformThresholdSerializer(serializers.Serializer):
     max_value = serializers.FloatField(allow_null=True, required=False)
     level = serializers.ChoiceField(
         PLATFORM_LEVELS,
-        error_messages={"invalid_choice": "The hub's thresholds have warning and critical bands only, not {input!r}."},
+        error_messages={"invalid_choice": _("The hub's thresholds have warning and critical bands only, not {input!r}.")},
     )
 
     def validate(self, attrs):
         if attrs.get("min_value") is None and attrs.get("max_value") is None:
-            raise serializers.ValidationError("Set min_value, max_value or both.")
+            raise serializers.ValidationError(_("Set min_value, max_value or both."))
         return attrs
 
     def hub_fields(self):
@@ -339,7 +340,11 @@ class AlertViewSet(HubAPIMixin, viewsets.ReadOnlyModelViewSet):
         try:
             change(alert_id=alert.pk, user=self.request.user, **body.validated_data)
         except AlertNotActive as error:
-            raise Conflict(f"{error} Nothing changed.", code="alert_not_active", state=[error.alert.state]) from error
+            message = gettext("Alert %(id)s is already %(state)s. Nothing changed.") % {
+                "id": error.alert.pk,
+                "state": error.alert.get_state_display(),
+            }
+            raise Conflict(message, code="alert_not_active", state=[error.alert.state]) from error
         return Response(AlertSerializer(self.get_object()).data)
 
     @extend_schema(parameters=[KpiQuerySerializer], responses=AlarmKpisSerializer)

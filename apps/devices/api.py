@@ -5,6 +5,7 @@ import logging
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
 from django.db.models import ProtectedError
+from django.utils.translation import gettext, ngettext
 from rest_framework import serializers, viewsets
 
 from iothub.api import Conflict, HubAPIMixin, SlugRelatedField
@@ -46,7 +47,12 @@ class DeviceMasterViewSet(HubAPIMixin, viewsets.ModelViewSet):
         except ProtectedError as error:
             example = next(iter(error.protected_objects))
             count = len(error.protected_objects)
-            raise Conflict(f"{instance} is still in use by {count} object(s), e.g. {example}.") from error
+            message = ngettext(
+                "%(object)s is still in use by %(count)d object, e.g. %(example)s.",
+                "%(object)s is still in use by %(count)d objects, e.g. %(example)s.",
+                count,
+            ) % {"object": instance, "count": count, "example": example}
+            raise Conflict(message) from error
 
 
 class LocationSerializer(serializers.ModelSerializer):
@@ -88,7 +94,7 @@ class DeviceTypeSerializer(serializers.ModelSerializer):
         metrics = attrs.get("metrics", self.instance.metrics.all() if self.instance else [])
         primary_metric = attrs.get("primary_metric", self.instance and self.instance.primary_metric)
         if primary_metric not in metrics:
-            raise serializers.ValidationError({"primary_metric": "Must be one of the type's metrics."})
+            raise serializers.ValidationError({"primary_metric": gettext("Must be one of the type's metrics.")})
         return attrs
 
 

@@ -10,6 +10,7 @@ import django_filters
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -126,7 +127,7 @@ class PeriodQuerySerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if attrs["end_date"].end <= attrs["start_date"].start:
-            raise ValidationError({"end_date": "Must not end before start_date begins."})
+            raise ValidationError({"end_date": gettext("Must not end before start_date begins.")})
         return attrs
 
 
@@ -172,7 +173,7 @@ def known_metric(key):
     """The Metric of a path's key; an unknown one is a 400 naming the field."""
     found = Metric.objects.filter(key=key).first() if "\x00" not in key else None
     if found is None:
-        raise ValidationError({"metric": f"Unknown metric {key!r}."})
+        raise ValidationError({"metric": gettext("Unknown metric %(key)r.") % {"key": key}})
     return found
 
 
