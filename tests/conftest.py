@@ -3,7 +3,7 @@
 import os
 import re
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
@@ -215,7 +215,9 @@ def staff_api():
 
 @pytest.fixture
 def alarm_history(plant, settings):
-    """One plant day (2026-03-02, Berlin) of alarms: a flood with chatter on dev-1, three on dev-2, one in South."""
+    """One plant day (a Monday at least two weeks back, Berlin) of alarms: a flood with chatter on
+    dev-1, three on dev-2, one in South. The days around it (two before, the week after) have no
+    daylight-saving change, so every day of the figures has 24 hours."""
     from apps.alerts import services
     from apps.alerts.models import Alert, AlertEvent
     from apps.devices.models import Device, Location
@@ -226,7 +228,10 @@ def alarm_history(plant, settings):
     dev3 = Device.objects.create(
         device_id="dev-3", device_type=plant["type"], location=Location.objects.create(loc_id="S-1", factory="South")
     )
-    day = datetime(2026, 3, 2, tzinfo=berlin)
+    day = datetime.combine(datetime.now(berlin).date(), datetime.min.time(), tzinfo=berlin)
+    day -= timedelta(days=day.weekday() + 14)
+    while (day - timedelta(days=2)).utcoffset() != (day + timedelta(days=8)).utcoffset():
+        day -= timedelta(days=7)
 
     def openings(device, times):
         alert = Alert.objects.create(
@@ -248,5 +253,8 @@ def alarm_history(plant, settings):
     AlertEvent.objects.create(alert=suppressed, kind="suppressed", at=day + timedelta(hours=3), level="warning")
     Alert.objects.create(device=dev2, metric=plant["humidity"], level="critical", opened_at=day - timedelta(days=2))  # stale
     Alert.objects.create(device=dev1, metric=None, level="offline", opened_at=day + timedelta(hours=12))  # active, not stale
-    assert services.refresh_alarm_rollups() == [date(2026, 3, 1), date(2026, 3, 2)]  # beat's rollups of the days with events
+    assert services.refresh_alarm_rollups() == [
+        day.date() - timedelta(days=1),
+        day.date(),
+    ]  # beat's rollups of the days with events
     return day

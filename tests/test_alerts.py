@@ -703,14 +703,15 @@ def test_the_weekly_kpi_report_mails_the_last_seven_days_to_staff_over_smtp(alar
     port, mails = smtp_sink
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-    monday = alarm_history + timedelta(days=7, hours=7)  # 2026-03-09 07:00 Berlin: the week 03-02 … 03-08
+    monday = alarm_history + timedelta(days=7, hours=7)  # the next Monday 07:00 Berlin: the week of the alarm day
     notify.send_kpi_report(now=monday)
     [(recipients, mail)] = mails
     assert sorted(recipients) == ["chief@plant.example", "lead@plant.example"]
-    assert subject_of(mail) == "Alarm KPIs 2026-03-02 – 2026-03-08: 0.10 alarms per hour, within target"
+    week = f"{alarm_history:%Y-%m-%d} – {alarm_history + timedelta(days=6):%Y-%m-%d}"
+    assert subject_of(mail) == f"Alarm KPIs {week}: 0.10 alarms per hour, within target"
     text = mail.get_payload(decode=True).decode()
     for line in [
-        "Alarms: 16",  # the day before the week (dev-3 at 23:00 on 03-01) is not in it
+        "Alarms: 16",  # the day before the week (dev-3 at 23:00) is not in it
         "Alarms per hour, average: 0.10 (target ≤ 6: within target)",
         "Busiest hour: 12 alarms (target ≤ 6: OVER TARGET)",
         "Peak alarms per 10 minutes: 12 (target ≤ 10: OVER TARGET)",

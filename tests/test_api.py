@@ -718,7 +718,8 @@ def test_it_shows_suppressed_crossings_in_the_alert_history_of_a_device(plant, s
 
 
 def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
-    response = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302")
+    day, day_before = f"{alarm_history:%Y%m%d}", f"{alarm_history - timedelta(days=1):%Y%m%d}"
+    response = staff_api.get(f"/api/v1/alerts/kpis/?start={day}&end={day}")
     assert response.status_code == 200, response.data
     kpis = response.data
     assert (kpis["alarms"], kpis["alarms_per_hour"]) == (16, {"average": round(16 / 24, 3), "peak": 12, "target": 6})
@@ -731,9 +732,9 @@ def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
         {"device": "dev-3", "metric": "temperature", "alarms": 1, "share_percent": 6.25},
     ]
     assert (kpis["stale"], kpis["shelved"], kpis["suppressed"]) == (1, 1, 1)
-    north = staff_api.get("/api/v1/alerts/kpis/?start=20260302&end=20260302&loc_id=N-ASM-1-LA").data
+    north = staff_api.get(f"/api/v1/alerts/kpis/?start={day}&end={day}&loc_id=N-ASM-1-LA").data
     assert (north["alarms"], [t["device"] for t in north["top"]], north["stale"]) == (15, ["dev-1", "dev-2"], 1)
-    south = staff_api.get("/api/v1/alerts/kpis/?start=20260301&end=20260302&factory=South").data
+    south = staff_api.get(f"/api/v1/alerts/kpis/?start={day_before}&end={day}&factory=South").data
     assert (south["alarms"], south["suppressed"], south["alarms_per_hour"]["average"]) == (2, 1, round(2 / 48, 3))
 
 

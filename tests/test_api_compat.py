@@ -2,7 +2,7 @@
 against them gets the same shapes, checked against the platform's own examples."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -124,23 +124,32 @@ def store_hour(device, metric, local_hour, values):
 
 
 def test_it_answers_the_platform_aggregation_shape_for_a_location_and_a_factory(sinpyeong, staff_api):
+    """The platform's example (its 2024-09-22 12:00 hour) on recent days: a day and the next one of
+    one month, and the last day of the month before."""
     seoul = ZoneInfo("Asia/Seoul")
+    day = datetime.now(seoul).date() - timedelta(days=3)
+    if (day + timedelta(days=1)).month != day.month:
+        day -= timedelta(days=1)
+    next_day, month_before = day + timedelta(days=1), day.replace(day=1) - timedelta(days=1)
     device = Device.objects.get(device_id="pcv-a031")
-    store_hour(device, sinpyeong["pcv"], datetime(2024, 9, 22, 12, tzinfo=seoul), [27.0, 27.0])
-    store_hour(device, sinpyeong["pcv"], datetime(2024, 9, 23, 0, tzinfo=seoul), [20.0, 21.0, 22.5])
-    store_hour(device, sinpyeong["pcv"], datetime(2024, 10, 1, 9, tzinfo=seoul), [30.0])
-    recompute_range(datetime(2024, 9, 1, tzinfo=UTC), datetime(2024, 11, 1, tzinfo=UTC))
+    store_hour(device, sinpyeong["pcv"], datetime.combine(day, time(12), tzinfo=seoul), [27.0, 27.0])
+    store_hour(device, sinpyeong["pcv"], datetime.combine(next_day, time(0), tzinfo=seoul), [20.0, 21.0, 22.5])
+    store_hour(device, sinpyeong["pcv"], datetime.combine(month_before, time(9), tzinfo=seoul), [30.0])
+    recompute_range(datetime.combine(month_before, time(), tzinfo=UTC) - timedelta(days=1), datetime.now(UTC))
 
-    response = staff_api.get("/api/v1/aggregation/pcv_temperature/location/A031?start_date=20240922&end_date=20240922")
+    ymd = f"{day:%Y%m%d}"
+    response = staff_api.get(f"/api/v1/aggregation/pcv_temperature/location/A031?start_date={ymd}&end_date={ymd}")
     assert response.status_code == 200, response.content
-    assert response.json() == PLATFORM_AGGREGATION
+    expected = PLATFORM_AGGREGATION["location"] | {"date": [PLATFORM_AGGREGATION["location"]["date"][0] | {"ymd": ymd}]}
+    assert response.json() == {"location": expected}
 
-    month = staff_api.get("/api/v1/aggregation/pcv_temperature/location/A031/?start_date=202409&end_date=202409").json()
+    month = staff_api.get(f"/api/v1/aggregation/pcv_temperature/location/A031/?start_date={day:%Y%m}&end_date={day:%Y%m}").json()
     assert [(h["ymd"], h["hour"], h["metrics"]) for h in month["location"]["date"]] == [
-        ("20240922", "12", {"pcv_temperature_max": "27.00", "pcv_temperature_avg": "27.00"}),
-        ("20240923", "00", {"pcv_temperature_max": "22.50", "pcv_temperature_avg": "21.17"}),
+        (ymd, "12", {"pcv_temperature_max": "27.00", "pcv_temperature_avg": "27.00"}),
+        (f"{next_day:%Y%m%d}", "00", {"pcv_temperature_max": "22.50", "pcv_temperature_avg": "21.17"}),
     ]
-    factory = staff_api.get("/api/v1/aggregation/pcv_temperature/factory/SinPyeong?start_date=2024&end_date=2024")
+    years = f"start_date={month_before:%Y}&end_date={day:%Y}"
+    factory = staff_api.get(f"/api/v1/aggregation/pcv_temperature/factory/SinPyeong?{years}")
     assert factory.status_code == 200
     locations = factory.json()["locations"]
     assert shape(locations[0]) == shape(PLATFORM_AGGREGATION["location"])

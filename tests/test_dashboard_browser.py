@@ -309,7 +309,7 @@ def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browse
     location = Location.objects.create(loc_id="S-PACK-1", factory="South", building="Packing", floor="1", area="Line 1")
     Device.objects.create(device_id="dev-9", device_type=plant["type"], location=location)
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '.factory[data-factory="South"] [data-device="dev-9"]'))
-    assert browser.find_element(By.ID, "device-count").text == "3 devices"
+    wait_for(browser, lambda b: b.find_element(By.ID, "device-count").text == "3 devices")  # the toolbar re-renders live
     assert "South" in browser.find_element(By.ID, "factory-choice").text
     publisher("sensors/dev-9", {"ts": now_ms(), "temperature": 24.0, "humidity": 41.0})
     wait_for(browser, lambda b: cell_state(b, "dev-9|temperature")[0] == "24.0")
@@ -321,7 +321,7 @@ def test_it_follows_the_device_master_live_as_a_reload_shows_it(live_hub, browse
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '[data-loc="S-PACK-1"] [data-device="dev-2"]'))
     set_devices_active(devices=Device.objects.filter(device_id="dev-1"), active=False)
     wait_for(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, '.factory[data-factory="North"]'))
-    assert browser.find_element(By.ID, "device-count").text == "2 devices"
+    wait_for(browser, lambda b: b.find_element(By.ID, "device-count").text == "2 devices")  # the toolbar re-renders live
     assert_same_after_reload(browser, "#plant")
     assert_same_after_reload(browser, ".toolbar")
 
@@ -644,7 +644,8 @@ def test_the_alarm_kpi_page_draws_its_figures_against_eemua_191_on_every_screen(
     log_in(browser, live_hub)
     for viewport in VIEWPORTS:
         set_viewport(browser, viewport)
-        browser.get(f"{live_hub}/alarms/kpis/?start=2026-03-01&end=2026-03-03")
+        start, end = (f"{alarm_history + timedelta(days=d):%Y-%m-%d}" for d in (-1, 1))
+        browser.get(f"{live_hub}/alarms/kpis/?start={start}&end={end}")
         wait_for(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".chart .main-svg")) >= 2)
         wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".conn.live"))
         overflow, element = horizontal_overflow(browser)

@@ -316,13 +316,14 @@ def test_the_alarm_kpi_page_shows_the_kpis_of_the_chosen_days_and_place_against_
 ):
     from apps.alerts.kpis import alarm_kpis
 
-    page = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&factory=&loc_id=")
+    day, day_before = f"{alarm_history:%Y-%m-%d}", f"{alarm_history - timedelta(days=1):%Y-%m-%d}"
+    page = staff_client.get(f"/alarms/kpis/?start={day}&end={day}&factory=&loc_id=")
     assert page.status_code == 200
     kpis, chart = page.context["kpis"], page.context["chart"]
     assert kpis == alarm_kpis(start=kpis["start"], end=kpis["end"], now=timezone.now())
     assert (kpis["alarms"], kpis["peak_alarms_per_10min"], kpis["alarms_per_hour"]["peak"]) == (16, 12, 12)
     assert (len(chart["per_10min"]), len(chart["per_hour"]), sum(chart["per_hour"])) == (144, 24, 16)
-    assert (chart["hours"][10], chart["per_hour"][10]) == ("2026-03-02 10:00", 12)  # plant-local hours
+    assert (chart["hours"][10], chart["per_hour"][10]) == (f"{day} 10:00", 12)  # plant-local hours
     html = page.content.decode()
     stat = {
         k: " ".join(re.sub(r"<[^>]+>", " ", v).split()) for k, v in re.findall(r'data-kpi="(\w+)">(.*?)</article>', html, re.S)
@@ -334,11 +335,11 @@ def test_the_alarm_kpi_page_shows_the_kpis_of_the_chosen_days_and_place_against_
     top_table = html[html.index('id="top-alarms"') : html.index("</table>", html.index('id="top-alarms"'))]
     top = re.findall(r'<td><a href="/devices/([\w-]+)/">.*?</td><td>(\w+)</td><td class="num">(\d+)</td>', top_table)
     assert top == [("dev-1", "temperature", "12"), ("dev-2", "temperature", "3"), ("dev-3", "temperature", "1")]
-    south = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&factory=South").context["kpis"]
+    south = staff_client.get(f"/alarms/kpis/?start={day}&end={day}&factory=South").context["kpis"]
     assert (south["alarms"], [row["device"] for row in south["top"]]) == (1, ["dev-3"])
-    north = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-02&loc_id=N-ASM-1-LA").context["kpis"]
+    north = staff_client.get(f"/alarms/kpis/?start={day}&end={day}&loc_id=N-ASM-1-LA").context["kpis"]
     assert north["alarms"] == 15
-    wrong = staff_client.get("/alarms/kpis/?start=2026-03-02&end=2026-03-01")
+    wrong = staff_client.get(f"/alarms/kpis/?start={day}&end={day_before}")
     assert wrong.context["kpis"] is None and "Choose an end on or after the start." in wrong.content.decode()
     assert 'href="/alarms/kpis/"' in html
     client.force_login(django_user_model.objects.create_user("viewer"))
