@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from operator import itemgetter
 
 import orjson
@@ -34,8 +35,9 @@ from apps.devices.expressions import ExpressionError, dependency_order, parse_ex
 
 log = logging.getLogger(__name__)
 
-# Of a reading (ts, metric_pk, value, where: its row index); sorted by TIME alone, equal times keep their order.
-TIME, METRIC, VALUE, INDEX = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+# Of a row (device_pk, metric_pk, ts, value), and of a reading (ts, metric_pk, value) of collect's walk.
+ROW_TS, ROW_VALUE = itemgetter(2), itemgetter(3)
+TIME = itemgetter(0)
 UNKNOWN = (-math.inf, None)  # (ts, value) of an input without a value: older than any time
 
 
@@ -63,27 +65,30 @@ class Calculation:
             max_age=float(metric.max_input_age),
         )
 
-    def collect(self, device_pk, state, readings, computations):
-        """Walk one device's `readings` of this metric's inputs [(ts, metric_pk, value, row index)],
-        in time order, from `state` {metric_pk: (ts, value)}, adding every time the metric is
-        computed to `computations`.
+    def collect(self, device_pk, state, inputs, computations):
+        """Add every time this metric is computed for one device to `computations`, from `state`
+        {metric_pk: (ts, value)} and the device's rows of this metric's inputs, `inputs` {metric_pk: rows}.
 
-        It is computed at a time when, the readings of that time applied, every input has a value at
-        or before it and within max_age: one of them is then of that time (a reading that does not
-        hide a newer value was applied; one that would leaves its input newer than the time)."""
-        if not readings:  # none of this metric's inputs (or an expression without any, which never computes)
+        It is computed at a time when, the readings of that time applied in time order, every input
+        has a value at or before it and within max_age: one of them is then of that time (a reading
+        that does not hide a newer value was applied; one that would leaves its input newer than the time)."""
+        present = [pk for pk in self.inputs if pk in inputs]
+        if not present:  # none of this metric's inputs (or an expression without any, which never computes)
             return
         times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
-        metrics = set(map(METRIC, readings))
-        if len(metrics) == 1 and len(set(map(TIME, readings))) == len(readings):
-            self.collect_one_input(device_pk, readings, self.slot_of[metrics.pop()], times, values, computations)
-            return
+        if len(present) == 1:
+            rows = inputs[present[0]]
+            rows.sort(key=ROW_TS)
+            if len(set(map(ROW_TS, rows))) == len(rows):
+                self.collect_one_input(device_pk, rows, self.slot_of[present[0]], times, values, computations)
+                return
+        readings = sorted([(ts, metric_pk, value) for pk in present for _, metric_pk, ts, value in inputs[pk]], key=TIME)
         slot_of = self.slot_of
         max_age = self.max_age
-        columns, computed_times, indexes = computations.columns, computations.times, computations.indexes
+        columns, computed_times = computations.columns, computations.times
         before = len(computed_times)
         last = len(readings) - 1
-        for i, (ts, metric_pk, value, index) in enumerate(readings):
+        for i, (ts, metric_pk, value) in enumerate(readings):
             slot = slot_of[metric_pk]
             if times[slot] <= ts:  # a late reading does not hide a newer value
                 times[slot] = ts
@@ -94,22 +99,44 @@ class Calculation:
                 for column, input_value in zip(columns, values):
                     column.append(input_value)
                 computed_times.append(ts)
-                indexes.append(index)
-        computations.devices += [device_pk] * (len(computed_times) - before)
+        computations.segments.append((device_pk, len(computed_times) - before))
 
-    def collect_one_input(self, device_pk, readings, slot, times, values, computations):
-        """collect's walk where all of a device's readings are of one input, each of its own time
-        (single-metric messages): the other inputs keep their values from the state, so the times
-        computed are those from the newest value known (a reading before it would hide it) to the
-        other inputs' oldest plus max_age, and the walk is a filter."""
+    def collect_one_input(self, device_pk, rows, slot, times, values, computations):
+        """collect's walk where a device's rows are all of one input, in time order, each of its own
+        time (single-metric messages): the other inputs keep their values from the state, so the
+        times computed are those from the newest value known (a reading before it would hide it) to
+        the other inputs' oldest plus max_age, and the walk is a filter."""
         newest = max(times)
         until = min(times[:slot] + times[slot + 1 :], default=math.inf) + self.max_age
-        chosen = [reading for reading in readings if newest <= reading[0] <= until]
+        if not (newest <= rows[0][2] and rows[-1][2] <= until):
+            rows = [row for row in rows if newest <= row[2] <= until]
+        count = len(rows)
         for position, column in enumerate(computations.columns):
-            column += map(VALUE, chosen) if position == slot else [values[position]] * len(chosen)
-        computations.times += map(TIME, chosen)
-        computations.indexes += map(INDEX, chosen)
-        computations.devices += [device_pk] * len(chosen)
+            column += map(ROW_VALUE, rows) if position == slot else repeat(values[position], count)
+        computations.times += map(ROW_TS, rows)
+        computations.segments.append((device_pk, count))
+
+    def compute(self, devices, calculated, failures):
+        """Compute this metric for `devices` {device_pk: (state, inputs {metric_pk: rows})}: its rows
+        go to calculated[(device_pk, metric_pk)] in time order, (device_pk, ts, key, error) of a
+        failure to `failures`. Collected over all the devices, evaluated in one call."""
+        computations = Computations(columns=[[] for _ in self.inputs])
+        for device_pk, (state, inputs) in devices.items():
+            self.collect(device_pk, state, inputs, computations)
+        results, failed = self.evaluate_many(computations.columns)
+        times = computations.times
+        if failed:
+            device_at = [device_pk for device_pk, count in computations.segments for _ in range(count)]
+            failures += [(device_at[position], times[position], self.key, error) for position, error in failed.items()]
+        metric_pk = self.metric_pk
+        end = 0
+        for device_pk, count in computations.segments:
+            start, end = end, end + count
+            rows = list(zip(repeat(device_pk, count), repeat(metric_pk, count), times[start:end], results[start:end]))
+            if failed:
+                rows = [row for row in rows if row[3] is not None]
+            if rows:
+                calculated[(device_pk, metric_pk)] = rows
 
 
 @dataclass(slots=True)
@@ -118,9 +145,8 @@ class Computations:
     no object per computation (the garbage collector walks every one that is kept)."""
 
     columns: list  # a list per input: its value in each computation
-    devices: list = field(default_factory=list)  # device pk of each computation
-    times: list = field(default_factory=list)  # its time (epoch s)
-    indexes: list = field(default_factory=list)  # the row index of the reading that triggered it
+    times: list = field(default_factory=list)  # the time (epoch s) of each computation
+    segments: list = field(default_factory=list)  # (device_pk, how many computations), in the order of the above
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,38 +164,20 @@ class TypeCalculations:
         latest = orjson.loads(document)
         return {pk: (item["ts"] / 1000, item["value"]) for key, pk in self.input_keys.items() if (item := latest.get(key))}
 
-    def compute(self, devices, rows, failures):
-        """devices: device_pk → (state {metric_pk: (ts, value)}, its readings of the inputs
-        [(ts, metric_pk, value, row index)]); append the calculated rows (device_pk, metric_pk, ts,
-        value) to `rows` and (row index, key, error) to `failures`.
+    def compute(self, devices, calculated, failures):
+        """devices: device_pk → (state {metric_pk: (ts, value)}, its rows of the inputs {metric_pk:
+        rows}); put the calculated rows in calculated[(device_pk, metric_pk)] (time order) and
+        (device_pk, ts, key, error) of each failure in `failures`.
 
-        One calculated metric after the other, over all the devices: its computations are collected,
-        then evaluated in one call; a result that a later calculated metric uses joins its device's
-        readings."""
-        for _, readings in devices.values():
-            readings.sort(key=TIME)
+        One calculated metric after the other, over all the devices; the values of one that a later
+        calculated metric uses join its devices' inputs."""
         for calculation in self.calculations:
-            computations = Computations(columns=[[] for _ in calculation.inputs])
-            own_inputs = calculation.slot_of.keys()
-            others = own_inputs != self.inputs  # readings of other calculated metrics' inputs are left out
-            for device_pk, (state, readings) in devices.items():
-                if others:
-                    readings = [reading for reading in readings if reading[1] in own_inputs]
-                calculation.collect(device_pk, state, readings, computations)
-            results, failed = calculation.evaluate_many(computations.columns)
-            for position, error in failed.items():
-                failures.append((computations.indexes[position], calculation.key, error))
+            calculation.compute(devices, calculated, failures)
             metric_pk = calculation.metric_pk
-            computed = zip(computations.devices, computations.times, results, computations.indexes)
-            if metric_pk not in self.inputs:
-                rows += [(device_pk, metric_pk, ts, result) for device_pk, ts, result, _ in computed if result is not None]
-                continue
-            for device_pk, ts, result, index in computed:  # a later calculated metric uses it
-                if result is not None:
-                    rows.append((device_pk, metric_pk, ts, result))
-                    devices[device_pk][1].append((ts, metric_pk, result, index))
-            for _, readings in devices.values():
-                readings.sort(key=TIME)
+            if metric_pk in self.inputs:
+                for device_pk, (_, inputs) in devices.items():
+                    if (rows := calculated.get((device_pk, metric_pk))) is not None:
+                        inputs[metric_pk] = inputs.get(metric_pk, []) + rows
 
 
 def type_calculations(type_name, metrics):
@@ -195,68 +203,73 @@ def type_calculations(type_name, metrics):
     return TypeCalculations(calculations=calculations, inputs=frozenset(input_keys.values()), input_keys=input_keys)
 
 
-def input_readings(rows, devices):
-    """device_pk → [(ts, metric_pk, value, row index)] of the rows that are inputs of its type's calculated metrics."""
-    inputs_of = {pk: device.calculations.inputs for pk, device in devices.items() if device.calculations is not None}
-    readings = defaultdict(list)
-    if inputs_of:
-        for index, (device_pk, metric_pk, ts, value) in enumerate(rows):
-            inputs = inputs_of.get(device_pk)
-            if inputs is not None and metric_pk in inputs:
-                readings[device_pk].append((ts, metric_pk, value, index))
-    return readings
+def input_rows(pairs, devices):
+    """pairs: (device_pk, metric_pk) → rows → device_pk → {metric_pk: rows} of the metrics that are
+    inputs of its type's calculated metrics."""
+    inputs = {}
+    for (device_pk, metric_pk), rows in pairs.items():
+        calculations = devices[device_pk].calculations
+        if calculations is not None and metric_pk in calculations.inputs:
+            inputs.setdefault(device_pk, {})[metric_pk] = rows
+    return inputs
 
 
 def compute_by_type(devices, known):
-    """known: device_pk → (state, readings) for TypeCalculations.compute → (calculated rows, failures)."""
-    by_type = defaultdict(dict)  # TypeCalculations → {device_pk: (state, readings)}
+    """known: device_pk → (state, inputs) for TypeCalculations.compute → (calculated {(device_pk,
+    metric_pk): rows}, failures)."""
+    by_type = defaultdict(dict)  # TypeCalculations → {device_pk: (state, inputs)}
     for device_pk, device_known in known.items():
         by_type[devices[device_pk].calculations][device_pk] = device_known
-    calculated, failures = [], []
+    calculated, failures = {}, []
     for calculations, of_type in by_type.items():
         calculations.compute(of_type, calculated, failures)
     return calculated, failures
 
 
-def calculate_batch(rows, *, devices, read_latest):
-    """A validated batch's rows → (calculated rows, failures [(row index, metric key, error)]).
+def calculate_batch(pairs, *, devices, read_latest):
+    """A validated batch's rows by pair {(device_pk, metric_pk): rows} → (the calculated rows by
+    pair, failures [(device_pk, ts, metric key, error)]).
 
     devices: device_pk → DeviceInfo; read_latest(device_ids) → their latest values documents, or
     None while Redis is away (then only the batch's own readings are inputs)."""
-    readings = input_readings(rows, devices)
-    if not readings:
-        return [], []
-    device_pks = list(readings)
+    inputs = input_rows(pairs, devices)
+    if not inputs:
+        return {}, []
+    device_pks = list(inputs)
     documents = read_latest([devices[pk].device_id for pk in device_pks]) or [None] * len(device_pks)
     return compute_by_type(
         devices,
-        {pk: (devices[pk].calculations.latest_state(document), readings[pk]) for pk, document in zip(device_pks, documents)},
+        {pk: (devices[pk].calculations.latest_state(document), inputs[pk]) for pk, document in zip(device_pks, documents)},
     )
 
 
-def calculate_past_batch(rows, *, devices, read_stored):
+def calculate_past_batch(pairs, *, devices, read_stored):
     """calculate_batch for readings of the past (CSV import): the other inputs' values are the
     stored readings at or before each reading's time, not the latest values.
 
-    read_stored(devices=, input_pks=, start=, end=) → device_pk → [(ts, metric_pk, value, (device_pk, ts))]
-    stored in [start, end) (apps.telemetry.selectors.stored_inputs). The stored readings only give
-    values: a metric is computed at the times of the batch's readings, as ingest computes it."""
-    readings = input_readings(rows, devices)
-    if not readings:
-        return [], []
-    types = {devices[pk].calculations for pk in readings}
+    read_stored(devices=, input_pks=, start=, end=) → device_pk → {metric_pk: rows} stored in
+    [start, end) (apps.telemetry.selectors.stored_inputs). The stored readings only give values: a
+    metric is computed at the times of the batch's readings, as ingest computes it."""
+    inputs = input_rows(pairs, devices)
+    if not inputs:
+        return {}, []
+    types = {devices[pk].calculations for pk in inputs}
     max_age = max(calculation.max_age for calculations in types for calculation in calculations.calculations)
-    batch_index = {(pk, ts): index for pk, device_readings in readings.items() for ts, _, _, index in device_readings}
-    times = [ts for _, ts in batch_index]
+    batch_times = {(pk, row[2]) for pk, by_metric in inputs.items() for rows in by_metric.values() for row in rows}
+    times = [ts for _, ts in batch_times]
     stored = read_stored(
-        devices=list(readings),
+        devices=list(inputs),
         input_pks=frozenset().union(*(calculations.inputs for calculations in types)),
         start=datetime.fromtimestamp(min(times) - max_age, tz=UTC),
         end=datetime.fromtimestamp(max(times), tz=UTC) + timedelta(microseconds=1),  # the last reading's time included
     )
-    calculated, failures = compute_by_type(devices, {pk: ({}, rs + stored.get(pk, [])) for pk, rs in readings.items()})
-    failures = [(batch_index.get(index) if type(index) is tuple else index, key, error) for index, key, error in failures]
-    return (
-        [row for row in calculated if (row[0], row[2]) in batch_index],
-        [failure for failure in failures if failure[0] is not None],
-    )
+    known = {}
+    for pk, by_metric in inputs.items():
+        device_stored = stored.get(pk, {})
+        known[pk] = ({}, {m: by_metric.get(m, []) + device_stored.get(m, []) for m in by_metric.keys() | device_stored.keys()})
+    calculated, failures = compute_by_type(devices, known)
+    at_batch_times = {}
+    for pair, rows in calculated.items():
+        if kept := [row for row in rows if (row[0], row[2]) in batch_times]:
+            at_batch_times[pair] = kept
+    return at_batch_times, [failure for failure in failures if failure[:2] in batch_times]

@@ -5,9 +5,10 @@ device master, so a message costs a JSON decode and a few dict lookups.
 """
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 
 import orjson
 
@@ -16,6 +17,7 @@ from .models import DeadLetter
 
 Reason = DeadLetter.Reason
 RESERVED_KEYS = frozenset({"ts", "id"})
+PAIR = itemgetter(0, 1)  # of a row (device_pk, metric_pk, ts, value)
 
 
 @dataclass(slots=True)
@@ -127,10 +129,26 @@ class ValidatedBatch:
     devices: dict  # device_pk → DeviceInfo, for the devices in rows
     accepted: list  # the Messages whose rows are in rows, in order
     ends: list  # len(rows) after each accepted message's rows
+    by_pair: dict = None  # (device_pk, metric_pk) → its rows, once rows_by_pair was called
 
-    def message_of(self, row_index):
-        """The message that brought rows[row_index]."""
-        return self.accepted[bisect_right(self.ends, row_index)]
+    def rows_by_pair(self):
+        """(device_pk, metric_pk) → its rows, in batch order (the lists are shared: sorting one sorts it for every caller)."""
+        if self.by_pair is None:
+            self.by_pair = {}
+            for pair, run in groupby(self.rows, key=PAIR):  # a message's readings are mostly of one pair
+                self.by_pair.setdefault(pair, []).extend(run)
+        return self.by_pair
+
+    def messages_by_reading(self):
+        """(device_pk, ts) → the message that brought a reading of that device at that time (the
+        last of them, if several did)."""
+        by_reading = {}
+        start = 0
+        for message, end in zip(self.accepted, self.ends):
+            for device_pk, _, ts, _ in self.rows[start:end]:
+                by_reading[(device_pk, ts)] = message
+            start = end
+        return by_reading
 
 
 def unknown_metric(device, metric_key):
@@ -140,9 +158,14 @@ def unknown_metric(device, metric_key):
     return Rejected(Reason.UNKNOWN_METRIC, f"{str(metric_key)[:64]!r} is not a metric of {device.type_name}")
 
 
-def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_future_skew, max_past_age):
-    """Decode, validate and enrich a batch of messages against the device master."""
+def validate_messages(
+    messages, *, master: DeviceMaster, now, max_bytes, max_future_skew, max_past_age, store=None, store_every=500
+):
+    """Decode, validate and enrich a batch of messages against the device master.
+
+    store(rows), if given, gets the rows of every `store_every` messages as they are validated, and the rest at the end."""
     rows = []
+    stored = 0
     rejections = []
     devices = {}
     accepted = []
@@ -174,4 +197,9 @@ def validate_messages(messages, *, master: DeviceMaster, now, max_bytes, max_fut
         devices[device.pk] = device
         accepted.append(message)
         ends.append(len(rows))
+        if store is not None and len(accepted) % store_every == 0:
+            store(rows[stored:])
+            stored = len(rows)
+    if store is not None:
+        store(rows[stored:])
     return ValidatedBatch(rows=rows, rejections=rejections, devices=devices, accepted=accepted, ends=ends)

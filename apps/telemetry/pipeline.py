@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from itertools import groupby
+from itertools import chain
 from operator import itemgetter
 
 from django.conf import settings
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 
 LATENCY_SAMPLES = 1000
-PAIR = itemgetter(0, 1)
 TS = itemgetter(2)
 
 
@@ -47,22 +46,19 @@ class BatchResult:
         return [committed_at - ts for ts in self.sample_ts]
 
 
-def describe_rows(rows, *, devices, master):
-    """Stored rows → (live items: the newest reading of each (device, metric) with
-    its threshold status; the rows that can move an alert; newest ts per device).
+def describe_pairs(pairs, *, devices, master):
+    """Stored rows by (device, metric) → (live items: the newest reading of each (device, metric)
+    with its threshold status; the rows that can move an alert; newest ts per device).
 
     Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
     with a threshold that can change their alert (the alert rules' significant_readings, apps.telemetry.handoff).
     """
     resolve = master.thresholds.resolve
     significant_readings = alert_rules().significant_readings
-    by_pair = {}
-    for pair, run in groupby(rows, key=PAIR):  # a message's readings are mostly of one pair
-        by_pair.setdefault(pair, []).extend(run)
     last_seen = {}
     items = []
     evaluate_rows = []
-    for (device_pk, metric_pk), pair_rows in by_pair.items():
+    for (device_pk, metric_pk), pair_rows in pairs.items():
         device = devices[device_pk]
         bands = resolve(device_pk=device_pk, location_pk=device.location_pk, type_pk=device.type_pk, metric_pk=metric_pk)
         pair_rows.sort(key=TS)
@@ -91,19 +87,22 @@ def read_calculation_inputs(device_ids):
     return CALCULATION_INPUTS(get_latest_documents, device_ids)
 
 
-def calculated_rows(batch, *, historical):
-    """The calculated readings the batch's readings trigger (apps.telemetry.calculations): from the
-    latest values, or for readings of the past from the stored readings. A failed calculation
-    becomes a dead letter of its message, whose other readings are stored."""
+def calculated_pairs(batch, *, historical):
+    """The calculated readings by pair that the batch's readings trigger
+    (apps.telemetry.calculations): from the latest values, or for readings of the past from the
+    stored readings. A failed calculation becomes a dead letter of its message, whose other
+    readings are stored."""
     if historical:
-        calculated, failures = calculate_past_batch(batch.rows, devices=batch.devices, read_stored=stored_inputs)
+        calculated, failures = calculate_past_batch(batch.rows_by_pair(), devices=batch.devices, read_stored=stored_inputs)
     else:
-        calculated, failures = calculate_batch(batch.rows, devices=batch.devices, read_latest=read_calculation_inputs)
-    failed = {}
-    for index, key, error in failures:
-        message = batch.message_of(index)
-        failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
-    batch.rejections.extend(failed.values())
+        calculated, failures = calculate_batch(batch.rows_by_pair(), devices=batch.devices, read_latest=read_calculation_inputs)
+    if failures:
+        message_of = batch.messages_by_reading()
+        failed = {}
+        for device_pk, ts, key, error in failures:
+            message = message_of[(device_pk, ts)]
+            failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
+        batch.rejections.extend(failed.values())
     return calculated
 
 
@@ -131,7 +130,8 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     config = settings.IOTHUB
     batch_id = uuid.uuid4().hex[:12]  # correlates this batch's log lines in ingest and worker
     master = master_cache.get()
-    batch = validate_messages(
+    validate = partial(
+        validate_messages,
         messages,
         master=master,
         now=time.time(),
@@ -140,15 +140,22 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         max_past_age=HISTORICAL_MAX_AGE if historical else config["MAX_PAST_AGE"],
     )
     with transaction.atomic():
-        # Readings of the past take their inputs from the database: read before it is busy with the COPY.
-        calculated = calculated_rows(batch, historical=True) if historical else None
+        if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
+            batch = validate()
+            calculated = calculated_pairs(batch, historical=True)
         with copy_readings() as readings:
-            readings.write(batch.rows)  # PostgreSQL stores these while the rest of the batch is worked out
-            if calculated is None:
-                calculated = calculated_rows(batch, historical=False)
-            readings.write(calculated)
-            rows = batch.rows + calculated
-            description = None if historical else describe_rows(rows, devices=batch.devices, master=master)
+            if historical:
+                readings.write(batch.rows)
+            else:
+                # PostgreSQL stores the rows of each part of the batch while the rest is validated and worked out.
+                batch = validate(store=readings.write)
+                calculated = calculated_pairs(batch, historical=False)
+            calculated_rows = list(chain.from_iterable(calculated.values()))
+            readings.write(calculated_rows)
+            rows = batch.rows + calculated_rows
+            description = (
+                None if historical else describe_pairs(batch.rows_by_pair() | calculated, devices=batch.devices, master=master)
+            )
         mark_dirty_hours(batch.rows)  # a calculated reading has the time of a reading that triggered it
         store_dead_letters(batch.rejections)
         if description is not None:

@@ -3,6 +3,7 @@
 
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import chain
 
 from django.db import transaction
 
@@ -43,8 +44,9 @@ def devices_calculating(metric, input_pks):
 
 def advance(states, readings):
     """Each device's state {metric_pk: (ts, value)} moved past its `readings` (from stored_inputs, time order)."""
-    for device_pk, device_readings in readings.items():
-        for ts, metric_pk, value, _ in device_readings:
+    for device_pk, by_metric in readings.items():
+        for rows in by_metric.values():
+            _, metric_pk, ts, value = rows[-1]
             states[device_pk][metric_pk] = (ts, value)
 
 
@@ -63,10 +65,11 @@ def recalculate(*, metric, start, end, step):
     while cursor < end:
         step_end = min(cursor + step, end)
         step_readings = stored_inputs(devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end)
-        rows, step_failures = [], []
-        calculations.compute({pk: (states[pk], readings) for pk, readings in step_readings.items()}, rows, step_failures)
+        calculated, step_failures = {}, []
+        calculations.compute({pk: (states[pk], inputs) for pk, inputs in step_readings.items()}, calculated, step_failures)
         advance(states, step_readings)  # the inputs' values as the next step begins
-        failures = [(devices[device_pk], ts, error) for (device_pk, ts), _, error in step_failures]
+        rows = list(chain.from_iterable(calculated.values()))
+        failures = [(devices[device_pk], ts, error) for device_pk, ts, _, error in step_failures]
         with transaction.atomic():
             Reading.objects.filter(metric=metric, device_id__in=devices, time__gte=cursor, time__lt=step_end).delete()
             stored = store_readings(rows)

@@ -104,15 +104,13 @@ def readings_between(*, device, metric, start, end, limit=100_000):
 
 
 def stored_inputs(*, devices, input_pks, start, end):
-    """device pk → [(ts, metric_pk, value, (device pk, ts))] of the inputs stored in [start, end), in time
-    order (device and time stand in for ingest's row index: a failure names them)."""
+    """device pk → {metric pk → rows (device_pk, metric_pk, ts, value)} of the inputs stored in [start, end), in time order."""
     readings = {}
     rows = (
         Reading.objects.filter(device_id__in=devices, metric_id__in=input_pks, time__gte=start, time__lt=end)
         .order_by("device_id", "time")
-        .values_list("device_id", "time", "metric_id", "value")
+        .values_list("device_id", "metric_id", "time", "value")
     )
-    for device_pk, at, metric_pk, value in rows.iterator(chunk_size=20_000):
-        ts = at.timestamp()
-        readings.setdefault(device_pk, []).append((ts, metric_pk, value, (device_pk, ts)))
+    for device_pk, metric_pk, at, value in rows.iterator(chunk_size=20_000):
+        readings.setdefault(device_pk, {}).setdefault(metric_pk, []).append((device_pk, metric_pk, at.timestamp(), value))
     return readings

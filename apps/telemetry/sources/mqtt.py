@@ -119,13 +119,18 @@ class MqttSource:
             client_class=ConsumerClient,
         )
         if protocol == 5:
-            # Back-pressure: the broker keeps at most this many unacknowledged messages in flight to
-            # us (we acknowledge after the commit), so a backlog cannot flood the process's memory.
+            # Back-pressure: at most this many unacknowledged messages in flight to us (we acknowledge
+            # after the commit), so a backlog cannot flood the process's memory. `receive` holds to it
+            # as well: Mosquitto sends past it once acknowledgements come in.
             self.connect_kwargs["properties"].ReceiveMaximum = receive_maximum
         self.topic = topic
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.has_room = threading.Condition(self.lock)
         self.buffer = []
+        self.receive_maximum = receive_maximum
+        self.buffer_limit = receive_maximum
+        self.closing = False
         self.generation = 0  # message ids are per connection: never acknowledge across a reconnect
         self.batch_size = 1
         self.client.on_connect = self.on_connect
@@ -150,6 +155,11 @@ class MqttSource:
             self.buffer.append((message, mid, qos, self.generation))
             if len(self.buffer) >= self.batch_size:
                 self.wake.set()
+            # Mosquitto sends past our Receive Maximum once acknowledgements come in (a backlog of
+            # 400,000 messages was in this buffer whole). Not reading on (this is the network thread)
+            # leaves the rest in the socket and then in the broker until a stored batch makes room.
+            while len(self.buffer) >= self.buffer_limit and not self.closing:
+                self.has_room.wait()
 
     def seconds_until_due(self, flush_interval):
         """Until the oldest buffered message is `flush_interval` old: what arrived while the last
@@ -161,6 +171,7 @@ class MqttSource:
     def run(self, on_batch, *, batch_size, flush_interval, stop, on_idle=None):
         """Until `stop` is set: batch by size or age, store, then acknowledge."""
         self.batch_size = batch_size
+        self.buffer_limit = max(batch_size, self.receive_maximum - batch_size)  # and one batch being stored
         self.client.connect_async(**self.connect_kwargs)
         self.client.loop_start()
         try:
@@ -172,6 +183,7 @@ class MqttSource:
                     batch, self.buffer = self.buffer[:batch_size], self.buffer[batch_size:]
                     if len(self.buffer) >= batch_size:
                         self.wake.set()  # a backlog: the next batch is full already
+                    self.has_room.notify()
                 if batch:
                     if not hand_over(on_batch, [m for m, *_ in batch], stop):
                         break
@@ -182,5 +194,8 @@ class MqttSource:
                 if stopping:
                     break
         finally:
+            with self.lock:
+                self.closing = True
+                self.has_room.notify()
             self.client.disconnect()
             self.client.loop_stop()
