@@ -2,14 +2,17 @@
 
 import io
 import random
+import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
 from apps.devices.models import Location
+from apps.telemetry.device_cache import DeviceMasterCache
 from apps.telemetry.models import (
     DailyRollup,
     DeadLetter,
@@ -20,6 +23,8 @@ from apps.telemetry.models import (
     Reading,
 )
 from apps.telemetry.partitions import drop_partitions_before, ensure_partitions, partition_name
+from apps.telemetry.payloads import Message
+from apps.telemetry.pipeline import ingest_batch
 from apps.telemetry.rollups import mark_dirty_hours, recompute_range, refresh_rollups
 from apps.telemetry.store import store_readings
 
@@ -45,6 +50,21 @@ def test_it_stores_a_redelivered_batch_once(plant):
     assert store(rows + rows[:10]) == 0
     assert store(rows[:50] + [(dev.pk, plant["temperature"].pk, now + 1, 1.0)]) == 1
     assert Reading.objects.count() == 101
+
+
+def test_a_redelivered_batch_of_several_copy_parts_stores_only_its_new_readings(plant):
+    """ingest_batch hands the COPY the rows of every 500 messages while it validates the rest."""
+    start = int(time.time() * 1000) - 100_000
+    bodies = [orjson.dumps({"ts": start + i, "temperature": 20.0 + i % 7}) for i in range(1_300)]
+
+    def ingest(part):
+        messages = [Message("mqtt", "sensors/dev-1", body, time.time()) for body in part]
+        return ingest_batch(messages, master_cache=DeviceMasterCache(refresh_seconds=0))
+
+    assert ingest(bodies[:1_200]).stored == 1_200
+    again = ingest(bodies)  # three parts stored already, the last one half new
+    assert (again.readings, again.stored) == (1_300, 100)
+    assert Reading.objects.count() == 1_300 and not DeadLetter.objects.exists()
 
 
 def test_it_stores_the_same_instant_whichever_way_a_batch_takes(plant):

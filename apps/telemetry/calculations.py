@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from itertools import groupby, repeat
 from operator import itemgetter
 
 import orjson
@@ -36,7 +36,7 @@ from apps.devices.expressions import ExpressionError, dependency_order, parse_ex
 log = logging.getLogger(__name__)
 
 # Of a row (device_pk, metric_pk, ts, value), and of a reading (ts, metric_pk, value) of collect's walk.
-ROW_TS, ROW_VALUE = itemgetter(2), itemgetter(3)
+ROW_DEVICE, ROW_TS, ROW_VALUE = itemgetter(0), itemgetter(2), itemgetter(3)
 TIME = itemgetter(0)
 UNKNOWN = (-math.inf, None)  # (ts, value) of an input without a value: older than any time
 
@@ -75,13 +75,15 @@ class Calculation:
         present = [pk for pk in self.inputs if pk in inputs]
         if not present:  # none of this metric's inputs (or an expression without any, which never computes)
             return
-        times, values = map(list, zip(*[state.get(pk, UNKNOWN) for pk in self.inputs]))
+        known = [state.get(pk, UNKNOWN) for pk in self.inputs]
         if len(present) == 1:
             rows = inputs[present[0]]
-            rows.sort(key=ROW_TS)
-            if len(set(map(ROW_TS, rows))) == len(rows):
-                self.collect_one_input(device_pk, rows, self.slot_of[present[0]], times, values, computations)
+            if len(rows) > 1:
+                rows.sort(key=ROW_TS)
+            if len(rows) == 1 or len(set(map(ROW_TS, rows))) == len(rows):
+                self.collect_one_input(device_pk, rows, self.slot_of[present[0]], known, computations)
                 return
+        times, values = map(list, zip(*known))
         readings = sorted([(ts, metric_pk, value) for pk in present for _, metric_pk, ts, value in inputs[pk]], key=TIME)
         slot_of = self.slot_of
         max_age = self.max_age
@@ -99,22 +101,22 @@ class Calculation:
                 for column, input_value in zip(columns, values):
                     column.append(input_value)
                 computed_times.append(ts)
-        computations.segments.append((device_pk, len(computed_times) - before))
+        computations.devices += repeat(device_pk, len(computed_times) - before)
 
-    def collect_one_input(self, device_pk, rows, slot, times, values, computations):
+    def collect_one_input(self, device_pk, rows, slot, known, computations):
         """collect's walk where a device's rows are all of one input, in time order, each of its own
         time (single-metric messages): the other inputs keep their values from the state, so the
         times computed are those from the newest value known (a reading before it would hide it) to
         the other inputs' oldest plus max_age, and the walk is a filter."""
-        newest = max(times)
-        until = min(times[:slot] + times[slot + 1 :], default=math.inf) + self.max_age
+        newest = max(map(TIME, known))
+        until = min([ts for position, (ts, _) in enumerate(known) if position != slot], default=math.inf) + self.max_age
         if not (newest <= rows[0][2] and rows[-1][2] <= until):
             rows = [row for row in rows if newest <= row[2] <= until]
         count = len(rows)
         for position, column in enumerate(computations.columns):
-            column += map(ROW_VALUE, rows) if position == slot else repeat(values[position], count)
+            column += map(ROW_VALUE, rows) if position == slot else repeat(known[position][1], count)
         computations.times += map(ROW_TS, rows)
-        computations.segments.append((device_pk, count))
+        computations.devices += repeat(device_pk, count)
 
     def compute(self, devices, calculated, failures):
         """Compute this metric for `devices` {device_pk: (state, inputs {metric_pk: rows})}: its rows
@@ -124,19 +126,15 @@ class Calculation:
         for device_pk, (state, inputs) in devices.items():
             self.collect(device_pk, state, inputs, computations)
         results, failed = self.evaluate_many(computations.columns)
-        times = computations.times
-        if failed:
-            device_at = [device_pk for device_pk, count in computations.segments for _ in range(count)]
-            failures += [(device_at[position], times[position], self.key, error) for position, error in failed.items()]
+        computed_devices, times = computations.devices, computations.times
+        failures += [(computed_devices[position], times[position], self.key, error) for position, error in failed.items()]
+        rows = zip(computed_devices, repeat(self.metric_pk), times, results)
         metric_pk = self.metric_pk
-        end = 0
-        for device_pk, count in computations.segments:
-            start, end = end, end + count
-            rows = list(zip(repeat(device_pk, count), repeat(metric_pk, count), times[start:end], results[start:end]))
+        for device_pk, device_rows in groupby(rows, key=ROW_DEVICE):  # a device's computations are in a row
             if failed:
-                rows = [row for row in rows if row[3] is not None]
-            if rows:
-                calculated[(device_pk, metric_pk)] = rows
+                device_rows = [row for row in device_rows if row[3] is not None]
+            if device_rows := list(device_rows):
+                calculated[(device_pk, metric_pk)] = device_rows
 
 
 @dataclass(slots=True)
@@ -146,7 +144,7 @@ class Computations:
 
     columns: list  # a list per input: its value in each computation
     times: list = field(default_factory=list)  # the time (epoch s) of each computation
-    segments: list = field(default_factory=list)  # (device_pk, how many computations), in the order of the above
+    devices: list = field(default_factory=list)  # the device pk of each computation
 
 
 @dataclass(frozen=True, slots=True, eq=False)
