@@ -25,7 +25,7 @@ from apps.telemetry.models import (
 from apps.telemetry.partitions import drop_partitions_before, ensure_partitions, partition_name
 from apps.telemetry.payloads import Message
 from apps.telemetry.pipeline import ingest_batch
-from apps.telemetry.rollups import mark_dirty_hours, recompute_range, refresh_rollups
+from apps.telemetry.rollups import hours_of, mark_dirty_hours, recompute_range, refresh_rollups
 from apps.telemetry.store import store_readings
 
 
@@ -165,12 +165,12 @@ def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_r
     readings = list({(r[0], r[1], r[2]): r for r in readings}.values())  # one value per (device, metric, time)
     with transaction.atomic():
         store_readings(readings[:-50])
-        mark_dirty_hours(readings[:-50])
+        mark_dirty_hours(hours_of(readings[:-50]))
     refresh_rollups()
     # Late readings and a redelivery of earlier ones arrive after the first rollup.
     with transaction.atomic():
         store_readings(readings[-50:] + readings[:20])
-        mark_dirty_hours(readings[-50:] + readings[:20])
+        mark_dirty_hours(hours_of(readings[-50:] + readings[:20]))
     assert refresh_rollups() > 0
     assert not DirtyHour.objects.exists()
 

@@ -22,7 +22,7 @@ from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
 from .payloads import Rejection, validate_messages
-from .rollups import mark_dirty_hours
+from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
 from .store import copy_readings, store_dead_letters
 
@@ -156,7 +156,10 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
             description = (
                 None if historical else describe_pairs(batch.rows_by_pair() | calculated, devices=batch.devices, master=master)
             )
-        mark_dirty_hours(batch.rows)  # a calculated reading has the time of a reading that triggered it
+            # Worked out while PostgreSQL still stores the calculated rows (they come last). A
+            # calculated reading has the time of a reading that triggered it.
+            dirty_hours = hours_of(batch.rows)
+        mark_dirty_hours(dirty_hours)
         store_dead_letters(batch.rejections)
         if description is not None:
             transaction.on_commit(partial(after_commit, batch_id, description, publisher))

@@ -41,9 +41,13 @@ def hour_start(at, offset):
     return at.astimezone(offset).replace(minute=0, second=0, microsecond=0)
 
 
-def mark_dirty_hours(rows):
-    """rows: (device_pk, metric_pk, ts_seconds, value). Call in the transaction that stores them."""
-    hours = {ts // 3600 for _, _, ts, _ in rows}
+def hours_of(rows):
+    """The hours (since the epoch) of (device_pk, metric_pk, ts_seconds, value) rows."""
+    return {ts // 3600 for _, _, ts, _ in rows}
+
+
+def mark_dirty_hours(hours):
+    """hours: from hours_of. Call in the transaction that stores their rows."""
     DirtyHour.objects.bulk_create(
         [DirtyHour(hour=datetime.fromtimestamp(h * 3600, tz=UTC)) for h in hours], ignore_conflicts=True
     )
