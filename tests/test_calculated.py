@@ -273,7 +273,7 @@ def test_a_csv_import_stores_calculated_values_from_the_stored_and_imported_inpu
 
 def test_recalculate_recomputes_a_range_from_the_stored_inputs_and_its_rollups(calculated):
     dev1 = calculated["devices"][0]
-    base = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    base = (datetime.now(UTC) - timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
     readings = []
     for minute in range(0, 180, 2):  # three hours: temperature every 2 min, humidity every 6 min
         readings.append((base + timedelta(minutes=minute), "temperature", 20.0 + minute / 10))
@@ -285,12 +285,21 @@ def test_recalculate_recomputes_a_range_from_the_stored_inputs_and_its_rollups(c
     Reading.objects.create(device=dev1, metric=calculated[KEY], time=stale, value=-99.0)  # the old formula's value
     Metric.objects.filter(key=KEY).update(max_input_age=240)
 
+    start, end = base + timedelta(hours=1), base + timedelta(hours=2)
     out = call_command_output(
-        "recalculate", "--metric", KEY, "--start", "2026-03-01T11:00:00", "--end", "2026-03-01T12:00:00", "--step-hours", "1"
+        "recalculate",
+        "--metric",
+        KEY,
+        "--start",
+        f"{start:%Y-%m-%dT%H:%M:%S}",
+        "--end",
+        f"{end:%Y-%m-%dT%H:%M:%S}",
+        "--step-hours",
+        "1",
     )
-    assert "recalculate perceived_temperature: 2026-03-01 12:00 100.0%" in out
+    assert f"recalculate perceived_temperature: {end:%Y-%m-%d %H:%M} 100.0%" in out
     as_ms = [(round(t.timestamp() * 1000), m, v) for t, m, v in readings]
-    hour = (round((base + timedelta(hours=1)).timestamp() * 1000), round((base + timedelta(hours=2)).timestamp() * 1000))
+    hour = (round(start.timestamp() * 1000), round(end.timestamp() * 1000))
     expected = [(ts, v) for ts, v in brute_force(as_ms, max_age_ms=240_000) if hour[0] <= ts < hour[1]]
     # Each 6 minutes: the humidity and the two temperatures up to 3.5 min after it (max_input_age 4 min).
     assert stored(KEY) == expected and len(expected) == 30

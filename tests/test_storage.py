@@ -3,7 +3,7 @@
 import io
 import random
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -27,6 +27,8 @@ from apps.telemetry.payloads import Message
 from apps.telemetry.pipeline import ingest_batch
 from apps.telemetry.rollups import hours_of, mark_dirty_hours, recompute_range, refresh_rollups
 from apps.telemetry.store import store_readings
+
+from .support import last_fall_back_day
 
 
 def store(rows):
@@ -152,9 +154,10 @@ def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_r
     dev1, dev2 = plant["devices"]
     dev2.location = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     dev2.save()
-    ensure_partitions(today=date(2026, 10, 25), days_back=2, days_ahead=2)
+    fall_back = last_fall_back_day(datetime.now(UTC).date())  # a 25-hour day in Berlin
+    ensure_partitions(today=fall_back, days_back=2, days_ahead=2)
     rng = random.Random(7)
-    start = datetime(2026, 10, 24, 20, tzinfo=UTC).timestamp()  # Oct 25 in Berlin has 25 hours
+    start = (datetime.combine(fall_back, datetime.min.time(), tzinfo=UTC) - timedelta(hours=4)).timestamp()
     metrics = [plant["temperature"].pk, plant["humidity"].pk]
     readings = [
         (d.pk, m, start + rng.randrange(0, 40 * 3600), round(rng.uniform(0, 40), 2))
@@ -186,9 +189,9 @@ def test_it_rolls_up_hours_and_local_days_across_dst_with_late_and_redelivered_r
     by_location = at_locations(readings, {dev1.pk: dev1.location_id, dev2.pk: dev2.location_id})
     assert location_table(LocationHourlyRollup) == brute_force(by_location, hour_of)
     assert location_table(LocationDailyRollup) == brute_force(by_location, local_day_of)
-    oct25 = datetime(2026, 10, 25, tzinfo=berlin).astimezone(UTC)
-    assert oct25 == datetime(2026, 10, 24, 22, tzinfo=UTC)
-    assert DailyRollup.objects.filter(bucket=oct25).exists()
+    long_day = datetime.combine(fall_back, datetime.min.time(), tzinfo=berlin).astimezone(UTC)
+    assert long_day == datetime.combine(fall_back, datetime.min.time(), tzinfo=UTC) - timedelta(hours=2)  # summer time
+    assert DailyRollup.objects.filter(bucket=long_day).exists()
 
 
 def test_it_moves_a_devices_recomputed_buckets_to_its_new_location(plant):
@@ -197,10 +200,11 @@ def test_it_moves_a_devices_recomputed_buckets_to_its_new_location(plant):
     south = Location.objects.create(loc_id="S-FOU-1-FU", factory="South")
     dev2.location = south
     dev2.save()
-    ensure_partitions(today=date(2026, 1, 10), days_back=1, days_ahead=1)
-    ts = datetime(2026, 1, 10, 10, 30, tzinfo=UTC).timestamp()
+    midnight = datetime.combine(datetime.now(UTC).date() - timedelta(days=3), datetime.min.time(), tzinfo=UTC)
+    ensure_partitions(today=midnight.date(), days_back=1, days_ahead=1)
+    ts = (midnight + timedelta(hours=10, minutes=30)).timestamp()
     store([(dev1.pk, plant["temperature"].pk, ts, 20.0), (dev2.pk, plant["temperature"].pk, ts, 30.0)])
-    day = (datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC))
+    day = (midnight, midnight + timedelta(days=1))
     recompute_range(*day)
     assert sorted(LocationHourlyRollup.objects.values_list("location_id", "count")) == [(north.pk, 1), (south.pk, 1)]
     dev2.location = north
@@ -211,17 +215,19 @@ def test_it_moves_a_devices_recomputed_buckets_to_its_new_location(plant):
 
 
 def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path):
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    ten = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=10)
     csv_text = "\n".join(
         [
             "device,time,metric,value",
-            "dev-1,2026-01-10T10:00:00Z,temperature,21.5",
-            "dev-1,1768039260000,temperature,22.0",
-            "dev-2,2026-01-10T10:30:00+00:00,humidity,40",
-            "ghost,2026-01-10T10:00:00Z,temperature,1",
-            "dev-1,2026-01-10T11:00:00Z,temperature,warm",
+            f"dev-1,{day}T10:00:00Z,temperature,21.5",
+            f"dev-1,{round((ten + timedelta(minutes=1)).timestamp() * 1000)},temperature,22.0",
+            f"dev-2,{day}T10:30:00+00:00,humidity,40",
+            f"ghost,{day}T10:00:00Z,temperature,1",
+            f"dev-1,{day}T11:00:00Z,temperature,warm",
         ]
     )
-    ensure_partitions(today=date(2026, 1, 10), days_back=1, days_ahead=1)
+    ensure_partitions(today=day, days_back=1, days_ahead=1)
     path = tmp_path / "history.csv"
     path.write_text(csv_text)
     call_command("import_readings", str(path), stdout=io.StringIO())
@@ -232,9 +238,9 @@ def test_it_imports_csv_through_validation_and_backfills_rollups(plant, tmp_path
     ]
     assert sorted(DeadLetter.objects.values_list("source", "reason")) == [("csv", "bad_value"), ("csv", "unknown_device")]
     out = io.StringIO()
-    call_command("backfill", "--start", "2026-01-10", "--end", "2026-01-11", stdout=out)
+    call_command("backfill", "--start", f"{day}", "--end", f"{day + timedelta(days=1)}", stdout=out)
     assert "100.0%" in out.getvalue()
-    hour = HourlyRollup.objects.get(device__device_id="dev-1", bucket=datetime(2026, 1, 10, 10, tzinfo=UTC))
+    hour = HourlyRollup.objects.get(device__device_id="dev-1", bucket=ten)
     assert (hour.min, hour.max, hour.count, hour.avg) == (21.5, 22.0, 2, 21.75)
     assert DailyRollup.objects.get(device__device_id="dev-2").count == 1
 
