@@ -129,15 +129,6 @@ class ValidatedBatch:
     devices: dict  # device_pk → DeviceInfo, for the devices in rows
     accepted: list  # the Messages whose rows are in rows, in order
     ends: list  # len(rows) after each accepted message's rows
-    by_pair: dict = None  # (device_pk, metric_pk) → its rows, once rows_by_pair was called
-
-    def rows_by_pair(self):
-        """(device_pk, metric_pk) → its rows, in batch order (the lists are shared: sorting one sorts it for every caller)."""
-        if self.by_pair is None:
-            self.by_pair = {}
-            for pair, run in groupby(self.rows, key=PAIR):  # a message's readings are mostly of one pair
-                self.by_pair.setdefault(pair, []).extend(run)
-        return self.by_pair
 
     def messages_by_reading(self):
         """(device_pk, ts) → the message that brought a reading of that device at that time (the
@@ -149,6 +140,14 @@ class ValidatedBatch:
                 by_reading[(device_pk, ts)] = message
             start = end
         return by_reading
+
+
+def rows_by_pair(rows):
+    """(device_pk, metric_pk) → its rows, in batch order."""
+    by_pair = {}
+    for pair, run in groupby(rows, key=PAIR):  # a message's readings are mostly of one pair
+        by_pair.setdefault(pair, []).extend(run)
+    return by_pair
 
 
 def unknown_metric(device, metric_key):

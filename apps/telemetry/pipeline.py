@@ -21,7 +21,7 @@ from .calculations import calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
-from .payloads import Rejection, validate_messages
+from .payloads import Rejection, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
 from .store import copy_readings, store_dead_letters
@@ -87,15 +87,15 @@ def read_calculation_inputs(device_ids):
     return CALCULATION_INPUTS(get_latest_documents, device_ids)
 
 
-def calculated_pairs(batch, *, historical):
-    """The calculated readings by pair that the batch's readings trigger
+def calculated_pairs(batch, pairs, *, historical):
+    """The calculated readings by pair that the batch's readings (`pairs`: its rows by pair) trigger
     (apps.telemetry.calculations): from the latest values, or for readings of the past from the
     stored readings. A failed calculation becomes a dead letter of its message, whose other
     readings are stored."""
     if historical:
-        calculated, failures = calculate_past_batch(batch.rows_by_pair(), devices=batch.devices, read_stored=stored_inputs)
+        calculated, failures = calculate_past_batch(pairs, devices=batch.devices, read_stored=stored_inputs)
     else:
-        calculated, failures = calculate_batch(batch.rows_by_pair(), devices=batch.devices, read_latest=read_calculation_inputs)
+        calculated, failures = calculate_batch(pairs, devices=batch.devices, read_latest=read_calculation_inputs)
     if failures:
         message_of = batch.messages_by_reading()
         failed = {}
@@ -142,20 +142,19 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     with transaction.atomic():
         if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
             batch = validate()
-            calculated = calculated_pairs(batch, historical=True)
+            pairs = rows_by_pair(batch.rows)
+            calculated = calculated_pairs(batch, pairs, historical=True)
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
             else:
                 # PostgreSQL stores the rows of each part of the batch while the rest is validated and worked out.
                 batch = validate(store=readings.write)
-                calculated = calculated_pairs(batch, historical=False)
+                pairs = rows_by_pair(batch.rows)
+                calculated = calculated_pairs(batch, pairs, historical=False)
             calculated_rows = list(chain.from_iterable(calculated.values()))
             readings.write(calculated_rows)
-            rows = batch.rows + calculated_rows
-            description = (
-                None if historical else describe_pairs(batch.rows_by_pair() | calculated, devices=batch.devices, master=master)
-            )
+            description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the calculated rows (they come last). A
             # calculated reading has the time of a reading that triggered it.
             dirty_hours = hours_of(batch.rows)
@@ -169,15 +168,15 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         log_level,
         "batch stored: %d messages, %d readings (%d new), %d rejected",
         len(messages),
-        len(rows),
+        readings.count,
         stored,
         len(batch.rejections),
         extra={"batch_id": batch_id},
     )
-    sample = rows[:: max(1, len(rows) // LATENCY_SAMPLES)]
+    sample = batch.rows[:: max(1, len(batch.rows) // LATENCY_SAMPLES)]  # a calculated reading has its trigger's time
     return BatchResult(
         messages=len(messages),
-        readings=len(rows),
+        readings=readings.count,
         stored=stored,
         rejections=batch.rejections,
         sample_ts=[ts for _, _, ts, _ in sample],
