@@ -740,11 +740,21 @@ def test_it_answers_the_alarm_kpis_of_a_plant_day(alarm_history, staff_api):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("start=20260302", "end"), ("start=2026-03-02&end=20260302", "start"), ("start=20260303&end=20260302", "end")],
+    [
+        ("start=20260302", "end"),
+        ("start=2026-03-02&end=20260302", "start"),
+        ("start=20260303&end=20260302", "end"),
+        ("start=2024&end=2025", "end"),  # two years
+        ("start=0007&end=8060", "end"),  # found by the API fuzzer: the worker computed for minutes
+    ],
 )
 def test_it_refuses_bad_kpi_periods_naming_the_field(plant, staff_api, query, field):
     response = staff_api.get(f"/api/v1/alerts/kpis/?{query}")
     assert (response.status_code, list(response.data)) == (400, [field])
+
+
+def test_it_gives_the_kpis_of_a_whole_leap_year(plant, staff_api):
+    assert staff_api.get("/api/v1/alerts/kpis/?start=2024&end=2024").status_code == 200
 
 
 # --- dead letters, schema, throttling -----------------------------------------------------------

@@ -1,6 +1,7 @@
 """REST API of thresholds (CRUD) and alerts (history, acknowledge, resolve)."""
 
 from copy import copy
+from datetime import timedelta
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -19,7 +20,7 @@ from apps.devices.selectors import locations_at
 from apps.telemetry.api import LocationQuerySerializer, PlantPeriodField
 from iothub.api import Conflict, ErrorSerializer, HubAPIMixin, IsPlantStaff, SlugRelatedField
 
-from .kpis import alarm_kpis
+from .kpis import LONGEST_KPI_PERIOD, alarm_kpis
 from .models import Alert, MaintenanceWindow, Threshold
 from .selectors import effective_thresholds
 from .serializers import AlertSerializer
@@ -268,6 +269,9 @@ class ShelveSerializer(AlertNoteSerializer):
     minutes = serializers.IntegerField(min_value=1, max_value=1440)
 
 
+DAYLIGHT_SAVING_SLACK = timedelta(hours=1)  # plant-local days: a span may have an hour more
+
+
 class KpiQuerySerializer(LocationQuerySerializer):
     """A span of plant local days and, optionally, where (factory, building, floor or loc_id)."""
 
@@ -277,6 +281,9 @@ class KpiQuerySerializer(LocationQuerySerializer):
     def validate(self, attrs):
         if attrs["end"].end <= attrs["start"].start:
             raise serializers.ValidationError({"end": _("Must not end before start begins.")})
+        # A longer span is no report anyone reads, and thousands of years of buckets took the worker down.
+        if attrs["end"].end - attrs["start"].start > LONGEST_KPI_PERIOD + DAYLIGHT_SAVING_SLACK:
+            raise serializers.ValidationError({"end": _("Must end at most a year after start begins.")})
         return attrs
 
 

@@ -20,6 +20,7 @@ from .models import ACTIVE_STATES, AlarmBucket, AlarmDay, Alert
 FLOOD_ALARMS = 10  # more than this in 10 minutes is a flood (EEMUA 191)
 MANAGEABLE_PER_HOUR = 6  # EEMUA 191: at most 6 alarms per hour is manageable
 STALE_AFTER = timedelta(hours=24)
+LONGEST_KPI_PERIOD = timedelta(days=366)  # a year of days, leap or not: what the page and the API accept
 TOP = 10
 TEN_MINUTES = 600
 

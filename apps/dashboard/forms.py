@@ -1,11 +1,9 @@
 """Forms of the dashboard pages."""
 
-from datetime import timedelta
-
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-LONGEST_KPI_PERIOD = timedelta(days=366)
+from apps.alerts.kpis import LONGEST_KPI_PERIOD
 
 
 class KpiPeriodForm(forms.Form):
