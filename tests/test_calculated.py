@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from apps.alerts.models import Alert, Threshold
 from apps.demo.seed import PERCEIVED_TEMPERATURE
 from apps.devices.models import Metric
+from apps.telemetry import pipeline
 from apps.telemetry.device_cache import DeviceMasterCache
 from apps.telemetry.latest import get_latest
 from apps.telemetry.models import DeadLetter, HourlyRollup, Reading
@@ -162,6 +163,31 @@ def test_values_equal_a_brute_force_computation_and_chains_follow(calculated):
     latest = get_latest(["dev-1"])["dev-1"]
     # Redis' cjson keeps 14 significant digits (apps.telemetry.latest)
     assert latest[KEY]["value"] == pytest.approx(expected[-1][1], rel=1e-13) and latest[KEY]["ts"] == start + 6_000
+
+
+def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_before(calculated, monkeypatch):
+    monkeypatch.setattr(pipeline, "CALCULATION_SLICE", 2)
+    start = now_ms() - 200_000
+    bodies = [
+        {"ts": start, "humidity": 40.0},
+        {"ts": start + 1_000, "temperature": 21.5},
+        {"ts": start + 2_000, "temperature": 22.25},  # slice 2: humidity of slice 1
+        {"ts": start + 3_000, "humidity": 0.0},  # ratio: division by zero
+        {"ts": start + 4_000, "temperature": 23.0},  # slice 3: humidity 0 of slice 2, so again
+        {"ts": start + 5_000, "humidity": 55.5},
+    ]
+    result = ingest(*bodies)
+    expected = brute_force(readings_of(bodies))
+    assert stored(KEY) == expected and len(expected) == 5
+    temperatures = stored("temperature")
+    as_of = {ts: max((t, v) for t, v in temperatures if t <= ts)[1] for ts, _ in expected}
+    assert stored("muggy") == [(ts, value - as_of[ts]) for ts, value in expected]
+    assert stored("ratio") == [(start + 1_000, 21.5 / 40.0), (start + 2_000, 22.25 / 40.0), (start + 5_000, 23.0 / 55.5)]
+    assert [(r.reason, orjson.loads(r.message.payload)["ts"]) for r in result.rejections] == [
+        ("calculation_failed", start + 3_000),
+        ("calculation_failed", start + 4_000),
+    ]
+    assert DeadLetter.objects.count() == 2 and result.readings == len(bodies) + 3 * 5 - 2
 
 
 def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):

@@ -2,16 +2,19 @@
 
 A reading of an input of a calculated metric triggers it: the value is computed from that reading
 and the latest value of each other input at or before the reading's time and no older than the
-metric's max_input_age, and stamped with the reading's time. "Latest" is what the batch itself
-brings (a message with temperature and humidity computes from both) and, before it, the latest
-values (apps.telemetry.latest), read once per batch for the devices concerned. Readings of one
-device are walked in time order; readings of one time are applied together, so a message with
-several inputs computes each calculated metric once. Calculated metrics that use calculated
-metrics come after them (dependency order) and are computed from their new values.
+metric's max_input_age, and stamped with the reading's time. Ingest calculates a batch a slice of
+messages at a time (apps.telemetry.pipeline.store_slices). "Latest" is what the slice itself brings
+(a message with temperature and humidity computes from both) and, before it, what the slices
+before it brought and the latest values (apps.telemetry.latest), read once per batch for each
+device concerned (InputStates). Readings of one device in a slice are walked in time order;
+readings of one time are applied together, so a message with several inputs computes each
+calculated metric once. Calculated metrics that use calculated metrics come after them (dependency
+order) and are computed from their new values.
 
 Idempotent under redelivery: a redelivered reading computes the same value for the same key, or
 nothing where the values known now are newer than it (a reading older than the latest value of
-its own metric computes nothing: `recalculate` fills such gaps from the stored readings).
+its own metric, from an earlier batch or slice, computes nothing: `recalculate` fills such gaps
+from the stored readings).
 
 Cost: this runs for every reading of an input (bench_ingest --only calculated). One calculated
 metric at a time, the walk over every device's readings only collects the values each computation
@@ -224,21 +227,50 @@ def compute_by_type(devices, known):
     return calculated, failures
 
 
-def calculate_batch(pairs, *, devices, read_latest):
-    """A validated batch's rows by pair {(device_pk, metric_pk): rows} → (the calculated rows by
-    pair, failures [(device_pk, ts, metric key, error)]).
+class InputStates:
+    """The latest value of every input of the devices of one ingest batch, device_pk → {metric_pk:
+    (ts, value)}: read from the latest values (one read_latest call for the devices first met in a
+    slice of the batch), then moved on by the batch's own readings, slice after slice.
 
-    devices: device_pk → DeviceInfo; read_latest(device_ids) → their latest values documents, or
-    None while Redis is away (then only the batch's own readings are inputs)."""
+    read_latest(device_ids) → their latest values documents, or None while Redis is away (then
+    only the batch's own readings are inputs)."""
+
+    def __init__(self, read_latest):
+        self.read_latest = read_latest
+        self.states = {}
+
+    def of(self, device_pks, devices):
+        """device_pks' states (all of them known afterwards)."""
+        unread = [pk for pk in device_pks if pk not in self.states]
+        if unread:
+            documents = self.read_latest([devices[pk].device_id for pk in unread]) or repeat(None)
+            for pk, document in zip(unread, documents):
+                self.states[pk] = devices[pk].calculations.latest_state(document)
+        return self.states
+
+    def advance(self, inputs):
+        """inputs: device_pk → {metric_pk: rows}, a slice's rows of inputs (calculated ones included):
+        the newest of each becomes the input's state, unless the state is newer."""
+        for device_pk, by_metric in inputs.items():
+            state = self.states[device_pk]
+            for metric_pk, rows in by_metric.items():
+                _, _, ts, value = max(rows, key=ROW_TS)
+                if state.get(metric_pk, UNKNOWN)[0] <= ts:
+                    state[metric_pk] = (ts, value)
+
+
+def calculate_batch(pairs, *, devices, states):
+    """A validated slice of a batch, its rows by pair {(device_pk, metric_pk): rows} → (the
+    calculated rows by pair, failures [(device_pk, ts, metric key, error)]).
+
+    devices: device_pk → DeviceInfo; states: the batch's InputStates, moved on by this slice."""
     inputs = input_rows(pairs, devices)
     if not inputs:
         return {}, []
-    device_pks = list(inputs)
-    documents = read_latest([devices[pk].device_id for pk in device_pks]) or [None] * len(device_pks)
-    return compute_by_type(
-        devices,
-        {pk: (devices[pk].calculations.latest_state(document), inputs[pk]) for pk, document in zip(device_pks, documents)},
-    )
+    known = states.of(inputs, devices)
+    result = compute_by_type(devices, {pk: (known[pk], by_metric) for pk, by_metric in inputs.items()})
+    states.advance(inputs)  # after compute_by_type, which adds the calculated inputs of other calculated metrics
+    return result
 
 
 def calculate_past_batch(pairs, *, devices, read_stored):

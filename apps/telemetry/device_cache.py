@@ -32,6 +32,7 @@ class DeviceMaster:
     devices: dict  # device_id → DeviceInfo
     thresholds: object  # the alert rules' index (apps.telemetry.handoff.AlertRules.load)
     metric_keys: dict  # metric pk → key
+    calculating: bool = False  # whether some device type has calculated metrics
 
 
 def load_device_master():
@@ -50,7 +51,12 @@ def load_device_master():
         if type_pk not in types:
             continue  # its type was created after the types were read: the marks moved, the next get() reloads
         devices[device_id] = DeviceInfo(pk, device_id, is_active, location_pk, type_pk, *types[type_pk])
-    return DeviceMaster(devices=devices, thresholds=alert_rules().load(), metric_keys=metric_keys)
+    return DeviceMaster(
+        devices=devices,
+        thresholds=alert_rules().load(),
+        metric_keys=metric_keys,
+        calculating=any(calculations for _, _, _, calculations in types.values()),
+    )
 
 
 class DeviceMasterCache(MasterSnapshot):

@@ -142,6 +142,19 @@ class ValidatedBatch:
         return by_reading
 
 
+def join_batches(batches):
+    """ValidatedBatches of consecutive slices of a batch → the batch's."""
+    joined = ValidatedBatch(rows=[], rejections=[], devices={}, accepted=[], ends=[])
+    for batch in batches:
+        offset = len(joined.rows)
+        joined.rows += batch.rows
+        joined.rejections += batch.rejections
+        joined.devices |= batch.devices
+        joined.accepted += batch.accepted
+        joined.ends += [end + offset for end in batch.ends]
+    return joined
+
+
 def rows_by_pair(rows):
     """(device_pk, metric_pk) → its rows, in batch order."""
     by_pair = {}

@@ -17,11 +17,11 @@ from django.db import transaction
 
 from iothub.best_effort import BestEffort
 
-from .calculations import calculate_batch, calculate_past_batch
+from .calculations import InputStates, calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
-from .payloads import Rejection, rows_by_pair, validate_messages
+from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
 from .store import copy_readings, store_dead_letters
@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 LATENCY_SAMPLES = 1000
 TS = itemgetter(2)
+HISTORICAL_MAX_AGE = 100 * 365 * 86400
+# Messages of a batch validated and calculated at a time (store_slices) where some device type has
+# calculated metrics. Smaller slices leave less for PostgreSQL at the end of the COPY but cost the
+# calculations more per device.
+CALCULATION_SLICE = 2500
 
 
 @dataclass(slots=True)
@@ -87,15 +92,15 @@ def read_calculation_inputs(device_ids):
     return CALCULATION_INPUTS(get_latest_documents, device_ids)
 
 
-def calculated_pairs(batch, pairs, *, historical):
+def calculated_pairs(batch, pairs, *, states=None):
     """The calculated readings by pair that the batch's readings (`pairs`: its rows by pair) trigger
-    (apps.telemetry.calculations): from the latest values, or for readings of the past from the
-    stored readings. A failed calculation becomes a dead letter of its message, whose other
-    readings are stored."""
-    if historical:
+    (apps.telemetry.calculations): from `states`, the InputStates of the batch being ingested, or
+    without them (readings of the past) from the stored readings. A failed calculation becomes a
+    dead letter of its message, whose other readings are stored."""
+    if states is None:
         calculated, failures = calculate_past_batch(pairs, devices=batch.devices, read_stored=stored_inputs)
     else:
-        calculated, failures = calculate_batch(pairs, devices=batch.devices, read_latest=read_calculation_inputs)
+        calculated, failures = calculate_batch(pairs, devices=batch.devices, states=states)
     if failures:
         message_of = batch.messages_by_reading()
         failed = {}
@@ -104,6 +109,40 @@ def calculated_pairs(batch, pairs, *, historical):
             failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
         batch.rejections.extend(failed.values())
     return calculated
+
+
+def store_slices(messages, *, validate, readings, slice_size):
+    """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
+    at a time → (the batch joined, its rows by pair, its calculated rows by pair).
+
+    The calculated rows of each slice are written as soon as they are known: PostgreSQL stores them
+    while the next slice is validated, where calculated rows written only at the end of the batch
+    would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only calculated).
+    A slice's calculations start from the input values the slices before it brought."""
+    states = InputStates(read_calculation_inputs)
+    slices = []
+    for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
+        batch = validate(messages[start : start + slice_size], store=readings.write)
+        pairs = rows_by_pair(batch.rows)
+        calculated = calculated_pairs(batch, pairs, states=states)
+        readings.write(list(chain.from_iterable(calculated.values())))
+        slices.append((batch, pairs, calculated))
+    if len(slices) == 1:
+        return slices[0]
+    batches, pairs, calculated = zip(*slices)
+    return join_batches(batches), join_pairs(pairs), join_pairs(calculated)
+
+
+def join_pairs(parts):
+    """Rows by pair of consecutive slices → those of the whole batch."""
+    joined = {}
+    for part in parts:
+        for pair, rows in part.items():
+            if pair in joined:
+                joined[pair] = joined[pair] + rows
+            else:
+                joined[pair] = rows
+    return joined
 
 
 def after_commit(batch_id, description, publisher):
@@ -115,9 +154,6 @@ def after_commit(batch_id, description, publisher):
     if publisher is not None:
         publisher.add(items)
     ALERT_HAND_OFF.send(batch_id=batch_id, rows=evaluate_rows, last_seen=last_seen)
-
-
-HISTORICAL_MAX_AGE = 100 * 365 * 86400
 
 
 def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
@@ -132,7 +168,6 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     master = master_cache.get()
     validate = partial(
         validate_messages,
-        messages,
         master=master,
         now=time.time(),
         max_bytes=config["MAX_PAYLOAD_BYTES"],
@@ -141,22 +176,19 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
     )
     with transaction.atomic():
         if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
-            batch = validate()
+            batch = validate(messages)
             pairs = rows_by_pair(batch.rows)
-            calculated = calculated_pairs(batch, pairs, historical=True)
+            calculated = calculated_pairs(batch, pairs)
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
+                readings.write(list(chain.from_iterable(calculated.values())))
             else:
-                # PostgreSQL stores the rows of each part of the batch while the rest is validated and worked out.
-                batch = validate(store=readings.write)
-                pairs = rows_by_pair(batch.rows)
-                calculated = calculated_pairs(batch, pairs, historical=False)
-            calculated_rows = list(chain.from_iterable(calculated.values()))
-            readings.write(calculated_rows)
+                slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
+                batch, pairs, calculated = store_slices(messages, validate=validate, readings=readings, slice_size=slice_size)
             description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
-            # Worked out while PostgreSQL still stores the calculated rows (they come last). A
-            # calculated reading has the time of a reading that triggered it.
+            # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
+            # time of a reading that triggered it.
             dirty_hours = hours_of(batch.rows)
         mark_dirty_hours(dirty_hours)
         store_dead_letters(batch.rejections)
