@@ -3,6 +3,7 @@ API and the admin, values computed in ingest equal to a brute-force computation,
 max_input_age, failures dead-lettered, alerts on a calculated metric, CSV import, `recalculate`."""
 
 import math
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +21,7 @@ from apps.telemetry.device_cache import DeviceMasterCache
 from apps.telemetry.latest import get_latest
 from apps.telemetry.models import DeadLetter, HourlyRollup, Reading
 from apps.telemetry.payloads import Message
-from apps.telemetry.pipeline import ingest_batch
+from apps.telemetry.pipeline import AfterCommitThread, ingest_batch
 
 from .support import eventually, now_ms
 
@@ -188,6 +189,28 @@ def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_befo
         ("calculation_failed", start + 4_000),
     ]
     assert DeadLetter.objects.count() == 2 and result.readings == len(bodies) + 3 * 5 - 2
+
+
+def test_the_ingest_loops_after_commit_thread_runs_in_order_and_outlives_a_failure():
+    after_commits = AfterCommitThread()
+    ran = []
+    after_commits(lambda: ran.append(threading.current_thread().name))
+    after_commits(lambda: 1 / 0)  # logged, not raised
+    after_commits(lambda: ran.append("the next batch"))
+    after_commits.wait()
+    assert ran == ["after-commit", "the next batch"]
+
+
+def test_with_after_commit_on_a_thread_a_batch_computes_from_the_latest_values_of_the_batch_before(calculated):
+    after_commits = AfterCommitThread()
+    after_commits(lambda: time.sleep(0.5))  # the first batch's latest values are merged half a second late
+    start = now_ms() - 60_000
+    for body in ({"ts": start, "humidity": 40.0}, {"ts": start + 1_000, "temperature": 20.0}):
+        message = Message("mqtt", "sensors/dev-1", orjson.dumps(body), time.time())
+        ingest_batch([message], master_cache=DeviceMasterCache(refresh_seconds=0), after_commits=after_commits)
+    after_commits.wait()
+    assert stored(KEY) == [(start + 1_000, perceived(20.0, 40.0))]
+    assert get_latest(["dev-1"])["dev-1"][KEY]["ts"] == start + 1_000
 
 
 def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):

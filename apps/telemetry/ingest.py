@@ -16,7 +16,7 @@ from .device_cache import DeviceMasterCache
 from .handoff import ALERT_HAND_OFF
 from .kafka_topics import ensure_topics
 from .metrics import PipelineStats
-from .pipeline import ingest_batch
+from .pipeline import AfterCommitThread, ingest_batch
 from .sources.kafka import KafkaSource
 from .sources.mqtt import MqttSource
 
@@ -95,6 +95,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     config = settings.IOTHUB
     master_cache = DeviceMasterCache(refresh_seconds=config["DEVICE_CACHE_REFRESH"])
     publisher = LivePublisher(interval=config["LIVE_PUSH_INTERVAL"])
+    after_commits = AfterCommitThread()
     stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)
     if metrics_port:
@@ -105,7 +106,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
     def on_batch(messages):
-        result = ingest_batch(messages, master_cache=master_cache, publisher=publisher)
+        result = ingest_batch(messages, master_cache=master_cache, publisher=publisher, after_commits=after_commits)
         stats.record(result, committed_at=time.time())
         after_batch()
         return result
@@ -121,4 +122,5 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
 
     write(f"ingest: batches of {batch_size} messages or {flush_interval * 1000:.0f} ms")
     receiver.run(on_batch, batch_size=batch_size, flush_interval=flush_interval, stop=stop, on_idle=after_batch)
+    after_commits.wait()
     write(f"ingest: stopped after {stats.messages:,} messages")

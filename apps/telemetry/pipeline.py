@@ -5,6 +5,8 @@ returns, i.e. after the database commit: delivery is at least once, storage is i
 """
 
 import logging
+import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -88,7 +90,9 @@ LATEST_VALUES = BestEffort("latest_values")
 CALCULATION_INPUTS = BestEffort("calculation_inputs")
 
 
-def read_calculation_inputs(device_ids):
+def read_calculation_inputs(device_ids, *, after_commits=None):
+    if after_commits is not None:
+        after_commits.wait()  # the batches before this one have merged their latest values
     return CALCULATION_INPUTS(get_latest_documents, device_ids)
 
 
@@ -111,7 +115,7 @@ def calculated_pairs(batch, pairs, *, states=None):
     return calculated
 
 
-def store_slices(messages, *, validate, readings, slice_size):
+def store_slices(messages, *, validate, readings, slice_size, after_commits):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
     at a time → (the batch joined, its rows by pair, its calculated rows by pair).
 
@@ -119,7 +123,7 @@ def store_slices(messages, *, validate, readings, slice_size):
     while the next slice is validated, where calculated rows written only at the end of the batch
     would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only calculated).
     A slice's calculations start from the input values the slices before it brought."""
-    states = InputStates(read_calculation_inputs)
+    states = InputStates(partial(read_calculation_inputs, after_commits=after_commits))
     slices = []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         batch = validate(messages[start : start + slice_size], store=readings.write)
@@ -156,8 +160,39 @@ def after_commit(batch_id, description, publisher):
     ALERT_HAND_OFF.send(batch_id=batch_id, rows=evaluate_rows, last_seen=last_seen)
 
 
-def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
+class AfterCommitThread:
+    """Runs each committed batch's after_commit on a thread of its own, in commit order: the ingest
+    loop goes on with the next batch while Redis and the broker answer (the batch is stored and its
+    messages are acknowledged, nothing waits for this). At most `limit` batches wait for it, so an
+    unanswering Redis slows the loop down instead of piling batches up."""
+
+    def __init__(self, limit=2):
+        self.queue = queue.Queue(maxsize=limit)
+        threading.Thread(target=self.run_forever, name="after-commit", daemon=True).start()
+
+    def __call__(self, work):
+        self.queue.put(work)
+
+    def run_forever(self):
+        while True:
+            work = self.queue.get()
+            try:
+                work()
+            except Exception:  # a bug must not stop the live values and alerts of the batches after it
+                log.exception("after commit failed")
+            finally:
+                self.queue.task_done()
+
+    def wait(self):
+        """Return once every batch handed over so far has run."""
+        self.queue.join()
+
+
+def ingest_batch(messages, *, master_cache, publisher=None, historical=False, after_commits=None):
     """Process one batch of Message; returns a BatchResult once the batch is committed.
+
+    after_commits: an AfterCommitThread to run after_commit on, or None to run it when the batch
+    commits, before this returns.
 
     historical=True (CSV import): any past timestamp is fine, calculated metrics are computed from
     the stored readings, and the batch is only stored — no latest values, live push or alert
@@ -185,7 +220,9 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
                 readings.write(list(chain.from_iterable(calculated.values())))
             else:
                 slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
-                batch, pairs, calculated = store_slices(messages, validate=validate, readings=readings, slice_size=slice_size)
+                batch, pairs, calculated = store_slices(
+                    messages, validate=validate, readings=readings, slice_size=slice_size, after_commits=after_commits
+                )
             description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.
@@ -193,7 +230,8 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False):
         mark_dirty_hours(dirty_hours)
         store_dead_letters(batch.rejections)
         if description is not None:
-            transaction.on_commit(partial(after_commit, batch_id, description, publisher))
+            work = partial(after_commit, batch_id, description, publisher)
+            transaction.on_commit(work if after_commits is None else partial(after_commits, work))
     stored = readings.stored
     log_level = logging.INFO if batch.rejections else logging.DEBUG
     log.log(
