@@ -38,7 +38,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from apps.alerts.evaluation import as_datetime
-from apps.alerts.models import Alert, MaintenanceWindow, Threshold
+from apps.alerts.models import ACTIVE_STATES, Alert, MaintenanceWindow, Threshold
 from apps.alerts.services import process_stored_batch
 from apps.bench.benchmarks import (
     LiveGroupProbe,
@@ -532,7 +532,11 @@ class AlarmManagementLoad:
     each switch one UPDATE per table."""
 
     def __init__(self, batch_devices):
-        others = list(Device.objects.exclude(pk__in=batch_devices).order_by("pk")[: OVERHEAD_WINDOWS + OVERHEAD_SHELVED])
+        temperature = Metric.objects.get(key="temperature")
+        # Devices whose temperature alert the background load left open can take no second one.
+        alerted = Alert.objects.filter(metric=temperature, state__in=ACTIVE_STATES).values("device")
+        free = Device.objects.exclude(pk__in=batch_devices).exclude(pk__in=alerted)
+        others = list(free.order_by("pk")[: OVERHEAD_WINDOWS + OVERHEAD_SHELVED])
         if len(others) < OVERHEAD_WINDOWS + OVERHEAD_SHELVED:
             raise CommandError(
                 f"--sim-devices leaves {len(others)} devices outside the batch; {OVERHEAD_WINDOWS + OVERHEAD_SHELVED} are needed"
@@ -541,7 +545,6 @@ class AlarmManagementLoad:
             Location.objects.get_or_create(loc_id=f"BENCH-MAINTENANCE-{n}", defaults={"factory": "Bench"})[0]
             for n in range(OVERHEAD_LOCATION_WINDOWS)
         ]
-        temperature = Metric.objects.get(key="temperature")
         now = time.time()
         windows = [MaintenanceWindow(device=device, reason="bench") for device in others[:OVERHEAD_WINDOWS]]
         windows += [MaintenanceWindow(location=location, reason="bench") for location in empty_locations]
