@@ -655,10 +655,23 @@ start_mosquitto() {
   ensure_mqtt_tls
   write_mosquitto_conf "$conf"
   say "mosquitto: starting…"
-  # Config errors are printed before the log file is opened: keep them in start.log.
-  "$MOSQUITTO_BIN" -d -c "$conf" </dev/null >"$MQTT_DIR/start.log" 2>&1 9>&- ||
-    { show_log "$MQTT_DIR/start.log"; show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: failed to start"; }
-  wait_for "$START_TIMEOUT" ready_mosquitto || { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: not answering on $HOST:$MQTT_PORT"; }
+  local attempt
+  for attempt in 1 2 3; do
+    # Config errors are printed before the log file is opened: keep them in start.log.
+    "$MOSQUITTO_BIN" -d -c "$conf" </dev/null >"$MQTT_DIR/start.log" 2>&1 9>&- ||
+      { show_log "$MQTT_DIR/start.log"; show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: failed to start"; }
+    wait_for "$START_TIMEOUT" ready_mosquitto && break
+    # Our ports lie in Linux's ephemeral range, so a client socket of another process can hold one
+    # for a moment although nothing listens there (check_port_free saw it free): try again.
+    if ((attempt < 3)) && tail -n 3 "$MQTT_DIR/mosquitto.log" | grep -q "Address already in use"; then
+      warn "mosquitto: a port was in use by a connection; starting again in 2 s"
+      ss -tanpH "( sport = :$MQTT_PORT or sport = :$MQTT_SECURE_PORT )" >&2 || true
+      sleep 2
+      continue
+    fi
+    show_log "$MQTT_DIR/mosquitto.log"
+    die "mosquitto: not answering on $HOST:$MQTT_PORT"
+  done
   wait_for "$START_TIMEOUT" ready_mosquitto_secure ||
     { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: the admin is refused on $HOST:$MQTT_SECURE_PORT"; }
   say "mosquitto: ready on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (TLS, authenticated)"
