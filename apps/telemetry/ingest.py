@@ -95,7 +95,10 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     config = settings.IOTHUB
     master_cache = DeviceMasterCache(refresh_seconds=config["DEVICE_CACHE_REFRESH"])
     publisher = LivePublisher(interval=config["LIVE_PUSH_INTERVAL"])
-    after_commits = AfterCommitThread()
+    # Without a broker (the one-process demo) Celery evaluates a batch's alerts in the hand-off
+    # itself, writing to the database: that stays on the loop, between batches, where it waits for
+    # no transaction of the next batch (and none waits for it).
+    after_commits = AfterCommitThread() if settings.CELERY_BROKER_URL else None
     stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)
     if metrics_port:
@@ -122,5 +125,6 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
 
     write(f"ingest: batches of {batch_size} messages or {flush_interval * 1000:.0f} ms")
     receiver.run(on_batch, batch_size=batch_size, flush_interval=flush_interval, stop=stop, on_idle=after_batch)
-    after_commits.wait()
+    if after_commits is not None:
+        after_commits.wait()
     write(f"ingest: stopped after {stats.messages:,} messages")
