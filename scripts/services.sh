@@ -657,16 +657,19 @@ start_mosquitto() {
   say "mosquitto: starting…"
   local attempt
   for attempt in 1 2 3; do
+    MQTT_BIND_ERRORS_BEFORE=$(mqtt_bind_errors)
     # Config errors are printed before the log file is opened: keep them in start.log.
     "$MOSQUITTO_BIN" -d -c "$conf" </dev/null >"$MQTT_DIR/start.log" 2>&1 9>&- ||
       { show_log "$MQTT_DIR/start.log"; show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: failed to start"; }
-    wait_for "$START_TIMEOUT" ready_mosquitto && break
-    # Our ports lie in Linux's ephemeral range, so a client socket of another process can hold one
-    # for a moment although nothing listens there (check_port_free saw it free): try again.
-    if ((attempt < 3)) && tail -n 3 "$MQTT_DIR/mosquitto.log" | grep -q "Address already in use"; then
-      warn "mosquitto: a port was in use by a connection; starting again in 2 s"
-      ss -tanpH "( sport = :$MQTT_PORT or sport = :$MQTT_SECURE_PORT )" >&2 || true
-      sleep 2
+    wait_for "$START_TIMEOUT" mosquitto_settled || true
+    ready_mosquitto && break
+    # Our ports lie in Linux's ephemeral range: a connection of another process may have used one as
+    # its local port, and after it closed it holds it for a minute (TIME-WAIT), though nothing
+    # listens there (check_port_free saw it free).
+    if ((attempt < 3)) && (($(mqtt_bind_errors) > MQTT_BIND_ERRORS_BEFORE)); then
+      warn "mosquitto: its port is held by a connection (a closed one keeps it for a minute); starting again once that is gone:"
+      mqtt_port_connections >&2
+      wait_for 70 mqtt_ports_unused || true
       continue
     fi
     show_log "$MQTT_DIR/mosquitto.log"
@@ -675,6 +678,25 @@ start_mosquitto() {
   wait_for "$START_TIMEOUT" ready_mosquitto_secure ||
     { show_log "$MQTT_DIR/mosquitto.log"; die "mosquitto: the admin is refused on $HOST:$MQTT_SECURE_PORT"; }
   say "mosquitto: ready on $HOST:$MQTT_PORT (anonymous) and $HOST:$MQTT_SECURE_PORT (TLS, authenticated)"
+}
+
+mqtt_bind_errors() {
+  local count
+  count=$(grep -c "Address already in use" "$MQTT_DIR/mosquitto.log" 2>/dev/null) || true
+  echo "${count:-0}"
+}
+
+# Mosquitto answers, or it could not bind its port.
+mosquitto_settled() {
+  ready_mosquitto || (($(mqtt_bind_errors) > MQTT_BIND_ERRORS_BEFORE))
+}
+
+mqtt_port_connections() {
+  ss -tanH "( sport = :$MQTT_PORT or sport = :$MQTT_SECURE_PORT )" 2>/dev/null || true
+}
+
+mqtt_ports_unused() {
+  [[ -z $(mqtt_port_connections) ]]
 }
 
 stop_mosquitto() {
