@@ -74,7 +74,13 @@ def test_it_stores_the_same_instant_whichever_way_a_batch_takes(plant):
     # both must turn a timestamp into the same microsecond, or a redelivered reading is stored twice.
     dev, metric = plant["devices"][0], plant["temperature"]
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    stamps = [now_ms / 1000, (now_ms + 1) / 1000, now_ms / 1000 + 0.0000025, now_ms / 1000 + 0.1234567, 1_000_000_000.9999995]
+    stamps = [
+        now_ms / 1000,
+        (now_ms + 1) / 1000,
+        now_ms / 1000 + 0.0000025,
+        now_ms / 1000 + 0.1234567,
+        now_ms // 1000 - 3600 + 0.9999995,
+    ]
     rows = [(dev.pk, metric.pk, ts, float(i)) for i, ts in enumerate(stamps)]
     assert store(rows) == len(rows)
     assert store(rows + [(dev.pk, metric.pk, now_ms / 1000 + 1, 9.0)]) == 1

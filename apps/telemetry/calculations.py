@@ -248,15 +248,17 @@ class InputStates:
                 self.states[pk] = devices[pk].calculations.latest_state(document)
         return self.states
 
-    def advance(self, inputs):
-        """inputs: device_pk → {metric_pk: rows}, a slice's rows of inputs (calculated ones included):
-        the newest of each becomes the input's state, unless the state is newer."""
-        for device_pk, by_metric in inputs.items():
-            state = self.states[device_pk]
-            for metric_pk, rows in by_metric.items():
-                _, _, ts, value = max(rows, key=ROW_TS)
-                if state.get(metric_pk, UNKNOWN)[0] <= ts:
-                    state[metric_pk] = (ts, value)
+
+def advance_states(states, inputs):
+    """states: device_pk → {metric_pk: (ts, value)}, moved past `inputs`, device_pk → {metric_pk:
+    rows} (calculated ones included): the newest row of each input becomes its state, unless the
+    state is newer."""
+    for device_pk, by_metric in inputs.items():
+        state = states[device_pk]
+        for metric_pk, rows in by_metric.items():
+            _, _, ts, value = max(rows, key=ROW_TS)
+            if state.get(metric_pk, UNKNOWN)[0] <= ts:
+                state[metric_pk] = (ts, value)
 
 
 def calculate_batch(pairs, *, devices, states):
@@ -269,7 +271,7 @@ def calculate_batch(pairs, *, devices, states):
         return {}, []
     known = states.of(inputs, devices)
     result = compute_by_type(devices, {pk: (known[pk], by_metric) for pk, by_metric in inputs.items()})
-    states.advance(inputs)  # after compute_by_type, which adds the calculated inputs of other calculated metrics
+    advance_states(states.states, inputs)  # after compute_by_type, which adds the calculated inputs of other calculated metrics
     return result
 
 

@@ -96,8 +96,8 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     master_cache = DeviceMasterCache(refresh_seconds=config["DEVICE_CACHE_REFRESH"])
     publisher = LivePublisher(interval=config["LIVE_PUSH_INTERVAL"])
     # Without a broker (the one-process demo) Celery evaluates a batch's alerts in the hand-off
-    # itself, writing to the database: that stays on the loop, between batches, where it waits for
-    # no transaction of the next batch (and none waits for it).
+    # itself, writing to the database, which AfterCommitThread's work must not do: it stays on the
+    # loop, between batches.
     after_commits = AfterCommitThread() if settings.CELERY_BROKER_URL else None
     stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)

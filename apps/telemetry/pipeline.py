@@ -164,7 +164,10 @@ class AfterCommitThread:
     """Runs each committed batch's after_commit on a thread of its own, in commit order: the ingest
     loop goes on with the next batch while Redis and the broker answer (the batch is stored and its
     messages are acknowledged, nothing waits for this). At most `limit` batches wait for it, so an
-    unanswering Redis slows the loop down instead of piling batches up."""
+    unanswering Redis slows the loop down instead of piling batches up.
+
+    Its work must not wait for the database: the next batch waits for it inside its transaction,
+    before reading the inputs of calculated metrics (read_calculation_inputs)."""
 
     def __init__(self, limit=2):
         self.queue = queue.Queue(maxsize=limit)

@@ -10,7 +10,7 @@ from django.db import transaction
 from apps.devices.expressions import parse_expression
 from apps.devices.models import Device, Metric
 
-from .calculations import Calculation, TypeCalculations
+from .calculations import Calculation, TypeCalculations, advance_states
 from .models import Reading
 from .rollups import recompute_range
 from .selectors import stored_inputs
@@ -42,14 +42,6 @@ def devices_calculating(metric, input_pks):
     return dict(devices.values_list("pk", "device_id"))
 
 
-def advance(states, readings):
-    """Each device's state {metric_pk: (ts, value)} moved past its `readings` (from stored_inputs, time order)."""
-    for device_pk, by_metric in readings.items():
-        for rows in by_metric.values():
-            _, metric_pk, ts, value = rows[-1]
-            states[device_pk][metric_pk] = (ts, value)
-
-
 def recalculate(*, metric, start, end, step):
     """Replace the metric's stored values in [start, end) with values computed from the stored inputs,
     one `step` at a time (a transaction each), then refresh the rollups; yields a Recalculated per step."""
@@ -60,14 +52,14 @@ def recalculate(*, metric, start, end, step):
     earlier = stored_inputs(
         devices=devices, input_pks=calculation.inputs, start=start - timedelta(seconds=calculation.max_age), end=start
     )
-    advance(states, earlier)  # the inputs' values as the range begins
+    advance_states(states, earlier)  # the inputs' values as the range begins
     cursor = start
     while cursor < end:
         step_end = min(cursor + step, end)
         step_readings = stored_inputs(devices=devices, input_pks=calculation.inputs, start=cursor, end=step_end)
         calculated, step_failures = {}, []
         calculations.compute({pk: (states[pk], inputs) for pk, inputs in step_readings.items()}, calculated, step_failures)
-        advance(states, step_readings)  # the inputs' values as the next step begins
+        advance_states(states, step_readings)  # the inputs' values as the next step begins
         rows = list(chain.from_iterable(calculated.values()))
         failures = [(devices[device_pk], ts, error) for device_pk, ts, _, error in step_failures]
         with transaction.atomic():
