@@ -194,16 +194,16 @@ def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_befo
 def test_the_ingest_loops_after_commit_thread_runs_in_order_and_outlives_a_failure():
     after_commits = AfterCommitThread()
     ran = []
-    after_commits(lambda: ran.append(threading.current_thread().name))
-    after_commits(lambda: 1 / 0)  # logged, not raised
-    after_commits(lambda: ran.append("the next batch"))
-    after_commits.wait()
+    after_commits.submit(lambda: ran.append(threading.current_thread().name))
+    failed = after_commits.submit(lambda: 1 / 0)  # logged, not raised
+    assert after_commits.submit(lambda: ran.append("the next batch") or len(ran)).result(timeout=5) == 2
     assert ran == ["after-commit", "the next batch"]
+    assert isinstance(failed.exception(), ZeroDivisionError)
 
 
 def test_with_after_commit_on_a_thread_a_batch_computes_from_the_latest_values_of_the_batch_before(calculated):
     after_commits = AfterCommitThread()
-    after_commits(lambda: time.sleep(0.5))  # the first batch's latest values are merged half a second late
+    after_commits.submit(lambda: time.sleep(0.5))  # the first batch's latest values are merged half a second late
     start = now_ms() - 60_000
     for body in ({"ts": start, "humidity": 40.0}, {"ts": start + 1_000, "temperature": 20.0}):
         message = Message("mqtt", "sensors/dev-1", orjson.dumps(body), time.time())

@@ -229,23 +229,26 @@ def compute_by_type(devices, known):
 
 class InputStates:
     """The latest value of every input of the devices of one ingest batch, device_pk → {metric_pk:
-    (ts, value)}: read from the latest values (one read_latest call for the devices first met in a
-    slice of the batch), then moved on by the batch's own readings, slice after slice.
+    (ts, value)}: from the latest values documents read for the batch, then moved on by the batch's
+    own readings, slice after slice.
 
-    read_latest(device_ids) → their latest values documents, or None while Redis is away (then
-    only the batch's own readings are inputs)."""
+    read_documents() → {device_id: its latest values document, or None}, called once, when the
+    first slice needs them (apps.telemetry.pipeline.input_documents)."""
 
-    def __init__(self, read_latest):
-        self.read_latest = read_latest
+    def __init__(self, read_documents):
+        self.read_documents = read_documents
+        self.documents = None
         self.states = {}
 
     def of(self, device_pks, devices):
         """device_pks' states (all of them known afterwards)."""
         unread = [pk for pk in device_pks if pk not in self.states]
         if unread:
-            documents = self.read_latest([devices[pk].device_id for pk in unread]) or repeat(None)
-            for pk, document in zip(unread, documents):
-                self.states[pk] = devices[pk].calculations.latest_state(document)
+            if self.documents is None:
+                self.documents = self.read_documents()
+            for pk in unread:
+                device = devices[pk]
+                self.states[pk] = device.calculations.latest_state(self.documents.get(device.device_id))
         return self.states
 
 

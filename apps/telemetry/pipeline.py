@@ -9,9 +9,10 @@ import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from .calculations import InputStates, calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
-from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
+from .payloads import Rejection, device_id_from_topic, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
 from .store import copy_readings, store_dead_letters
@@ -90,10 +91,24 @@ LATEST_VALUES = BestEffort("latest_values")
 CALCULATION_INPUTS = BestEffort("calculation_inputs")
 
 
-def read_calculation_inputs(device_ids, *, after_commits=None):
-    if after_commits is not None:
-        after_commits.wait()  # the batches before this one have merged their latest values
-    return CALCULATION_INPUTS(get_latest_documents, device_ids)
+def read_calculation_inputs(messages, *, master):
+    """{device_id: latest values document, or None} of the devices of `messages` (their topics name
+    them) that have calculated metrics; every document None while Redis is away (then only the
+    batch's own readings are inputs)."""
+    devices = (master.devices.get(device_id_from_topic(topic)) for topic in {message.topic for message in messages})
+    device_ids = list({device.device_id for device in devices if device is not None and device.calculations is not None})
+    documents = CALCULATION_INPUTS(get_latest_documents, device_ids) or repeat(None)
+    return dict(zip(device_ids, documents))
+
+
+def input_documents(messages, *, master, after_commits):
+    """() → read_calculation_inputs of the batch `messages`. With the ingest loop's after-commit
+    thread, they are read there while the batch is validated (the loop does not wait for Redis),
+    after the batches before this one have merged their latest values."""
+    read = partial(read_calculation_inputs, messages, master=master)
+    if after_commits is None or not master.calculating:
+        return read
+    return after_commits.submit(read).result
 
 
 def calculated_pairs(batch, pairs, *, states=None):
@@ -115,15 +130,16 @@ def calculated_pairs(batch, pairs, *, states=None):
     return calculated
 
 
-def store_slices(messages, *, validate, readings, slice_size, after_commits):
+def store_slices(messages, *, validate, readings, slice_size, documents):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
     at a time → (the batch joined, its rows by pair, its calculated rows by pair).
 
     The calculated rows of each slice are written as soon as they are known: PostgreSQL stores them
     while the next slice is validated, where calculated rows written only at the end of the batch
     would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only calculated).
-    A slice's calculations start from the input values the slices before it brought."""
-    states = InputStates(partial(read_calculation_inputs, after_commits=after_commits))
+    A slice's calculations start from the input values the slices before it brought, and those of
+    the first from `documents`, an input_documents."""
+    states = InputStates(documents)
     slices = []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         batch = validate(messages[start : start + slice_size], store=readings.write)
@@ -163,31 +179,35 @@ def after_commit(batch_id, description, publisher):
 class AfterCommitThread:
     """Runs each committed batch's after_commit on a thread of its own, in commit order: the ingest
     loop goes on with the next batch while Redis and the broker answer (the batch is stored and its
-    messages are acknowledged, nothing waits for this). At most `limit` batches wait for it, so an
-    unanswering Redis slows the loop down instead of piling batches up.
+    messages are acknowledged, nothing waits for this). At most `limit` pieces of work wait for it,
+    so an unanswering Redis slows the loop down instead of piling batches up.
 
-    Its work must not wait for the database: the next batch waits for it inside its transaction,
-    before reading the inputs of calculated metrics (read_calculation_inputs)."""
+    Its work must not wait for the database: a batch being stored waits inside its transaction for
+    the inputs of its calculated metrics, read here (input_documents)."""
 
-    def __init__(self, limit=2):
+    def __init__(self, limit=3):
         self.queue = queue.Queue(maxsize=limit)
         threading.Thread(target=self.run_forever, name="after-commit", daemon=True).start()
 
-    def __call__(self, work):
-        self.queue.put(work)
+    def submit(self, work):
+        """Run work() after the work submitted before it → a Future of its result."""
+        future = Future()
+        self.queue.put((work, future))
+        return future
 
     def run_forever(self):
         while True:
-            work = self.queue.get()
+            work, future = self.queue.get()
             try:
-                work()
-            except Exception:  # a bug must not stop the live values and alerts of the batches after it
+                future.set_result(work())
+            except Exception as error:  # a bug must not stop the live values and alerts of the batches after it
                 log.exception("after commit failed")
+                future.set_exception(error)
             finally:
                 self.queue.task_done()
 
     def wait(self):
-        """Return once every batch handed over so far has run."""
+        """Return once all the work submitted so far has run."""
         self.queue.join()
 
 
@@ -223,8 +243,9 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 readings.write(list(chain.from_iterable(calculated.values())))
             else:
                 slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
+                documents = input_documents(messages, master=master, after_commits=after_commits)
                 batch, pairs, calculated = store_slices(
-                    messages, validate=validate, readings=readings, slice_size=slice_size, after_commits=after_commits
+                    messages, validate=validate, readings=readings, slice_size=slice_size, documents=documents
                 )
             description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
@@ -234,7 +255,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
         store_dead_letters(batch.rejections)
         if description is not None:
             work = partial(after_commit, batch_id, description, publisher)
-            transaction.on_commit(work if after_commits is None else partial(after_commits, work))
+            transaction.on_commit(work if after_commits is None else partial(after_commits.submit, work))
     stored = readings.stored
     log_level = logging.INFO if batch.rejections else logging.DEBUG
     log.log(
