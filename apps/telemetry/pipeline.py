@@ -185,7 +185,7 @@ class AfterCommitThread:
     Its work must not wait for the database: a batch being stored waits inside its transaction for
     the inputs of its calculated metrics, read here (input_documents)."""
 
-    def __init__(self, limit=3):
+    def __init__(self, limit=2):
         self.queue = queue.Queue(maxsize=limit)
         threading.Thread(target=self.run_forever, name="after-commit", daemon=True).start()
 
