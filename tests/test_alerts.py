@@ -121,6 +121,19 @@ def test_it_never_opens_two_alerts_for_one_pair_under_concurrent_workers(plant):
     assert AlertEvent.objects.filter(kind="opened").count() == 1
 
 
+def test_a_reading_evaluated_after_a_newer_one_does_not_move_the_alert(plant):
+    # Workers evaluate consecutive batches side by side: a device's batch can be evaluated after the next one.
+    start = time.time() - 600
+    evaluate(plant, [36.0], start=start + 20)  # the crossing, evaluated first
+    evaluate(plant, [25.0], start=start + 10)  # the normal reading before it, evaluated late
+    alert = Alert.objects.get()
+    assert (alert.state, alert.level, alert.last_value) == ("open", "critical", 36.0)
+    assert alert.last_reading_at.timestamp() == pytest.approx(start + 20)
+    evaluate(plant, [31.0], start=start + 15)  # a late warning reading does not deescalate it either
+    evaluate(plant, [25.0], start=start + 30)  # a newer normal reading resolves it
+    assert alert_history(plant["devices"][0]) == [("opened", "critical", 36.0), ("resolved", "critical", 25.0)]
+
+
 def test_it_opens_an_offline_alert_for_a_silent_device_and_resolves_it_on_data(plant):
     dev1, dev2 = plant["devices"]
     Device.objects.filter(pk=dev1.pk).update(last_seen_at=timezone.now() - timedelta(seconds=31))  # 3 × 10 s

@@ -10,6 +10,9 @@ suppressed record instead (one per crossing, ended when the value returns to nor
 ends), and a hold starts afresh after the window. An alert still active when a window begins goes
 out of service: it becomes the window's suppressed record, and after the window the pair is
 evaluated afresh (a value still beyond its band opens a new alert after its hold).
+
+Workers evaluate consecutive batches side by side, so a device's batch can be evaluated after the
+next one: a reading older than the newest one an active alert has taken leaves it as it is.
 """
 
 from dataclasses import dataclass, field
@@ -51,6 +54,8 @@ class PairState:
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
+        if self.alert is not None and self.alert.last_reading_at is not None and as_datetime(ts) < self.alert.last_reading_at:
+            return  # evaluated after a newer reading (another worker's batch): that one stands
         rate, minutes_to_critical = self.remember(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
             if self.alert is not None:
@@ -72,6 +77,7 @@ class PairState:
             return
         alert = self.alert
         alert.last_value = value
+        alert.last_reading_at = as_datetime(ts)
         alert.predicted_critical_at = predicted
         if self.bands.excess(value) > self.bands.excess(alert.peak_value):
             alert.peak_value = value
@@ -164,6 +170,7 @@ class PairState:
             first_value=value,
             peak_value=value,
             last_value=value,
+            last_reading_at=as_datetime(ts),
         )
         self.breach_since = None
         self.event(AlertEvent.Kind.OPENED, ts, value)

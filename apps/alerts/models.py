@@ -183,6 +183,9 @@ class Alert(models.Model):
     first_value = models.FloatField(_("first value"), null=True, blank=True)
     peak_value = models.FloatField(_("peak value"), null=True, blank=True)
     last_value = models.FloatField(_("last value"), null=True, blank=True)
+    # Workers evaluate consecutive batches side by side: a reading older than this one, evaluated
+    # after it, must not move the alert (apps.alerts.evaluation.PairState.apply).
+    last_reading_at = models.DateTimeField(_("last reading at"), null=True, blank=True)
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

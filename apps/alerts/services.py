@@ -73,6 +73,7 @@ def save_pair(pair):
                 )
                 alert.pk = existing.pk
                 alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
+                alert.last_reading_at = max(filter(None, (alert.last_reading_at, existing.last_reading_at)))
                 if pair.bands.excess(existing.peak_value) > pair.bands.excess(alert.peak_value):
                     alert.peak_value = existing.peak_value
                 alert.save()
@@ -83,7 +84,7 @@ def save_pair(pair):
         event.save()
         changed.append((alert, event.kind))
     if pair.alert is not None and pair.alert.pk is not None and not changed:
-        pair.alert.save(update_fields=["last_value", "peak_value", "predicted_critical_at"])
+        pair.alert.save(update_fields=["last_value", "last_reading_at", "peak_value", "predicted_critical_at"])
     for record in {id(r): r for r in pair.touched}.values():
         record.save(update_fields=["level", "last_value", "peak_value", "resolved_at"])
     return changed
