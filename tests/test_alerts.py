@@ -8,7 +8,7 @@ from email.header import decode_header, make_header
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from apps.alerts import notify, services
@@ -16,6 +16,7 @@ from apps.alerts.evaluation import as_datetime
 from apps.alerts.models import Alert, AlertEvent, MaintenanceWindow, Notification, NotificationRoute, Threshold
 from apps.alerts.selectors import effective_thresholds
 from apps.devices.models import Device, Location
+from apps.telemetry.store import store_readings
 
 from .support import alerts_of, collect_ws, eventually, now_ms, session_cookie
 
@@ -132,6 +133,25 @@ def test_a_reading_evaluated_after_a_newer_one_does_not_move_the_alert(plant):
     evaluate(plant, [31.0], start=start + 15)  # a late warning reading does not deescalate it either
     evaluate(plant, [25.0], start=start + 30)  # a newer normal reading resolves it
     assert alert_history(plant["devices"][0]) == [("opened", "critical", 36.0), ("resolved", "critical", 25.0)]
+
+
+def test_a_batch_evaluated_before_the_one_stored_ahead_of_it_takes_that_ones_readings_first(plant):
+    # A worker's threads evaluate consecutive batches at the same time: the next crossing's batch
+    # can come before the batch of the normal reading between the two crossings.
+    start = time.time() - 600
+    crossing, normal, next_crossing = (
+        readings(plant, [value], start=start + offset) for value, offset in ((36.0, 0), (25.0, 10), (37.0, 20))
+    )
+    with transaction.atomic():  # ingest stores every batch before it hands it to evaluation
+        store_readings([row[:4] for row in crossing + normal + next_crossing])
+    for batch in (crossing, next_crossing, normal):
+        services.process_stored_batch(rows=batch, last_seen=[])
+    assert alert_history(plant["devices"][0]) == [
+        ("opened", "critical", 36.0),
+        ("resolved", "critical", 25.0),
+        ("opened", "critical", 37.0),  # its own alert, not a peak of the first one
+    ]
+    assert Alert.objects.get(state="open").first_value == 37.0
 
 
 def test_it_opens_an_offline_alert_for_a_silent_device_and_resolves_it_on_data(plant):

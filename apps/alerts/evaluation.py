@@ -12,7 +12,8 @@ out of service: it becomes the window's suppressed record, and after the window 
 evaluated afresh (a value still beyond its band opens a new alert after its hold).
 
 Workers evaluate consecutive batches side by side, so a device's batch can be evaluated after the
-next one: a reading older than the newest one an active alert has taken leaves it as it is.
+next one: a reading not newer than the newest one an active alert has taken leaves it as it is
+(apps.alerts.services.catch_up has applied it already, from the stored readings).
 """
 
 from dataclasses import dataclass, field
@@ -54,8 +55,8 @@ class PairState:
         return LEVEL_RANK[self.alert.level] if self.alert else 0
 
     def apply(self, ts, value):
-        if self.alert is not None and self.alert.last_reading_at is not None and as_datetime(ts) < self.alert.last_reading_at:
-            return  # evaluated after a newer reading (another worker's batch): that one stands
+        if self.alert is not None and self.alert.last_reading_at is not None and as_datetime(ts) <= self.alert.last_reading_at:
+            return  # taken already (catch_up), or older than one taken: that one stands
         rate, minutes_to_critical = self.remember(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
             if self.alert is not None:

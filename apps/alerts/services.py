@@ -15,10 +15,11 @@ from django.utils import timezone
 
 from apps.devices.models import Device, DeviceType
 from apps.live.broadcast import push_alert
+from apps.telemetry.selectors import readings_inside
 from iothub.celery import enqueue
 
 from . import system
-from .evaluation import PairState, history_key, hold_key
+from .evaluation import PairState, as_datetime, history_key, hold_key
 from .metrics import ALERT_CHANGES
 from .models import ACTIVE_STATES, AlarmBucket, AlarmDay, AlarmDirtyDay, Alert, AlertEvent, Level, Threshold
 from .selectors import in_maintenance, maintenance_by_device
@@ -104,8 +105,6 @@ def evaluate_readings(rows, *, returning=frozenset()):
         by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
     bands_of = {pk: Bands.of(t) for pk, t in Threshold.objects.in_bulk({key[2] for key in by_pair}).items() if t.enabled}
     device_pks = {key[0] for key in by_pair}
-    times = [ts for readings in by_pair.values() for ts, _ in readings]
-    maintenance = maintenance_by_device(device_pks=device_pks, start=min(times, default=0), end=max(times, default=0))
     # Locked in primary-key order, so workers evaluating overlapping batches never deadlock.
     active, suppressed = {}, {}
     for a in (
@@ -115,6 +114,9 @@ def evaluate_readings(rows, *, returning=frozenset()):
         .order_by("pk")
     ):
         (suppressed if a.state == Alert.State.SUPPRESSED else active)[(a.device_id, a.metric_id)] = a
+    catch_up(by_pair, active)
+    times = [ts for readings in by_pair.values() for ts, _ in readings]
+    maintenance = maintenance_by_device(device_pks=device_pks, start=min(times, default=0), end=max(times, default=0))
     history_pairs = {(d, m) for d, m, t in by_pair if t in bands_of and bands_of[t].history_seconds}
     holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair] + [history_key(d, m) for d, m in history_pairs])
     new_holds = {}
@@ -151,6 +153,23 @@ def evaluate_readings(rows, *, returning=frozenset()):
     if ended_holds:
         cache.delete_many(ended_holds)
     return changed
+
+
+def catch_up(by_pair, active):
+    """Put before a batch's readings of a pair with an active alert those stored between the newest
+    reading the alert has taken and the batch's first: a worker's threads evaluate consecutive
+    batches at the same time, and the batch of such a reading may come later. Applied now, the
+    batch meets the alert as they left it (a crossing after a normal reading opens an alert of its
+    own); their batch then leaves it as it is (apps.alerts.evaluation)."""
+    spans = {}
+    for (device_pk, metric_pk, _), readings in by_pair.items():
+        alert = active.get((device_pk, metric_pk))
+        if alert is not None and alert.last_reading_at is not None:
+            spans[(device_pk, metric_pk)] = (alert.last_reading_at, as_datetime(readings[0][0]))
+    missed = readings_inside(spans=spans)
+    for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
+        if (device_pk, metric_pk) in missed:
+            by_pair[(device_pk, metric_pk, threshold_pk)] = missed[(device_pk, metric_pk)] + readings
 
 
 def process_stored_batch(*, rows, last_seen):
