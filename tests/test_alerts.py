@@ -8,7 +8,7 @@ from email.header import decode_header, make_header
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from apps.alerts import notify, services
@@ -152,6 +152,51 @@ def test_a_batch_evaluated_before_the_one_stored_ahead_of_it_takes_that_ones_rea
         ("opened", "critical", 37.0),  # its own alert, not a peak of the first one
     ]
     assert Alert.objects.get(state="open").first_value == 37.0
+
+
+def test_a_batch_that_meets_an_alert_another_worker_opened_meanwhile_evaluates_its_pair_again_from_it(plant):
+    start = time.time() - 600
+    crossing, normal, next_crossing = (
+        readings(plant, [value], start=start + offset) for value, offset in ((36.0, 0), (25.0, 10), (37.0, 20))
+    )
+    with transaction.atomic():
+        store_readings([row[:4] for row in crossing + normal + next_crossing])
+    opened, blocked = threading.Event(), []
+    dev, temperature = plant["devices"][0], plant["temperature"]
+
+    def other_worker():  # opens the first crossing's alert and commits once the batch below waits for it
+        try:
+            with transaction.atomic():
+                Alert.objects.create(
+                    device=dev,
+                    metric=temperature,
+                    level="critical",
+                    opened_at=as_datetime(start),
+                    first_value=36.0,
+                    peak_value=36.0,
+                    last_value=36.0,
+                    last_reading_at=as_datetime(start),
+                )
+                opened.set()
+                blocked.append(eventually(waiting_for_a_lock, timeout=10))
+        finally:
+            close_old_connections()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert opened.wait(10)
+    services.process_stored_batch(rows=next_crossing, last_seen=[])  # reads no alert, then waits for the other's insert
+    worker.join()
+    assert blocked == [True]
+    alerts = list(Alert.objects.filter(device=dev).order_by("pk").values_list("first_value", "state", "last_value"))
+    assert alerts == [(36.0, "resolved", 25.0), (37.0, "open", 37.0)]
+
+
+def waiting_for_a_lock():
+    """Whether some session of the test database waits for a lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0] > 0
 
 
 def test_it_opens_an_offline_alert_for_a_silent_device_and_resolves_it_on_data(plant):

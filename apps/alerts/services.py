@@ -3,6 +3,7 @@ apps.alerts.evaluation, its results written here), offline detection, system ale
 side of the lifecycle (acknowledge, resolve). Each change is an AlertEvent row, announced on commit."""
 
 import logging
+from contextlib import nullcontext
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,7 @@ from .thresholds import LEVEL_RANK, Bands
 
 log = logging.getLogger(__name__)
 
+SAVE_ATTEMPTS = 3  # of a pair whose alert other workers keep opening and resolving meanwhile
 NOTIFIED_EVENTS = {AlertEvent.Kind.OPENED, AlertEvent.Kind.ESCALATED, AlertEvent.Kind.RESOLVED, AlertEvent.Kind.UNSHELVED}
 
 
@@ -60,27 +62,11 @@ def announce_on_commit(changes):
 
 
 def save_pair(pair):
-    """Write a pair's alert changes; returns [(alert, event kind)] in order."""
+    """Write a pair's alert changes; returns [(alert, event kind)] in order. Raises IntegrityError
+    where another worker opened the pair's alert since it was read (call it in a savepoint)."""
     changed = []
     for alert, event in pair.events:
-        if alert.pk is None:
-            try:
-                with transaction.atomic():
-                    alert.save()
-            except IntegrityError:
-                # Another worker opened this pair's alert first: carry on with theirs, no second "opened".
-                existing = Alert.objects.select_for_update().get(
-                    device_id=alert.device_id, metric_id=alert.metric_id, state__in=ACTIVE_STATES
-                )
-                alert.pk = existing.pk
-                alert.opened_at, alert.first_value, alert.state = existing.opened_at, existing.first_value, existing.state
-                alert.last_reading_at = max(filter(None, (alert.last_reading_at, existing.last_reading_at)))
-                if pair.bands.excess(existing.peak_value) > pair.bands.excess(alert.peak_value):
-                    alert.peak_value = existing.peak_value
-                alert.save()
-                continue
-        else:
-            alert.save()
+        alert.save()
         event.alert = alert
         event.save()
         changed.append((alert, event.kind))
@@ -105,17 +91,9 @@ def evaluate_readings(rows, *, returning=frozenset()):
         by_pair.setdefault((device_pk, metric_pk, threshold_pk), []).append((ts, value))
     bands_of = {pk: Bands.of(t) for pk, t in Threshold.objects.in_bulk({key[2] for key in by_pair}).items() if t.enabled}
     device_pks = {key[0] for key in by_pair}
-    # Locked in primary-key order, so workers evaluating overlapping batches never deadlock.
-    active, suppressed = {}, {}
-    for a in (
-        Alert.objects.select_for_update()
-        .filter(Q(state__in=ACTIVE_STATES) | Q(state=Alert.State.SUPPRESSED, resolved_at=None), device_id__in=device_pks)
-        .exclude(metric=None)
-        .order_by("pk")
-    ):
-        (suppressed if a.state == Alert.State.SUPPRESSED else active)[(a.device_id, a.metric_id)] = a
-    catch_up(by_pair, active)
-    times = [ts for readings in by_pair.values() for ts, _ in readings]
+    active, suppressed = locked_alerts(device_id__in=device_pks)
+    missed = missed_readings(active, by_pair)
+    times = [ts for readings in (*by_pair.values(), *missed.values()) for ts, _ in readings]
     maintenance = maintenance_by_device(device_pks=device_pks, start=min(times, default=0), end=max(times, default=0))
     history_pairs = {(d, m) for d, m, t in by_pair if t in bands_of and bands_of[t].history_seconds}
     holds = cache.get_many([hold_key(d, m) for d, m, _ in by_pair] + [history_key(d, m) for d, m in history_pairs])
@@ -127,19 +105,32 @@ def evaluate_readings(rows, *, returning=frozenset()):
         if bands is None:
             continue
         fresh = device_pk in returning
-        pair = PairState(
-            device_pk=device_pk,
-            metric_pk=metric_pk,
-            bands=bands,
-            alert=active.get((device_pk, metric_pk)),
-            breach_since=None if fresh else holds.get(hold_key(device_pk, metric_pk)),
-            maintenance=maintenance.get(device_pk, []),
-            suppressed=suppressed.get((device_pk, metric_pk)),
-            recent=[] if fresh else holds.get(history_key(device_pk, metric_pk), []),
-        )
-        for ts, value in readings:
-            pair.apply(ts, value)
-        changed.extend(save_pair(pair))
+        pair_key = (device_pk, metric_pk)
+        for attempt in range(SAVE_ATTEMPTS):
+            pair = PairState(
+                device_pk=device_pk,
+                metric_pk=metric_pk,
+                bands=bands,
+                alert=active.get(pair_key),
+                breach_since=None if fresh else holds.get(hold_key(device_pk, metric_pk)),
+                maintenance=maintenance.get(device_pk, []),
+                suppressed=suppressed.get(pair_key),
+                recent=[] if fresh else holds.get(history_key(device_pk, metric_pk), []),
+            )
+            for ts, value in missed.get(pair_key, []) + readings:
+                pair.apply(ts, value)
+            opens = any(alert.pk is None for alert, _ in pair.events)  # only an insert can meet another worker's alert
+            try:
+                with transaction.atomic() if opens else nullcontext():
+                    changed.extend(save_pair(pair))
+                break
+            except IntegrityError:
+                if attempt == SAVE_ATTEMPTS - 1:
+                    raise
+                # Another worker opened this pair's alert since it was read: evaluate the pair again from that one.
+                pair_active, pair_suppressed = locked_alerts(device_id=device_pk, metric_id=metric_pk)
+                active[pair_key], suppressed[pair_key] = pair_active.get(pair_key), pair_suppressed.get(pair_key)
+                missed[pair_key] = missed_readings(active, {(device_pk, metric_pk, threshold_pk): readings}).get(pair_key, [])
         # Only hold timers that changed go back to the cache (most pairs have none).
         key = hold_key(device_pk, metric_pk)
         if pair.breach_since is None and key in holds:
@@ -155,21 +146,34 @@ def evaluate_readings(rows, *, returning=frozenset()):
     return changed
 
 
-def catch_up(by_pair, active):
-    """Put before a batch's readings of a pair with an active alert those stored between the newest
-    reading the alert has taken and the batch's first: a worker's threads evaluate consecutive
-    batches at the same time, and the batch of such a reading may come later. Applied now, the
-    batch meets the alert as they left it (a crossing after a normal reading opens an alert of its
-    own); their batch then leaves it as it is (apps.alerts.evaluation)."""
+def locked_alerts(**filters):
+    """(active, suppressed), {(device_pk, metric_pk): Alert} of the threshold alerts that `filters`
+    select: the active ones and the suppressed records not ended. Locked in primary-key order, so
+    workers evaluating overlapping batches never deadlock."""
+    active, suppressed = {}, {}
+    for alert in (
+        Alert.objects.select_for_update()
+        .filter(Q(state__in=ACTIVE_STATES) | Q(state=Alert.State.SUPPRESSED, resolved_at=None), **filters)
+        .exclude(metric=None)
+        .order_by("pk")
+    ):
+        (suppressed if alert.state == Alert.State.SUPPRESSED else active)[(alert.device_id, alert.metric_id)] = alert
+    return active, suppressed
+
+
+def missed_readings(active, by_pair):
+    """{(device_pk, metric_pk): [(ts, value)]}: of each pair of a batch (`by_pair`) with an active
+    alert, the readings stored between the newest one the alert has taken and the batch's first.
+    A worker's threads evaluate consecutive batches at the same time, and the batch of such a reading
+    may come later. Applied before the batch's, the batch meets the alert as they left it (a crossing
+    after a normal reading opens an alert of its own); their batch then leaves it as it is
+    (apps.alerts.evaluation)."""
     spans = {}
     for (device_pk, metric_pk, _), readings in by_pair.items():
         alert = active.get((device_pk, metric_pk))
         if alert is not None and alert.last_reading_at is not None:
             spans[(device_pk, metric_pk)] = (alert.last_reading_at, as_datetime(readings[0][0]))
-    missed = readings_inside(spans=spans)
-    for (device_pk, metric_pk, threshold_pk), readings in by_pair.items():
-        if (device_pk, metric_pk) in missed:
-            by_pair[(device_pk, metric_pk, threshold_pk)] = missed[(device_pk, metric_pk)] + readings
+    return readings_inside(spans=spans)
 
 
 def process_stored_batch(*, rows, last_seen):
