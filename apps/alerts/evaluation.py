@@ -13,7 +13,7 @@ evaluated afresh (a value still beyond its band opens a new alert after its hold
 
 Workers evaluate consecutive batches side by side, so a device's batch can be evaluated after the
 next one: a reading not newer than the newest one an active alert has taken leaves it as it is
-(apps.alerts.services.catch_up has applied it already, from the stored readings).
+(apps.alerts.services.missed_readings has applied it already, from the stored readings).
 """
 
 from dataclasses import dataclass, field
@@ -56,7 +56,7 @@ class PairState:
 
     def apply(self, ts, value):
         if self.alert is not None and self.alert.last_reading_at is not None and as_datetime(ts) <= self.alert.last_reading_at:
-            return  # taken already (catch_up), or older than one taken: that one stands
+            return  # taken already (missed_readings), or older than one taken: that one stands
         rate, minutes_to_critical = self.remember(ts, value)
         if any(start <= ts < end for start, end in self.maintenance):
             if self.alert is not None:
