@@ -26,7 +26,7 @@ from apps.telemetry.partitions import drop_partitions_before, ensure_partitions,
 from apps.telemetry.payloads import Message
 from apps.telemetry.pipeline import ingest_batch
 from apps.telemetry.rollups import hours_of, mark_dirty_hours, recompute_range, refresh_rollups
-from apps.telemetry.store import store_readings
+from apps.telemetry.store import PG_EPOCH, store_readings
 
 from .support import last_fall_back_day
 
@@ -85,8 +85,8 @@ def test_it_stores_the_same_instant_whichever_way_a_batch_takes(plant):
     assert store(rows) == len(rows)
     assert store(rows + [(dev.pk, metric.pk, now_ms / 1000 + 1, 9.0)]) == 1
     stored = sorted(Reading.objects.filter(device=dev, value__lt=9).values_list("value", "time"))
-    since_2000 = datetime(2000, 1, 1, tzinfo=UTC)
-    assert [at for _, at in stored] == [since_2000 + timedelta(microseconds=round((ts - 946_684_800) * 1e6)) for ts in stamps]
+    pg_epoch = datetime.fromtimestamp(PG_EPOCH, UTC)  # binary COPY counts microseconds from it
+    assert [at for _, at in stored] == [pg_epoch + timedelta(microseconds=round((ts - PG_EPOCH) * 1e6)) for ts in stamps]
 
 
 def test_it_keeps_readings_of_days_without_a_partition_and_moves_them_into_a_new_one(plant):

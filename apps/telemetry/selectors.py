@@ -130,8 +130,8 @@ def readings_inside(*, spans):
     """spans: {(device_pk, metric_pk): (after, before) datetimes} → {(device_pk, metric_pk): [(ts,
     value)]} of the readings stored strictly between, in time order.
 
-    On PostgreSQL one index lookup per span (a condition per span ORed together costs its planner
-    more than the lookups, with hundreds of spans over the partitions); on the demo's SQLite, those."""
+    On PostgreSQL one join of the spans to the readings: an index lookup per span, in the partitions
+    that hold its times only (pruned while it runs); on the demo's SQLite, a condition per span."""
     if not spans:
         return {}
     if connection.vendor == "postgresql":
