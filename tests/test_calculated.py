@@ -11,6 +11,7 @@ import orjson
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, Threshold
@@ -21,7 +22,7 @@ from apps.telemetry.device_cache import DeviceMasterCache
 from apps.telemetry.latest import get_latest
 from apps.telemetry.models import DeadLetter, HourlyRollup, Reading
 from apps.telemetry.payloads import Message
-from apps.telemetry.pipeline import AfterCommitThread, ingest_batch
+from apps.telemetry.pipeline import AfterCommitThread, CalculationInputs, ingest_batch
 
 from .support import eventually, now_ms
 
@@ -191,26 +192,66 @@ def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_befo
     assert DeadLetter.objects.count() == 2 and result.readings == len(bodies) + 3 * 5 - 2
 
 
-def test_the_ingest_loops_after_commit_thread_runs_in_order_and_outlives_a_failure():
+def test_the_ingest_loops_after_commit_thread_runs_in_order_and_outlives_a_failure(caplog):
     after_commits = AfterCommitThread()
     ran = []
     after_commits.submit(lambda: ran.append(threading.current_thread().name))
-    failed = after_commits.submit(lambda: 1 / 0)  # logged, not raised
-    assert after_commits.submit(lambda: ran.append("the next batch") or len(ran)).result(timeout=5) == 2
-    assert ran == ["after-commit", "the next batch"]
-    assert isinstance(failed.exception(), ZeroDivisionError)
-
-
-def test_with_after_commit_on_a_thread_a_batch_computes_from_the_latest_values_of_the_batch_before(calculated):
-    after_commits = AfterCommitThread()
-    after_commits.submit(lambda: time.sleep(0.5))  # the first batch's latest values are merged half a second late
-    start = now_ms() - 60_000
-    for body in ({"ts": start, "humidity": 40.0}, {"ts": start + 1_000, "temperature": 20.0}):
-        message = Message("mqtt", "sensors/dev-1", orjson.dumps(body), time.time())
-        ingest_batch([message], master_cache=DeviceMasterCache(refresh_seconds=0), after_commits=after_commits)
+    after_commits.submit(lambda: 1 / 0)  # logged, not raised
+    after_commits.submit(lambda: ran.append("the next batch"))
     after_commits.wait()
+    assert ran == ["after-commit", "the next batch"]
+    assert "after commit failed" in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def loop_ingest(*bodies, loop, device="dev-1"):
+    """ingest, as the ingest loop calls it: `loop` holds its AfterCommitThread and CalculationInputs."""
+    messages = [Message("mqtt", f"sensors/{device}", orjson.dumps(body), time.time()) for body in bodies]
+    return ingest_batch(messages, master_cache=DeviceMasterCache(refresh_seconds=0), **loop)
+
+
+@pytest.fixture
+def loop():
+    return {"after_commits": AfterCommitThread(), "calculation_inputs": CalculationInputs()}
+
+
+def test_a_batch_computes_from_the_batch_before_whose_latest_values_are_still_to_merge(calculated, loop):
+    loop["calculation_inputs"].refresh = 0  # every batch reads the latest values
+    loop["after_commits"].submit(lambda: time.sleep(0.5))  # the first batch's latest values are merged half a second late
+    start = now_ms() - 60_000
+    loop_ingest({"ts": start, "humidity": 40.0}, loop=loop)
+    loop_ingest({"ts": start + 1_000, "temperature": 20.0}, loop=loop)
+    assert get_latest(["dev-1"]) == {}  # neither is merged yet
+    loop["after_commits"].wait()
     assert stored(KEY) == [(start + 1_000, perceived(20.0, 40.0))]
     assert get_latest(["dev-1"])["dev-1"][KEY]["ts"] == start + 1_000
+
+
+def test_the_loop_takes_an_input_that_another_process_stored_once_it_reads_the_latest_values(calculated, loop):
+    start = now_ms() - 60_000
+    loop_ingest({"ts": start, "humidity": 40.0}, {"ts": start + 1_000, "temperature": 19.0}, loop=loop)
+    loop["after_commits"].wait()
+    ingest({"ts": start + 2_000, "humidity": 60.0})  # another process
+    loop_ingest({"ts": start + 3_000, "temperature": 20.0}, loop=loop)  # its documents are from its first batch
+    loop["calculation_inputs"].refresh = 0
+    loop_ingest({"ts": start + 4_000, "temperature": 21.0}, loop=loop)  # read again
+    loop["after_commits"].wait()
+    assert stored(KEY) == [
+        (start + 1_000, perceived(19.0, 40.0)),
+        (start + 2_000, perceived(19.0, 60.0)),  # by the other process
+        (start + 3_000, perceived(20.0, 40.0)),
+        (start + 4_000, perceived(21.0, 60.0)),
+    ]
+
+
+def test_the_loop_carries_only_committed_inputs(calculated, loop):
+    start = now_ms() - 60_000
+    loop_ingest({"ts": start, "humidity": 40.0}, loop=loop)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        loop_ingest({"ts": start + 1_000, "humidity": 90.0}, loop=loop)
+        raise RuntimeError("the batch is not committed")
+    loop_ingest({"ts": start + 2_000, "temperature": 20.0}, loop=loop)
+    loop["after_commits"].wait()
+    assert stored(KEY) == [(start + 2_000, perceived(20.0, 40.0))]
 
 
 def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):

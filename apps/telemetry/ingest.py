@@ -16,7 +16,7 @@ from .device_cache import DeviceMasterCache
 from .handoff import ALERT_HAND_OFF
 from .kafka_topics import ensure_topics
 from .metrics import PipelineStats
-from .pipeline import AfterCommitThread, ingest_batch
+from .pipeline import AfterCommitThread, CalculationInputs, ingest_batch
 from .sources.kafka import KafkaSource
 from .sources.mqtt import MqttSource
 
@@ -99,6 +99,7 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     # itself, writing to the database, which AfterCommitThread's work must not do: it stays on the
     # loop, between batches.
     after_commits = AfterCommitThread() if settings.CELERY_BROKER_URL else None
+    calculation_inputs = CalculationInputs()
     stats = PipelineStats(name=client_id, source=source, window_seconds=config["PIPELINE_WINDOW"])
     progress = Progress(write, stats)
     if metrics_port:
@@ -109,7 +110,13 @@ def run_ingest(*, source, client_id, batch_size, flush_interval, mqtt_protocol, 
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
     def on_batch(messages):
-        result = ingest_batch(messages, master_cache=master_cache, publisher=publisher, after_commits=after_commits)
+        result = ingest_batch(
+            messages,
+            master_cache=master_cache,
+            publisher=publisher,
+            after_commits=after_commits,
+            calculation_inputs=calculation_inputs,
+        )
         stats.record(result, committed_at=time.time())
         after_batch()
         return result

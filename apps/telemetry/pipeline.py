@@ -5,11 +5,11 @@ returns, i.e. after the database commit: delivery is at least once, storage is i
 """
 
 import logging
+import math
 import queue
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, repeat
@@ -91,24 +91,49 @@ LATEST_VALUES = BestEffort("latest_values")
 CALCULATION_INPUTS = BestEffort("calculation_inputs")
 
 
-def read_calculation_inputs(messages, *, master):
+def read_calculation_inputs(messages, *, master, known=()):
     """{device_id: latest values document, or None} of the devices of `messages` (their topics name
-    them) that have calculated metrics; every document None while Redis is away (then only the
-    batch's own readings are inputs)."""
+    them) that have calculated metrics, but those in `known`; every document None while Redis is
+    away (then only the readings that the process has seen are inputs)."""
     devices = (master.devices.get(device_id_from_topic(topic)) for topic in {message.topic for message in messages})
-    device_ids = list({device.device_id for device in devices if device is not None and device.calculations is not None})
+    device_ids = list(
+        {device.device_id for device in devices if device is not None and device.calculations is not None} - set(known)
+    )
     documents = CALCULATION_INPUTS(get_latest_documents, device_ids) or repeat(None)
     return dict(zip(device_ids, documents))
 
 
-def input_documents(messages, *, master, after_commits):
-    """() → read_calculation_inputs of the batch `messages`. With the ingest loop's after-commit
-    thread, they are read there while the batch is validated (the loop does not wait for Redis),
-    after the batches before this one have merged their latest values."""
-    read = partial(read_calculation_inputs, messages, master=master)
-    if after_commits is None or not master.calculating:
-        return read
-    return after_commits.submit(read).result
+class CalculationInputs:
+    """The ingest loop's memory of its devices' inputs of calculated metrics, beyond a batch's own
+    readings: the latest values documents, each read at most every `refresh` seconds, and the input
+    states that the loop's committed batches left (InputStates' `carried`); of the two, the newer
+    value of each input counts.
+
+    Reading every batch's documents after the batch before it had merged its latest values kept the
+    loop waiting for Redis, busy with those merges, for about a tenth of its time (bench_ingest
+    --only calculated). The states are newer than the documents where the merges of the loop's own
+    batches are still to come (they run on the AfterCommitThread); readings that other ingest
+    processes store reach the calculations here within `refresh` seconds. The states of every
+    device with calculated metrics that the process has seen are kept: a few numbers each."""
+
+    def __init__(self, refresh=1.0):
+        self.refresh = refresh
+        self.documents = {}  # device_id → its latest values document (or None), read since documents_read_at
+        self.documents_read_at = -math.inf  # time.monotonic()
+        self.committed = {}  # device_pk → {metric_pk: (ts, value)}
+
+    def states_of(self, messages, *, master):
+        """The InputStates of the batch `messages` (call inside its transaction); its states are
+        carried to the batches after it once it commits."""
+        states = InputStates(partial(self.read_documents, messages, master), carried=self.committed)
+        transaction.on_commit(partial(self.committed.update, states.states))
+        return states
+
+    def read_documents(self, messages, master):
+        if time.monotonic() - self.documents_read_at > self.refresh:
+            self.documents, self.documents_read_at = {}, time.monotonic()
+        self.documents.update(read_calculation_inputs(messages, master=master, known=self.documents))
+        return self.documents
 
 
 def calculated_pairs(batch, pairs, *, states=None):
@@ -130,7 +155,7 @@ def calculated_pairs(batch, pairs, *, states=None):
     return calculated
 
 
-def store_slices(messages, *, validate, readings, slice_size, documents):
+def store_slices(messages, *, validate, readings, slice_size, states):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
     at a time → (the batch joined, its rows by pair, its calculated rows by pair).
 
@@ -138,8 +163,7 @@ def store_slices(messages, *, validate, readings, slice_size, documents):
     while the next slice is validated, where calculated rows written only at the end of the batch
     would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only calculated).
     A slice's calculations start from the input values the slices before it brought, and those of
-    the first from `documents`, an input_documents."""
-    states = InputStates(documents)
+    the first from `states`, the batch's InputStates."""
     slices = []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         batch = validate(messages[start : start + slice_size], store=readings.write)
@@ -180,29 +204,23 @@ class AfterCommitThread:
     """Runs each committed batch's after_commit on a thread of its own, in commit order: the ingest
     loop goes on with the next batch while Redis and the broker answer (the batch is stored and its
     messages are acknowledged, nothing waits for this). At most `limit` pieces of work wait for it,
-    so an unanswering Redis slows the loop down instead of piling batches up.
-
-    Its work must not wait for the database: a batch being stored waits inside its transaction for
-    the inputs of its calculated metrics, read here (input_documents)."""
+    so an unanswering Redis slows the loop down instead of piling batches up."""
 
     def __init__(self, limit=2):
         self.queue = queue.Queue(maxsize=limit)
         threading.Thread(target=self.run_forever, name="after-commit", daemon=True).start()
 
     def submit(self, work):
-        """Run work() after the work submitted before it → a Future of its result."""
-        future = Future()
-        self.queue.put((work, future))
-        return future
+        """Run work() after the work submitted before it."""
+        self.queue.put(work)
 
     def run_forever(self):
         while True:
-            work, future = self.queue.get()
+            work = self.queue.get()
             try:
-                future.set_result(work())
-            except Exception as error:  # a bug must not stop the live values and alerts of the batches after it
+                work()
+            except Exception:  # a bug must not stop the live values and alerts of the batches after it
                 log.exception("after commit failed")
-                future.set_exception(error)
             finally:
                 self.queue.task_done()
 
@@ -211,11 +229,12 @@ class AfterCommitThread:
         self.queue.join()
 
 
-def ingest_batch(messages, *, master_cache, publisher=None, historical=False, after_commits=None):
+def ingest_batch(messages, *, master_cache, publisher=None, historical=False, after_commits=None, calculation_inputs=None):
     """Process one batch of Message; returns a BatchResult once the batch is committed.
 
     after_commits: an AfterCommitThread to run after_commit on, or None to run it when the batch
-    commits, before this returns.
+    commits, before this returns. calculation_inputs: the ingest loop's CalculationInputs, or None
+    to read the latest values documents when the batch needs them.
 
     historical=True (CSV import): any past timestamp is fine, calculated metrics are computed from
     the stored readings, and the batch is only stored — no latest values, live push or alert
@@ -243,9 +262,12 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 readings.write(list(chain.from_iterable(calculated.values())))
             else:
                 slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
-                documents = input_documents(messages, master=master, after_commits=after_commits)
+                if calculation_inputs is None:
+                    states = InputStates(partial(read_calculation_inputs, messages, master=master))
+                else:
+                    states = calculation_inputs.states_of(messages, master=master)
                 batch, pairs, calculated = store_slices(
-                    messages, validate=validate, readings=readings, slice_size=slice_size, documents=documents
+                    messages, validate=validate, readings=readings, slice_size=slice_size, states=states
                 )
             description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
