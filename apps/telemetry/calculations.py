@@ -229,41 +229,31 @@ def compute_by_type(devices, known):
 
 class InputStates:
     """The latest value of every input of the devices of one ingest batch, device_pk → {metric_pk:
-    (ts, value)}: from the latest values documents read for the batch and the `carried` states
-    (the newer value of each input counts), then moved on by the batch's own readings, slice after slice.
+    (ts, value)}: from the latest values documents and the `carried` states (the newer value of
+    each input counts), then moved on by the batch's own readings, slice after slice.
 
-    read_documents() → {device_id: its latest values document, or None}, called once, when the
-    first slice needs them (apps.telemetry.pipeline.read_calculation_inputs). carried: device_pk →
-    {metric_pk: (ts, value)} known besides the documents (apps.telemetry.pipeline.CalculationInputs);
+    read_documents(device_ids) → {device_id: its latest values document, or None}, for the devices
+    that a slice brings first (apps.telemetry.pipeline.read_latest_documents). carried: device_pk
+    → {metric_pk: (ts, value)} known besides the documents (apps.telemetry.pipeline.CalculationInputs),
     left as they are."""
 
     def __init__(self, read_documents, carried=None):
         self.read_documents = read_documents
         self.carried = carried or {}
-        self.documents = None
         self.states = {}
 
     def of(self, device_pks, devices):
         """device_pks' states (all of them known afterwards)."""
-        unread = [pk for pk in device_pks if pk not in self.states]
+        unread = [devices[pk] for pk in device_pks if pk not in self.states]
         if unread:
-            if self.documents is None:
-                self.documents = self.read_documents()
-            for pk in unread:
-                device = devices[pk]
-                state = device.calculations.latest_state(self.documents.get(device.device_id))
-                if (carried := self.carried.get(pk)) is not None:
-                    advance_state(state, carried.items())
-                self.states[pk] = state
+            documents = self.read_documents([device.device_id for device in unread])
+            for device in unread:
+                state = device.calculations.latest_state(documents.get(device.device_id))
+                for metric_pk, (ts, value) in self.carried.get(device.pk, {}).items():
+                    if state.get(metric_pk, UNKNOWN)[0] <= ts:
+                        state[metric_pk] = (ts, value)
+                self.states[device.pk] = state
         return self.states
-
-
-def advance_state(state, values):
-    """state {metric_pk: (ts, value)} moved on by values [(metric_pk, (ts, value))]: a value becomes
-    its input's state unless the state is newer."""
-    for metric_pk, (ts, value) in values:
-        if state.get(metric_pk, UNKNOWN)[0] <= ts:
-            state[metric_pk] = (ts, value)
 
 
 def advance_states(states, inputs):
@@ -271,8 +261,11 @@ def advance_states(states, inputs):
     rows} (calculated ones included): the newest row of each input becomes its state, unless the
     state is newer."""
     for device_pk, by_metric in inputs.items():
-        newest = (max(rows, key=ROW_TS) for rows in by_metric.values())
-        advance_state(states[device_pk], ((metric_pk, (ts, value)) for _, metric_pk, ts, value in newest))
+        state = states[device_pk]
+        for metric_pk, rows in by_metric.items():
+            _, _, ts, value = max(rows, key=ROW_TS)
+            if state.get(metric_pk, UNKNOWN)[0] <= ts:
+                state[metric_pk] = (ts, value)
 
 
 def calculate_batch(pairs, *, devices, states):

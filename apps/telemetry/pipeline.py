@@ -24,7 +24,7 @@ from .calculations import InputStates, calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
-from .payloads import Rejection, device_id_from_topic, join_batches, rows_by_pair, validate_messages
+from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
 from .store import copy_readings, store_dead_letters
@@ -91,16 +91,10 @@ LATEST_VALUES = BestEffort("latest_values")
 CALCULATION_INPUTS = BestEffort("calculation_inputs")
 
 
-def read_calculation_inputs(messages, *, master, known=()):
-    """{device_id: latest values document, or None} of the devices of `messages` (their topics name
-    them) that have calculated metrics, but those in `known`; every document None while Redis is
-    away (then only the readings that the process has seen are inputs)."""
-    devices = (master.devices.get(device_id_from_topic(topic)) for topic in {message.topic for message in messages})
-    device_ids = list(
-        {device.device_id for device in devices if device is not None and device.calculations is not None} - set(known)
-    )
-    documents = CALCULATION_INPUTS(get_latest_documents, device_ids) or repeat(None)
-    return dict(zip(device_ids, documents))
+def read_latest_documents(device_ids):
+    """{device_id: its latest values document, or None}; every document None while Redis is away
+    (then only the readings that the ingest has seen are inputs of calculated metrics)."""
+    return dict(zip(device_ids, CALCULATION_INPUTS(get_latest_documents, device_ids) or repeat(None)))
 
 
 class CalculationInputs:
@@ -122,17 +116,17 @@ class CalculationInputs:
         self.documents_read_at = -math.inf  # time.monotonic()
         self.committed = {}  # device_pk → {metric_pk: (ts, value)}
 
-    def states_of(self, messages, *, master):
-        """The InputStates of the batch `messages` (call inside its transaction); its states are
-        carried to the batches after it once it commits."""
-        states = InputStates(partial(self.read_documents, messages, master), carried=self.committed)
+    def batch_states(self):
+        """The InputStates of a batch (call inside its transaction); its states are carried to the
+        batches after it once it commits."""
+        states = InputStates(self.read_documents, carried=self.committed)
         transaction.on_commit(partial(self.committed.update, states.states))
         return states
 
-    def read_documents(self, messages, master):
+    def read_documents(self, device_ids):
         if time.monotonic() - self.documents_read_at > self.refresh:
             self.documents, self.documents_read_at = {}, time.monotonic()
-        self.documents.update(read_calculation_inputs(messages, master=master, known=self.documents))
+        self.documents.update(read_latest_documents([device_id for device_id in device_ids if device_id not in self.documents]))
         return self.documents
 
 
@@ -262,10 +256,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 readings.write(list(chain.from_iterable(calculated.values())))
             else:
                 slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
-                if calculation_inputs is None:
-                    states = InputStates(partial(read_calculation_inputs, messages, master=master))
-                else:
-                    states = calculation_inputs.states_of(messages, master=master)
+                states = InputStates(read_latest_documents) if calculation_inputs is None else calculation_inputs.batch_states()
                 batch, pairs, calculated = store_slices(
                     messages, validate=validate, readings=readings, slice_size=slice_size, states=states
                 )
