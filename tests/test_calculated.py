@@ -23,8 +23,9 @@ from apps.telemetry.latest import get_latest
 from apps.telemetry.models import DeadLetter, HourlyRollup, Reading
 from apps.telemetry.payloads import Message
 from apps.telemetry.pipeline import AfterCommitThread, CalculationInputs, ingest_batch
+from iothub.best_effort import SKIPPED
 
-from .support import eventually, now_ms
+from .support import eventually, free_port, now_ms
 
 KEY, _, _, FORMULA = PERCEIVED_TEMPERATURE
 
@@ -241,6 +242,18 @@ def test_the_loop_takes_an_input_that_another_process_stored_once_it_reads_the_l
         (start + 3_000, perceived(20.0, 40.0)),
         (start + 4_000, perceived(21.0, 60.0)),
     ]
+
+
+def test_while_redis_is_away_the_loop_computes_from_the_inputs_it_has_seen(calculated, loop, settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    loop["calculation_inputs"].refresh = 0  # every batch tries to read the latest values
+    skipped = SKIPPED.labels("calculation_inputs")._value.get()
+    start = now_ms() - 60_000
+    loop_ingest({"ts": start, "humidity": 40.0}, loop=loop)
+    loop_ingest({"ts": start + 1_000, "temperature": 20.0}, loop=loop)
+    loop["after_commits"].wait()
+    assert stored(KEY) == [(start + 1_000, perceived(20.0, 40.0))]
+    assert SKIPPED.labels("calculation_inputs")._value.get() == skipped + 2  # a read for each batch
 
 
 def test_the_loop_carries_only_committed_inputs(calculated, loop):
