@@ -61,6 +61,16 @@ def test_it_runs_the_whole_hub_with_zero_infrastructure(tmp_path):
 
             eventually(readings, timeout=60, message="100 simulated readings in SQLite")
 
+            # The demo type's calculated metric is computed from the simulated temperature and humidity.
+            def perceived_temperatures():
+                with sqlite3.connect(database) as db:
+                    return db.execute(
+                        "SELECT count(*) FROM telemetry_reading JOIN devices_metric ON devices_metric.id = metric_id "
+                        "WHERE devices_metric.key = 'perceived_temperature'"
+                    ).fetchone()[0]
+
+            eventually(perceived_temperatures, timeout=60, message="perceived temperatures calculated in the demo")
+
             # The integrator API answers from the same SQLite (the browser session logs it in too).
             def api(path):
                 return json.loads(opener.open(f"{base}/api/v1/{path}").read())
