@@ -250,8 +250,7 @@ class InputStates:
             for device in unread:
                 state = device.calculations.latest_state(documents.get(device.device_id))
                 for metric_pk, (ts, value) in self.carried.get(device.pk, {}).items():
-                    if state.get(metric_pk, UNKNOWN)[0] <= ts:
-                        state[metric_pk] = (ts, value)
+                    keep_newer(state, metric_pk, ts, value)
                 self.states[device.pk] = state
         return self.states
 
@@ -264,8 +263,13 @@ def advance_states(states, inputs):
         state = states[device_pk]
         for metric_pk, rows in by_metric.items():
             _, _, ts, value = max(rows, key=ROW_TS)
-            if state.get(metric_pk, UNKNOWN)[0] <= ts:
-                state[metric_pk] = (ts, value)
+            keep_newer(state, metric_pk, ts, value)
+
+
+def keep_newer(state, metric_pk, ts, value):
+    """Make (ts, value) the state {metric_pk: (ts, value)} of its input, unless the state is newer."""
+    if state.get(metric_pk, UNKNOWN)[0] <= ts:
+        state[metric_pk] = (ts, value)
 
 
 def calculate_batch(pairs, *, devices, states):

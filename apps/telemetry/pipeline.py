@@ -104,8 +104,8 @@ class CalculationInputs:
     value of each input counts.
 
     Reading every batch's documents after the batch before it had merged its latest values kept the
-    loop waiting for Redis, busy with those merges, for 6–7 % of a drain (bench_ingest --only
-    calculated). The states are newer than the documents where the merges of the loop's own
+    loop waiting for Redis, busy with those merges, for 6–7 % of a drain (timed inside an ingest
+    during bench_ingest --only calculated). The states are newer than the documents where the merges of the loop's own
     batches are still to come (they run on the AfterCommitThread); readings that other ingest
     processes store reach the calculations here within `refresh` seconds. The states of every
     device with calculated metrics that the process has seen are kept: a few numbers each."""
