@@ -365,10 +365,10 @@ def direct_copy_seconds(conn, rows):
 def store_sql_seconds(conn, rows, batch_rows):
     """The pipeline's SQL without its Python: per batch of new readings, one binary COPY into
     telemetry_reading in a transaction (apps.telemetry.store.copy_readings' first way), its rows packed beforehand."""
-    from apps.telemetry.store import COPY_HEADER, COPY_READINGS, COPY_TRAILER, binary_rows
+    from apps.telemetry.store import COPY_HEADER, COPY_READINGS, COPY_TRAILER, ReadingColumns, binary_rows
 
     staged = [(device, metric, at.timestamp(), value) for device, metric, at, value in rows]
-    batches = [binary_rows(staged[start : start + batch_rows]) for start in range(0, len(staged), batch_rows)]
+    batches = [binary_rows(ReadingColumns.of(staged[start : start + batch_rows])) for start in range(0, len(staged), batch_rows)]
     truncate_readings(conn)
     started = time.monotonic()
     for data in batches:

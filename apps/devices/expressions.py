@@ -12,17 +12,22 @@ measured on this machine (Python 3.11, the demo's perceived temperature, one eva
 its error checks): compiled function 0.5 µs, the tree as nested closures 3.1 µs, simpleeval 1.0.3
 9.3 µs, asteval 1.0.10 23.7 µs. The ingest spends ~13 µs of CPU per message in all, and a
 calculated metric may cost at most 10 % of its throughput (bench_ingest --only calculated), so
-ingest evaluates a whole batch in one call instead (evaluate_many: a compiled list comprehension
-over a column per input, 0.12 µs per value of the same formula), which only a tree compiled to
-Python code allows.
+ingest evaluates a whole batch in one call instead (evaluate_many), which only a tree compiled to
+code allows: the same checked tree compiled a second time over numpy arrays, a column per input.
+Its arithmetic is numpy's (IEEE, the same values as Python's); exp, log, pow and round(x, digits)
+are Python's, value by value (numpy's own exp, log and pow differ from the math module's in the
+last digit for some values, and a stored value must not depend on which path computed it).
 """
 
 import ast
+import copy
 import math
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
 
+import numpy as np
 from django.utils.translation import gettext as _
 
 MAX_LENGTH = 1000
@@ -59,7 +64,7 @@ class CalculationError(ArithmeticError):
 @dataclass(frozen=True)
 class Expression:
     """A checked expression; `evaluate(values)` takes the values of `inputs`, in that order, and
-    `evaluate_many(columns)` the values of a batch of evaluations, a list per input."""
+    `evaluate_many(columns)` the values of a batch of evaluations, an array per input."""
 
     text: str
     inputs: tuple
@@ -160,28 +165,98 @@ class Checker(ast.NodeTransformer):
         return ast.Call(ast.Name(name, ast.Load()), args, [])
 
 
-def compile_function(body, arity, *, over_many=False):
-    """The checked tree → a Python function of `arity` positional arguments, or with over_many a
-    function of `arity` lists (the values of each input for many evaluations) that returns the list
-    of their float results (one call and a list comprehension for a whole batch instead of a call
-    per value).
+def compile_function(body, arity, functions):
+    """The checked tree → a Python function of `arity` positional arguments (_0, _1, …).
 
     The function is built from the code object of a `def` (types.FunctionType), with nothing but
-    the whitelisted functions (and float, zip) in its globals and no builtins; eval and exec are
-    never called."""
-    names = [f"_{i}" for i in range(arity)]
-    if over_many:
-        columns = [f"_column{i}" for i in range(arity)]
-        target = ast.Tuple([ast.Name(name, ast.Store()) for name in names], ast.Store())
-        rows = ast.Call(ast.Name("zip", ast.Load()), [ast.Name(column, ast.Load()) for column in columns], [])
-        float_of_body = ast.Call(ast.Name("float", ast.Load()), [body], [])
-        body, names = ast.ListComp(float_of_body, [ast.comprehension(target, rows, [], 0)]), columns
-    arguments = ast.arguments(posonlyargs=[], args=[ast.arg(name) for name in names], kwonlyargs=[], kw_defaults=[], defaults=[])
+    `functions` in its globals and no builtins; eval and exec are never called."""
+    arguments = ast.arguments(
+        posonlyargs=[], args=[ast.arg(f"_{i}") for i in range(arity)], kwonlyargs=[], kw_defaults=[], defaults=[]
+    )
     definition = ast.FunctionDef("calculated", arguments, [ast.Return(body)], [], None, None)
     module = ast.fix_missing_locations(ast.Module([definition], []))
     code = next(c for c in compile(module, "<expression>", "exec").co_consts if isinstance(c, types.CodeType))
-    functions = {name: f for name, (f, _, _) in FUNCTIONS.items()}
-    return types.FunctionType(code, {"__builtins__": {}, **functions, "pow": math.pow, "float": float, "zip": zip})
+    return types.FunctionType(code, {"__builtins__": {}, **functions})
+
+
+SCALAR_FUNCTIONS = {**{name: function for name, (function, _, _) in FUNCTIONS.items()}, "pow": math.pow}
+
+
+def call(name, *args):
+    return ast.Call(ast.Name(name, ast.Load()), list(args), [])
+
+
+class OverArrays(ast.NodeTransformer):
+    """Rewrites a checked tree for numpy arrays (ARRAY_FUNCTIONS): and/or/not, comparisons and
+    `… if … else …` become their element-wise counterparts, as Python gives them for each value.
+    Both branches of a condition are computed; where the branch not taken fails, its nan is dropped."""
+
+    def visit_BoolOp(self, node):
+        values = [self.visit(value) for value in node.values]
+        combine = "_and" if isinstance(node.op, ast.And) else "_or"
+        result = values[-1]
+        for value in reversed(values[:-1]):  # a and b and c = a and (b and c)
+            result = call(combine, value, result)
+        return result
+
+    def visit_UnaryOp(self, node):
+        operand = self.visit(node.operand)
+        return call("_not", operand) if isinstance(node.op, ast.Not) else ast.UnaryOp(node.op, operand)
+
+    def visit_Compare(self, node):
+        left = self.visit(node.left)
+        terms = []
+        for op, comparator in zip(node.ops, node.comparators):  # a < b < c = a < b and b < c
+            right = self.visit(comparator)
+            terms.append(ast.Compare(left, [op], [right]))
+            left = right
+        return call("_all", *terms)
+
+    def visit_IfExp(self, node):
+        return call("_if", self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
+
+
+def elementwise(function):
+    """A function of floats → the same over arrays, value by value; a value it fails on gives nan."""
+
+    def failing_as_nan(*values):
+        try:
+            return float(function(*values))
+        except RUNTIME_ERROR_TYPES:
+            return math.nan
+
+    def over_arrays(*arguments):
+        columns = [argument.tolist() for argument in np.broadcast_arrays(*arguments)]
+        if not isinstance(columns[0], list):  # constants only
+            return failing_as_nan(*columns)
+        try:
+            return np.array(list(map(function, *columns)), dtype=np.float64)
+        except RUNTIME_ERROR_TYPES:
+            return np.array(list(map(failing_as_nan, *columns)), dtype=np.float64)
+
+    return over_arrays
+
+
+def as_number(truth):
+    """A truth value (or an array of them) as Python's arithmetic takes it: 1.0 or 0.0."""
+    return np.asarray(truth, dtype=np.float64)
+
+
+ARRAY_FUNCTIONS = {
+    "abs": np.abs,
+    "exp": elementwise(math.exp),
+    "log": elementwise(math.log),
+    "max": lambda *values: reduce(np.maximum, values),
+    "min": lambda *values: reduce(np.minimum, values),
+    "round": elementwise(round),
+    "sqrt": np.sqrt,  # correctly rounded, as math.sqrt
+    "pow": elementwise(math.pow),
+    "_and": lambda left, right: np.where(left != 0, right, left),
+    "_or": lambda left, right: np.where(left != 0, left, right),
+    "_not": lambda value: as_number(value == 0),
+    "_all": lambda *truths: as_number(reduce(np.logical_and, truths)),
+    "_if": lambda test, body, orelse: np.where(test != 0, body, orelse),
+}
 
 
 def parse_expression(text, *, known_names=None):
@@ -208,8 +283,8 @@ def parse_expression(text, *, known_names=None):
     checker = Checker(known_names)
     try:
         body = checker.visit(tree.body)
-        function = compile_function(body, len(checker.inputs))
-        function_over_many = compile_function(body, len(checker.inputs), over_many=True)
+        function = compile_function(body, len(checker.inputs), SCALAR_FUNCTIONS)
+        function_over_arrays = compile_function(OverArrays().visit(copy.deepcopy(body)), len(checker.inputs), ARRAY_FUNCTIONS)
     except RecursionError:
         raise ExpressionError(_("The expression is nested too deeply.")) from None
 
@@ -223,22 +298,21 @@ def parse_expression(text, *, known_names=None):
         return result
 
     def evaluate_many(columns):
-        """The values of many evaluations, a list per input ([[a₁, a₂, …], [b₁, b₂, …]] for inputs a,
-        b) → (results, {position: error message}); results[position] is None where it failed.
+        """The values of many evaluations, a numpy array of floats per input ([a₁, a₂, …], [b₁, b₂,
+        …] for inputs a, b) → (an array of the results, nan where one failed; {position: error}).
 
-        All at once first; only a batch with a failure is evaluated again one by one, to tell which."""
-        try:
-            results = function_over_many(*columns)
-            if all(map(math.isfinite, results)):
-                return results, {}
-        except RUNTIME_ERROR_TYPES:
-            pass
-        results, failures = [], {}
-        for position, values in enumerate(zip(*columns)):
+        All at once over the arrays; only a value that came out non-finite is evaluated again by
+        `evaluate`, which tells why it failed (or gives the value, where numpy's nan came from a
+        step that Python does not fail on)."""
+        count = len(columns[0]) if columns else 0
+        with np.errstate(all="ignore"):
+            results = np.array(np.broadcast_to(function_over_arrays(*columns), (count,)), dtype=np.float64)
+        failures = {}
+        for position in np.flatnonzero(~np.isfinite(results)).tolist():
             try:
-                results.append(evaluate(values))
+                results[position] = evaluate([float(column[position]) for column in columns])
             except CalculationError as error:
-                results.append(None)
+                results[position] = math.nan
                 failures[position] = str(error)
         return results, failures
 

@@ -5,29 +5,30 @@ returns, i.e. after the database commit: delivery is at least once, storage is i
 """
 
 import logging
-import math
 import queue
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, repeat
+from itertools import repeat
 from operator import itemgetter
 
+import numpy as np
+import orjson
 from django.conf import settings
 from django.db import transaction
 
 from iothub.best_effort import BestEffort
 
-from .calculations import InputStates, calculate_batch, calculate_past_batch
+from .calculations import Readings, StateTables, calculate_batch, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
 from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
-from .store import copy_readings, store_dead_letters
+from .store import ReadingColumns, copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -97,48 +98,69 @@ def read_latest_documents(device_ids):
     return dict(zip(device_ids, CALCULATION_INPUTS(get_latest_documents, device_ids) or repeat(None)))
 
 
-class CalculationInputs:
+class CalculationInputs(StateTables):
     """The ingest loop's memory of its devices' inputs of calculated metrics, beyond a batch's own
-    readings: the latest values documents, each read at most every `refresh` seconds, and the input
-    states that the loop's committed batches left (InputStates' `carried`); of the two, the newer
-    value of each input counts.
+    readings: the StateTables its batches moved on and, merged into them, each device's latest
+    values document, read at most every `refresh` seconds (the newer value of each input counts). A
+    batch that does not commit leaves nothing behind (begin_batch).
 
     Reading every batch's documents after the batch before it had merged its latest values kept the
     loop waiting for Redis, busy with those merges, for 6–7 % of a drain (timed inside an ingest
-    during bench_ingest --only calculated). The states are newer than the documents where the merges of the loop's own
-    batches are still to come (they run on the AfterCommitThread); readings that other ingest
-    processes store reach the calculations here within `refresh` seconds. The states of every
-    device with calculated metrics that the process has seen are kept: a few numbers each."""
+    during bench_ingest --only calculated). The tables are newer than the documents where the merges
+    of the loop's own batches are still to come (they run on the AfterCommitThread); readings that
+    other ingest processes store reach the calculations here within `refresh` seconds. The inputs of
+    every device with calculated metrics that the process has seen are kept: a few numbers each."""
 
     def __init__(self, refresh=1.0):
+        super().__init__()
         self.refresh = refresh
-        self.documents = {}  # device_id → its latest values document (or None), read since documents_read_at
-        self.documents_read_at = -math.inf  # time.monotonic()
-        self.committed = {}  # device_pk → {metric_pk: (ts, value)}
+        self.changes = []  # (table, its cells as they were) of the batch being ingested
 
-    def batch_states(self):
-        """The InputStates of a batch (call inside its transaction); its states are carried to the
-        batches after it once it commits."""
-        states = InputStates(self.read_documents, carried=self.committed)
-        transaction.on_commit(partial(self.committed.update, states.states))
-        return states
+    def begin_batch(self):
+        """Call inside a batch's transaction, before it calculates: undoes what the batch before it
+        changed if that one did not commit."""
+        for table, before in reversed(self.changes):
+            table.restore(before)
+        changes = self.changes = []
+        transaction.on_commit(changes.clear)
 
-    def read_documents(self, device_ids):
-        if time.monotonic() - self.documents_read_at > self.refresh:
-            self.documents, self.documents_read_at = {}, time.monotonic()
-        self.documents.update(read_latest_documents([device_id for device_id in device_ids if device_id not in self.documents]))
-        return self.documents
+    def table_rows(self, calculations, devices):
+        table, rows = super().table_rows(calculations, devices)
+        now = time.monotonic()
+        unread = table.read_at[rows] < now - self.refresh
+        if unread.any():
+            self.read_documents(table, calculations, rows[unread], [d.device_id for d, u in zip(devices, unread.tolist()) if u])
+            table.read_at[rows[unread]] = now
+        return table, rows
+
+    def read_documents(self, table, calculations, rows, device_ids):
+        """Merge the devices' latest values documents into their rows of the table."""
+        columns = {key: calculations.inputs.index(pk) for key, pk in calculations.input_keys.items()}
+        documents = read_latest_documents(device_ids)
+        found = []
+        for row, device_id in zip(rows.tolist(), device_ids):
+            if document := documents[device_id]:
+                latest = orjson.loads(document)
+                found += [
+                    (row, column, item["ts"] / 1000, item["value"])
+                    for key, column in columns.items()
+                    if (item := latest.get(key))
+                ]
+        if found:
+            table_rows, table_columns, times, values = zip(*found)
+            table.keep_newer(
+                Readings(np.array(table_rows), np.array(table_columns), np.array(times), np.array(values, np.float64))
+            )
+
+    def advance(self, table, readings):
+        self.changes.append((table, table.keep_newer(readings)))
 
 
-def calculated_pairs(batch, pairs, *, states=None):
-    """The calculated readings by pair that the batch's readings (`pairs`: its rows by pair) trigger
-    (apps.telemetry.calculations): from `states`, the InputStates of the batch being ingested, or
-    without them (readings of the past) from the stored readings. A failed calculation becomes a
-    dead letter of its message, whose other readings are stored."""
-    if states is None:
-        calculated, failures = calculate_past_batch(pairs, devices=batch.devices, read_stored=stored_inputs)
-    else:
-        calculated, failures = calculate_batch(pairs, devices=batch.devices, states=states)
+def calculated_readings(batch, calculate):
+    """The calculated readings (ReadingColumns) that the batch's readings trigger
+    (apps.telemetry.calculations): calculate(rows, devices=) → (ReadingColumns, failures). A
+    failed calculation becomes a dead letter of its message, whose other readings are stored."""
+    calculated, failures = calculate(batch.rows, devices=batch.devices)
     if failures:
         message_of = batch.messages_by_reading()
         failed = {}
@@ -149,38 +171,24 @@ def calculated_pairs(batch, pairs, *, states=None):
     return calculated
 
 
-def store_slices(messages, *, validate, readings, slice_size, states):
+def store_slices(messages, *, validate, readings, slice_size, calculate):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
-    at a time → (the batch joined, its rows by pair, its calculated rows by pair).
+    at a time → (the batch joined, its calculated readings as ReadingColumns).
 
-    The calculated rows of each slice are written as soon as they are known: PostgreSQL stores them
-    while the next slice is validated, where calculated rows written only at the end of the batch
-    would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only calculated).
-    A slice's calculations start from the input values the slices before it brought, and those of
-    the first from `states`, the batch's InputStates."""
-    slices = []
+    calculate: calculate_batch with the batch's CalculationInputs, or None where no device type has
+    calculated metrics. The calculated rows of each slice are written as soon as they are known:
+    PostgreSQL stores them while the next slice is validated, where calculated rows written only at
+    the end of the batch would keep ingest waiting for PostgreSQL at the end of the COPY
+    (bench_ingest --only calculated). A slice's calculations start from the input values the slices
+    before it brought."""
+    batches, calculated = [], []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         batch = validate(messages[start : start + slice_size], store=readings.write)
-        pairs = rows_by_pair(batch.rows)
-        calculated = calculated_pairs(batch, pairs, states=states)
-        readings.write(list(chain.from_iterable(calculated.values())))
-        slices.append((batch, pairs, calculated))
-    if len(slices) == 1:
-        return slices[0]
-    batches, pairs, calculated = zip(*slices)
-    return join_batches(batches), join_pairs(pairs), join_pairs(calculated)
-
-
-def join_pairs(parts):
-    """Rows by pair of consecutive slices → those of the whole batch."""
-    joined = {}
-    for part in parts:
-        for pair, rows in part.items():
-            if pair in joined:
-                joined[pair] = joined[pair] + rows
-            else:
-                joined[pair] = rows
-    return joined
+        batches.append(batch)
+        if calculate is not None:
+            calculated.append(calculated_readings(batch, calculate))
+            readings.write_columns(calculated[-1])
+    return join_batches(batches) if len(batches) > 1 else batches[0], ReadingColumns.join(calculated)
 
 
 def after_commit(batch_id, description, publisher):
@@ -248,19 +256,26 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
     with transaction.atomic():
         if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
             batch = validate(messages)
-            pairs = rows_by_pair(batch.rows)
-            calculated = calculated_pairs(batch, pairs)
+            calculated = calculated_readings(batch, partial(calculate_past_batch, read_stored=stored_inputs))
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
-                readings.write(list(chain.from_iterable(calculated.values())))
+                readings.write_columns(calculated)
             else:
-                slice_size = CALCULATION_SLICE if master.calculating else max(len(messages), 1)
-                states = InputStates(read_latest_documents) if calculation_inputs is None else calculation_inputs.batch_states()
-                batch, pairs, calculated = store_slices(
-                    messages, validate=validate, readings=readings, slice_size=slice_size, states=states
+                calculate = None
+                if master.calculating:
+                    states = CalculationInputs() if calculation_inputs is None else calculation_inputs
+                    states.begin_batch()
+                    calculate = partial(calculate_batch, states=states)
+                batch, calculated = store_slices(
+                    messages,
+                    validate=validate,
+                    readings=readings,
+                    slice_size=CALCULATION_SLICE if calculate else max(len(messages), 1),
+                    calculate=calculate,
                 )
-            description = None if historical else describe_pairs(pairs | calculated, devices=batch.devices, master=master)
+            pairs = None if historical else rows_by_pair(batch.rows) | rows_by_pair(calculated.rows())
+            description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.
             dirty_hours = hours_of(batch.rows)

@@ -106,16 +106,13 @@ def readings_between(*, device, metric, start, end, limit=100_000):
 
 
 def stored_inputs(*, devices, input_pks, start, end):
-    """device pk → {metric pk → rows (device_pk, metric_pk, ts, value)} of the inputs stored in [start, end), in time order."""
-    readings = {}
+    """The rows (device_pk, metric_pk, ts, value) of the inputs stored in [start, end), by device and time."""
     rows = (
         Reading.objects.filter(device_id__in=devices, metric_id__in=input_pks, time__gte=start, time__lt=end)
         .order_by("device_id", "time")
         .values_list("device_id", "metric_id", "time", "value")
     )
-    for device_pk, metric_pk, at, value in rows.iterator(chunk_size=20_000):
-        readings.setdefault(device_pk, {}).setdefault(metric_pk, []).append((device_pk, metric_pk, at.timestamp(), value))
-    return readings
+    return [(device_pk, metric_pk, at.timestamp(), value) for device_pk, metric_pk, at, value in rows.iterator(chunk_size=20_000)]
 
 
 READINGS_INSIDE = """
