@@ -15,17 +15,19 @@ Idempotent under redelivery: a redelivered reading computes the same value for t
 nothing where the values known now are newer than it (a reading older than the latest value of
 its own metric computes nothing: `recalculate` fills such gaps from the stored readings).
 
-Cost: this runs for every reading of an input (bench_ingest --only calculated). The slice's
-readings are numpy arrays, and each step is one numpy call over all of them: sorting by device and
-time, carrying each input's latest value forward, choosing the times that compute, evaluating the
-expression (apps.devices.expressions). A walk over each device's readings in Python cost about 3 µs
-per device and slice, more than the rest of the calculation together.
+Cost: this runs for every reading of an input (bench_ingest --only calculated). The readings are
+numpy arrays, and each step is one numpy call over all of them: sorting by device and time, carrying
+each input's latest value forward, choosing the times that compute, evaluating the expression
+(apps.devices.expressions). A walk over each device's readings in Python cost about 3 µs per device
+and slice, more than the rest of the calculation together. Ingest calculates GIL_HELD_ROWS readings
+at a time (apps.telemetry.store: numpy would release the GIL on more).
 """
 
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 
 import numpy as np
 
@@ -56,18 +58,33 @@ class Readings:
         return self.rows, self.columns, self.times, self.values
 
 
+def time_order(groups, times):
+    """Indices that order readings by group (an array of ints), then time; readings of one time in
+    the order they came. Sorted by Python: numpy's sorts release the GIL (apps.telemetry.store.GIL_HELD_ROWS).
+    A group's readings mostly come in time order already, so sorting by group alone mostly does."""
+    keys = groups.tolist()
+    order = np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
+    ordered_groups, ordered_times = groups[order], times[order]
+    if ((ordered_groups[1:] == ordered_groups[:-1]) & (ordered_times[1:] < ordered_times[:-1])).any():
+        keys = list(zip(keys, times.tolist()))
+        order = np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
+    return order
+
+
 class StateTable:
     """The latest value of each input metric of some calculated metrics for every device ingest
-    has met: a row per device, a column per metric (TypeCalculations.inputs), the time (epoch s,
-    -inf where no value is known) and the value. read_at: when each device's latest values document
-    was read (time.monotonic(), apps.telemetry.pipeline.CalculationInputs)."""
+    has met: a row per device, a column per metric (TypeCalculations.inputs), kept as cells row ×
+    width + column of flat arrays (numpy indexes those without releasing the GIL): the time (epoch
+    s, -inf where no value is known) and the value. read_at: when each device's latest values
+    document was read (time.monotonic(), apps.telemetry.pipeline.CalculationInputs)."""
 
     def __init__(self, width):
+        self.width = width
         self.row_of = {}  # device pk → row
         self.device_pks = np.zeros(0, np.int64)
-        self.times = np.full((0, width), -np.inf)
-        self.values = np.full((0, width), np.nan)
-        self.read_at = np.full(0, -np.inf)
+        self.times = np.zeros(0)
+        self.values = np.zeros(0)
+        self.read_at = np.zeros(0)
 
     def rows(self, device_pks):
         """The rows of these devices, added where new."""
@@ -75,35 +92,37 @@ class StateTable:
         if new:
             first = len(self.device_pks)
             self.row_of.update(zip(new, range(first, first + len(new))))
-            width = self.times.shape[1]
             self.device_pks = np.concatenate([self.device_pks, np.array(new, np.int64)])
-            self.times = np.concatenate([self.times, np.full((len(new), width), -np.inf)])
-            self.values = np.concatenate([self.values, np.full((len(new), width), np.nan)])
+            self.times = np.concatenate([self.times, np.full(len(new) * self.width, -np.inf)])
+            self.values = np.concatenate([self.values, np.full(len(new) * self.width, np.nan)])
             self.read_at = np.concatenate([self.read_at, np.full(len(new), -np.inf)])
         return np.array([self.row_of[pk] for pk in device_pks], np.int64)
 
+    def cells(self, rows, columns):
+        return rows * self.width + columns
+
     def keep_newer(self, readings):
-        """Make the newest of `readings` of each (row, column) its state, unless the state is newer
-        (a reading of the state's own time replaces it). → (rows, columns, times, values) of the
-        cells changed, as they were before."""
-        rows, columns, times, values = (
-            array[np.lexsort((readings.times, readings.columns, readings.rows))] for array in readings.arrays()
-        )
-        newest = np.ones(len(rows), bool)  # the last reading of each cell
-        newest[:-1] = (rows[1:] != rows[:-1]) | (columns[1:] != columns[:-1])
-        rows, columns, times, values = rows[newest], columns[newest], times[newest], values[newest]
-        changed = times >= self.times[rows, columns]
-        rows, columns = rows[changed], columns[changed]
-        before = (rows, columns, self.times[rows, columns], self.values[rows, columns])
-        self.times[rows, columns] = times[changed]
-        self.values[rows, columns] = values[changed]
+        """Make the newest of `readings` of each cell its state, unless the state is newer (a
+        reading of the state's own time replaces it). → (cells, times, values) of the cells
+        changed, as they were before."""
+        cells = self.cells(readings.rows, readings.columns)
+        order = time_order(cells, readings.times)
+        cells, times, values = cells[order], readings.times[order], readings.values[order]
+        newest = np.ones(len(cells), bool)  # the last reading of each cell
+        newest[:-1] = cells[1:] != cells[:-1]
+        cells, times, values = cells[newest], times[newest], values[newest]
+        changed = times >= self.times[cells]
+        cells = cells[changed]
+        before = (cells, self.times[cells], self.values[cells])
+        self.times[cells] = times[changed]
+        self.values[cells] = values[changed]
         return before
 
     def restore(self, before):
         """Undo keep_newer, given what it returned."""
-        rows, columns, times, values = before
-        self.times[rows, columns] = times
-        self.values[rows, columns] = values
+        cells, times, values = before
+        self.times[cells] = times
+        self.values[cells] = values
 
 
 class StateTables:
@@ -145,11 +164,11 @@ class Calculation:
         not hide a newer value was applied; one that would leaves its input newer than the time)."""
         if not self.columns:  # an expression without inputs never computes
             return None
-        selection = np.isin(readings.columns, self.columns)
+        selection = reduce(np.logical_or, [readings.columns == column for column in self.columns])
         if not selection.any():
             return None
         mine = readings.take(selection)
-        order = np.lexsort((mine.times, mine.rows))  # by device, then time; readings of one time in the order they came
+        order = time_order(mine.rows, mine.times)  # by device, then time
         rows, columns, times, values = (array[order] for array in mine.arrays())
         count = len(rows)
         positions = np.arange(count)
@@ -159,13 +178,14 @@ class Calculation:
         input_times, input_values = [], []
         for column in self.columns:
             latest = np.maximum.accumulate(np.where(columns == column, positions, -1))  # its input's latest reading so far
-            state_times = table.times[rows, column]
+            cells = table.cells(rows, column)
+            state_times = table.times[cells]
             newer = (latest >= first) & (times[latest] >= state_times)  # a late reading does not hide a newer value
             input_times.append(np.where(newer, times[latest], state_times))
-            input_values.append(np.where(newer, values[latest], table.values[rows, column]))
+            input_values.append(np.where(newer, values[latest], table.values[cells]))
         last_of_time = np.ones(count, bool)  # the readings of one time are applied together: one computation
         last_of_time[:-1] = device_starts[1:] | (times[1:] != times[:-1])
-        oldest, newest = np.minimum.reduce(input_times), np.maximum.reduce(input_times)
+        oldest, newest = reduce(np.minimum, input_times), reduce(np.maximum, input_times)
         computes = last_of_time & (oldest >= times - self.max_age) & (newest <= times)
         results, failed = self.evaluate_many([input_column[computes] for input_column in input_values])
         rows, times = rows[computes], times[computes]
@@ -250,23 +270,22 @@ def type_calculations(type_name, metrics):
 
 
 def calculate_batch(rows, *, devices, states):
-    """Validated rows of a batch (device_pk, metric_pk, ts, value) → (the calculated readings as
-    ReadingColumns, failures [(device_pk, ts, metric key, error)]).
+    """Validated rows (device_pk, metric_pk, ts, value) → (the calculated readings, a ReadingColumns
+    per calculated metric, failures [(device_pk, ts, metric key, error)]).
 
-    devices: device_pk → DeviceInfo; states: the StateTables the rows start from, moved on by them."""
+    devices: device_pk → DeviceInfo; states: the StateTables the rows start from, moved on by them.
+    Ingest hands over GIL_HELD_ROWS rows at a time (apps.telemetry.store)."""
     readings = ReadingColumns.of(rows)
-    devices_of_readings, at = np.unique(readings.devices, return_inverse=True)
-    by_type = defaultdict(list)  # TypeCalculations → positions in devices_of_readings
-    infos = [devices[pk] for pk in devices_of_readings.tolist()]
-    for position, device in enumerate(infos):
+    by_type = defaultdict(list)  # TypeCalculations → its devices among the rows'
+    for device in map(devices.__getitem__, dict.fromkeys(row[0] for row in rows)):
         if device.calculations is not None:
-            by_type[device.calculations].append(position)
-    parts, failures = [], []
-    for calculations, positions in by_type.items():
-        table, table_rows = states.table_rows(calculations, [infos[position] for position in positions])
-        device_rows = np.full(len(infos), -1, np.int64)
-        device_rows[positions] = table_rows
-        rows_of_readings, columns = device_rows[at], calculations.columns_of(readings.metrics)
+            by_type[device.calculations].append(device)
+    calculated, failures = [], []
+    for calculations, type_devices in by_type.items():
+        table, table_rows = states.table_rows(calculations, type_devices)
+        row_of = dict(zip([device.pk for device in type_devices], table_rows.tolist()))
+        rows_of_readings = np.fromiter((row_of.get(row[0], -1) for row in rows), np.int64, len(rows))
+        columns = calculations.columns_of(readings.metrics)
         selection = (rows_of_readings >= 0) & (columns >= 0)
         if not selection.any():
             continue
@@ -275,11 +294,11 @@ def calculate_batch(rows, *, devices, states):
         states.advance(table, inputs)
         for calculation, values in computed.items():
             device_pks = table.device_pks[values.rows]
-            parts.append(
-                ReadingColumns(device_pks, np.full(len(values.rows), calculation.metric_pk), values.times, values.values)
+            calculated.append(
+                ReadingColumns(device_pks, np.full(len(device_pks), calculation.metric_pk), values.times, values.values)
             )
         failures += [(int(table.device_pks[row]), float(ts), key, error) for row, ts, key, error in type_failures]
-    return ReadingColumns.join(parts), failures
+    return calculated, failures
 
 
 def calculate_past_batch(rows, *, devices, read_stored):
@@ -291,7 +310,7 @@ def calculate_past_batch(rows, *, devices, read_stored):
     is computed at the times of the batch's readings, as ingest computes it."""
     types = {device.calculations for device in devices.values()} - {None}
     if not types or not rows:
-        return ReadingColumns.of([]), []
+        return [], []
     input_pks = frozenset().union(*(calculations.inputs for calculations in types))
     max_age = max(calculation.max_age for calculations in types for calculation in calculations.calculations)
     times = [ts for _, _, ts, _ in rows]
@@ -305,5 +324,5 @@ def calculate_past_batch(rows, *, devices, read_stored):
         rows + stored, devices=devices, states=StateTables()
     )  # of one time, a stored reading wins
     batch_times = {(device_pk, ts) for device_pk, _, ts, _ in rows}
-    at_batch_times = [row for row in calculated.rows() if row[::2] in batch_times]
-    return ReadingColumns.of(at_batch_times), [failure for failure in failures if failure[:2] in batch_times]
+    at_batch_times = [row for part in calculated for row in part.rows() if row[::2] in batch_times]
+    return [ReadingColumns.of(at_batch_times)], [failure for failure in failures if failure[:2] in batch_times]

@@ -5,6 +5,7 @@ device master, so a message costs a JSON decode and a few dict lookups.
 """
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -140,6 +141,16 @@ class ValidatedBatch:
                 by_reading[(device_pk, ts)] = message
             start = end
         return by_reading
+
+    def row_parts(self, limit):
+        """The rows in consecutive parts of whole messages, each of at most `limit` rows (or of one message's rows)."""
+        parts, start = [], 0
+        while start < len(self.rows):
+            at = bisect_right(self.ends, start + limit) - 1
+            end = self.ends[at] if at >= 0 and self.ends[at] > start else self.ends[bisect_right(self.ends, start)]
+            parts.append(self.rows[start:end])
+            start = end
+        return parts
 
 
 def join_batches(batches):

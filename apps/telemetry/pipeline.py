@@ -28,7 +28,7 @@ from .models import DeadLetter
 from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
-from .store import ReadingColumns, copy_readings, store_dead_letters
+from .store import GIL_HELD_ROWS, copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,16 @@ class CalculationInputs(StateTables):
         self.changes.append((table, table.keep_newer(readings)))
 
 
-def calculated_readings(batch, calculate):
-    """The calculated readings (ReadingColumns) that the batch's readings trigger
-    (apps.telemetry.calculations): calculate(rows, devices=) → (ReadingColumns, failures). A
-    failed calculation becomes a dead letter of its message, whose other readings are stored."""
-    calculated, failures = calculate(batch.rows, devices=batch.devices)
+def calculated_readings(batch, calculate, *, part_rows):
+    """The calculated readings that the batch's readings trigger (apps.telemetry.calculations), a
+    list of ReadingColumns: calculate(rows, devices=) → (ReadingColumns list, failures), called on
+    parts of whole messages of at most `part_rows` rows each. A failed calculation becomes a dead
+    letter of its message, whose other readings are stored."""
+    calculated, failures = [], []
+    for rows in batch.row_parts(part_rows):
+        part, part_failures = calculate(rows, devices=batch.devices)
+        calculated += part
+        failures += part_failures
     if failures:
         message_of = batch.messages_by_reading()
         failed = {}
@@ -173,7 +178,7 @@ def calculated_readings(batch, calculate):
 
 def store_slices(messages, *, validate, readings, slice_size, calculate):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
-    at a time → (the batch joined, its calculated readings as ReadingColumns).
+    at a time → (the batch joined, its calculated rows).
 
     calculate: calculate_batch with the batch's CalculationInputs, or None where no device type has
     calculated metrics. The calculated rows of each slice are written as soon as they are known:
@@ -181,14 +186,15 @@ def store_slices(messages, *, validate, readings, slice_size, calculate):
     the end of the batch would keep ingest waiting for PostgreSQL at the end of the COPY
     (bench_ingest --only calculated). A slice's calculations start from the input values the slices
     before it brought."""
-    batches, calculated = [], []
+    batches, calculated_rows = [], []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         batch = validate(messages[start : start + slice_size], store=readings.write)
         batches.append(batch)
         if calculate is not None:
-            calculated.append(calculated_readings(batch, calculate))
-            readings.write_columns(calculated[-1])
-    return join_batches(batches) if len(batches) > 1 else batches[0], ReadingColumns.join(calculated)
+            for calculated in calculated_readings(batch, calculate, part_rows=GIL_HELD_ROWS):
+                readings.write_columns(calculated)
+                calculated_rows += calculated.rows()
+    return join_batches(batches) if len(batches) > 1 else batches[0], calculated_rows
 
 
 def after_commit(batch_id, description, publisher):
@@ -256,25 +262,27 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
     with transaction.atomic():
         if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
             batch = validate(messages)
-            calculated = calculated_readings(batch, partial(calculate_past_batch, read_stored=stored_inputs))
+            calculate = partial(calculate_past_batch, read_stored=stored_inputs)
+            calculated = calculated_readings(batch, calculate, part_rows=len(batch.rows))
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
-                readings.write_columns(calculated)
+                for part in calculated:
+                    readings.write_columns(part)
             else:
                 calculate = None
                 if master.calculating:
                     states = CalculationInputs() if calculation_inputs is None else calculation_inputs
                     states.begin_batch()
                     calculate = partial(calculate_batch, states=states)
-                batch, calculated = store_slices(
+                batch, calculated_rows = store_slices(
                     messages,
                     validate=validate,
                     readings=readings,
                     slice_size=CALCULATION_SLICE if calculate else max(len(messages), 1),
                     calculate=calculate,
                 )
-            pairs = None if historical else rows_by_pair(batch.rows) | rows_by_pair(calculated.rows())
+                pairs = rows_by_pair(batch.rows) | rows_by_pair(calculated_rows)
             description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.

@@ -68,7 +68,7 @@ def recalculate(*, metric, start, end, step):
         failures = [(devices[device_pk].device_id, ts, error) for device_pk, ts, _, error in step_failures]
         with transaction.atomic():
             Reading.objects.filter(metric=metric, device_id__in=devices, time__gte=cursor, time__lt=step_end).delete()
-            stored = store_readings(calculated.rows())
+            stored = store_readings([row for part in calculated for row in part.rows()])
         cursor = step_end
         yield Recalculated(end=cursor, stored=stored, failures=failures)
     recompute_range(start, end)
