@@ -58,16 +58,18 @@ class Readings:
         return self.rows, self.columns, self.times, self.values
 
 
-def time_order(groups, times):
-    """Indices that order readings by group (an array of ints), then time; readings of one time in
-    the order they came. Sorted by Python: numpy's sorts release the GIL (apps.telemetry.store.GIL_HELD_ROWS).
-    A group's readings mostly come in time order already, so sorting by group alone mostly does."""
-    keys = groups.tolist()
+def time_order(times, groups=None):
+    """Indices that order readings by time, or by group (an array of ints) and then time; readings
+    of one time in the order they came. Sorted by Python: numpy's sorts release the GIL
+    (apps.telemetry.store.GIL_HELD_ROWS). A group's readings mostly come in time order already, so
+    sorting by group alone mostly does."""
+    keys = (times if groups is None else groups).tolist()
     order = np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
-    ordered_groups, ordered_times = groups[order], times[order]
-    if ((ordered_groups[1:] == ordered_groups[:-1]) & (ordered_times[1:] < ordered_times[:-1])).any():
-        keys = list(zip(keys, times.tolist()))
-        order = np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
+    if groups is not None:
+        ordered_groups, ordered_times = groups[order], times[order]
+        if ((ordered_groups[1:] == ordered_groups[:-1]) & (ordered_times[1:] < ordered_times[:-1])).any():
+            keys = list(zip(keys, times.tolist()))
+            order = np.array(sorted(range(len(keys)), key=keys.__getitem__), np.int64)
     return order
 
 
@@ -105,21 +107,19 @@ class StateTable:
         """Make the newest of `readings` of each cell its state, unless the state is newer (a
         reading of the state's own time replaces it). → (cells, times, values) of the cells
         changed, as they were before."""
-        cells = self.cells(readings.rows, readings.columns)
-        order = time_order(cells, readings.times)
-        cells, times, values = cells[order], readings.times[order], readings.values[order]
-        newest = np.ones(len(cells), bool)  # the last reading of each cell
-        newest[:-1] = cells[1:] != cells[:-1]
-        cells, times, values = cells[newest], times[newest], values[newest]
+        cells, times, values = self.cells(readings.rows, readings.columns), readings.times, readings.values
+        if (times[1:] < times[:-1]).any():  # in time order: of several readings of a cell, the newest is set last
+            order = time_order(times)
+            cells, times, values = cells[order], times[order], values[order]
         changed = times >= self.times[cells]
-        cells = cells[changed]
+        cells, times, values = cells[changed], times[changed], values[changed]
         before = (cells, self.times[cells], self.values[cells])
-        self.times[cells] = times[changed]
-        self.values[cells] = values[changed]
+        self.times[cells] = times
+        self.values[cells] = values
         return before
 
     def restore(self, before):
-        """Undo keep_newer, given what it returned."""
+        """Undo keep_newer, given what it returned (a cell set twice has its first value twice)."""
         cells, times, values = before
         self.times[cells] = times
         self.values[cells] = values
@@ -131,12 +131,13 @@ class StateTables:
     def __init__(self):
         self.tables = {}  # TypeCalculations.inputs → StateTable
 
-    def table_rows(self, calculations, devices):
-        """devices (DeviceInfo) of one type → (the StateTable of its calculations' inputs, their rows)."""
+    def table_rows(self, calculations, device_pks, devices):
+        """Devices of one type (pks; devices: pk → DeviceInfo) → (the StateTable of its
+        calculations' inputs, their rows)."""
         table = self.tables.get(calculations.inputs)
         if table is None:
             table = self.tables[calculations.inputs] = StateTable(len(calculations.inputs))
-        return table, table.rows([device.pk for device in devices])
+        return table, table.rows(device_pks)
 
     def advance(self, table, readings):
         """Move the table past readings of its inputs (calculated ones included)."""
@@ -168,8 +169,15 @@ class Calculation:
         if not selection.any():
             return None
         mine = readings.take(selection)
-        order = time_order(mine.rows, mine.times)  # by device, then time
-        rows, columns, times, values = (array[order] for array in mine.arrays())
+        if (mine.columns == mine.columns[0]).all():
+            return self.evaluated(*self.one_input(table, mine))
+        return self.evaluated(*self.walk(table, mine))
+
+    def walk(self, table, readings):
+        """→ (rows, times, input_times, input_values, computes) of the readings, in time order per
+        device: each input's value is its latest reading so far, or its state."""
+        order = time_order(readings.times, readings.rows)  # by device, then time
+        rows, columns, times, values = (array[order] for array in readings.arrays())
         count = len(rows)
         positions = np.arange(count)
         device_starts = np.ones(count, bool)
@@ -185,8 +193,27 @@ class Calculation:
             input_values.append(np.where(newer, values[latest], table.values[cells]))
         last_of_time = np.ones(count, bool)  # the readings of one time are applied together: one computation
         last_of_time[:-1] = device_starts[1:] | (times[1:] != times[:-1])
+        return rows, times, input_times, input_values, last_of_time
+
+    def one_input(self, table, readings):
+        """walk's result where all the readings are of one input (single-metric messages): the other
+        inputs keep their states, so no reading depends on another and their order does not matter."""
+        input_times, input_values = [], []
+        for column in self.columns:
+            cells = table.cells(readings.rows, column)
+            if column == readings.columns[0]:  # a reading older than the state computes nothing: its time is not the newest
+                input_times.append(np.maximum(readings.times, table.times[cells]))
+                input_values.append(readings.values)
+            else:
+                input_times.append(table.times[cells])
+                input_values.append(table.values[cells])
+        return readings.rows, readings.times, input_times, input_values, True
+
+    def evaluated(self, rows, times, input_times, input_values, applied):
+        """The values at the times where every input is `applied` (readings of one time together),
+        at or before the time and within max_age → compute's result."""
         oldest, newest = reduce(np.minimum, input_times), reduce(np.maximum, input_times)
-        computes = last_of_time & (oldest >= times - self.max_age) & (newest <= times)
+        computes = applied & (oldest >= times - self.max_age) & (newest <= times)
         results, failed = self.evaluate_many([input_column[computes] for input_column in input_values])
         rows, times = rows[computes], times[computes]
         failures = [(rows[position], times[position], error) for position, error in failed.items()]
@@ -203,6 +230,7 @@ class TypeCalculations:
     calculations: tuple  # Calculation
     inputs: tuple  # pks of the metrics some calculation uses, sorted: the columns of its StateTable
     input_keys: dict  # metric key → pk of every metric some calculation uses
+    column_of: dict  # metric pk → its column in inputs
 
     @classmethod
     def of(cls, metrics, expressions):
@@ -221,14 +249,7 @@ class TypeCalculations:
             )
             for key, expression in expressions.items()
         )
-        return cls(calculations=calculations, inputs=inputs, input_keys=input_keys)
-
-    def columns_of(self, metric_pks):
-        """An array of metric pks → their StateTable columns, -1 for a metric no calculation uses."""
-        columns = np.full(len(metric_pks), -1, np.int64)
-        for column, pk in enumerate(self.inputs):
-            columns[metric_pks == pk] = column
-        return columns
+        return cls(calculations=calculations, inputs=inputs, input_keys=input_keys, column_of=column_of)
 
     def compute(self, table, readings):
         """Readings of the inputs of devices of the type → ({Calculation: Readings of its values},
@@ -269,35 +290,40 @@ def type_calculations(type_name, metrics):
     return TypeCalculations.of(metrics, {key: expressions[key] for key in order})
 
 
-def calculate_batch(rows, *, devices, states):
-    """Validated rows (device_pk, metric_pk, ts, value) → (the calculated readings, a ReadingColumns
-    per calculated metric, failures [(device_pk, ts, metric key, error)]).
+def calculate_batch(readings, *, devices, states, parts=None):
+    """Validated readings (ReadingColumns) → (the calculated readings, ReadingColumns, failures
+    [(device_pk, ts, metric key, error)]).
 
-    devices: device_pk → DeviceInfo; states: the StateTables the rows start from, moved on by them.
-    Ingest hands over GIL_HELD_ROWS rows at a time (apps.telemetry.store)."""
-    readings = ReadingColumns.of(rows)
-    by_type = defaultdict(list)  # TypeCalculations → its devices among the rows'
-    for device in map(devices.__getitem__, dict.fromkeys(row[0] for row in rows)):
-        if device.calculations is not None:
-            by_type[device.calculations].append(device)
+    devices: device_pk → DeviceInfo; states: the StateTables the rows start from, moved on by them;
+    parts: [(start, end)] of rows calculated one after the other, each of whole messages (ingest's
+    hold at most GIL_HELD_ROWS rows, apps.telemetry.store), or None for all of them at once. What
+    is per device is worked out once for all the parts."""
+    device_pks, metric_pks = readings.devices.tolist(), readings.metrics.tolist()
+    by_type = defaultdict(list)  # TypeCalculations → the pks of its devices among the rows'
+    for pk in dict.fromkeys(device_pks):
+        if (calculations := devices[pk].calculations) is not None:
+            by_type[calculations].append(pk)
     calculated, failures = [], []
-    for calculations, type_devices in by_type.items():
-        table, table_rows = states.table_rows(calculations, type_devices)
-        row_of = dict(zip([device.pk for device in type_devices], table_rows.tolist()))
-        rows_of_readings = np.fromiter((row_of.get(row[0], -1) for row in rows), np.int64, len(rows))
-        columns = calculations.columns_of(readings.metrics)
-        selection = (rows_of_readings >= 0) & (columns >= 0)
-        if not selection.any():
-            continue
-        inputs = Readings(rows_of_readings, columns, readings.times, readings.values).take(selection)
-        computed, type_failures, inputs = calculations.compute(table, inputs)
-        states.advance(table, inputs)
-        for calculation, values in computed.items():
-            device_pks = table.device_pks[values.rows]
-            calculated.append(
-                ReadingColumns(device_pks, np.full(len(device_pks), calculation.metric_pk), values.times, values.values)
+    for calculations, type_pks in by_type.items():
+        table, table_rows = states.table_rows(calculations, type_pks, devices)
+        row_of = dict(zip(type_pks, table_rows.tolist()))
+        rows_of_readings = [row_of.get(pk, -1) for pk in device_pks]
+        columns = [calculations.column_of.get(pk, -1) for pk in metric_pks]
+        for start, end in parts or [(0, len(readings))]:
+            inputs = Readings(
+                np.array(rows_of_readings[start:end], np.int64),
+                np.array(columns[start:end], np.int64),
+                readings.times[start:end],
+                readings.values[start:end],
             )
-        failures += [(int(table.device_pks[row]), float(ts), key, error) for row, ts, key, error in type_failures]
+            inputs = inputs.take((inputs.rows >= 0) & (inputs.columns >= 0))
+            computed, type_failures, inputs = calculations.compute(table, inputs)
+            states.advance(table, inputs)
+            for calculation, values in computed.items():
+                computed_pks = table.device_pks[values.rows]
+                metric = np.full(len(computed_pks), calculation.metric_pk)
+                calculated.append(ReadingColumns(computed_pks, metric, values.times, values.values))
+            failures += [(int(table.device_pks[row]), float(ts), key, error) for row, ts, key, error in type_failures]
     return calculated, failures
 
 
@@ -320,9 +346,8 @@ def calculate_past_batch(rows, *, devices, read_stored):
         start=datetime.fromtimestamp(min(times) - max_age, tz=UTC),
         end=datetime.fromtimestamp(max(times), tz=UTC) + timedelta(microseconds=1),  # the last reading's time included
     )
-    calculated, failures = calculate_batch(
-        rows + stored, devices=devices, states=StateTables()
-    )  # of one time, a stored reading wins
+    past = ReadingColumns.of(rows + stored)  # of one time, a stored reading wins
+    calculated, failures = calculate_batch(past, devices=devices, states=StateTables())
     batch_times = {(device_pk, ts) for device_pk, _, ts, _ in rows}
     at_batch_times = [row for part in calculated for row in part.rows() if row[::2] in batch_times]
     return [ReadingColumns.of(at_batch_times)], [failure for failure in failures if failure[:2] in batch_times]

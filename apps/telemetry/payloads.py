@@ -143,12 +143,13 @@ class ValidatedBatch:
         return by_reading
 
     def row_parts(self, limit):
-        """The rows in consecutive parts of whole messages, each of at most `limit` rows (or of one message's rows)."""
+        """The rows in consecutive parts of whole messages, each of at most `limit` rows (or of one
+        message's rows): [(start, end)] of rows."""
         parts, start = [], 0
         while start < len(self.rows):
             at = bisect_right(self.ends, start + limit) - 1
             end = self.ends[at] if at >= 0 and self.ends[at] > start else self.ends[bisect_right(self.ends, start)]
-            parts.append(self.rows[start:end])
+            parts.append((start, end))
             start = end
         return parts
 

@@ -28,7 +28,7 @@ from .models import DeadLetter
 from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
-from .store import GIL_HELD_ROWS, copy_readings, store_dead_letters
+from .store import GIL_HELD_ROWS, ReadingColumns, copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,13 @@ class CalculationInputs(StateTables):
         changes = self.changes = []
         transaction.on_commit(changes.clear)
 
-    def table_rows(self, calculations, devices):
-        table, rows = super().table_rows(calculations, devices)
+    def table_rows(self, calculations, device_pks, devices):
+        table, rows = super().table_rows(calculations, device_pks, devices)
         now = time.monotonic()
         unread = table.read_at[rows] < now - self.refresh
         if unread.any():
-            self.read_documents(table, calculations, rows[unread], [d.device_id for d, u in zip(devices, unread.tolist()) if u])
+            device_ids = [devices[pk].device_id for pk, is_unread in zip(device_pks, unread.tolist()) if is_unread]
+            self.read_documents(table, calculations, rows[unread], device_ids)
             table.read_at[rows[unread]] = now
         return table, rows
 
@@ -156,44 +157,43 @@ class CalculationInputs(StateTables):
         self.changes.append((table, table.keep_newer(readings)))
 
 
-def calculated_readings(batch, calculate, *, part_rows):
-    """The calculated readings that the batch's readings trigger (apps.telemetry.calculations), a
-    list of ReadingColumns: calculate(rows, devices=) → (ReadingColumns list, failures), called on
-    parts of whole messages of at most `part_rows` rows each. A failed calculation becomes a dead
-    letter of its message, whose other readings are stored."""
-    calculated, failures = [], []
-    for rows in batch.row_parts(part_rows):
-        part, part_failures = calculate(rows, devices=batch.devices)
-        calculated += part
-        failures += part_failures
-    if failures:
-        message_of = batch.messages_by_reading()
-        failed = {}
-        for device_pk, ts, key, error in failures:
-            message = message_of[(device_pk, ts)]
-            failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
-        batch.rejections.extend(failed.values())
-    return calculated
+def reject_failed_calculations(batch, failures):
+    """A failed calculation [(device_pk, ts, metric key, error)] becomes a dead letter of its
+    message, whose other readings are stored."""
+    if not failures:
+        return
+    message_of = batch.messages_by_reading()
+    failed = {}
+    for device_pk, ts, key, error in failures:
+        message = message_of[(device_pk, ts)]
+        failed.setdefault((id(message), key), Rejection(message, DeadLetter.Reason.CALCULATION_FAILED, f"{key}: {error}"))
+    batch.rejections.extend(failed.values())
 
 
-def store_slices(messages, *, validate, readings, slice_size, calculate):
+def store_slices(messages, *, validate, readings, slice_size, states):
     """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
     at a time → (the batch joined, its calculated rows).
 
-    calculate: calculate_batch with the batch's CalculationInputs, or None where no device type has
-    calculated metrics. The calculated rows of each slice are written as soon as they are known:
-    PostgreSQL stores them while the next slice is validated, where calculated rows written only at
-    the end of the batch would keep ingest waiting for PostgreSQL at the end of the COPY
-    (bench_ingest --only calculated). A slice's calculations start from the input values the slices
-    before it brought."""
+    states: the batch's CalculationInputs, or None where no device type has calculated metrics. The
+    calculated rows of each slice are written as soon as they are known: PostgreSQL stores them
+    while the next slice is validated, where calculated rows written only at the end of the batch
+    would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only
+    calculated). A slice's calculations start from the input values the slices before it brought."""
     batches, calculated_rows = [], []
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
-        batch = validate(messages[start : start + slice_size], store=readings.write)
+        if states is None:
+            batches.append(validate(messages[start : start + slice_size], store=readings.write))
+            continue
+        batch = validate(messages[start : start + slice_size])
         batches.append(batch)
-        if calculate is not None:
-            for calculated in calculated_readings(batch, calculate, part_rows=GIL_HELD_ROWS):
-                readings.write_columns(calculated)
-                calculated_rows += calculated.rows()
+        measured = ReadingColumns.of(batch.rows)
+        readings.write_columns(measured)
+        parts = batch.row_parts(GIL_HELD_ROWS)
+        calculated, failures = calculate_batch(measured, devices=batch.devices, states=states, parts=parts)
+        reject_failed_calculations(batch, failures)
+        for part in calculated:
+            readings.write_columns(part)
+            calculated_rows += part.rows()
     return join_batches(batches) if len(batches) > 1 else batches[0], calculated_rows
 
 
@@ -262,25 +262,24 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
     with transaction.atomic():
         if historical:  # readings of the past take their inputs from the database: read before it is busy with the COPY
             batch = validate(messages)
-            calculate = partial(calculate_past_batch, read_stored=stored_inputs)
-            calculated = calculated_readings(batch, calculate, part_rows=len(batch.rows))
+            calculated, failures = calculate_past_batch(batch.rows, devices=batch.devices, read_stored=stored_inputs)
+            reject_failed_calculations(batch, failures)
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
                 for part in calculated:
                     readings.write_columns(part)
             else:
-                calculate = None
+                states = None
                 if master.calculating:
                     states = CalculationInputs() if calculation_inputs is None else calculation_inputs
                     states.begin_batch()
-                    calculate = partial(calculate_batch, states=states)
                 batch, calculated_rows = store_slices(
                     messages,
                     validate=validate,
                     readings=readings,
-                    slice_size=CALCULATION_SLICE if calculate else max(len(messages), 1),
-                    calculate=calculate,
+                    slice_size=max(len(messages), 1) if states is None else CALCULATION_SLICE,
+                    states=states,
                 )
                 pairs = rows_by_pair(batch.rows) | rows_by_pair(calculated_rows)
             description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
