@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
+from itertools import chain
 
 import numpy as np
 
@@ -290,16 +291,16 @@ def type_calculations(type_name, metrics):
     return TypeCalculations.of(metrics, {key: expressions[key] for key in order})
 
 
-def calculate_batch(readings, *, devices, states, parts=None):
-    """Validated readings (ReadingColumns) → (the calculated readings, ReadingColumns, failures
-    [(device_pk, ts, metric key, error)]).
+def calculate_batch(parts, *, devices, states):
+    """Validated readings, ReadingColumns of whole messages each, calculated one after the other
+    (ingest's hold at most GIL_HELD_ROWS readings: apps.telemetry.store) → (the calculated
+    readings, ReadingColumns, failures [(device_pk, ts, metric key, error)]).
 
-    devices: device_pk → DeviceInfo; states: the StateTables the rows start from, moved on by them;
-    parts: [(start, end)] of rows calculated one after the other, each of whole messages (ingest's
-    hold at most GIL_HELD_ROWS rows, apps.telemetry.store), or None for all of them at once. What
-    is per device is worked out once for all the parts."""
-    device_pks, metric_pks = readings.devices.tolist(), readings.metrics.tolist()
-    by_type = defaultdict(list)  # TypeCalculations → the pks of its devices among the rows'
+    devices: device_pk → DeviceInfo; states: the StateTables the readings start from, moved on by
+    them. What is per device is worked out once for all the parts."""
+    device_pks = list(chain.from_iterable(part.devices.tolist() for part in parts))
+    metric_pks = list(chain.from_iterable(part.metrics.tolist() for part in parts))
+    by_type = defaultdict(list)  # TypeCalculations → the pks of its devices among the readings'
     for pk in dict.fromkeys(device_pks):
         if (calculations := devices[pk].calculations) is not None:
             by_type[calculations].append(pk)
@@ -309,13 +310,13 @@ def calculate_batch(readings, *, devices, states, parts=None):
         row_of = dict(zip(type_pks, table_rows.tolist()))
         rows_of_readings = [row_of.get(pk, -1) for pk in device_pks]
         columns = [calculations.column_of.get(pk, -1) for pk in metric_pks]
-        for start, end in parts or [(0, len(readings))]:
+        start = 0
+        for part in parts:
+            end = start + len(part)
             inputs = Readings(
-                np.array(rows_of_readings[start:end], np.int64),
-                np.array(columns[start:end], np.int64),
-                readings.times[start:end],
-                readings.values[start:end],
+                np.array(rows_of_readings[start:end], np.int64), np.array(columns[start:end], np.int64), part.times, part.values
             )
+            start = end
             inputs = inputs.take((inputs.rows >= 0) & (inputs.columns >= 0))
             computed, type_failures, inputs = calculations.compute(table, inputs)
             states.advance(table, inputs)
@@ -347,7 +348,7 @@ def calculate_past_batch(rows, *, devices, read_stored):
         end=datetime.fromtimestamp(max(times), tz=UTC) + timedelta(microseconds=1),  # the last reading's time included
     )
     past = ReadingColumns.of(rows + stored)  # of one time, a stored reading wins
-    calculated, failures = calculate_batch(past, devices=devices, states=StateTables())
+    calculated, failures = calculate_batch([past], devices=devices, states=StateTables())
     batch_times = {(device_pk, ts) for device_pk, _, ts, _ in rows}
     at_batch_times = [row for part in calculated for row in part.rows() if row[::2] in batch_times]
     return [ReadingColumns.of(at_batch_times)], [failure for failure in failures if failure[:2] in batch_times]

@@ -5,7 +5,6 @@ device master, so a message costs a JSON decode and a few dict lookups.
 """
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -142,17 +141,6 @@ class ValidatedBatch:
             start = end
         return by_reading
 
-    def row_parts(self, limit):
-        """The rows in consecutive parts of whole messages, each of at most `limit` rows (or of one
-        message's rows): [(start, end)] of rows."""
-        parts, start = [], 0
-        while start < len(self.rows):
-            at = bisect_right(self.ends, start + limit) - 1
-            end = self.ends[at] if at >= 0 and self.ends[at] > start else self.ends[bisect_right(self.ends, start)]
-            parts.append((start, end))
-            start = end
-        return parts
-
 
 def join_batches(batches):
     """ValidatedBatches of consecutive slices of a batch → the batch's."""
@@ -183,11 +171,12 @@ def unknown_metric(device, metric_key):
 
 
 def validate_messages(
-    messages, *, master: DeviceMaster, now, max_bytes, max_future_skew, max_past_age, store=None, store_every=500
+    messages, *, master: DeviceMaster, now, max_bytes, max_future_skew, max_past_age, store=None, store_rows=500
 ):
     """Decode, validate and enrich a batch of messages against the device master.
 
-    store(rows), if given, gets the rows of every `store_every` messages as they are validated, and the rest at the end."""
+    store(rows), if given, gets the rows as they are validated, those of whole messages at most
+    `store_rows` at a time (or one message's, where it has more)."""
     rows = []
     stored = 0
     rejections = []
@@ -217,13 +206,13 @@ def validate_messages(
         except Rejected as rejected:
             rejections.append(Rejection(message, rejected.reason, rejected.detail))
             continue
+        if store is not None and len(rows) - stored + len(message_rows) > store_rows and len(rows) > stored:
+            store(rows[stored:])
+            stored = len(rows)
         rows.extend(message_rows)
         devices[device.pk] = device
         accepted.append(message)
         ends.append(len(rows))
-        if store is not None and len(accepted) % store_every == 0:
-            store(rows[stored:])
-            stored = len(rows)
-    if store is not None:
+    if store is not None and len(rows) > stored:
         store(rows[stored:])
     return ValidatedBatch(rows=rows, rejections=rejections, devices=devices, accepted=accepted, ends=ends)

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -28,7 +28,7 @@ from .models import DeadLetter
 from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
-from .store import GIL_HELD_ROWS, ReadingColumns, copy_readings, store_dead_letters
+from .store import GIL_HELD_ROWS, copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -180,20 +180,22 @@ def store_slices(messages, *, validate, readings, slice_size, states):
     would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only
     calculated). A slice's calculations start from the input values the slices before it brought."""
     batches, calculated_rows = [], []
+    parts = []  # a slice's readings as written, whole messages, at most GIL_HELD_ROWS of them at a time
+
+    def write_part(rows):
+        parts.append(readings.write(rows))
+
     for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
         if states is None:
             batches.append(validate(messages[start : start + slice_size], store=readings.write))
             continue
-        batch = validate(messages[start : start + slice_size])
+        parts.clear()
+        batch = validate(messages[start : start + slice_size], store=write_part, store_rows=GIL_HELD_ROWS)
         batches.append(batch)
-        measured = ReadingColumns.of(batch.rows)
-        readings.write_columns(measured)
-        parts = batch.row_parts(GIL_HELD_ROWS)
-        calculated, failures = calculate_batch(measured, devices=batch.devices, states=states, parts=parts)
+        calculated, failures = calculate_batch(parts, devices=batch.devices, states=states)
         reject_failed_calculations(batch, failures)
-        for part in calculated:
-            readings.write_columns(part)
-            calculated_rows += part.rows()
+        readings.write_columns(calculated)
+        calculated_rows += chain.from_iterable(part.rows() for part in calculated)
     return join_batches(batches) if len(batches) > 1 else batches[0], calculated_rows
 
 
@@ -267,8 +269,7 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
         with copy_readings() as readings:
             if historical:
                 readings.write(batch.rows)
-                for part in calculated:
-                    readings.write_columns(part)
+                readings.write_columns(calculated)
             else:
                 states = None
                 if master.calculating:

@@ -59,14 +59,13 @@ def recalculate(*, metric, start, end, step):
     earlier = stored_inputs(
         devices=devices, input_pks=calculations.inputs, start=start - timedelta(seconds=calculation.max_age), end=start
     )
-    calculate_batch(
-        ReadingColumns.of(earlier), devices=devices, states=states
-    )  # the inputs' values as the range begins; its values are not kept
+    # The inputs' values as the range begins; what this computes before the range is not kept.
+    calculate_batch([ReadingColumns.of(earlier)], devices=devices, states=states)
     cursor = start
     while cursor < end:
         step_end = min(cursor + step, end)
         step_readings = stored_inputs(devices=devices, input_pks=calculations.inputs, start=cursor, end=step_end)
-        calculated, step_failures = calculate_batch(ReadingColumns.of(step_readings), devices=devices, states=states)
+        calculated, step_failures = calculate_batch([ReadingColumns.of(step_readings)], devices=devices, states=states)
         failures = [(devices[device_pk].device_id, ts, error) for device_pk, ts, _, error in step_failures]
         with transaction.atomic():
             Reading.objects.filter(metric=metric, device_id__in=devices, time__gte=cursor, time__lt=step_end).delete()

@@ -122,16 +122,18 @@ class CopiedReadings:
         self.stored = None
 
     def write(self, rows):
-        """Write (device_pk, metric_pk, ts, value) rows."""
-        self.write_columns(ReadingColumns.of(rows))
+        """Write (device_pk, metric_pk, ts, value) rows; returns them as ReadingColumns."""
+        readings = ReadingColumns.of(rows)
+        self.write_columns([readings])
+        return readings
 
-    def write_columns(self, readings):
-        """Write ReadingColumns."""
-        self.count += len(readings)
+    def write_columns(self, parts):
+        """Write ReadingColumns, in one write to the COPY (each write waits for the socket, and
+        gives the GIL away while it does)."""
+        self.count += sum(map(len, parts))
         if self.copy is None:
-            self.written += readings.rows()
-        elif len(readings):
-            data = binary_rows(readings)
+            self.written += [row for readings in parts for row in readings.rows()]
+        elif data := b"".join(binary_rows(readings) for readings in parts):
             self.copy.write(data)
             self.written.append(data)
 
