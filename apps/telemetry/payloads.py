@@ -5,10 +5,9 @@ device master, so a message costs a JSON decode and a few dict lookups.
 """
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
-from operator import itemgetter
 
 import orjson
 
@@ -17,7 +16,6 @@ from .models import DeadLetter
 
 Reason = DeadLetter.Reason
 RESERVED_KEYS = frozenset({"ts", "id"})
-PAIR = itemgetter(0, 1)  # of a row (device_pk, metric_pk, ts, value)
 
 
 @dataclass(slots=True)
@@ -157,10 +155,10 @@ def join_batches(batches):
 
 def rows_by_pair(rows):
     """(device_pk, metric_pk) → its rows, in batch order."""
-    by_pair = {}
-    for pair, run in groupby(rows, key=PAIR):  # a message's readings are mostly of one pair
-        by_pair.setdefault(pair, []).extend(run)
-    return by_pair
+    by_pair = defaultdict(list)
+    for row in rows:  # twice as fast as itertools.groupby where the pairs alternate (single-reading messages)
+        by_pair[row[:2]].append(row)
+    return dict(by_pair)
 
 
 def unknown_metric(device, metric_key):
