@@ -351,19 +351,24 @@ class Command(BaseCommand):
 
         Every device first gets a humidity reading, so with the metric each temperature computes a
         perceived temperature from it and stores two rows. Each pair drains the same backlog once
-        without and once with the metric, in turns first (a load that grows or fades during the
-        run favours neither); the figure is the median of the pairs' ratios."""
+        without and once with the metric, back to back: one publication reaches two persistent
+        sessions, and each drain takes one of them (drains half a minute of publishing apart
+        scattered with the machine's speed). The order alternates from pair to pair, so that load
+        which grows or fades during the run favours neither; the figure is the median of the pairs' ratios."""
         count, devices, rounds = self.options["messages"], self.options["devices"], self.options["calculated_rounds"]
         database = self.main_database(run)
         pairs = []
         with database.connect() as conn:
             for pair in range(rounds):
+                order = (False, True) if pair % 2 == 0 else (True, False)
+                labels = {calculated: f"calc{next(self.names)}" for calculated in order}
+                self.publish_calculated_backlog(run, labels.values(), count=count, devices=devices)
                 drains = {}
-                for calculated in (False, True) if pair % 2 == 0 else (True, False):
+                for calculated in order:
                     set_perceived_temperature(conn, attached=calculated)
                     truncate_readings(conn)
                     run.clear_redis()  # the previous drain's latest values are newer than this backlog's first readings
-                    drains[calculated] = self.calculated_case(run, conn, calculated, count, devices)
+                    drains[calculated] = self.calculated_case(run, conn, calculated, labels[calculated], count, devices)
                 pairs.append(drains)
                 self.say(f"  pair {pair + 1}: with / without = {times(ratio(drains[True][0], drains[False][0]))}")
         rate = {calculated: median(drains[calculated][0] for drains in pairs) for calculated in (False, True)}
@@ -384,16 +389,13 @@ class Command(BaseCommand):
         self.summary.add(section, "ingest CPU per message without (median)", cpu[False], "µs")
         self.summary.add(section, "ingest CPU per message with (median)", cpu[True], "µs")
 
-    def calculated_case(self, run, conn, calculated, count, devices):
-        """One drain; returns (msg/s, ingest CPU µs per message)."""
-        label = f"calc{next(self.names)}"
+    def publish_calculated_backlog(self, run, labels, *, count, devices):
+        """A humidity reading per device, then `count` temperature readings, into a persistent
+        session per label (the consumers offline)."""
         start_ms = backlog_start_ms(count, 1)
-        group = run.name(label)
-        prepare_session(run.mqtt_url, run.name(f"{label}-ingest"), shared_topic(group))
-        self.say(
-            f"-- {'with' if calculated else 'without'} the calculated metric: {devices} humidity readings, then "
-            f"{count:,} temperature readings, consumers offline"
-        )
+        for label in labels:
+            prepare_session(run.mqtt_url, run.name(f"{label}-ingest"), shared_topic(run.name(label)))
+        self.say(f"-- {devices} humidity readings, then {count:,} temperature readings, for two sessions")
         run_child(
             publish_backlog,
             url=run.mqtt_url,
@@ -406,7 +408,11 @@ class Command(BaseCommand):
             metric="humidity",
         )
         self.publish(run, count=count, per_message=1, start_ms=start_ms, devices=devices)
-        with run.mqtt_ingest(f"{label}-ingest", group=group) as ingest:
+
+    def calculated_case(self, run, conn, calculated, label, count, devices):
+        """One drain of the session of `label`; returns (msg/s, ingest CPU µs per message)."""
+        self.say(f"-- {'with' if calculated else 'without'} the calculated metric")
+        with run.mqtt_ingest(f"{label}-ingest", group=run.name(label)) as ingest:
             ingest.wait_ready()
             backlog = StoredRows(conn, messages=count, devices=devices)
             drain, cpu = self.drain_ingest(run, conn, [ingest], backlog, f"ingest ×1 ({'with' if calculated else 'without'})")
