@@ -168,8 +168,9 @@ def test_values_equal_a_brute_force_computation_and_chains_follow(calculated):
     assert latest[KEY]["value"] == pytest.approx(expected[-1][1], rel=1e-13) and latest[KEY]["ts"] == start + 6_000
 
 
-def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_before(calculated, monkeypatch):
-    monkeypatch.setattr(pipeline, "CALCULATION_SLICE", 2)
+@pytest.mark.parametrize("setting", ["CALCULATION_SLICE", "GIL_HELD_ROWS"])  # slices of 2 messages, or parts of 2 rows
+def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_before(calculated, monkeypatch, setting):
+    monkeypatch.setattr(pipeline, setting, 2)
     start = now_ms() - 200_000
     bodies = [
         {"ts": start, "humidity": 40.0},
