@@ -16,11 +16,11 @@ nothing where the values known now are newer than it (a reading older than the l
 its own metric computes nothing: `recalculate` fills such gaps from the stored readings).
 
 Cost: this runs for every reading of an input (bench_ingest --only calculated). The readings are
-numpy arrays, and each step is one numpy call over all of them: sorting by device and time, carrying
-each input's latest value forward, choosing the times that compute, evaluating the expression
-(apps.devices.expressions). A walk over each device's readings in Python cost about 3 µs per device
-and slice, more than the rest of the calculation together. Ingest calculates GIL_HELD_ROWS readings
-at a time (apps.telemetry.store: numpy would release the GIL on more).
+numpy arrays, and each step is one numpy call over all of them: sorting by device and time (readings
+of one input alone need no sort), carrying each input's latest value forward, choosing the times that
+compute, evaluating the expression (apps.devices.expressions). A walk over each device's readings in
+Python cost about 3 µs per device and slice, more than the rest of the calculation together. Ingest
+calculates GIL_HELD_ROWS readings at a time (apps.telemetry.store: numpy would release the GIL on more).
 """
 
 import logging
@@ -175,8 +175,9 @@ class Calculation:
         return self.evaluated(*self.walk(table, mine))
 
     def walk(self, table, readings):
-        """→ (rows, times, input_times, input_values, computes) of the readings, in time order per
-        device: each input's value is its latest reading so far, or its state."""
+        """→ (rows, times, input_times, input_values, applied) of the readings in time order per
+        device: each input's time and value are its latest reading's so far, or its state's;
+        applied: whether the reading is the last of its time (the others of the time are applied)."""
         order = time_order(readings.times, readings.rows)  # by device, then time
         rows, columns, times, values = (array[order] for array in readings.arrays())
         count = len(rows)
@@ -198,7 +199,9 @@ class Calculation:
 
     def one_input(self, table, readings):
         """walk's result where all the readings are of one input (single-metric messages): the other
-        inputs keep their states, so no reading depends on another and their order does not matter."""
+        inputs keep their states, so no reading depends on another and their order does not matter.
+        (Two readings of one device and time both compute, where walk takes the later: the COPY then
+        keeps the first of each, the reading and the value computed from it.)"""
         input_times, input_values = [], []
         for column in self.columns:
             cells = table.cells(readings.rows, column)

@@ -136,7 +136,7 @@ class CalculationInputs(StateTables):
 
     def read_documents(self, table, calculations, rows, device_ids):
         """Merge the devices' latest values documents into their rows of the table."""
-        columns = {key: calculations.inputs.index(pk) for key, pk in calculations.input_keys.items()}
+        columns = {key: calculations.column_of[pk] for key, pk in calculations.input_keys.items()}
         documents = read_latest_documents(device_ids)
         found = []
         for row, device_id in zip(rows.tolist(), device_ids):
