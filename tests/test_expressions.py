@@ -1,8 +1,10 @@
 """Expressions of calculated metrics (apps.devices.expressions): the whitelist, its messages,
 evaluation equal to the same formula written in Python, runtime failures, dependency order."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 
 from apps.devices.expressions import (
@@ -101,6 +103,43 @@ def test_runtime_failures_raise_calculation_error(text, values, message):
     expression = parse_expression(text, known_names=KNOWN)
     with pytest.raises(CalculationError, match=message):
         expression.evaluate(values)
+
+
+GRID = [-1000.0, -8.0, -1.0, -0.5, 0.0, 0.1, 0.5, 1.0, 2.675, 3.3, 10.0, 17.27, 23.4, 42.42, 57.3, 100.0, 1e308]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "temperature + 0.33 * (humidity / 100 * 6.105 * exp(17.27 * temperature / (237.7 + temperature))) - 4.0",
+        "temperature / humidity",
+        "temperature % humidity",
+        "temperature ** humidity",
+        "log(temperature) + log(temperature, humidity) + sqrt(temperature)",
+        "exp(temperature) * 1e308",
+        "round(temperature) + round(temperature, 2) - abs(humidity)",
+        "min(temperature, humidity, 3) + max(temperature, humidity)",
+        "sqrt(temperature) if temperature > 0 else -1",
+        "temperature and humidity",
+        "temperature or humidity",
+        "not temperature",
+        "-(temperature > humidity) + (0 < temperature <= humidity)",
+        "1 if temperature < humidity and not humidity == 1 or temperature != 2 else 0",
+    ],
+)
+def test_evaluating_many_at_once_gives_what_evaluating_each_gives(text):
+    """evaluate_many (ingest, over numpy arrays) stores the very values, and names the very
+    failures, that evaluate gives one by one."""
+    expression = parse_expression(text, known_names=KNOWN)
+    evaluations = list(itertools.product(GRID, repeat=len(expression.inputs)))
+    results, failures = expression.evaluate_many([np.array(column) for column in zip(*evaluations)])
+    for position, values in enumerate(evaluations):
+        try:
+            expected = expression.evaluate(values)
+        except CalculationError as error:
+            assert failures.get(position) == str(error), values
+        else:
+            assert position not in failures and results[position] == expected, values
 
 
 def test_self_reference_and_cycles():
