@@ -147,8 +147,8 @@ class CalculationInputs(StateTables):
                     for key, column in columns.items()
                     if (item := latest.get(key))
                 ]
-        if found:
-            table_rows, table_columns, times, values = zip(*found)
+        for start in range(0, len(found), GIL_HELD_ROWS):
+            table_rows, table_columns, times, values = zip(*found[start : start + GIL_HELD_ROWS])
             table.keep_newer(
                 Readings(np.array(table_rows), np.array(table_columns), np.array(times), np.array(values, np.float64))
             )
