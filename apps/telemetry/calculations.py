@@ -90,16 +90,24 @@ class StateTable:
         self.read_at = np.zeros(0)
 
     def rows(self, device_pks):
-        """The rows of these devices, added where new."""
+        """The rows of these devices, added where new. The arrays grow by doubling: devices that
+        come a few at a time do not copy the whole table each time."""
         new = [pk for pk in dict.fromkeys(device_pks) if pk not in self.row_of]
         if new:
-            first = len(self.device_pks)
+            first = len(self.row_of)
+            if first + len(new) > len(self.device_pks):
+                self.grow(2 * (first + len(new)))
             self.row_of.update(zip(new, range(first, first + len(new))))
-            self.device_pks = np.concatenate([self.device_pks, np.array(new, np.int64)])
-            self.times = np.concatenate([self.times, np.full(len(new) * self.width, -np.inf)])
-            self.values = np.concatenate([self.values, np.full(len(new) * self.width, np.nan)])
-            self.read_at = np.concatenate([self.read_at, np.full(len(new), -np.inf)])
+            self.device_pks[first : first + len(new)] = new
         return np.array([self.row_of[pk] for pk in device_pks], np.int64)
+
+    def grow(self, capacity):
+        """Room for `capacity` devices; the rows beyond the devices known hold nothing."""
+        added = capacity - len(self.device_pks)
+        self.device_pks = np.concatenate([self.device_pks, np.zeros(added, np.int64)])
+        self.times = np.concatenate([self.times, np.full(added * self.width, -np.inf)])
+        self.values = np.concatenate([self.values, np.full(added * self.width, np.nan)])
+        self.read_at = np.concatenate([self.read_at, np.full(added, -np.inf)])
 
     def cells(self, rows, columns):
         return rows * self.width + columns

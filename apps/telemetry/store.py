@@ -29,7 +29,8 @@ DEAD_LETTER_PAYLOAD_LIMIT = 4096
 # fancy indexing). In the ingest process, whose MQTT network thread wants the GIL all the time
 # during a backlog, every release then costs the loop up to a switch interval (5 ms) before it has
 # the GIL back: next to a thread that wanted the GIL, numpy calls over 2,500 values took 20 to 600
-# times as long as alone. Arrays of the hot path hold at most GIL_HELD_ROWS values.
+# times as long as alone. The hot path packs, validates and calculates GIL_HELD_ROWS readings at a
+# time (a message with more is taken whole; a calculated metric that uses another joins their values).
 GIL_HELD_ROWS = 500
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z in Unix seconds
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
