@@ -168,16 +168,15 @@ def test_values_equal_a_brute_force_computation_and_chains_follow(calculated):
     assert latest[KEY]["value"] == pytest.approx(expected[-1][1], rel=1e-13) and latest[KEY]["ts"] == start + 6_000
 
 
-@pytest.mark.parametrize("setting", ["CALCULATION_SLICE", "GIL_HELD_ROWS"])  # slices of 2 messages, or parts of 2 rows
-def test_a_batch_calculated_slice_by_slice_takes_its_inputs_from_the_slices_before(calculated, monkeypatch, setting):
-    monkeypatch.setattr(pipeline, setting, 2)
+def test_a_batch_calculated_part_by_part_takes_its_inputs_from_the_parts_before(calculated, monkeypatch):
+    monkeypatch.setattr(pipeline, "GIL_HELD_ROWS", 2)  # parts of 2 rows
     start = now_ms() - 200_000
     bodies = [
         {"ts": start, "humidity": 40.0},
         {"ts": start + 1_000, "temperature": 21.5},
-        {"ts": start + 2_000, "temperature": 22.25},  # slice 2: humidity of slice 1
+        {"ts": start + 2_000, "temperature": 22.25},  # part 2: humidity of part 1
         {"ts": start + 3_000, "humidity": 0.0},  # ratio: division by zero
-        {"ts": start + 4_000, "temperature": 23.0},  # slice 3: humidity 0 of slice 2, so again
+        {"ts": start + 4_000, "temperature": 23.0},  # part 3: humidity 0 of part 2, so again
         {"ts": start + 5_000, "humidity": 55.5},
     ]
     result = ingest(*bodies)
@@ -266,6 +265,15 @@ def test_the_loop_carries_only_committed_inputs(calculated, loop):
     loop_ingest({"ts": start + 2_000, "temperature": 20.0}, loop=loop)
     loop["after_commits"].wait()
     assert stored(KEY) == [(start + 2_000, perceived(20.0, 40.0))]
+
+
+def test_the_loop_computes_with_an_edited_expression_from_the_next_batch(calculated, loop):
+    start = now_ms() - 60_000
+    loop_ingest({"ts": start, "humidity": 40.0}, {"ts": start + 1_000, "temperature": 20.0}, loop=loop)
+    calculated["ratio"].expression = "temperature * humidity"
+    calculated["ratio"].save()
+    loop_ingest({"ts": start + 2_000, "temperature": 21.0}, loop=loop)  # a new device master
+    assert stored("ratio") == [(start + 1_000, 20.0 / 40.0), (start + 2_000, 21.0 * 40.0)]
 
 
 def test_a_redelivered_batch_stores_each_calculated_value_once(calculated):

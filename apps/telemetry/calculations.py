@@ -2,10 +2,10 @@
 
 A reading of an input of a calculated metric triggers it: the value is computed from that reading
 and the latest value of each other input at or before the reading's time and no older than the
-metric's max_input_age, and stamped with the reading's time. Ingest calculates a batch a slice of
-messages at a time (apps.telemetry.pipeline.store_slices). "Latest" is what the slice itself brings
-(a message with temperature and humidity computes from both) and, before it, the StateTable of the
-device's inputs: what the slices and batches before it brought, and the latest values
+metric's max_input_age, and stamped with the reading's time. Ingest calculates a batch a part of
+whole messages at a time, as they are validated (apps.telemetry.pipeline.BatchWriter). "Latest" is
+what the part itself brings (a message with temperature and humidity computes from both) and, before
+it, the StateTable of the device's inputs: what the parts and batches before it brought, and the latest values
 (apps.telemetry.latest) that ingest read (apps.telemetry.pipeline.CalculationInputs). Readings of
 one device are taken in time order; readings of one time are applied together, so a message with
 several inputs computes each calculated metric once. Calculated metrics that use calculated metrics
@@ -18,23 +18,23 @@ its own metric computes nothing: `recalculate` fills such gaps from the stored r
 Cost: this runs for every reading of an input (bench_ingest --only calculated). The readings are
 numpy arrays, and each step is one numpy call over all of them: sorting by device and time (readings
 of one input alone need no sort), carrying each input's latest value forward, choosing the times that
-compute, evaluating the expression (apps.devices.expressions). A walk over each device's readings in
-Python cost about 3 µs per device and slice, more than the rest of the calculation together. Ingest
-calculates GIL_HELD_ROWS readings at a time (apps.telemetry.store: numpy would release the GIL on more).
+compute, evaluating the expression (apps.devices.expressions); a device's row in the StateTable and
+its type's calculations are found through lookup tables indexed by device pk. A walk over each
+device's readings in Python cost about 3 µs per device and part, more than the rest of the
+calculation together. Ingest calculates GIL_HELD_ROWS readings at a time, and calls no numpy
+function that gives the GIL away whatever the size (take, arange: apps.telemetry.store).
 """
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from itertools import chain
 
 import numpy as np
 
 from apps.devices.expressions import ExpressionError, dependency_order, parse_expression
 
-from .store import ReadingColumns
+from .store import GIL_HELD_ROWS, ReadingColumns
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,26 @@ def time_order(times, groups=None):
     return order
 
 
+def lookup(table, keys):
+    """table[keys] for non-negative int keys, where `table` ends in -1: a key beyond it gives -1.
+    (Not table.take: numpy's take gives the GIL away whatever the size.)"""
+    return table[np.minimum(keys, len(table) - 1)]
+
+
+POSITIONS = np.arange(4 * GIL_HELD_ROWS)
+POSITIONS.flags.writeable = False
+
+
+def positions(count):
+    """np.arange(count), without calling it where the hot path calls this: numpy's arange gives the GIL away."""
+    return POSITIONS[:count] if count <= len(POSITIONS) else np.arange(count)
+
+
+def extended(table, size):
+    """A lookup table of `size` entries: `table`'s, then -1."""
+    return np.concatenate([table, np.full(size - len(table), -1, np.int64)])
+
+
 class StateTable:
     """The latest value of each input metric of some calculated metrics for every device ingest
     has met: a row per device, a column per metric (TypeCalculations.inputs), kept as cells row ×
@@ -83,23 +103,33 @@ class StateTable:
 
     def __init__(self, width):
         self.width = width
-        self.row_of = {}  # device pk → row
+        self.count = 0  # devices (rows) in the table
+        self.row_by_pk = np.full(1, -1, np.int64)  # device pk → its row, -1 where none (a lookup table)
         self.device_pks = np.zeros(0, np.int64)
         self.times = np.zeros(0)
         self.values = np.zeros(0)
         self.read_at = np.zeros(0)
 
     def rows(self, device_pks):
-        """The rows of these devices, added where new. The arrays grow by doubling: devices that
-        come a few at a time do not copy the whole table each time."""
-        new = [pk for pk in dict.fromkeys(device_pks) if pk not in self.row_of]
-        if new:
-            first = len(self.row_of)
-            if first + len(new) > len(self.device_pks):
-                self.grow(2 * (first + len(new)))
-            self.row_of.update(zip(new, range(first, first + len(new))))
-            self.device_pks[first : first + len(new)] = new
-        return np.array([self.row_of[pk] for pk in device_pks], np.int64)
+        """The rows of these devices (an array of pks), added where new."""
+        rows = lookup(self.row_by_pk, device_pks)
+        new = rows < 0
+        if new.any():
+            self.add(list(dict.fromkeys(device_pks[new].tolist())))
+            rows = lookup(self.row_by_pk, device_pks)
+        return rows
+
+    def add(self, device_pks):
+        """Rows for these devices (a list of pks not in the table). The arrays grow by doubling:
+        devices that come a few at a time do not copy the whole table each time."""
+        first, end = self.count, self.count + len(device_pks)
+        if end > len(self.device_pks):
+            self.grow(2 * end)
+        if max(device_pks) >= len(self.row_by_pk) - 1:  # the last entry stays -1
+            self.row_by_pk = extended(self.row_by_pk, 2 * max(device_pks) + 2)
+        self.row_by_pk[device_pks] = list(range(first, end))
+        self.device_pks[first:end] = device_pks
+        self.count = end
 
     def grow(self, capacity):
         """Room for `capacity` devices; the rows beyond the devices known hold nothing."""
@@ -134,14 +164,47 @@ class StateTable:
         self.values[cells] = values
 
 
+NO_CALCULATIONS = -2  # StateTables.kind_by_pk of a device whose type has no calculated metrics
+
+
 class StateTables:
-    """The StateTable of each set of input metrics (device types with the same inputs share one)."""
+    """The StateTable of each set of input metrics (device types with the same inputs share one),
+    and the TypeCalculations of each device met (found in `devices` the first time; forget_kinds
+    when those may have changed)."""
 
     def __init__(self):
         self.tables = {}  # TypeCalculations.inputs → StateTable
+        self.forget_kinds()
+
+    def forget_kinds(self):
+        self.kinds = []  # the TypeCalculations met
+        self.kind_by_pk = np.full(1, -1, np.int64)  # device pk → its index in kinds, NO_CALCULATIONS, or -1: not met
+
+    def kinds_of(self, device_pks, devices):
+        """device pks (an array) → the index in `kinds` of each one's TypeCalculations, or NO_CALCULATIONS.
+
+        devices: device pk → DeviceInfo (apps.telemetry.device_cache) of the devices not met before."""
+        kinds = lookup(self.kind_by_pk, device_pks)
+        unknown = kinds == -1
+        if unknown.any():
+            new = list(dict.fromkeys(device_pks[unknown].tolist()))
+            if max(new) >= len(self.kind_by_pk) - 1:  # the last entry stays -1
+                self.kind_by_pk = extended(self.kind_by_pk, 2 * max(new) + 2)
+            self.kind_by_pk[new] = [self.kind_index(devices[pk].calculations) for pk in new]
+            kinds = lookup(self.kind_by_pk, device_pks)
+        return kinds
+
+    def kind_index(self, calculations):
+        if calculations is None:
+            return NO_CALCULATIONS
+        for index, kind in enumerate(self.kinds):
+            if kind is calculations:
+                return index
+        self.kinds.append(calculations)
+        return len(self.kinds) - 1
 
     def table_rows(self, calculations, device_pks, devices):
-        """Devices of one type (pks; devices: pk → DeviceInfo) → (the StateTable of its
+        """Devices of one type (an array of pks; devices: pk → DeviceInfo) → (the StateTable of its
         calculations' inputs, their rows)."""
         table = self.tables.get(calculations.inputs)
         if table is None:
@@ -189,13 +252,13 @@ class Calculation:
         order = time_order(readings.times, readings.rows)  # by device, then time
         rows, columns, times, values = (array[order] for array in readings.arrays())
         count = len(rows)
-        positions = np.arange(count)
+        indices = positions(count)
         device_starts = np.ones(count, bool)
         device_starts[1:] = rows[1:] != rows[:-1]
-        first = np.maximum.accumulate(np.where(device_starts, positions, 0))  # the device's first reading
+        first = np.maximum.accumulate(np.where(device_starts, indices, 0))  # the device's first reading
         input_times, input_values = [], []
         for column in self.columns:
-            latest = np.maximum.accumulate(np.where(columns == column, positions, -1))  # its input's latest reading so far
+            latest = np.maximum.accumulate(np.where(columns == column, indices, -1))  # its input's latest reading so far
             cells = table.cells(rows, column)
             state_times = table.times[cells]
             newer = (latest >= first) & (times[latest] >= state_times)  # a late reading does not hide a newer value
@@ -243,6 +306,7 @@ class TypeCalculations:
     inputs: tuple  # pks of the metrics some calculation uses, sorted: the columns of its StateTable
     input_keys: dict  # metric key → pk of every metric some calculation uses
     column_of: dict  # metric pk → its column in inputs
+    column_by_pk: np.ndarray  # the same as a lookup table (lookup), -1 for the metrics not in inputs
 
     @classmethod
     def of(cls, metrics, expressions):
@@ -250,6 +314,8 @@ class TypeCalculations:
         input_keys = {name: metrics[name].pk for expression in expressions.values() for name in expression.inputs}
         inputs = tuple(sorted(set(input_keys.values())))
         column_of = {pk: column for column, pk in enumerate(inputs)}
+        column_by_pk = np.full(max(inputs, default=0) + 2, -1, np.int64)
+        column_by_pk[list(inputs)] = range(len(inputs))
         calculations = tuple(
             Calculation(
                 metric_pk=metrics[key].pk,
@@ -261,7 +327,9 @@ class TypeCalculations:
             )
             for key, expression in expressions.items()
         )
-        return cls(calculations=calculations, inputs=inputs, input_keys=input_keys, column_of=column_of)
+        return cls(
+            calculations=calculations, inputs=inputs, input_keys=input_keys, column_of=column_of, column_by_pk=column_by_pk
+        )
 
     def compute(self, table, readings):
         """Readings of the inputs of devices of the type → ({Calculation: Readings of its values},
@@ -302,40 +370,39 @@ def type_calculations(type_name, metrics):
     return TypeCalculations.of(metrics, {key: expressions[key] for key in order})
 
 
-def calculate_batch(parts, *, devices, states):
-    """Validated readings, ReadingColumns of whole messages each, calculated one after the other
-    (ingest's hold at most GIL_HELD_ROWS readings: apps.telemetry.store) → (the calculated
-    readings, ReadingColumns, failures [(device_pk, ts, metric key, error)]).
+def calculate(readings, *, devices, states):
+    """Validated readings (ReadingColumns of whole messages; ingest's hold at most GIL_HELD_ROWS
+    of them: apps.telemetry.store) → (the calculated readings, a list of ReadingColumns, failures
+    [(device_pk, ts, metric key, error)]).
 
-    devices: device_pk → DeviceInfo; states: the StateTables the readings start from, moved on by
-    them. What is per device is worked out once for all the parts."""
-    device_pks = list(chain.from_iterable(part.devices.tolist() for part in parts))
-    metric_pks = list(chain.from_iterable(part.metrics.tolist() for part in parts))
-    by_type = defaultdict(list)  # TypeCalculations → the pks of its devices among the readings'
-    for pk in dict.fromkeys(device_pks):
-        if (calculations := devices[pk].calculations) is not None:
-            by_type[calculations].append(pk)
+    devices: device_pk → DeviceInfo; states: the StateTables the readings start from, moved on by them."""
     calculated, failures = [], []
-    for calculations, type_pks in by_type.items():
-        table, table_rows = states.table_rows(calculations, type_pks, devices)
-        row_of = dict(zip(type_pks, table_rows.tolist()))
-        rows_of_readings = [row_of.get(pk, -1) for pk in device_pks]
-        columns = [calculations.column_of.get(pk, -1) for pk in metric_pks]
-        start = 0
-        for part in parts:
-            end = start + len(part)
-            inputs = Readings(
-                np.array(rows_of_readings[start:end], np.int64), np.array(columns[start:end], np.int64), part.times, part.values
+    if not len(readings):
+        return calculated, failures
+    kinds = states.kinds_of(readings.devices, devices)
+    for kind in {int(kinds[0])} if (kinds == kinds[0]).all() else set(kinds.tolist()):  # mostly one type
+        if kind == NO_CALCULATIONS:
+            continue
+        calculations = states.kinds[kind]
+        device_pks, columns, times, values = (
+            readings.devices,
+            lookup(calculations.column_by_pk, readings.metrics),
+            readings.times,
+            readings.values,
+        )
+        selection = (kinds == kind) & (columns >= 0)
+        if not selection.all():
+            device_pks, columns, times, values = (array[selection] for array in (device_pks, columns, times, values))
+        table, rows = states.table_rows(calculations, device_pks, devices)
+        inputs = Readings(rows, columns, times, values)
+        computed, type_failures, inputs = calculations.compute(table, inputs)
+        states.advance(table, inputs)
+        for calculation, result in computed.items():
+            computed_pks = table.device_pks[result.rows]
+            calculated.append(
+                ReadingColumns(computed_pks, np.full(len(computed_pks), calculation.metric_pk), result.times, result.values)
             )
-            start = end
-            inputs = inputs.take((inputs.rows >= 0) & (inputs.columns >= 0))
-            computed, type_failures, inputs = calculations.compute(table, inputs)
-            states.advance(table, inputs)
-            for calculation, values in computed.items():
-                computed_pks = table.device_pks[values.rows]
-                metric = np.full(len(computed_pks), calculation.metric_pk)
-                calculated.append(ReadingColumns(computed_pks, metric, values.times, values.values))
-            failures += [(int(table.device_pks[row]), float(ts), key, error) for row, ts, key, error in type_failures]
+        failures += [(int(table.device_pks[row]), float(ts), key, error) for row, ts, key, error in type_failures]
     return calculated, failures
 
 
@@ -359,7 +426,7 @@ def calculate_past_batch(rows, *, devices, read_stored):
         end=datetime.fromtimestamp(max(times), tz=UTC) + timedelta(microseconds=1),  # the last reading's time included
     )
     past = ReadingColumns.of(rows + stored)  # of one time, a stored reading wins
-    calculated, failures = calculate_batch([past], devices=devices, states=StateTables())
+    calculated, failures = calculate(past, devices=devices, states=StateTables())
     batch_times = {(device_pk, ts) for device_pk, _, ts, _ in rows}
     at_batch_times = [row for part in calculated for row in part.rows() if row[::2] in batch_times]
     return [ReadingColumns.of(at_batch_times)], [failure for failure in failures if failure[:2] in batch_times]

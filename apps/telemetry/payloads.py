@@ -140,19 +140,6 @@ class ValidatedBatch:
         return by_reading
 
 
-def join_batches(batches):
-    """ValidatedBatches of consecutive slices of a batch → the batch's."""
-    joined = ValidatedBatch(rows=[], rejections=[], devices={}, accepted=[], ends=[])
-    for batch in batches:
-        offset = len(joined.rows)
-        joined.rows += batch.rows
-        joined.rejections += batch.rejections
-        joined.devices |= batch.devices
-        joined.accepted += batch.accepted
-        joined.ends += [end + offset for end in batch.ends]
-    return joined
-
-
 def rows_by_pair(rows):
     """(device_pk, metric_pk) → its rows, in batch order."""
     by_pair = defaultdict(list)
@@ -173,8 +160,9 @@ def validate_messages(
 ):
     """Decode, validate and enrich a batch of messages against the device master.
 
-    store(rows), if given, gets the rows as they are validated, those of whole messages at most
-    `store_rows` at a time (or one message's, where it has more)."""
+    store(rows, devices), if given, gets the rows as they are validated, those of whole messages at
+    most `store_rows` at a time (or one message's, where it has more), and the devices of the batch
+    so far (device_pk → DeviceInfo)."""
     rows = []
     stored = 0
     rejections = []
@@ -205,12 +193,12 @@ def validate_messages(
             rejections.append(Rejection(message, rejected.reason, rejected.detail))
             continue
         if store is not None and len(rows) - stored + len(message_rows) > store_rows and len(rows) > stored:
-            store(rows[stored:])
+            store(rows[stored:], devices)
             stored = len(rows)
         rows.extend(message_rows)
         devices[device.pk] = device
         accepted.append(message)
         ends.append(len(rows))
     if store is not None and len(rows) > stored:
-        store(rows[stored:])
+        store(rows[stored:], devices)
     return ValidatedBatch(rows=rows, rejections=rejections, devices=devices, accepted=accepted, ends=ends)

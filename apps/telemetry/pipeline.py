@@ -21,14 +21,14 @@ from django.db import transaction
 
 from iothub.best_effort import BestEffort
 
-from .calculations import Readings, StateTables, calculate_batch, calculate_past_batch
+from .calculations import Readings, StateTables, calculate, calculate_past_batch
 from .handoff import ALERT_HAND_OFF, alert_rules
 from .latest import get_latest_documents, store_latest
 from .models import DeadLetter
-from .payloads import Rejection, join_batches, rows_by_pair, validate_messages
+from .payloads import Rejection, rows_by_pair, validate_messages
 from .rollups import hours_of, mark_dirty_hours
 from .selectors import stored_inputs
-from .store import GIL_HELD_ROWS, copy_readings, store_dead_letters
+from .store import GIL_HELD_ROWS, ReadingColumns, copy_readings, store_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 LATENCY_SAMPLES = 1000
 TS = itemgetter(2)
 HISTORICAL_MAX_AGE = 100 * 365 * 86400
-# Messages of a batch validated and calculated at a time (store_slices) where some device type has
-# calculated metrics. Smaller slices leave less for PostgreSQL at the end of the COPY but cost the
-# calculations more per device.
-CALCULATION_SLICE = 2500
 
 
 @dataclass(slots=True)
@@ -114,32 +110,40 @@ class CalculationInputs(StateTables):
     def __init__(self, refresh=1.0):
         super().__init__()
         self.refresh = refresh
+        self.master = None
         self.changes = []  # (table, its cells as they were) of the batch being ingested
 
-    def begin_batch(self):
+    def begin_batch(self, master):
         """Call inside a batch's transaction, before it calculates: undoes what the batch before it
-        changed if that one did not commit."""
+        changed if that one did not commit. master: the batch's DeviceMaster (a new one may have
+        other calculations for a device)."""
         for table, before in reversed(self.changes):
             table.restore(before)
         changes = self.changes = []
         transaction.on_commit(changes.clear)
+        if master is not self.master:
+            self.master = master
+            self.forget_kinds()
 
     def table_rows(self, calculations, device_pks, devices):
         table, rows = super().table_rows(calculations, device_pks, devices)
         now = time.monotonic()
         unread = table.read_at[rows] < now - self.refresh
         if unread.any():
-            device_ids = [devices[pk].device_id for pk, is_unread in zip(device_pks, unread.tolist()) if is_unread]
-            self.read_documents(table, calculations, rows[unread], device_ids)
-            table.read_at[rows[unread]] = now
+            unread_rows = dict(zip(rows[unread].tolist(), device_pks[unread].tolist()))  # once each
+            self.read_documents(table, calculations, unread_rows, devices)
+            table.read_at[list(unread_rows)] = now
         return table, rows
 
-    def read_documents(self, table, calculations, rows, device_ids):
-        """Merge the devices' latest values documents into their rows of the table."""
+    def read_documents(self, table, calculations, device_pks, devices):
+        """Merge the latest values documents of the devices into their rows of the table.
+
+        device_pks: row → device pk; devices: device pk → DeviceInfo."""
         columns = {key: calculations.column_of[pk] for key, pk in calculations.input_keys.items()}
+        device_ids = [devices[pk].device_id for pk in device_pks.values()]
         documents = read_latest_documents(device_ids)
         found = []
-        for row, device_id in zip(rows.tolist(), device_ids):
+        for row, device_id in zip(device_pks, device_ids):
             if document := documents[device_id]:
                 latest = orjson.loads(document)
                 found += [
@@ -170,33 +174,31 @@ def reject_failed_calculations(batch, failures):
     batch.rejections.extend(failed.values())
 
 
-def store_slices(messages, *, validate, readings, slice_size, states):
-    """Validate, calculate and store (into `readings`, a CopiedReadings) the batch `messages` a slice
-    at a time → (the batch joined, its calculated rows).
+class BatchWriter:
+    """validate_messages' `store` for one batch: writes the validated readings into the COPY of
+    `readings` (a CopiedReadings) and, where device types have calculated metrics (states: the
+    batch's CalculationInputs, else None), calculates from each part and writes the values computed
+    with it. PostgreSQL then stores them while the next part is validated, where values written at
+    the end of the batch kept ingest waiting for PostgreSQL at the end of the COPY (bench_ingest
+    --only calculated). A part's calculations start from the input values the parts before it brought."""
 
-    states: the batch's CalculationInputs, or None where no device type has calculated metrics. The
-    calculated rows of each slice are written as soon as they are known: PostgreSQL stores them
-    while the next slice is validated, where calculated rows written only at the end of the batch
-    would keep ingest waiting for PostgreSQL at the end of the COPY (bench_ingest --only
-    calculated). A slice's calculations start from the input values the slices before it brought."""
-    batches, calculated_rows = [], []
-    parts = []  # a slice's readings as written, whole messages, at most GIL_HELD_ROWS of them at a time
+    def __init__(self, readings, states):
+        self.readings = readings
+        self.states = states
+        self.calculated = []  # ReadingColumns
+        self.failures = []  # (device_pk, ts, metric key, error)
 
-    def write_part(rows):
-        parts.append(readings.write(rows))
+    def __call__(self, rows, devices):
+        measured = ReadingColumns.of(rows)
+        calculated = []
+        if self.states is not None:
+            calculated, failures = calculate(measured, devices=devices, states=self.states)
+            self.calculated += calculated
+            self.failures += failures
+        self.readings.write_columns([measured, *calculated])
 
-    for start in range(0, max(len(messages), 1), slice_size):  # an empty batch is one empty slice
-        if states is None:
-            batches.append(validate(messages[start : start + slice_size], store=readings.write))
-            continue
-        parts.clear()
-        batch = validate(messages[start : start + slice_size], store=write_part, store_rows=GIL_HELD_ROWS)
-        batches.append(batch)
-        calculated, failures = calculate_batch(parts, devices=batch.devices, states=states)
-        reject_failed_calculations(batch, failures)
-        readings.write_columns(calculated)
-        calculated_rows += chain.from_iterable(part.rows() for part in calculated)
-    return join_batches(batches) if len(batches) > 1 else batches[0], calculated_rows
+    def calculated_rows(self):
+        return list(chain.from_iterable(part.rows() for part in self.calculated))
 
 
 def after_commit(batch_id, description, publisher):
@@ -274,15 +276,11 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 states = None
                 if master.calculating:
                     states = CalculationInputs() if calculation_inputs is None else calculation_inputs
-                    states.begin_batch()
-                batch, calculated_rows = store_slices(
-                    messages,
-                    validate=validate,
-                    readings=readings,
-                    slice_size=max(len(messages), 1) if states is None else CALCULATION_SLICE,
-                    states=states,
-                )
-                pairs = rows_by_pair(batch.rows) | rows_by_pair(calculated_rows)
+                    states.begin_batch(master)
+                writer = BatchWriter(readings, states)
+                batch = validate(messages, store=writer, store_rows=GIL_HELD_ROWS)
+                reject_failed_calculations(batch, writer.failures)
+                pairs = rows_by_pair(batch.rows) | rows_by_pair(writer.calculated_rows())
             description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.

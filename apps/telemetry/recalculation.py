@@ -10,7 +10,7 @@ from django.db import transaction
 from apps.devices.expressions import parse_expression
 from apps.devices.models import Device, Metric
 
-from .calculations import StateTables, TypeCalculations, calculate_batch
+from .calculations import StateTables, TypeCalculations, calculate
 from .models import Reading
 from .rollups import recompute_range
 from .selectors import stored_inputs
@@ -42,7 +42,7 @@ def devices_calculating(metric, input_pks, calculations):
 
 
 class CalculatingDevice(NamedTuple):
-    """What apps.telemetry.calculations.calculate_batch takes of a device."""
+    """What apps.telemetry.calculations.calculate takes of a device."""
 
     pk: int
     device_id: str
@@ -60,12 +60,12 @@ def recalculate(*, metric, start, end, step):
         devices=devices, input_pks=calculations.inputs, start=start - timedelta(seconds=calculation.max_age), end=start
     )
     # The inputs' values as the range begins; what this computes before the range is not kept.
-    calculate_batch([ReadingColumns.of(earlier)], devices=devices, states=states)
+    calculate(ReadingColumns.of(earlier), devices=devices, states=states)
     cursor = start
     while cursor < end:
         step_end = min(cursor + step, end)
         step_readings = stored_inputs(devices=devices, input_pks=calculations.inputs, start=cursor, end=step_end)
-        calculated, step_failures = calculate_batch([ReadingColumns.of(step_readings)], devices=devices, states=states)
+        calculated, step_failures = calculate(ReadingColumns.of(step_readings), devices=devices, states=states)
         failures = [(devices[device_pk].device_id, ts, error) for device_pk, ts, _, error in step_failures]
         with transaction.atomic():
             Reading.objects.filter(metric=metric, device_id__in=devices, time__gte=cursor, time__lt=step_end).delete()

@@ -25,8 +25,8 @@ DEAD_LETTER_PAYLOAD_LIMIT = 4096
 # microseconds since 2000-01-01 in an int8: no Python datetime per reading), not through psycopg's
 # write_row, which adapts every field on its own.
 #
-# numpy releases the GIL in an operation over more than 500 values (and in any sort and any 2-D
-# fancy indexing). In the ingest process, whose MQTT network thread wants the GIL all the time
+# numpy releases the GIL in an operation over more than 500 values, and in some whatever the size:
+# any sort, take, arange, 2-D fancy indexing. In the ingest process, whose MQTT network thread wants the GIL all the time
 # during a backlog, every release then costs the loop up to a switch interval (5 ms) before it has
 # the GIL back: next to a thread that wanted the GIL, numpy calls over 2,500 values took 20 to 600
 # times as long as alone. The hot path packs, validates and calculates GIL_HELD_ROWS readings at a
