@@ -4,10 +4,11 @@ import os
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+import psycopg
 import pytest
 from django.conf import settings
 
-from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string
+from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string, without_housekeeping
 
 from .support import Consumer, eventually
 
@@ -48,3 +49,16 @@ def test_every_benchmark_command_loads_with_this_projects_apps():
     assert {"bench_ingest", "bench_alerts", "bench_alarm_kpis", "bench_import", "gallery"} <= set(benchmarks)
     for name in benchmarks:
         assert load_command_class("apps.bench", name).help, name
+
+
+def test_autovacuum_is_off_on_the_readings_partitions_for_the_block_only(hub_env):
+    options = """
+        SELECT count(*), count(*) FILTER (WHERE 'autovacuum_enabled=off' = ANY(c.reloptions))
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'telemetry_reading'::regclass
+    """
+    with psycopg.connect(hub_env["DATABASE_URL"], autocommit=True) as conn:
+        with without_housekeeping(conn) as checkpoint:
+            checkpoint()
+            partitions, off = conn.execute(options).fetchone()
+            assert partitions > 0 and off == partitions
+        assert conn.execute(options).fetchone() == (partitions, 0)

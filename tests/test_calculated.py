@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from apps.alerts.models import Alert, Threshold
 from apps.demo.seed import PERCEIVED_TEMPERATURE
-from apps.devices.models import Metric
+from apps.devices.models import Device, DeviceType, Metric
 from apps.telemetry import pipeline
 from apps.telemetry.device_cache import DeviceMasterCache
 from apps.telemetry.latest import get_latest
@@ -265,6 +265,39 @@ def test_the_loop_carries_only_committed_inputs(calculated, loop):
     loop_ingest({"ts": start + 2_000, "temperature": 20.0}, loop=loop)
     loop["after_commits"].wait()
     assert stored(KEY) == [(start + 2_000, perceived(20.0, 40.0))]
+
+
+def test_a_batch_mixing_device_types_calculates_only_from_inputs(calculated):
+    pressure = Metric.objects.create(key="pressure")
+    calculated["type"].metrics.add(pressure)
+    plain = DeviceType.objects.create(name="plain", primary_metric=calculated["temperature"])
+    plain.metrics.add(calculated["temperature"], calculated["humidity"])
+    Device.objects.create(device_id="dev-9", device_type=plain, location=calculated["location"])
+    start = now_ms() - 60_000
+    bodies = [
+        ("dev-1", {"ts": start, "pressure": 1013.0}),  # no calculation uses it
+        ("dev-9", {"ts": start, "humidity": 40.0}),  # a type without calculated metrics
+        ("dev-9", {"ts": start + 1_000, "temperature": 20.0}),
+        ("dev-1", {"ts": start + 1_000, "humidity": 40.0}),
+        ("dev-1", {"ts": start + 2_000, "temperature": 20.0}),
+    ]
+    messages = [Message("mqtt", f"sensors/{device}", orjson.dumps(body), time.time()) for device, body in bodies]
+    ingest_batch(messages, master_cache=DeviceMasterCache(refresh_seconds=0))
+    assert stored("pressure") == [(start, 1013.0)] and stored("temperature", device="dev-9") == [(start + 1_000, 20.0)]
+    assert stored(KEY) == [(start + 2_000, perceived(20.0, 40.0))] and stored(KEY, device="dev-9") == []
+    assert not DeadLetter.objects.exists()
+
+
+def test_the_latest_value_of_a_calculated_metric_is_the_newest_the_batch_computed(calculated):
+    start = now_ms() - 60_000
+    ingest(
+        {"ts": start, "humidity": 40.0}, {"ts": start + 2_000, "temperature": 22.0}, {"ts": start + 1_000, "temperature": 21.0}
+    )
+    assert [ts for ts, _ in stored(KEY)] == [start + 1_000, start + 2_000]
+    latest = get_latest(["dev-1"])["dev-1"]
+    # Redis' cjson keeps 14 significant digits (apps.telemetry.latest)
+    assert latest[KEY]["ts"] == start + 2_000 and latest[KEY]["value"] == pytest.approx(perceived(22.0, 40.0), rel=1e-13)
+    assert latest["muggy"]["ts"] == start + 2_000 and latest[KEY]["status"] is None
 
 
 def test_the_loop_computes_with_an_edited_expression_from_the_next_batch(calculated, loop):

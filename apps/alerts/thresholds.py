@@ -190,6 +190,7 @@ class ThresholdIndex:
             else:
                 scope = ("g", None)
             self._by_scope[(scope, t.metric_id)] = Bands.of(t)
+        self.metric_pks = frozenset(metric_pk for _, metric_pk in self._by_scope)
 
     def resolve(self, *, device_pk, location_pk, type_pk, metric_pk):
         get = self._by_scope.get

@@ -58,6 +58,9 @@ class Readings:
     def arrays(self):
         return self.rows, self.columns, self.times, self.values
 
+    def __len__(self):
+        return len(self.times)
+
 
 def time_order(times, groups=None):
     """Indices that order readings by time, or by group (an array of ints) and then time; readings
@@ -95,14 +98,16 @@ def extended(table, size):
 
 
 class StateTable:
-    """The latest value of each input metric of some calculated metrics for every device ingest
-    has met: a row per device, a column per metric (TypeCalculations.inputs), kept as cells row ×
-    width + column of flat arrays (numpy indexes those without releasing the GIL): the time (epoch
-    s, -inf where no value is known) and the value. read_at: when each device's latest values
-    document was read (time.monotonic(), apps.telemetry.pipeline.CalculationInputs)."""
+    """The latest value of each metric that some calculated metrics use or compute, for every
+    device ingest has met: a row per device, a column per metric (TypeCalculations.columns), kept
+    as cells row × width + column of flat arrays (numpy indexes those without releasing the GIL):
+    the time (epoch s, -inf where no value is known) and the value. read_at: when each device's
+    latest values document was read (time.monotonic(), apps.telemetry.pipeline.CalculationInputs)."""
 
-    def __init__(self, width):
-        self.width = width
+    def __init__(self, metric_pks, calculated):
+        self.width = len(metric_pks)
+        self.metric_pks = np.array(metric_pks, np.int64)  # column → metric pk
+        self.calculated = np.array([pk in calculated for pk in metric_pks], bool)  # column → whether it is a calculated metric's
         self.count = 0  # devices (rows) in the table
         self.row_by_pk = np.full(1, -1, np.int64)  # device pk → its row, -1 where none (a lookup table)
         self.device_pks = np.zeros(0, np.int64)
@@ -151,7 +156,8 @@ class StateTable:
             order = time_order(times)
             cells, times, values = cells[order], times[order], values[order]
         changed = times >= self.times[cells]
-        cells, times, values = cells[changed], times[changed], values[changed]
+        if not changed.all():
+            cells, times, values = cells[changed], times[changed], values[changed]
         before = (cells, self.times[cells], self.values[cells])
         self.times[cells] = times
         self.values[cells] = values
@@ -168,12 +174,12 @@ NO_CALCULATIONS = -2  # StateTables.kind_by_pk of a device whose type has no cal
 
 
 class StateTables:
-    """The StateTable of each set of input metrics (device types with the same inputs share one),
+    """The StateTable of each set of metrics (device types whose calculations use and compute the same share one),
     and the TypeCalculations of each device met (found in `devices` the first time; forget_kinds
     when those may have changed)."""
 
     def __init__(self):
-        self.tables = {}  # TypeCalculations.inputs → StateTable
+        self.tables = {}  # TypeCalculations.columns → StateTable
         self.forget_kinds()
 
     def forget_kinds(self):
@@ -205,14 +211,15 @@ class StateTables:
 
     def table_rows(self, calculations, device_pks, devices):
         """Devices of one type (an array of pks; devices: pk → DeviceInfo) → (the StateTable of its
-        calculations' inputs, their rows)."""
-        table = self.tables.get(calculations.inputs)
+        calculations, their rows)."""
+        table = self.tables.get(calculations.columns)
         if table is None:
-            table = self.tables[calculations.inputs] = StateTable(len(calculations.inputs))
+            table = StateTable(calculations.columns, {calculation.metric_pk for calculation in calculations.calculations})
+            self.tables[calculations.columns] = table
         return table, table.rows(device_pks)
 
     def advance(self, table, readings):
-        """Move the table past readings of its inputs (calculated ones included)."""
+        """Move the table past readings of its metrics (measured or calculated)."""
         table.keep_newer(readings)
 
 
@@ -223,7 +230,8 @@ class Calculation:
     metric_pk: int
     key: str
     columns: tuple  # the StateTable columns of its inputs, in the order the expression takes their values
-    column: int  # its own column, where another calculated metric of the type uses it; else -1
+    column: int  # its own column in the StateTable
+    is_input: bool  # whether another calculated metric of the type uses it
     evaluate_many: object  # apps.devices.expressions.Expression.evaluate_many
     max_age: float  # seconds
 
@@ -238,12 +246,13 @@ class Calculation:
         if not self.columns:  # an expression without inputs never computes
             return None
         selection = reduce(np.logical_or, [readings.columns == column for column in self.columns])
-        if not selection.any():
-            return None
-        mine = readings.take(selection)
-        if (mine.columns == mine.columns[0]).all():
-            return self.evaluated(*self.one_input(table, mine))
-        return self.evaluated(*self.walk(table, mine))
+        if not selection.all():
+            if not selection.any():
+                return None
+            readings = readings.take(selection)
+        if (readings.columns == readings.columns[0]).all():
+            return self.evaluated(*self.one_input(table, readings))
+        return self.evaluated(*self.walk(table, readings))
 
     def walk(self, table, readings):
         """→ (rows, times, input_times, input_values, applied) of the readings in time order per
@@ -289,8 +298,10 @@ class Calculation:
         at or before the time and within max_age → compute's result."""
         oldest, newest = reduce(np.minimum, input_times), reduce(np.maximum, input_times)
         computes = applied & (oldest >= times - self.max_age) & (newest <= times)
-        results, failed = self.evaluate_many([input_column[computes] for input_column in input_values])
-        rows, times = rows[computes], times[computes]
+        if not computes.all():
+            input_values = [input_column[computes] for input_column in input_values]
+            rows, times = rows[computes], times[computes]
+        results, failed = self.evaluate_many(input_values)
         failures = [(rows[position], times[position], error) for position, error in failed.items()]
         if failed:
             kept = np.isfinite(results)
@@ -303,37 +314,45 @@ class TypeCalculations:
     """A device type's calculated metrics in dependency order, and the metrics they use."""
 
     calculations: tuple  # Calculation
-    inputs: tuple  # pks of the metrics some calculation uses, sorted: the columns of its StateTable
+    inputs: tuple  # pks of the metrics some calculation uses, sorted
     input_keys: dict  # metric key → pk of every metric some calculation uses
-    column_of: dict  # metric pk → its column in inputs
-    column_by_pk: np.ndarray  # the same as a lookup table (lookup), -1 for the metrics not in inputs
+    columns: tuple  # pks of the metrics some calculation uses or computes, sorted: the columns of its StateTable
+    column_of: dict  # metric pk → its column
+    column_by_pk: np.ndarray  # the same as a lookup table (lookup), -1 for the metrics without one
 
     @classmethod
     def of(cls, metrics, expressions):
         """metrics: key → Metric; expressions: calculated metric key → its Expression, in dependency order."""
         input_keys = {name: metrics[name].pk for expression in expressions.values() for name in expression.inputs}
         inputs = tuple(sorted(set(input_keys.values())))
-        column_of = {pk: column for column, pk in enumerate(inputs)}
-        column_by_pk = np.full(max(inputs, default=0) + 2, -1, np.int64)
-        column_by_pk[list(inputs)] = range(len(inputs))
+        columns = tuple(sorted({*inputs, *(metrics[key].pk for key in expressions)}))
+        column_of = {pk: column for column, pk in enumerate(columns)}
+        column_by_pk = np.full(max(columns) + 2, -1, np.int64)
+        column_by_pk[list(columns)] = range(len(columns))
         calculations = tuple(
             Calculation(
                 metric_pk=metrics[key].pk,
                 key=key,
                 columns=tuple(column_of[input_keys[name]] for name in expression.inputs),
-                column=column_of.get(metrics[key].pk, -1),
+                column=column_of[metrics[key].pk],
+                is_input=metrics[key].pk in inputs,
                 evaluate_many=expression.evaluate_many,
                 max_age=float(metrics[key].max_input_age),
             )
             for key, expression in expressions.items()
         )
         return cls(
-            calculations=calculations, inputs=inputs, input_keys=input_keys, column_of=column_of, column_by_pk=column_by_pk
+            calculations=calculations,
+            inputs=inputs,
+            input_keys=input_keys,
+            columns=columns,
+            column_of=column_of,
+            column_by_pk=column_by_pk,
         )
 
     def compute(self, table, readings):
         """Readings of the inputs of devices of the type → ({Calculation: Readings of its values},
-        failures [(row, ts, metric key, error)], the readings and the calculated values that are inputs).
+        failures [(row, ts, metric key, error)]).
 
         One calculated metric after the other; the values of one that a later one uses join the readings."""
         computed, failures = {}, []
@@ -344,9 +363,9 @@ class TypeCalculations:
             values, failed = result
             computed[calculation] = values
             failures += [(row, ts, calculation.key, error) for row, ts, error in failed]
-            if calculation.column >= 0:
+            if calculation.is_input:
                 readings = readings + values
-        return computed, failures, readings
+        return computed, failures
 
 
 def type_calculations(type_name, metrics):
@@ -392,12 +411,17 @@ def calculate(readings, *, devices, states):
         )
         selection = (kinds == kind) & (columns >= 0)
         if not selection.all():
+            if not selection.any():  # none of the type's inputs
+                continue
             device_pks, columns, times, values = (array[selection] for array in (device_pks, columns, times, values))
         table, rows = states.table_rows(calculations, device_pks, devices)
         inputs = Readings(rows, columns, times, values)
-        computed, type_failures, inputs = calculations.compute(table, inputs)
+        computed, type_failures = calculations.compute(table, inputs)
         states.advance(table, inputs)
         for calculation, result in computed.items():
+            if not len(result):
+                continue
+            states.advance(table, result)
             computed_pks = table.device_pks[result.rows]
             calculated.append(
                 ReadingColumns(computed_pks, np.full(len(computed_pks), calculation.metric_pk), result.times, result.values)

@@ -44,7 +44,8 @@ class AlertRules:
     # Models whose changes reload the rules along with the device master.
     tables: tuple
     # () -> an index whose resolve(device_pk=, location_pk=, type_pk=, metric_pk=) gives the bands
-    # that apply (bands.status(value), bands.pk), or None where no threshold applies.
+    # that apply (bands.status(value), bands.pk), or None where no threshold applies, and whose
+    # metric_pks are the metrics that some threshold applies to.
     load: Callable
     # (bands, one pair's rows oldest first) -> the rows among them that can change its alert.
     significant_readings: Callable
@@ -54,6 +55,8 @@ class AlertRules:
 
 class NoRules:
     """Without an alerts app: no value has a status and no batch is handed on."""
+
+    metric_pks = frozenset()
 
     def resolve(self, **pair):
         return None

@@ -52,20 +52,23 @@ class BatchResult:
 
 
 def describe_pairs(pairs, *, devices, master):
-    """Stored rows by (device, metric) → (live items: the newest reading of each (device, metric)
-    with its threshold status; the rows that can move an alert; newest ts per device).
+    """Stored rows by (device, metric) — every row of a pair whose metric has thresholds, at least
+    the newest of the others — → (live items: the newest reading of each (device, metric) with its
+    threshold status; the rows that can move an alert; newest ts per device).
 
     Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
     with a threshold that can change their alert (the alert rules' significant_readings, apps.telemetry.handoff).
     """
-    resolve = master.thresholds.resolve
+    resolve, with_thresholds = master.thresholds.resolve, master.thresholds.metric_pks
     significant_readings = alert_rules().significant_readings
     last_seen = {}
     items = []
     evaluate_rows = []
     for (device_pk, metric_pk), pair_rows in pairs.items():
         device = devices[device_pk]
-        bands = resolve(device_pk=device_pk, location_pk=device.location_pk, type_pk=device.type_pk, metric_pk=metric_pk)
+        bands = None
+        if metric_pk in with_thresholds:
+            bands = resolve(device_pk=device_pk, location_pk=device.location_pk, type_pk=device.type_pk, metric_pk=metric_pk)
         pair_rows.sort(key=TS)
         _, _, ts, value = pair_rows[-1]
         if ts > last_seen.get(device_pk, 0):
@@ -160,6 +163,29 @@ class CalculationInputs(StateTables):
     def advance(self, table, readings):
         self.changes.append((table, table.keep_newer(readings)))
 
+    def newest_calculated(self, *, leaving_out):
+        """Rows by (device, metric), as rows_by_pair gives them, of the newest value of each
+        calculated metric of each device that the batch changed (the tables' own: a value older
+        than the one they hold changes nothing) → [(device_pk, metric_pk, ts, value)], one each;
+        the metrics `leaving_out` left out."""
+        cells_by_table = {}  # StateTable → {cell: None}, each cell once
+        for table, (cells, _, _) in self.changes:
+            calculated = cells[table.calculated[cells % table.width]]
+            cells_by_table.setdefault(table, {}).update(dict.fromkeys(calculated.tolist()))
+        pairs = {}
+        for table, cells in cells_by_table.items():
+            cells = list(cells)
+            for start in range(0, len(cells), GIL_HELD_ROWS):
+                part = np.array(cells[start : start + GIL_HELD_ROWS], np.int64)
+                rows = zip(
+                    table.device_pks[part // table.width].tolist(),
+                    table.metric_pks[part % table.width].tolist(),
+                    table.times[part].tolist(),
+                    table.values[part].tolist(),
+                )
+                pairs.update((row[:2], [row]) for row in rows if row[1] not in leaving_out)
+        return pairs
+
 
 def reject_failed_calculations(batch, failures):
     """A failed calculation [(device_pk, ts, metric key, error)] becomes a dead letter of its
@@ -197,8 +223,9 @@ class BatchWriter:
             self.failures += failures
         self.readings.write_columns([measured, *calculated])
 
-    def calculated_rows(self):
-        return list(chain.from_iterable(part.rows() for part in self.calculated))
+    def calculated_rows(self, metric_pks):
+        """The calculated rows of these metrics."""
+        return list(chain.from_iterable(part.rows() for part in self.calculated if part.metrics[0] in metric_pks))
 
 
 def after_commit(batch_id, description, publisher):
@@ -280,7 +307,12 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 writer = BatchWriter(readings, states)
                 batch = validate(messages, store=writer, store_rows=GIL_HELD_ROWS)
                 reject_failed_calculations(batch, writer.failures)
-                pairs = rows_by_pair(batch.rows) | rows_by_pair(writer.calculated_rows())
+                pairs = rows_by_pair(batch.rows)
+                if states is not None:
+                    # describe_pairs needs every row of a pair only where a threshold applies
+                    with_thresholds = master.thresholds.metric_pks
+                    pairs |= rows_by_pair(writer.calculated_rows(with_thresholds))
+                    pairs |= states.newest_calculated(leaving_out=with_thresholds)
             description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.
