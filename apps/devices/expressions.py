@@ -14,12 +14,9 @@ its error checks): compiled function 0.5 µs, the tree as nested closures 3.1 µ
 calculated metric may cost at most 10 % of its throughput (bench_ingest --only calculated), so
 ingest evaluates a whole batch in one call instead (evaluate_many), which only a tree compiled to
 code allows: the same checked tree compiled a second time over numpy arrays, a column per input.
-Its arithmetic is numpy's (IEEE, the same values as Python's), and so are exp and log(x): numpy's
-float64 exp and log are the C library's, which the math module calls too, on x86-64 without
-AVX-512F (these machines; numpy has vector code of its own for them on AVX-512F, and
-test_expressions pins the equality). The Python ones cost 0.4 µs a value inside ingest, more than
-the rest of the demo's expression. pow (`**`), log(x, base) and round(x, digits) are Python's,
-value by value, failures and rounding included (numpy's log(x, 0) is 0, Python's an error).
+Its arithmetic is numpy's (IEEE, the same values as Python's); exp, log, pow and round(x, digits)
+are Python's, value by value (numpy's own exp, log and pow differ from the math module's in the
+last digit for some values, and a stored value must not depend on which path computed it).
 """
 
 import ast
@@ -233,7 +230,7 @@ def elementwise(function):
         if not isinstance(columns[0], list):  # constants only
             return failing_as_nan(*columns)
         try:
-            return np.array(list(map(function, *columns)), dtype=np.float64)
+            return np.fromiter(map(function, *columns), np.float64, len(columns[0]))
         except RUNTIME_ERROR_TYPES:
             return np.array(list(map(failing_as_nan, *columns)), dtype=np.float64)
 
@@ -245,11 +242,10 @@ def as_number(truth):
     return np.asarray(truth, dtype=np.float64)
 
 
-LOG_WITH_BASE = elementwise(math.log)  # numpy's log(x) / log(0) is 0 where Python's fails
 ARRAY_FUNCTIONS = {
     "abs": np.abs,
-    "exp": np.exp,
-    "log": lambda value, base=None: np.log(value) if base is None else LOG_WITH_BASE(value, base),
+    "exp": elementwise(math.exp),
+    "log": elementwise(math.log),
     "max": lambda *values: reduce(np.maximum, values),
     "min": lambda *values: reduce(np.minimum, values),
     "round": elementwise(round),

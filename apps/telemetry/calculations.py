@@ -92,9 +92,10 @@ def positions(count):
     return POSITIONS[:count] if count <= len(POSITIONS) else np.arange(count)
 
 
-def extended(table, size):
-    """A lookup table of `size` entries: `table`'s, then -1."""
-    return np.concatenate([table, np.full(size - len(table), -1, np.int64)])
+def extended(table, key):
+    """The lookup table with room for `key` and half as many again beyond it (8 bytes an entry,
+    up to the largest device pk met): `table`'s entries, then -1."""
+    return np.concatenate([table, np.full(key + key // 2 + 2 - len(table), -1, np.int64)])
 
 
 class StateTable:
@@ -131,7 +132,7 @@ class StateTable:
         if end > len(self.device_pks):
             self.grow(2 * end)
         if max(device_pks) >= len(self.row_by_pk) - 1:  # the last entry stays -1
-            self.row_by_pk = extended(self.row_by_pk, 2 * max(device_pks) + 2)
+            self.row_by_pk = extended(self.row_by_pk, max(device_pks))
         self.row_by_pk[device_pks] = list(range(first, end))
         self.device_pks[first:end] = device_pks
         self.count = end
@@ -195,7 +196,7 @@ class StateTables:
         if unknown.any():
             new = list(dict.fromkeys(device_pks[unknown].tolist()))
             if max(new) >= len(self.kind_by_pk) - 1:  # the last entry stays -1
-                self.kind_by_pk = extended(self.kind_by_pk, 2 * max(new) + 2)
+                self.kind_by_pk = extended(self.kind_by_pk, max(new))
             self.kind_by_pk[new] = [self.kind_index(devices[pk].calculations) for pk in new]
             kinds = lookup(self.kind_by_pk, device_pks)
         return kinds
