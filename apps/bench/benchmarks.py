@@ -256,8 +256,8 @@ def truncate_readings(conn):
 def without_housekeeping(conn, table="telemetry_reading"):
     """Autovacuum off on the table's partitions for the block, and checkpoint() to call before each
     drain. A drain's few hundred thousand rows trigger an autovacuum and fill WAL towards a
-    checkpoint; on 2 cores either, landing on one drain of a pair, moves the pair's ratio by more
-    than the difference measured."""
+    checkpoint (the bench database's statistics showed both during drains); on 2 cores either
+    competes with the one drain of a pair it lands on."""
     partitions = [
         name
         for (name,) in conn.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", [table])

@@ -92,10 +92,15 @@ def positions(count):
     return POSITIONS[:count] if count <= len(POSITIONS) else np.arange(count)
 
 
-def extended(table, key):
-    """The lookup table with room for `key` and half as many again beyond it (8 bytes an entry,
-    up to the largest device pk met): `table`'s entries, then -1."""
-    return np.concatenate([table, np.full(key + key // 2 + 2 - len(table), -1, np.int64)])
+def with_entries(table, keys, values):
+    """The lookup table with table[keys] = values (keys: a list of ints), extended where a key is
+    beyond it by half as many entries again, all -1 (8 bytes an entry, up to the largest device pk
+    met; the last entry stays -1)."""
+    largest = max(keys)
+    if largest >= len(table) - 1:
+        table = np.concatenate([table, np.full(largest + largest // 2 + 2 - len(table), -1, np.int64)])
+    table[keys] = values
+    return table
 
 
 class StateTable:
@@ -131,9 +136,7 @@ class StateTable:
         first, end = self.count, self.count + len(device_pks)
         if end > len(self.device_pks):
             self.grow(2 * end)
-        if max(device_pks) >= len(self.row_by_pk) - 1:  # the last entry stays -1
-            self.row_by_pk = extended(self.row_by_pk, max(device_pks))
-        self.row_by_pk[device_pks] = list(range(first, end))
+        self.row_by_pk = with_entries(self.row_by_pk, device_pks, list(range(first, end)))
         self.device_pks[first:end] = device_pks
         self.count = end
 
@@ -195,9 +198,7 @@ class StateTables:
         unknown = kinds == -1
         if unknown.any():
             new = list(dict.fromkeys(device_pks[unknown].tolist()))
-            if max(new) >= len(self.kind_by_pk) - 1:  # the last entry stays -1
-                self.kind_by_pk = extended(self.kind_by_pk, max(new))
-            self.kind_by_pk[new] = [self.kind_index(devices[pk].calculations) for pk in new]
+            self.kind_by_pk = with_entries(self.kind_by_pk, new, [self.kind_index(devices[pk].calculations) for pk in new])
             kinds = lookup(self.kind_by_pk, device_pks)
         return kinds
 
