@@ -319,8 +319,7 @@ class TypeCalculations:
     inputs: tuple  # pks of the metrics some calculation uses, sorted
     input_keys: dict  # metric key → pk of every metric some calculation uses
     columns: tuple  # pks of the metrics some calculation uses or computes, sorted: the columns of its StateTable
-    column_of: dict  # metric pk → its column
-    column_by_pk: np.ndarray  # the same as a lookup table (lookup), -1 for the metrics without one
+    column_by_pk: np.ndarray  # metric pk → its column, a lookup table (lookup): -1 for the metrics without one
 
     @classmethod
     def of(cls, metrics, expressions):
@@ -348,7 +347,6 @@ class TypeCalculations:
             inputs=inputs,
             input_keys=input_keys,
             columns=columns,
-            column_of=column_of,
             column_by_pk=column_by_pk,
         )
 

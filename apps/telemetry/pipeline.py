@@ -51,13 +51,20 @@ class BatchResult:
         return [committed_at - ts for ts in self.sample_ts]
 
 
-def describe_pairs(pairs, *, devices, master):
+def live_item(device, metric_key, ts, value, status):
+    """A reading as the latest values and the live push keep it (ts in epoch ms); device: its DeviceInfo."""
+    return {"device": device.device_id, "metric": metric_key, "value": value, "ts": int(ts * 1000), "status": status}
+
+
+def describe_pairs(pairs, *, devices, master, calculated_items=()):
     """Stored rows by (device, metric) — every row of a pair whose metric has thresholds, at least
     the newest of the others — → (live items: the newest reading of each (device, metric) with its
-    threshold status; the rows that can move an alert; newest ts per device).
+    threshold status, then `calculated_items`; the rows that can move an alert; newest ts per device).
 
     Thresholds are resolved once per (device, metric), and Celery gets only the readings of pairs
     with a threshold that can change their alert (the alert rules' significant_readings, apps.telemetry.handoff).
+    calculated_items: live items of calculated metrics without thresholds (CalculationInputs.newest_calculated),
+    whose times are those of the measured readings that triggered them.
     """
     resolve, with_thresholds = master.thresholds.resolve, master.thresholds.metric_pks
     significant_readings = alert_rules().significant_readings
@@ -73,17 +80,10 @@ def describe_pairs(pairs, *, devices, master):
         _, _, ts, value = pair_rows[-1]
         if ts > last_seen.get(device_pk, 0):
             last_seen[device_pk] = ts
-        items.append(
-            {
-                "device": device.device_id,
-                "metric": master.metric_keys[metric_pk],
-                "value": value,
-                "ts": int(ts * 1000),
-                "status": bands.status(value) if bands else None,
-            }
-        )
+        items.append(live_item(device, master.metric_keys[metric_pk], ts, value, bands.status(value) if bands else None))
         if bands:
             evaluate_rows += [(d, m, t, v, bands.pk) for d, m, t, v in significant_readings(bands, pair_rows)]
+    items += calculated_items
     return items, evaluate_rows, last_seen
 
 
@@ -142,7 +142,7 @@ class CalculationInputs(StateTables):
         """Merge the latest values documents of the devices into their rows of the table.
 
         device_pks: row → device pk; devices: device pk → DeviceInfo."""
-        columns = {key: calculations.column_of[pk] for key, pk in calculations.input_keys.items()}
+        columns = {key: int(calculations.column_by_pk[pk]) for key, pk in calculations.input_keys.items()}
         device_ids = [devices[pk].device_id for pk in device_pks.values()]
         documents = read_latest_documents(device_ids)
         found = []
@@ -163,28 +163,32 @@ class CalculationInputs(StateTables):
     def advance(self, table, readings):
         self.changes.append((table, table.keep_newer(readings)))
 
-    def newest_calculated(self, *, leaving_out):
-        """Rows by (device, metric), as rows_by_pair gives them, of the newest value of each
-        calculated metric of each device that the batch changed (the tables' own: a value older
-        than the one they hold changes nothing) → [(device_pk, metric_pk, ts, value)], one each;
-        the metrics `leaving_out` left out."""
+    def newest_calculated(self, *, leaving_out, devices, metric_keys):
+        """Live items (live_item, no status) of the newest value of each calculated metric of each
+        device that the batch changed (the tables' own: a value older than the one they hold
+        changes nothing), the metrics `leaving_out` left out.
+
+        devices: device pk → DeviceInfo; metric_keys: metric pk → key (the batch's DeviceMaster)."""
         cells_by_table = {}  # StateTable → {cell: None}, each cell once
         for table, (cells, _, _) in self.changes:
             calculated = cells[table.calculated[cells % table.width]]
             cells_by_table.setdefault(table, {}).update(dict.fromkeys(calculated.tolist()))
-        pairs = {}
+        items = []
         for table, cells in cells_by_table.items():
             cells = list(cells)
             for start in range(0, len(cells), GIL_HELD_ROWS):
                 part = np.array(cells[start : start + GIL_HELD_ROWS], np.int64)
-                rows = zip(
-                    table.device_pks[part // table.width].tolist(),
-                    table.metric_pks[part % table.width].tolist(),
-                    table.times[part].tolist(),
-                    table.values[part].tolist(),
-                )
-                pairs.update((row[:2], [row]) for row in rows if row[1] not in leaving_out)
-        return pairs
+                items += [
+                    live_item(devices[device_pk], metric_keys[metric_pk], ts, value, None)
+                    for device_pk, metric_pk, ts, value in zip(
+                        table.device_pks[part // table.width].tolist(),
+                        table.metric_pks[part % table.width].tolist(),
+                        table.times[part].tolist(),
+                        table.values[part].tolist(),
+                    )
+                    if metric_pk not in leaving_out
+                ]
+        return items
 
 
 def reject_failed_calculations(batch, failures):
@@ -307,13 +311,17 @@ def ingest_batch(messages, *, master_cache, publisher=None, historical=False, af
                 writer = BatchWriter(readings, states)
                 batch = validate(messages, store=writer, store_rows=GIL_HELD_ROWS)
                 reject_failed_calculations(batch, writer.failures)
-                pairs = rows_by_pair(batch.rows)
+                pairs, calculated_items = rows_by_pair(batch.rows), []
                 if states is not None:
-                    # describe_pairs needs every row of a pair only where a threshold applies
+                    # describe_pairs needs the rows of a pair where a threshold applies, the newest value elsewhere
                     with_thresholds = master.thresholds.metric_pks
                     pairs |= rows_by_pair(writer.calculated_rows(with_thresholds))
-                    pairs |= states.newest_calculated(leaving_out=with_thresholds)
-            description = None if historical else describe_pairs(pairs, devices=batch.devices, master=master)
+                    calculated_items = states.newest_calculated(
+                        leaving_out=with_thresholds, devices=batch.devices, metric_keys=master.metric_keys
+                    )
+            description = None
+            if not historical:
+                description = describe_pairs(pairs, devices=batch.devices, master=master, calculated_items=calculated_items)
             # Worked out while PostgreSQL still stores the last rows. A calculated reading has the
             # time of a reading that triggered it.
             dirty_hours = hours_of(batch.rows)
