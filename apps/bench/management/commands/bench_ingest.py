@@ -378,10 +378,11 @@ class Command(BaseCommand):
         cpu = {calculated: median(drains[calculated][1] for drains in pairs) for calculated in (False, True)}
         ratios = sorted(ratio(drains[True][0], drains[False][0]) for drains in pairs)
         kept = median(ratios)
+        cpu_ratio = median(ratio(drains[True][1], drains[False][1]) for drains in pairs)
         self.say(
             f"  median of {rounds} pairs: {rate[False]:,.0f} msg/s without, {rate[True]:,.0f} msg/s with the calculated "
             f"metric; with / without {times(kept)} (pairs {', '.join(times(r) for r in ratios)}); "
-            f"CPU {cpu[False]:.1f} → {cpu[True]:.1f} µs/message"
+            f"CPU {cpu[False]:.1f} → {cpu[True]:.1f} µs/message, with / without {times(cpu_ratio)} pair by pair"
         )
         section = "calculated"
         self.summary.add(section, "ingest, measured metrics only (reference, median)", rate[False], "msg/s")
@@ -391,6 +392,7 @@ class Command(BaseCommand):
         self.summary.add(section, "with / without, highest pair", ratios[-1], "×")
         self.summary.add(section, "ingest CPU per message without (median)", cpu[False], "µs")
         self.summary.add(section, "ingest CPU per message with (median)", cpu[True], "µs")
+        self.summary.add(section, "ingest CPU per message, with / without (median of the pairs)", cpu_ratio, "×")
 
     def publish_calculated_backlog(self, run, labels, *, count, devices):
         """A humidity reading per device, then `count` temperature readings, into a persistent
