@@ -15,8 +15,9 @@ calculated metric may cost at most 10 % of its throughput (bench_ingest --only c
 ingest evaluates a whole batch in one call instead (evaluate_many), which only a tree compiled to
 code allows: the same checked tree compiled a second time over numpy arrays, a column per input.
 Its arithmetic is numpy's (IEEE, the same values as Python's); exp, log, pow and round(x, digits)
-are Python's, value by value (numpy's own exp, log and pow differ from the math module's in the
-last digit for some values, and a stored value must not depend on which path computed it).
+are Python's, value by value: numpy's own may differ from the math module's in the last digit,
+depending on the CPU's vector instructions, and a stored value must not depend on which path
+computed it (test_expressions compares evaluate_many with evaluate over a grid).
 """
 
 import ast
