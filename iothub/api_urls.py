@@ -1,5 +1,7 @@
 """The REST API under /api/: version 1 of the endpoints, the OpenAPI schema and its docs page."""
 
+import threading
+
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import APIRootView, DefaultRouter
@@ -24,6 +26,20 @@ app_name = "api"
 
 class HubAPIRootView(HubAPIMixin, APIRootView):
     """The index of version 1 of the API, for plant staff like the rest of it."""
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, generated for one request at a time: drf-spectacular's generator keeps
+    state in globals (extensions it loads on first use, its warnings, settings it patches), and a
+    fresh daphne answered some of several schema requests at once with a 500
+    (tfranzel/drf-spectacular#1123)."""
+
+    permission_classes = [IsPlantStaff]
+    generating = threading.Lock()
+
+    def get(self, request, *args, **kwargs):
+        with self.generating:
+            return super().get(request, *args, **kwargs)
 
 
 router = DefaultRouter()
@@ -66,7 +82,7 @@ urlpatterns = [
     path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("v1/auth/token/blacklist/", TokenBlacklistView.as_view(), name="token-blacklist"),
     path("v1/", include(router.urls)),
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsPlantStaff]), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     # The split view serves Swagger UI's set-up script from a URL, not inline: the CSP allows no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema", permission_classes=[IsPlantStaff]), name="docs"),
 ]

@@ -5,6 +5,7 @@ import csv
 import io
 import re
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -866,3 +867,21 @@ def test_it_serves_many_requests_over_a_few_pooled_database_connections(plant, h
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
     assert server_connections() - before <= 3
+
+
+def test_a_fresh_server_answers_concurrent_schema_requests_alike(plant, hub, django_user_model):
+    """drf-spectacular's generator keeps state in globals; integrators' tools fetching the schema at
+    once made a fresh daphne answer some of them with a 500 (found by running two schemathesis at once)."""
+    user = django_user_model.objects.create_user("schema", password="schema-pw-123", is_staff=True)
+    token = issue_api_token(user=user, name="schema test")[1]
+    base = hub.web()
+
+    def fetch(_):
+        request = urllib.request.Request(f"{base}/api/schema/?format=json", headers={"Authorization": f"Token {token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(fetch, range(6)))
+    assert {status for status, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1
