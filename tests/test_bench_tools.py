@@ -8,7 +8,15 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from apps.bench.benchmarks import BenchError, RatePublisher, mqtt_string, without_housekeeping
+from apps.bench.benchmarks import (
+    BenchError,
+    RatePublisher,
+    end_session,
+    mqtt_string,
+    prepare_session,
+    publish_backlog,
+    without_housekeeping,
+)
 
 from .support import Consumer, eventually
 
@@ -30,6 +38,41 @@ def test_it_publishes_every_message_in_order_within_its_window(unique):
         consumer.settle()
     finally:
         publisher.close()
+        consumer.close()
+
+
+def test_a_backlog_waits_in_its_session_until_the_session_is_ended(unique):
+    client_id, topic = f"test-backlog-{unique}", f"$share/test-{unique}/sensors/#"
+
+    def publish(count):
+        result = publish_backlog(
+            url=settings.MQTT_URL,
+            client_id=f"test-backlog-pub-{unique}",
+            count=count,
+            devices=7,
+            per_message=1,
+            start_ms=10**12,
+            timeout=10,
+        )
+        assert result["published"] == count
+
+    prepare_session(settings.MQTT_URL, client_id, topic)
+    publish(300)
+    consumer = Consumer(client_id, topic)  # takes the session over, with what it queued
+    try:
+        eventually(lambda: len(consumer.received) == 300, timeout=10, message="the backlog")
+        assert orjson.loads(consumer.received[-1][1]) == {"ts": 10**12 + 299, "temperature": 20.0 + 299 % 100 / 10}
+        consumer.client.ack_all([mid for mid, _ in consumer.received])
+        consumer.settle()
+    finally:
+        consumer.close()
+    end_session(settings.MQTT_URL, client_id)
+    publish(20)
+    consumer = Consumer(client_id, topic)  # a new session: nothing was queued for it
+    try:
+        consumer.settle()
+        assert consumer.received == []
+    finally:
         consumer.close()
 
 

@@ -41,6 +41,7 @@ from apps.bench.benchmarks import (
     demo_device_pks,
     direct_copy_seconds,
     drain_bare,
+    end_session,
     latency_stats,
     machine_description,
     machine_load,
@@ -306,6 +307,8 @@ class Command(BaseCommand):
                 ingest.wait_ready()
                 backlog = StoredRows(conn, messages=count, devices=devices, per_message=per_message)
                 drain, cpu = self.drain_ingest(run, conn, [ingest], backlog, f"ingest ×1 ({label})")
+            for session in (f"{label}-ingest", f"{label}-bare"):
+                end_session(run.mqtt_url, run.name(session))
             ingest_rate = drain.rate / per_message
             self.say(f"  ingest: {ingest_rate:,.0f} msg/s = {times(ratio(ingest_rate, bare_rate))} bare ({CORES_NOTE})")
             self.summary.add(section, "bare subscriber", bare_rate, "msg/s")
@@ -421,6 +424,7 @@ class Command(BaseCommand):
             ingest.wait_ready()
             backlog = StoredRows(conn, messages=count, devices=devices)
             drain, cpu = self.drain_ingest(run, conn, [ingest], backlog, f"ingest ×1 ({'with' if calculated else 'without'})")
+        end_session(run.mqtt_url, run.name(f"{label}-ingest"))
         calculated_rows = count_rows(conn, "telemetry_reading") - count - devices
         self.say(f"  calculated values stored: {calculated_rows:,}")
         if calculated and calculated_rows < count:
