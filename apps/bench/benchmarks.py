@@ -473,8 +473,9 @@ class RatePublisher:
     paho spends ~80 µs of CPU per QoS 1 publish on these 2 cores (message objects, locks, its network
     thread): at 10,000 msg/s the load generator alone took two thirds of a core from the hub it
     measures, and a backlog of 300,000 messages took 45 s to publish. This one writes a window's
-    PUBLISH packets in one send and counts the PUBACKs from the same socket. Not a general client: no client certificates, no QoS 2, no retransmission (the benchmark fails
-    instead), at most `window` messages unacknowledged."""
+    PUBLISH packets in one send and counts the PUBACKs from the same socket. Not a general client:
+    no client certificates, no QoS 2, no retransmission (the benchmark fails instead), at most
+    `window` messages unacknowledged."""
 
     def __init__(self, url, client_id, *, window=1000, timeout=60):
         parts = urlsplit(url)
