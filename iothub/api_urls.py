@@ -37,9 +37,9 @@ class SchemaView(SpectacularAPIView):
     permission_classes = [IsPlantStaff]
     generating = threading.Lock()
 
-    def get(self, request, *args, **kwargs):
+    def dispatch(self, request, *args, **kwargs):  # not get: drf-spectacular describes its own get in the schema
         with self.generating:
-            return super().get(request, *args, **kwargs)
+            return super().dispatch(request, *args, **kwargs)
 
 
 router = DefaultRouter()
