@@ -549,9 +549,14 @@ class RatePublisher:
             self.sock.close()
 
 
+def publish_topics(devices):
+    """RatePublisher's encoded topic of device n at index n (n from 1)."""
+    return [b""] + [mqtt_string(device_topic(n)) for n in range(1, devices + 1)]
+
+
 def publish_backlog(*, url, client_id, count, devices, per_message, start_ms, timeout, metric="temperature"):
     """Publish the backlog QoS 1 as fast as the broker acknowledges; returns {published, seconds}."""
-    topics = [b""] + [mqtt_string(device_topic(n)) for n in range(1, devices + 1)]
+    topics = publish_topics(devices)
     messages = [
         (topics[n], encode_payload(readings, metric)) for n, readings in backlog_readings(count, devices, per_message, start_ms)
     ]
@@ -567,7 +572,7 @@ def publish_backlog(*, url, client_id, count, devices, per_message, start_ms, ti
 
 def publish_at_rate(*, url, client_id, rate, duration, devices, timeout):
     """`rate` single-reading messages/s for `duration` s; ts = publish time (epoch ms), distinct per device."""
-    topics = [b""] + [mqtt_string(device_topic(n)) for n in range(1, devices + 1)]
+    topics = publish_topics(devices)
     last_ts = [0] * (devices + 1)
     published = 0
     publisher = RatePublisher(url, client_id, timeout=timeout)
